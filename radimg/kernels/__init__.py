@@ -1,0 +1,2 @@
+"""Numba kernels: pure array functions (no MPI, no I/O, no globals)."""
+
