@@ -1,0 +1,886 @@
+"""Typed configuration: schema, defaults, YAML loading and ``--set`` overrides.
+
+Precedence is defaults < YAML file < ``--set section.key=value`` overrides (QuartiCal
+``config/parser.py`` style). Every key has a type, a default and a one-line description with
+its unit in the key's name (``cell_arcsec``, ``freq_hz``). Unknown sections and keys fail with
+the nearest valid name suggested; a value of the wrong type, range or choice fails naming the
+key, the value and the expected form.
+
+This module imports only the standard library and PyYAML, so that ``radimg --help`` and
+``radimg config --dump`` stay instant (no numpy, numba, h5py or casacore).
+
+Examples
+--------
+>>> cfg = resolve("configs/demo.yaml", ["image.npix=512", "wterm.epsilon=1e-5"])  # doctest: +SKIP
+>>> cfg["image"]["npix"]                                                           # doctest: +SKIP
+512
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "SCHEMA",
+    "defaults",
+    "dump_default",
+    "fft_friendly",
+    "load_yaml",
+    "parse_bytes",
+    "parse_set",
+    "resolve",
+    "to_yaml",
+    "validate",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration the user must fix (unknown key, wrong type, YAML syntax, ...)."""
+
+
+class _Bad(ValueError):
+    """Internal: a value failed its key's check; ``str()`` is the expected form."""
+
+
+# --------------------------------------------------------------------------------------
+# Key specifications
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key.
+
+    Parameters
+    ----------
+    default : Any
+        Default value (already in normalised form).
+    doc : str
+        One-line description; written as the comment in ``dump_default()``.
+    expected : str
+        Human description of the accepted form, used in error messages.
+    convert : callable
+        ``convert(value) -> normalised value``; raises ``_Bad`` when the value is invalid.
+    """
+
+    default: Any
+    doc: str
+    expected: str
+    convert: Callable[[Any], Any]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _as_int(v: Any) -> int:
+    """Accept ints, integral floats (``1e5``) and strings that parse as either."""
+    if _is_int(v):
+        return v
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return int(v)
+    if isinstance(v, str):
+        try:
+            return int(v.strip().replace("_", ""))
+        except ValueError:
+            pass
+        try:
+            f = float(v)
+        except ValueError:
+            raise _Bad from None
+        return _as_int(f)
+    raise _Bad
+
+
+def _as_float(v: Any) -> float:
+    # YAML 1.1 (PyYAML) reads "1e-4" (no decimal point) as a string: accept it.
+    if _is_int(v) or isinstance(v, float):
+        f = float(v)
+    elif isinstance(v, str):
+        try:
+            f = float(v.strip())
+        except ValueError:
+            raise _Bad from None
+    else:
+        raise _Bad
+    if not math.isfinite(f):
+        raise _Bad
+    return f
+
+
+def _range_text(lo, hi, lo_open, hi_open) -> str:
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+    return " and ".join(parts)
+
+
+def _check_range(x, lo, hi, lo_open, hi_open):
+    if lo is not None and (x < lo or (lo_open and x == lo)):
+        raise _Bad
+    if hi is not None and (x > hi or (hi_open and x == hi)):
+        raise _Bad
+
+
+def int_key(default, doc, *, lo=None, hi=None, even=False, auto=False, nullable=False) -> Key:
+    """An integer key, optionally bounded, even, or also accepting ``"auto"`` / null."""
+    expected = "an " + ("even " if even else "") + "integer"
+    rng = _range_text(lo, hi, False, False)
+    if rng:
+        expected += " " + rng
+    if auto:
+        expected = f'"auto" or {expected}'
+    if nullable:
+        expected += " or null"
+
+    def convert(v):
+        if nullable and v is None:
+            return None
+        if auto and isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        x = _as_int(v)
+        _check_range(x, lo, hi, False, False)
+        if even and x % 2:
+            raise _Bad
+        return x
+
+    return Key(default, doc, expected, convert)
+
+
+def float_key(default, doc, *, lo=None, hi=None, lo_open=False, hi_open=False) -> Key:
+    """A finite float key with optional open or closed bounds."""
+    expected = "a number"
+    rng = _range_text(lo, hi, lo_open, hi_open)
+    if rng:
+        expected += " " + rng
+
+    def convert(v):
+        x = _as_float(v)
+        _check_range(x, lo, hi, lo_open, hi_open)
+        return x
+
+    return Key(default, doc, expected, convert)
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def bool_key(default, doc) -> Key:
+    """A boolean key (YAML true/false; the strings yes/no/on/off/1/0 also pass)."""
+
+    def convert(v):
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.strip().lower() in _TRUE | _FALSE:
+            return v.strip().lower() in _TRUE
+        if _is_int(v) and v in (0, 1):
+            return bool(v)
+        raise _Bad
+
+    return Key(default, doc, "true or false", convert)
+
+
+def str_key(default, doc, *, nullable=False, nonempty=True) -> Key:
+    """A string key (a path, a column name), optionally null."""
+    expected = "a non-empty string" if nonempty else "a string"
+    if nullable:
+        expected += " or null"
+
+    def convert(v):
+        if v is None and nullable:
+            return None
+        if isinstance(v, str):
+            if nonempty and not v.strip():
+                raise _Bad
+            return v
+        raise _Bad
+
+    return Key(default, doc, expected, convert)
+
+
+def choice_key(default, doc, choices: Iterable[str]) -> Key:
+    """One of a fixed set of strings (case-insensitive; stored lower-case)."""
+    choices = tuple(choices)
+    expected = "one of " + ", ".join(choices)
+
+    def convert(v):
+        if isinstance(v, str) and v.strip().lower() in choices:
+            return v.strip().lower()
+        near = difflib.get_close_matches(str(v).lower(), choices, n=1, cutoff=0.5)
+        if near:
+            raise _Bad(f"{expected} (did you mean '{near[0]}'?)")
+        raise _Bad
+
+    return Key(default, doc, expected, convert)
+
+
+def int_list_key(default, doc, *, lo=None) -> Key:
+    """A non-empty list of integers (a bare integer is taken as a one-element list)."""
+    expected = "a non-empty list of integers" + (f" >= {lo}" if lo is not None else "")
+
+    def convert(v):
+        if _is_int(v) or isinstance(v, str) and not v.strip().startswith("["):
+            v = [v]
+        if isinstance(v, str):
+            try:
+                v = yaml.safe_load(v)
+            except yaml.YAMLError:
+                raise _Bad from None
+        if not isinstance(v, (list, tuple)) or not v:
+            raise _Bad
+        out = [_as_int(x) for x in v]
+        if lo is not None and any(x < lo for x in out):
+            raise _Bad
+        return out
+
+    return Key(list(default), doc, expected, convert)
+
+
+_BYTE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_bytes(text: str | int | float) -> int:
+    """Parse a memory size such as ``"8GiB"``, ``"500MB"``, ``"1.5 GiB"`` or ``1024``.
+
+    Parameters
+    ----------
+    text : str or int or float
+        A number of bytes, or a number followed by a unit: B, kB/MB/GB/TB (powers of 1000;
+        K/M/G/T alone mean the same) or KiB/MiB/GiB/TiB (powers of 1024). Case-insensitive.
+
+    Returns
+    -------
+    int
+        Size in bytes (> 0).
+
+    Raises
+    ------
+    ValueError
+        If the text is not a positive size with a known unit.
+    """
+    if isinstance(text, bool):
+        raise ValueError(f"not a memory size: {text!r}")
+    if isinstance(text, (int, float)):
+        n = float(text)
+        unit = ""
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+        if not m or m.group(2).lower() not in _BYTE_UNITS:
+            raise ValueError(
+                f"not a memory size: {text!r} (expected e.g. 8GiB, 500MB, 1.5TiB or a byte count)"
+            )
+        n, unit = float(m.group(1)), m.group(2).lower()
+    nbytes = int(n * _BYTE_UNITS[unit])
+    if not math.isfinite(n) or nbytes <= 0:
+        raise ValueError(f"memory size must be positive, got {text!r}")
+    return nbytes
+
+
+def bytes_key(default, doc) -> Key:
+    """A memory size (``"8GiB"``) or null; stored as given, checked with ``parse_bytes``."""
+
+    def convert(v):
+        if v is None:
+            return None
+        try:
+            parse_bytes(v)
+        except ValueError:
+            raise _Bad from None
+        return v if isinstance(v, str) else int(v)
+
+    return Key(default, doc, 'a memory size like "8GiB" or "500MB", or null', convert)
+
+
+# Per-source keys of the simulated sky: key -> (converter key, required?)
+SOURCE_KEYS: dict[str, tuple[Key, bool]] = {
+    "ra_deg": (float_key(None, "right ascension, degrees", lo=-360.0, hi=360.0), True),
+    "dec_deg": (float_key(None, "declination, degrees", lo=-90.0, hi=90.0), True),
+    "flux_jy": (float_key(None, "Stokes I flux density at ref_freq_hz, Jy"), True),
+    "spectral_index": (float_key(0.0, "S(f) = flux_jy * (f / ref_freq_hz)**spectral_index"), False),
+    "ref_freq_hz": (
+        float_key(
+            None,
+            "reference frequency of flux_jy, Hz (default simulate.freq_hz)",
+            lo=0.0,
+            lo_open=True,
+        ),
+        False,
+    ),
+    "major_arcsec": (float_key(0.0, "Gaussian FWHM major axis, arcsec (0 = point)", lo=0.0), False),
+    "minor_arcsec": (float_key(0.0, "Gaussian FWHM minor axis, arcsec (0 = point)", lo=0.0), False),
+    "pa_deg": (float_key(0.0, "Gaussian position angle, degrees east of north"), False),
+}
+
+
+def sources_key(default, doc) -> Key:
+    """A list of source dicts; each source's keys are validated and defaults filled in."""
+    req = [k for k, (_, r) in SOURCE_KEYS.items() if r]
+    expected = (
+        "a list of mappings with keys "
+        + ", ".join(req)
+        + " (required) and "
+        + ", ".join(k for k in SOURCE_KEYS if k not in req)
+        + " (optional)"
+    )
+
+    def convert(v):
+        if isinstance(v, str):
+            try:
+                v = yaml.safe_load(v)
+            except yaml.YAMLError:
+                raise _Bad from None
+        if v is None:
+            v = []
+        if not isinstance(v, (list, tuple)):
+            raise _Bad
+        out = []
+        for i, src in enumerate(v):
+            if not isinstance(src, Mapping):
+                raise _Bad(f"{expected}; source [{i}] is {src!r}")
+            s = {}
+            for name, val in src.items():
+                if name not in SOURCE_KEYS:
+                    near = difflib.get_close_matches(str(name), SOURCE_KEYS, n=1, cutoff=0.5)
+                    hint = f"; did you mean '{near[0]}'?" if near else ""
+                    raise _Bad(f"{expected}; source [{i}] has unknown key '{name}'{hint}")
+                key = SOURCE_KEYS[name][0]
+                if val is None and not SOURCE_KEYS[name][1]:
+                    s[name] = None
+                    continue
+                try:
+                    s[name] = key.convert(val)
+                except _Bad:
+                    raise _Bad(
+                        f"{expected}; source [{i}].{name} = {val!r} is not {key.expected}"
+                    ) from None
+            missing = [k for k in req if k not in s]
+            if missing:
+                raise _Bad(f"{expected}; source [{i}] lacks {', '.join(missing)}")
+            for name, (key, _) in SOURCE_KEYS.items():
+                if s.get(name) is None:
+                    s[name] = key.default
+            out.append({k: s[k] for k in SOURCE_KEYS})
+        return out
+
+    return Key(copy.deepcopy(default), doc, expected, convert)
+
+
+# --------------------------------------------------------------------------------------
+# The schema
+# --------------------------------------------------------------------------------------
+
+
+def _src(ra, dec, flux):
+    return {
+        "ra_deg": ra,
+        "dec_deg": dec,
+        "flux_jy": flux,
+        "spectral_index": -0.7,
+        "ref_freq_hz": 1.5e8,
+        "major_arcsec": 0.0,
+        "minor_arcsec": 0.0,
+        "pa_deg": 0.0,
+    }
+
+
+# Point sources from the phase centre out to ~8.5 deg, so that wide-field (w-term) errors show.
+_DEFAULT_SOURCES = [
+    _src(0.0, -27.0, 5.0),
+    _src(4.0, -24.0, 3.0),
+    _src(352.0, -30.0, 2.0),
+    _src(2.0, -35.0, 1.0),
+    _src(357.0, -20.0, 1.5),
+]
+
+TELESCOPES = ("mwa", "vla", "meerkat")
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "input": {
+        "ms": str_key(
+            "out/demo.ms", "Measurement Set to image (written first when simulate is true)"
+        ),
+        "datacolumn": str_key(
+            "DATA", "MS column holding the visibilities (DATA, CORRECTED_DATA, ...)"
+        ),
+        "simulate": bool_key(False, "radimg run first writes input.ms from the simulate: section"),
+        "spw": int_key(0, "spectral window id", lo=0),
+        "field": int_key(0, "field id", lo=0),
+        "chunk_rows": int_key(100_000, "MS rows read per chunk (bounds read memory)", lo=1),
+    },
+    "image": {
+        "npix": int_key(
+            2048,
+            "image width in pixels (even; rounded up to an FFT-friendly size)",
+            lo=32,
+            even=True,
+        ),
+        "npix_y": int_key(
+            None, "image height in pixels (null = npix)", lo=32, even=True, nullable=True
+        ),
+        "cell_arcsec": float_key(30.0, "pixel size, arcsec", lo=0.0, lo_open=True),
+        "weighting": choice_key("briggs", "visibility weighting", ("natural", "uniform", "briggs")),
+        "robust": float_key(
+            0.0, "Briggs robust parameter (-2 ~ uniform, 2 ~ natural)", lo=-2.0, hi=2.0
+        ),
+        "taper_arcsec": float_key(
+            0.0, "Gaussian uv taper FWHM in the image plane, arcsec (0 = none)", lo=0.0
+        ),
+    },
+    "wterm": {
+        "mode": choice_key(
+            "wstack-wproject", "w-term correction", ("none", "wstack", "wstack-wproject")
+        ),
+        "nstacks": int_key(
+            "auto", "number of w-stacks (auto: from w range, field and epsilon)", lo=1, auto=True
+        ),
+        "epsilon": float_key(
+            1e-5,
+            "target relative accuracy of the gridder",
+            lo=1e-12,
+            hi=0.1,
+            lo_open=True,
+            hi_open=True,
+        ),
+        "oversampling": float_key(2.0, "uv grid oversampling (padding) factor", lo=1.2),
+    },
+    "gridder": {
+        "device": choice_key("cpu", "where gridding runs", ("cpu", "gpu")),
+        "precision": choice_key(
+            "single", "floating-point precision of visibilities and grids", ("single", "double")
+        ),
+        "nthreads": int_key(
+            "auto", "threads per rank (auto: the cores given to this rank)", lo=1, auto=True
+        ),
+        "fft": choice_key("auto", "FFT backend", ("auto", "scipy", "fftw", "numpy")),
+    },
+    "deconvolution": {
+        "algorithm": choice_key(
+            "clean", "deconvolution algorithm (none = dirty image only)", ("none", "clean", "admm")
+        ),
+        "niter": int_key(1000, "maximum minor-cycle iterations in total (ADMM: iterations)", lo=0),
+        "nmajor": int_key(20, "maximum major cycles", lo=1),
+        "gain": float_key(0.1, "minor-cycle loop gain", lo=0.0, hi=1.0, lo_open=True),
+        "mgain": float_key(
+            0.8,
+            "major-cycle gain: minor cycles stop at (1 - mgain) * peak",
+            lo=0.0,
+            hi=1.0,
+            lo_open=True,
+        ),
+        "threshold_jy": float_key(0.0, "absolute stopping threshold, Jy/beam", lo=0.0),
+        "auto_threshold": float_key(3.0, "stop at this many robust noise sigmas (0 = off)", lo=0.0),
+        "minor": choice_key("hogbom", "minor-cycle algorithm", ("hogbom", "clark")),
+        "scales_pix": int_list_key(
+            [0], "multiscale CLEAN scales, pixels ([0] = point scale only)", lo=0
+        ),
+        "checkpoint_every": int_key(1, "major cycles between checkpoints (0 = none)", lo=0),
+    },
+    "output": {
+        "path": str_key("out/run.h5", "HDF5 product path"),
+        "checkpoint": bool_key(
+            True, "write a checkpoint after every checkpoint_every major cycles"
+        ),
+        "overwrite": bool_key(
+            False, "replace an existing product (and simulated MS) at the same path"
+        ),
+        "fits_dir": str_key(
+            None, "also export FITS images into this directory (null = no)", nullable=True
+        ),
+    },
+    "resources": {
+        "mem_per_rank": bytes_key(
+            None, 'memory available per rank, e.g. "8GiB" (null = no limit check)'
+        ),
+    },
+    "simulate": {
+        "telescope": str_key(
+            "mwa", "array layout: mwa, vla, meerkat, or a path to an MS to copy it from"
+        ),
+        "ra_deg": float_key(0.0, "phase centre right ascension, degrees", lo=-360.0, hi=360.0),
+        "dec_deg": float_key(-27.0, "phase centre declination, degrees", lo=-90.0, hi=90.0),
+        "freq_hz": float_key(
+            1.5e8, "centre frequency of the first channel, Hz", lo=0.0, lo_open=True
+        ),
+        "chan_width_hz": float_key(1.0e6, "channel width, Hz", lo=0.0, lo_open=True),
+        "nchan": int_key(4, "number of channels", lo=1),
+        "ha_start_h": float_key(-0.5, "hour angle at the start, hours", lo=-12.0, hi=12.0),
+        "ha_stop_h": float_key(0.5, "hour angle at the end, hours", lo=-12.0, hi=12.0),
+        "integration_s": float_key(20.0, "integration time, seconds", lo=0.0, lo_open=True),
+        "noise_jy": float_key(
+            0.0, "rms noise per visibility (real and imaginary parts), Jy", lo=0.0
+        ),
+        "seed": int_key(42, "random seed for the noise", lo=0),
+        "sources": sources_key(_DEFAULT_SOURCES, "sky model: list of point/Gaussian sources"),
+    },
+}
+
+SECTION_DOCS = {
+    "input": "Visibilities to image",
+    "image": "Image geometry and weighting",
+    "wterm": "Wide-field (w-term) correction",
+    "gridder": "Gridding kernels",
+    "deconvolution": "Major/minor cycle deconvolution",
+    "output": "Products",
+    "resources": "Resources per MPI rank",
+    "simulate": "Simulated observation (used when input.simulate is true or by `radimg simulate`)",
+}
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------
+
+
+def fft_friendly(n: int) -> int:
+    """Smallest even ``2^a 3^b 5^c 7^d >= n`` (``a >= 1``): an FFT-friendly image size.
+
+    Parameters
+    ----------
+    n : int
+        Requested size.
+
+    Returns
+    -------
+    int
+        The next even 7-smooth integer not below ``n``.
+    """
+    n = max(int(n), 2)
+    m = n + (n % 2)
+    while True:
+        k = m
+        for p in (2, 3, 5, 7):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 2
+
+
+def defaults() -> dict:
+    """The default configuration as a plain nested dict (a fresh copy)."""
+    return {
+        s: {k: copy.deepcopy(key.default) for k, key in keys.items()} for s, keys in SCHEMA.items()
+    }
+
+
+def _yaml_value(v: Any) -> str:
+    text = yaml.safe_dump(v, default_flow_style=True, width=1000).strip()
+    # PyYAML ends a bare scalar document with an explicit end marker
+    return text.removesuffix("...").strip()
+
+
+def dump_default() -> str:
+    """The full default configuration as commented YAML text.
+
+    Returns
+    -------
+    str
+        YAML that loads back (``resolve(yaml_text=...)``) to exactly ``defaults()``.
+    """
+    lines = [
+        "# radimg configuration: every key with its default.",
+        "# Precedence: these defaults < this file < `--set section.key=value` on the command line.",
+        "# Units are in the key names (_arcsec, _deg, _hz, _s, _jy).",
+    ]
+    for sect, keys in SCHEMA.items():
+        lines += ["", f"# {SECTION_DOCS[sect]}", f"{sect}:"]
+        for name, key in keys.items():
+            lines.append(f"  # {key.doc}  [{key.expected}]")
+            val = key.default
+            if name == "sources":
+                lines.append(f"  {name}:")
+                for src in val:
+                    items = ", ".join(f"{k}: {_yaml_value(x)}" for k, x in src.items())
+                    lines.append(f"    - {{{items}}}")
+            else:
+                lines.append(f"  {name}: {_yaml_value(val)}")
+    return "\n".join(lines) + "\n"
+
+
+def to_yaml(cfg: Mapping) -> str:
+    """Serialise a resolved configuration (for storing in the product)."""
+    return yaml.safe_dump(_plain(cfg), sort_keys=False, default_flow_style=None, width=100)
+
+
+def _plain(obj):
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """Map (section,) and (section, key) to their 1-based line numbers in the YAML text."""
+    lines: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for knode, vnode in root.value:
+        sect = knode.value
+        lines[(sect,)] = knode.start_mark.line + 1
+        if isinstance(vnode, yaml.MappingNode):
+            for k2, _ in vnode.value:
+                lines[(sect, k2.value)] = k2.start_mark.line + 1
+    return lines
+
+
+def load_yaml(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Read a YAML config file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+
+    Returns
+    -------
+    data : dict
+        The parsed mapping (empty for an empty file).
+    lines : dict
+        ``(section,)`` / ``(section, key)`` -> 1-based line number, for error messages.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or unreadable, not valid YAML (message names file and line),
+        or not a mapping at the top level.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory, not a YAML file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    return _parse_text(text, path)
+
+
+def _parse_text(text: str, origin: str) -> tuple[dict, dict]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{origin}, line {mark.line + 1}, column {mark.column + 1}" if mark else origin
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = getattr(e, "context", None)
+        detail = f"{context}: {problem}" if context else problem
+        raise ConfigError(f"YAML syntax error in {where}: {detail}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{origin}: a config file must be a mapping of sections "
+            f"({', '.join(SCHEMA)}), got {type(data).__name__}"
+        )
+    return data, _key_lines(text)
+
+
+def _suggest_key(sect: str, key: str) -> str:
+    near = difflib.get_close_matches(key, SCHEMA[sect], n=1, cutoff=0.6)
+    if near:
+        return f"did you mean '{sect}.{near[0]}'?"
+    elsewhere = [f"{s}.{key}" for s in SCHEMA if key in SCHEMA[s]]
+    if elsewhere:
+        return f"did you mean '{elsewhere[0]}'?"
+    near = difflib.get_close_matches(key, SCHEMA[sect], n=1, cutoff=0.3)
+    if near:
+        return f"did you mean '{sect}.{near[0]}'?"
+    return f"valid keys in '{sect}': {', '.join(SCHEMA[sect])}"
+
+
+def _suggest_section(sect: str) -> str:
+    near = difflib.get_close_matches(str(sect), SCHEMA, n=1, cutoff=0.5)
+    if near:
+        return f"did you mean '{near[0]}'?"
+    return f"valid sections: {', '.join(SCHEMA)}"
+
+
+def _set_value(cfg: dict, sect: Any, key: Any, value: Any, where: str) -> None:
+    if sect not in SCHEMA:
+        raise ConfigError(f"unknown config section '{sect}' ({where}); {_suggest_section(sect)}")
+    if key not in SCHEMA[sect]:
+        raise ConfigError(f"unknown config key '{sect}.{key}' ({where}); {_suggest_key(sect, key)}")
+    spec = SCHEMA[sect][key]
+    try:
+        cfg[sect][key] = spec.convert(value)
+    except _Bad as e:
+        expected = str(e) or spec.expected
+        raise ConfigError(
+            f"invalid value for '{sect}.{key}' ({where}): {value!r}; expected {expected}"
+        ) from None
+
+
+def _merge_mapping(cfg: dict, data: Mapping, origin: str, lines: Mapping) -> None:
+    for sect, body in data.items():
+        where = f"{origin}, line {lines[(sect,)]}" if (sect,) in lines else origin
+        if sect not in SCHEMA:
+            raise ConfigError(
+                f"unknown config section '{sect}' ({where}); {_suggest_section(sect)}"
+            )
+        if body is None:
+            continue
+        if not isinstance(body, Mapping):
+            raise ConfigError(
+                f"config section '{sect}' ({where}) must be a mapping of keys, got {body!r}"
+            )
+        for key, value in body.items():
+            kwhere = f"{origin}, line {lines[(sect, key)]}" if (sect, key) in lines else origin
+            _set_value(cfg, sect, key, value, kwhere)
+
+
+def parse_set(item: str) -> tuple[str, str, Any]:
+    """Parse one ``section.key=value`` override.
+
+    The value is parsed as YAML (``true``, ``1e-4``, ``null``, ``[0, 4, 16]``, ``{a: 1}``),
+    then checked against the key's type by ``resolve``; an empty value means null.
+
+    Returns
+    -------
+    section, key : str
+    value : Any
+    """
+    if "=" not in item:
+        raise ConfigError(f"--set expects section.key=value, got '{item}'")
+    lhs, rhs = item.split("=", 1)
+    lhs = lhs.strip()
+    if lhs.count(".") != 1 or not all(lhs.split(".")):
+        raise ConfigError(
+            f"--set expects section.key=value (one dot, e.g. image.npix=1024), got '{item}'"
+        )
+    sect, key = lhs.split(".")
+    try:
+        value = yaml.safe_load(rhs) if rhs.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {lhs}: cannot parse value {rhs!r} as YAML: {e}") from None
+    return sect, key, value
+
+
+def _cross_checks(cfg: dict) -> None:
+    img = cfg["image"]
+    cell_rad = math.radians(img["cell_arcsec"] / 3600.0)
+    for name in ("npix", "npix_y"):
+        n = img[name] if img[name] is not None else img["npix"]
+        half = n // 2 * cell_rad
+        if half >= 1.0:
+            raise ConfigError(
+                f"image.{name} = {n} at image.cell_arcsec = {img['cell_arcsec']:g} reaches past "
+                f"the horizon (half-width {math.degrees(half):.1f} deg, direction cosine "
+                f"{half:.2f} >= 1); reduce npix or cell_arcsec"
+            )
+    sim = cfg["simulate"]
+    if sim["ha_stop_h"] <= sim["ha_start_h"]:
+        raise ConfigError(
+            f"simulate.ha_stop_h ({sim['ha_stop_h']:g}) must be greater than "
+            f"simulate.ha_start_h ({sim['ha_start_h']:g})"
+        )
+    tel = sim["telescope"]
+    if cfg["input"]["simulate"] and tel.lower() not in TELESCOPES and not os.path.exists(tel):
+        near = difflib.get_close_matches(tel.lower(), TELESCOPES, n=1, cutoff=0.5)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise ConfigError(
+            f"invalid value for 'simulate.telescope': {tel!r}; expected one of "
+            f"{', '.join(TELESCOPES)} or the path of an existing MS{hint}"
+        )
+    if tel.lower() in TELESCOPES:
+        sim["telescope"] = tel.lower()
+    for src in sim["sources"]:
+        if src["ref_freq_hz"] is None:
+            src["ref_freq_hz"] = sim["freq_hz"]
+
+
+def validate(cfg: Mapping) -> dict:
+    """Validate a full or partial config dict (e.g. read back from a product).
+
+    Returns
+    -------
+    dict
+        Defaults overlaid with ``cfg``, every value normalised and checked.
+    """
+    out = defaults()
+    _merge_mapping(out, cfg, "config", {})
+    _cross_checks(out)
+    return out
+
+
+def resolve(
+    config_path: str | os.PathLike | None = None,
+    overrides: Iterable[str] | None = None,
+    *,
+    yaml_text: str | None = None,
+) -> dict:
+    """Build the effective configuration: defaults < YAML file < ``--set`` overrides.
+
+    Parameters
+    ----------
+    config_path : str or path-like, optional
+        YAML config file.
+    overrides : iterable of str, optional
+        ``section.key=value`` items, applied in order (a later one wins).
+    yaml_text : str, optional
+        YAML text used instead of a file (tests, stored products).
+
+    Returns
+    -------
+    dict
+        ``{section: {key: value}}`` with every key of ``SCHEMA`` present, values normalised
+        (choices lower-case, ``"auto"`` kept as the string ``"auto"``). ``image.npix_y``
+        stays null when unset: use ``cfg["image"]["npix_y"] or cfg["image"]["npix"]``.
+
+    Raises
+    ------
+    ConfigError
+        For any problem; the message names the file/line or ``--set`` item, the key, the
+        value and the expected form, and suggests the nearest valid name for typos.
+    """
+    cfg = defaults()
+    if config_path is not None:
+        data, lines = load_yaml(config_path)
+        _merge_mapping(cfg, data, os.fspath(config_path), lines)
+    if yaml_text is not None:
+        data, lines = _parse_text(yaml_text, "<yaml text>")
+        _merge_mapping(cfg, data, "<yaml text>", lines)
+    for item in overrides or ():
+        sect, key, value = parse_set(item)
+        _set_value(cfg, sect, key, value, f"--set {item}")
+    _cross_checks(cfg)
+    return cfg

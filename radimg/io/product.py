@@ -1,0 +1,749 @@
+"""The HDF5 product of a run: atomic write, read, ``radimg info`` text and FITS export.
+
+Layout (DESIGN.md "HDF5 product")::
+
+    /images/{dirty,psf,model,residual,restored}   float32 (npix_y, npix_x), attr ``unit``
+        attrs on /images: ctype, crval_deg, crpix (FITS, 1-based), cdelt_deg, freq_hz,
+                          bmaj_deg, bmin_deg, bpa_deg, npix_x, npix_y
+    /run  attrs: config_yaml, radimg_version, n_ranks, timings_json, load_balance_json
+    /extras/...  optional further datasets (e.g. checkpoint state), stored as given
+
+Images are north up, east left (docs/internals.md): pixel ``[iy, ix]`` has
+``l = -(ix - npix_x//2) * cell``, ``m = (iy - npix_y//2) * cell``. The FITS data array is the
+stored array unchanged (FITS rows run bottom to top, which is our ``iy``), with
+``CRPIX = npix//2 + 1``, ``CDELT1 = -cell``, ``CDELT2 = +cell``, as WSClean writes it.
+
+A product is written to a temporary file in the destination directory and renamed into
+place, so a crash never leaves a half-written product at the final path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "IMAGE_NAMES",
+    "IMAGE_UNITS",
+    "ProductError",
+    "check_output_path",
+    "export_fits",
+    "image_wcs",
+    "info_text",
+    "make_wcs_info",
+    "read_product",
+    "write_product",
+]
+
+IMAGE_NAMES = ("dirty", "psf", "model", "residual", "restored")
+IMAGE_UNITS = {
+    "dirty": "Jy/beam",
+    "psf": "Jy/beam",
+    "model": "Jy/pixel",
+    "residual": "Jy/beam",
+    "restored": "Jy/beam",
+}
+WCS_KEYS = (
+    "ctype",
+    "crval_deg",
+    "crpix",
+    "cdelt_deg",
+    "freq_hz",
+    "bmaj_deg",
+    "bmin_deg",
+    "bpa_deg",
+)
+RUN_KEYS = ("config_yaml", "radimg_version", "n_ranks", "timings_json", "load_balance_json")
+
+
+class ProductError(ValueError):
+    """A product file that cannot be written, found or understood (a user error)."""
+
+
+# --------------------------------------------------------------------------------------
+# WCS
+# --------------------------------------------------------------------------------------
+
+
+def make_wcs_info(
+    npix_x: int,
+    npix_y: int,
+    cell_rad: float,
+    phase_centre_rad: tuple[float, float],
+    freq_hz: float,
+    beam_deg: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> dict:
+    """The ``wcs_info`` dict of ``write_product`` for an image in radimg's orientation.
+
+    Parameters
+    ----------
+    npix_x, npix_y : int
+        Image width and height in pixels.
+    cell_rad : float
+        Pixel size, radians (the same on both axes).
+    phase_centre_rad : (float, float)
+        Phase centre (ra, dec), radians, as ``VisData.phase_centre``.
+    freq_hz : float
+        Reference (mean) frequency of the image, Hz.
+    beam_deg : (float, float, float), optional
+        Restoring beam (bmaj FWHM, bmin FWHM, bpa east of north), degrees; zeros if none.
+
+    Returns
+    -------
+    dict
+        Keys ``ctype, crval_deg, crpix, cdelt_deg, freq_hz, bmaj_deg, bmin_deg, bpa_deg``.
+        ``crpix`` is FITS 1-based: ``(npix_x//2 + 1, npix_y//2 + 1)``.
+    """
+    cell_deg = math.degrees(cell_rad)
+    ra, dec = (math.degrees(a) for a in phase_centre_rad)
+    return {
+        "ctype": ("RA---SIN", "DEC--SIN"),
+        "crval_deg": (ra % 360.0, dec),
+        "crpix": (npix_x // 2 + 1.0, npix_y // 2 + 1.0),
+        "cdelt_deg": (-cell_deg, cell_deg),
+        "freq_hz": float(freq_hz),
+        "bmaj_deg": float(beam_deg[0]),
+        "bmin_deg": float(beam_deg[1]),
+        "bpa_deg": float(beam_deg[2]),
+    }
+
+
+def _check_wcs_info(wcs_info: Mapping) -> dict:
+    missing = [k for k in WCS_KEYS if k not in wcs_info and k != "ctype"]
+    if missing:
+        raise ValueError(f"wcs_info lacks {', '.join(missing)} (see make_wcs_info)")
+    out = {
+        "ctype": tuple(str(c) for c in wcs_info.get("ctype", ("RA---SIN", "DEC--SIN"))),
+        "crval_deg": tuple(float(x) for x in wcs_info["crval_deg"]),
+        "crpix": tuple(float(x) for x in wcs_info["crpix"]),
+        "cdelt_deg": tuple(float(x) for x in wcs_info["cdelt_deg"]),
+    }
+    for k in ("freq_hz", "bmaj_deg", "bmin_deg", "bpa_deg"):
+        out[k] = float(wcs_info[k])
+    for k in ("ctype", "crval_deg", "crpix", "cdelt_deg"):
+        if len(out[k]) != 2:
+            raise ValueError(f"wcs_info['{k}'] must have two entries (x, y), got {out[k]!r}")
+    return out
+
+
+def image_wcs(wcs_info: Mapping, *, spectral: bool = False):
+    """An ``astropy.wcs.WCS`` for the images described by ``wcs_info``.
+
+    Parameters
+    ----------
+    wcs_info : mapping
+        As stored on ``/images`` (see ``make_wcs_info``).
+    spectral : bool, optional
+        Add degenerate FREQ and STOKES axes (as WSClean's FITS images have); default: the
+        2-D celestial WCS only.
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        Pixel coordinates are 0-based ``(ix, iy)`` in astropy's ``pixel_to_world``.
+    """
+    from astropy.wcs import WCS
+
+    info = _check_wcs_info(wcs_info)
+    w = WCS(naxis=4 if spectral else 2)
+    ctype = list(info["ctype"])
+    crval = list(info["crval_deg"])
+    crpix = list(info["crpix"])
+    cdelt = list(info["cdelt_deg"])
+    cunit = ["deg", "deg"]
+    if spectral:
+        ctype += ["FREQ", "STOKES"]
+        crval += [info["freq_hz"], 1.0]  # STOKES 1 = I
+        crpix += [1.0, 1.0]
+        cdelt += [1.0, 1.0]
+        cunit += ["Hz", ""]
+    w.wcs.ctype = ctype
+    w.wcs.crval = crval
+    w.wcs.crpix = crpix
+    w.wcs.cdelt = cdelt
+    w.wcs.cunit = cunit
+    # MS phase centres are J2000; WSClean labels its images the same way.
+    w.wcs.radesys = "FK5"
+    w.wcs.equinox = 2000.0
+    if spectral:
+        w.wcs.specsys = "TOPOCENT"
+    w.wcs.set()
+    return w
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> str:
+    """Check, before any computation, that a product can be written at ``path``.
+
+    Creates missing parent directories and probes that the directory is writable by
+    creating and removing a file in it (``os.access`` is not trusted: root, ACLs,
+    read-only mounts).
+
+    Parameters
+    ----------
+    path : str or path-like
+        Final product path.
+    overwrite : bool, optional
+        Whether an existing file at ``path`` may be replaced.
+
+    Returns
+    -------
+    str
+        The absolute path.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    PermissionError
+        The directory is not writable.
+    ProductError
+        ``path`` is a directory, or its parent cannot be created (e.g. a component is a file).
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise ProductError(f"output path is a directory, not a file: {path}")
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(
+            f"output product already exists: {path} "
+            "(use --overwrite or output.overwrite: true to replace it)"
+        )
+    outdir = os.path.dirname(path)
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except PermissionError as e:
+        raise PermissionError(f"cannot create output directory {outdir}: {e.strerror}") from None
+    except OSError as e:
+        raise ProductError(f"cannot create output directory {outdir}: {e.strerror or e}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".radimg-probe-", dir=outdir)
+    except OSError as e:
+        raise PermissionError(
+            f"output directory is not writable: {outdir} ({e.strerror or e})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def _json_default(obj):
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return obj.tolist()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _as_json(value) -> str:
+    if isinstance(value, (bytes, str)):
+        text = value.decode() if isinstance(value, bytes) else value
+        json.loads(text)  # must already be JSON
+        return text
+    return json.dumps(value, default=_json_default)
+
+
+def _attr_value(value):
+    if value is None:
+        return "null"
+    if isinstance(value, (str, bytes, bool, int, float, np.generic)):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value
+    return json.dumps(value, default=_json_default)
+
+
+def _tmp_name(path: str) -> str:
+    d, base = os.path.split(path)
+    return os.path.join(d, f".{base}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _place(tmp: str, path: str, overwrite: bool) -> None:
+    """Move the finished temporary file to ``path`` atomically."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    # link() fails if path exists, closing the race between the existence check and rename.
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(
+            f"output product already exists: {path} "
+            "(use --overwrite or output.overwrite: true to replace it)"
+        ) from None
+    except OSError:  # filesystems without hard links
+        if os.path.lexists(path):
+            raise FileExistsError(f"output product already exists: {path}") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def write_product(
+    path: str | os.PathLike,
+    images: Mapping[str, Any],
+    wcs_info: Mapping,
+    run_attrs: Mapping,
+    overwrite: bool = False,
+    *,
+    extras: Mapping[str, Any] | None = None,
+) -> str:
+    """Write a run's product atomically (temporary file in the same directory, then rename).
+
+    Parameters
+    ----------
+    path : str or path-like
+        Final path of the HDF5 file.
+    images : mapping of str to ndarray (npix_y, npix_x), float
+        Usually ``dirty, psf, model, residual, restored``; any subset (and further names
+        of ``[a-z0-9_]`` characters) is accepted. Stored as float32; ``model`` in
+        Jy/pixel, everything else in Jy/beam.
+    wcs_info : mapping
+        From ``make_wcs_info``: ``ctype, crval_deg, crpix, cdelt_deg, freq_hz, bmaj_deg,
+        bmin_deg, bpa_deg``.
+    run_attrs : mapping
+        ``config_yaml`` (str), ``n_ranks`` (int), ``timings_json`` and
+        ``load_balance_json`` (JSON text, or a dict/list that is serialised here),
+        ``radimg_version`` (defaults to the running version). Other keys are stored as
+        further attributes of ``/run`` (non-scalars as JSON text).
+    overwrite : bool, optional
+        Replace an existing file at ``path``; otherwise ``FileExistsError``.
+    extras : mapping of str to array_like, optional
+        Further datasets under ``/extras/<name>`` (``name`` may contain ``/``), stored as
+        given (e.g. checkpoint state).
+
+    Returns
+    -------
+    str
+        The absolute path written.
+
+    Raises
+    ------
+    FileExistsError, PermissionError, ProductError
+        See ``check_output_path``.
+    ValueError
+        Inconsistent images or missing WCS/run fields (programming errors).
+    """
+    from radimg import __version__
+
+    path = check_output_path(path, overwrite)
+    info = _check_wcs_info(wcs_info)
+    arrays = {}
+    shape = None
+    for name, img in images.items():
+        if not name or not all(c.isalnum() or c == "_" for c in name):
+            raise ValueError(f"invalid image name {name!r}")
+        a = np.asarray(img)
+        if a.ndim != 2:
+            raise ValueError(f"image '{name}' must be 2-D (npix_y, npix_x), got shape {a.shape}")
+        if shape is not None and a.shape != shape:
+            raise ValueError(f"image '{name}' has shape {a.shape}, others {shape}")
+        shape = a.shape
+        arrays[name] = np.ascontiguousarray(a, dtype=np.float32)
+    if not arrays:
+        raise ValueError("write_product needs at least one image")
+    run = dict(run_attrs)
+    for k in ("config_yaml", "n_ranks"):
+        if k not in run:
+            raise ValueError(f"run_attrs lacks '{k}'")
+    run.setdefault("radimg_version", __version__)
+    run.setdefault("timings_json", "{}")
+    run.setdefault("load_balance_json", "{}")
+
+    tmp = _tmp_name(path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = "radimg-product"
+            f.attrs["format_version"] = 1
+            g = f.create_group("images")
+            g.attrs["ctype"] = np.array(info["ctype"], dtype=h5py.string_dtype())
+            for k in ("crval_deg", "crpix", "cdelt_deg"):
+                g.attrs[k] = np.array(info[k], dtype=np.float64)
+            for k in ("freq_hz", "bmaj_deg", "bmin_deg", "bpa_deg"):
+                g.attrs[k] = info[k]
+            g.attrs["npix_x"] = shape[1]
+            g.attrs["npix_y"] = shape[0]
+            g.attrs["crpix_convention"] = "FITS, 1-based: pixel [iy, ix] is (ix+1, iy+1)"
+            g.attrs["orientation"] = "north up, east left; array axes (y, x)"
+            for name, a in arrays.items():
+                ds = g.create_dataset(name, data=a)
+                ds.attrs["unit"] = IMAGE_UNITS.get(name, "Jy/beam")
+            r = f.create_group("run")
+            r.attrs["config_yaml"] = str(run.pop("config_yaml"))
+            r.attrs["radimg_version"] = str(run.pop("radimg_version"))
+            r.attrs["n_ranks"] = int(run.pop("n_ranks"))
+            r.attrs["timings_json"] = _as_json(run.pop("timings_json"))
+            r.attrs["load_balance_json"] = _as_json(run.pop("load_balance_json"))
+            for k, v in run.items():
+                r.attrs[k] = _attr_value(v)
+            if extras:
+                x = f.create_group("extras")
+                for name, v in extras.items():
+                    x.create_dataset(name, data=np.asarray(v))
+        _place(tmp, path, overwrite)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------
+
+
+def _open(path) -> h5py.File:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ProductError(f"no such product file: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ProductError(f"not an HDF5 file (or unreadable): {path} ({e})") from None
+    if "images" not in f or "run" not in f:
+        f.close()
+        raise ProductError(f"not a radimg product (no /images and /run groups): {path}")
+    return f
+
+
+def _str(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _read_wcs(g) -> dict:
+    a = g.attrs
+    return {
+        "ctype": tuple(_str(c) for c in a["ctype"]),
+        "crval_deg": tuple(float(x) for x in a["crval_deg"]),
+        "crpix": tuple(float(x) for x in a["crpix"]),
+        "cdelt_deg": tuple(float(x) for x in a["cdelt_deg"]),
+        "freq_hz": float(a["freq_hz"]),
+        "bmaj_deg": float(a["bmaj_deg"]),
+        "bmin_deg": float(a["bmin_deg"]),
+        "bpa_deg": float(a["bpa_deg"]),
+    }
+
+
+def _read_run(g) -> dict:
+    run = {}
+    for k, v in g.attrs.items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        elif isinstance(v, np.generic):
+            v = v.item()
+        run[k] = v
+    return run
+
+
+def read_product(path: str | os.PathLike, images: bool | Iterable[str] = True) -> dict:
+    """Read a product.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The HDF5 file.
+    images : bool or iterable of str, optional
+        Which images to load (``True``: all, ``False``: none, or a list of names).
+
+    Returns
+    -------
+    dict
+        ``images``: name -> ndarray (npix_y, npix_x) float32; ``units``: name -> str;
+        ``shape``: (npix_y, npix_x); ``wcs``: the ``wcs_info`` dict; ``run``: the ``/run``
+        attributes; ``timings`` and ``load_balance``: the parsed JSON; ``extras``:
+        name -> ndarray.
+
+    Raises
+    ------
+    ProductError
+        Missing file, not HDF5, or not a radimg product.
+    """
+    with _open(path) as f:
+        g = f["images"]
+        names = [n for n in g if isinstance(g[n], h5py.Dataset)]
+        if images is True:
+            want = names
+        elif images is False:
+            want = []
+        else:
+            want = list(images)
+            unknown = [n for n in want if n not in names]
+            if unknown:
+                raise ProductError(
+                    f"{os.fspath(path)} has no image {', '.join(unknown)} (it has {', '.join(names)})"
+                )
+        out = {
+            "images": {n: g[n][()] for n in want},
+            "units": {n: _str(g[n].attrs.get("unit", "")) for n in names},
+            "shape": tuple(int(s) for s in g[names[0]].shape) if names else None,
+            "wcs": _read_wcs(g),
+            "run": _read_run(f["run"]),
+            "extras": {},
+        }
+        if "extras" in f:
+            f["extras"].visititems(
+                lambda n, obj: (
+                    out["extras"].__setitem__(n, obj[()]) if isinstance(obj, h5py.Dataset) else None
+                )
+            )
+    for key, attr in (("timings", "timings_json"), ("load_balance", "load_balance_json")):
+        try:
+            out[key] = json.loads(out["run"].get(attr, "{}"))
+        except (TypeError, ValueError):
+            out[key] = None
+    return out
+
+
+def _fmt_num(v) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    return f"{v:.4g}"
+
+
+def _fmt_tree(obj, indent: int, lines: list[str]) -> None:
+    pad = " " * indent
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if isinstance(v, Mapping):
+                lines.append(f"{pad}{k}:")
+                _fmt_tree(v, indent + 2, lines)
+            elif isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
+                # e.g. per-rank timing dicts: one line per rank
+                for i, item in enumerate(v[:16]):
+                    flat = ", ".join(
+                        f"{kk} {_fmt_num(vv)}"
+                        for kk, vv in item.items()
+                        if not isinstance(vv, (Mapping, list))
+                    )
+                    lines.append(f"{pad}{k}[{i}]: {flat}")
+                if len(v) > 16:
+                    lines.append(f"{pad}... ({len(v) - 16} more)")
+            elif (
+                isinstance(v, list)
+                and v
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            ):
+                if len(v) <= 8:
+                    lines.append(f"{pad}{k}: [{', '.join(_fmt_num(x) for x in v)}]")
+                else:
+                    mean = sum(v) / len(v)
+                    ratio = f", max/mean {max(v) / mean:.3f}" if mean > 0 else ""
+                    lines.append(
+                        f"{pad}{k}: n={len(v)} min {_fmt_num(min(v))} mean "
+                        f"{_fmt_num(mean)} max {_fmt_num(max(v))}{ratio}"
+                    )
+            else:
+                lines.append(f"{pad}{k}: {_fmt_num(v)}")
+    elif obj not in (None, {}, []):
+        lines.append(f"{pad}{obj}")
+
+
+def _hms(ra_deg: float) -> str:
+    h = (ra_deg % 360.0) / 15.0
+    hh = int(h)
+    mm = int((h - hh) * 60)
+    ss = ((h - hh) * 60 - mm) * 60
+    return f"{hh:02d}h{mm:02d}m{ss:05.2f}s"
+
+
+def _dms(dec_deg: float) -> str:
+    sign = "-" if dec_deg < 0 else "+"
+    d = abs(dec_deg)
+    dd = int(d)
+    mm = int((d - dd) * 60)
+    ss = ((d - dd) * 60 - mm) * 60
+    return f"{sign}{dd:02d}d{mm:02d}m{ss:04.1f}s"
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return ""
+
+
+def info_text(path: str | os.PathLike) -> str:
+    """What a product holds, as text for ``radimg info``.
+
+    Sizes, WCS (phase centre, cell, field of view, frequency), restoring beam, per-image
+    unit and statistics, run facts (version, ranks), timings and load balance.
+    """
+    path = os.fspath(path)
+    with _open(path) as f:
+        g = f["images"]
+        wcs = _read_wcs(g)
+        run = _read_run(f["run"])
+        rows = []
+        for n in g:
+            ds = g[n]
+            if not isinstance(ds, h5py.Dataset):
+                continue
+            a = ds[()]
+            finite = a[np.isfinite(a)]
+            if finite.size:
+                stats = (
+                    f"min {finite.min():.4g}  max {finite.max():.4g}  "
+                    f"rms {float(np.sqrt(np.mean(finite.astype(np.float64) ** 2))):.4g}"
+                )
+            else:
+                stats = "no finite pixels"
+            unit = _str(ds.attrs.get("unit", ""))
+            rows.append((n, f"{a.shape[0]} x {a.shape[1]}", str(a.dtype), unit, stats))
+        extras = []
+        if "extras" in f:
+            f["extras"].visititems(
+                lambda n, o: (
+                    extras.append(f"{n} {o.shape} {o.dtype}")
+                    if isinstance(o, h5py.Dataset)
+                    else None
+                )
+            )
+    lines = [f"radimg product: {path} ({_size(os.path.getsize(path))})"]
+    lines.append(
+        f"  software: radimg {run.get('radimg_version', '?')}, {run.get('n_ranks', '?')} rank(s)"
+    )
+    w = max((len(r[0]) for r in rows), default=5)
+    lines.append("  images (npix_y x npix_x):")
+    for n, shp, dt, unit, stats in rows:
+        lines.append(f"    {n:<{w}}  {shp}  {dt}  {unit:<8}  {stats}")
+    ra, dec = wcs["crval_deg"]
+    cx, cy = wcs["cdelt_deg"]
+    lines.append(f"  phase centre: RA {ra:.6f} deg ({_hms(ra)})  Dec {dec:.6f} deg ({_dms(dec)})")
+    if rows:
+        ny, nx = (int(s) for s in rows[0][1].split(" x "))
+        fov = f", field {abs(cx) * nx:.3f} x {abs(cy) * ny:.3f} deg"
+    else:
+        fov = ""
+    lines.append(
+        f"  projection: {wcs['ctype'][0]} / {wcs['ctype'][1]}, cell {abs(cx) * 3600:.4g} arcsec"
+        f"{fov}, crpix ({wcs['crpix'][0]:g}, {wcs['crpix'][1]:g})"
+    )
+    lines.append(f"  frequency: {wcs['freq_hz'] / 1e6:.6g} MHz")
+    if wcs["bmaj_deg"] > 0:
+        lines.append(
+            f"  restoring beam: bmaj {wcs['bmaj_deg'] * 3600:.4g} arcsec, "
+            f"bmin {wcs['bmin_deg'] * 3600:.4g} arcsec, bpa {wcs['bpa_deg']:.4g} deg"
+        )
+    else:
+        lines.append("  restoring beam: none (not fitted)")
+    for title, attr in (("timings (s)", "timings_json"), ("load balance", "load_balance_json")):
+        try:
+            obj = json.loads(run.get(attr, "{}"))
+        except (TypeError, ValueError):
+            obj = run.get(attr)
+        lines.append(f"  {title}:" + ("" if obj else " none recorded"))
+        _fmt_tree(obj, 4, lines)
+    other = {k: v for k, v in run.items() if k not in RUN_KEYS}
+    if other:
+        lines.append("  run attributes:")
+        _fmt_tree(other, 4, lines)
+    if extras:
+        lines.append("  extras: " + "; ".join(extras))
+    cfg_lines = str(run.get("config_yaml", "")).count("\n")
+    lines.append(f"  config: {cfg_lines} lines of resolved YAML in /run.attrs['config_yaml']")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------
+# FITS export
+# --------------------------------------------------------------------------------------
+
+
+def export_fits(
+    path: str | os.PathLike,
+    outdir: str | os.PathLike,
+    overwrite: bool = True,
+    *,
+    degenerate_axes: bool = False,
+) -> list[str]:
+    """Write one FITS file per image of a product, for viewers (DS9, CARTA).
+
+    Files are named ``<product stem>-<image>.fits`` (WSClean style). By default the data
+    array is the stored ``(npix_y, npix_x)`` array unchanged with the 2-D celestial SIN WCS,
+    and the frequency in the ``FREQ`` keyword; ``BUNIT`` and ``BMAJ/BMIN/BPA`` (degrees)
+    are set.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The product.
+    outdir : str or path-like
+        Directory for the FITS files (created if missing).
+    overwrite : bool, optional
+        Replace existing FITS files (the default: they are derived from the product, and a
+        pipeline must not fail over them after its computation); if false,
+        ``FileExistsError`` before anything is written. ``radimg export`` passes false
+        unless ``--overwrite`` is given.
+    degenerate_axes : bool, optional
+        Write WSClean's layout instead: data ``(1, 1, npix_y, npix_x)`` with FREQ and
+        STOKES axes 3 and 4 (for tools that read the frequency from the WCS).
+
+    Returns
+    -------
+    list of str
+        The paths written.
+    """
+    from astropy.io import fits
+
+    from radimg import __version__
+
+    prod = read_product(path)
+    outdir = os.fspath(outdir)
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as e:
+        raise ProductError(f"cannot create FITS directory {outdir}: {e.strerror or e}") from None
+    stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+    targets = {n: os.path.join(outdir, f"{stem}-{n}.fits") for n in prod["images"]}
+    if not overwrite:
+        existing = [p for p in targets.values() if os.path.lexists(p)]
+        if existing:
+            raise FileExistsError(
+                f"FITS file already exists: {existing[0]} (use --overwrite to replace)"
+            )
+    wcs = prod["wcs"]
+    header = image_wcs(wcs, spectral=degenerate_axes).to_header()
+    written = []
+    for name, data in prod["images"].items():
+        data = np.asarray(data, dtype=np.float32)
+        if degenerate_axes:
+            data = data[np.newaxis, np.newaxis]
+        hdu = fits.PrimaryHDU(data=data, header=header.copy())
+        h = hdu.header
+        if not degenerate_axes:
+            h["FREQ"] = (wcs["freq_hz"], "image reference frequency, Hz")
+        h["BUNIT"] = (prod["units"].get(name, ""), "brightness unit")
+        h["BTYPE"] = "Intensity"
+        h["BMAJ"] = (wcs["bmaj_deg"], "restoring beam FWHM major axis, deg")
+        h["BMIN"] = (wcs["bmin_deg"], "restoring beam FWHM minor axis, deg")
+        h["BPA"] = (wcs["bpa_deg"], "restoring beam position angle, deg")
+        h["ORIGIN"] = f"radimg {__version__}"
+        h["OBJECT"] = name
+        h["RADIMGV"] = (str(prod["run"].get("radimg_version", "")), "radimg that made the product")
+        h["NRANKS"] = (int(prod["run"].get("n_ranks", 0)), "MPI ranks of the run")
+        target = targets[name]
+        tmp = _tmp_name(target)
+        try:
+            hdu.writeto(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            raise
+        written.append(target)
+    return written
