@@ -1,0 +1,527 @@
+"""Numba gridder / degridder with the separable ES kernel (2-D, or 3-D for w-stacking).
+
+Samples are ``(row, chan)`` pairs addressed by a flat index ``row * nchan + chan``; their
+coordinates in wavelengths (``uvw[row] * freq[chan] / C``) are computed on the fly, so the
+data cube is never copied per channel.
+
+Grid convention (see :class:`GridSpec`): the padded grid is ``(nyp, nxp)`` complex; a sample
+lands at continuous grid position ``gx = u * cell_x * nxp``, ``gy = -v * cell_y * nyp``
+(modulo the grid size), so that an *unnormalised inverse* FFT of the grid gives
+``sum_k V_k exp(-2 pi i (u l + v m))`` at image offset ``(iy', ix') = (m, -l) / cell``
+(l toward east means x runs west; see docs/internals.md). Samples with ``w < 0`` are reflected
+(``-u, -v, -w, conj V``) before gridding; degridding undoes it.
+
+w-stacking (Ye et al. 2021; Arras et al. 2021, ducc0.wgridder): planes ``w_p = w0 + p dw``;
+a sample contributes to the ``Ww`` planes nearest its ``w`` with ES weight
+``phi((w - w_p) / dw)``; before that its value is multiplied by ``exp(-2 pi i w nshift)`` (the
+centre of the ``n - 1`` range, which halves the number of planes); the rest of
+``exp(-2 pi i w (n - 1))`` is a per-plane image-domain chirp (see radimg/ops/operator.py).
+
+Threading without write races: the grid is cut into tiles no smaller than the kernel support
+along each axis, with an even number of tiles per axis. A sample belongs to the tile that
+holds the first grid cell of its footprint, so its footprint touches only that tile and the
+next one along each axis (cyclically). Tiles are coloured by ``(ty % 2, tx % 2)``; tiles of one
+colour never touch the same grid cell, so each colour is one race-free ``prange`` over tiles.
+Inside a tile, samples are sorted by their first w-plane, so the samples that touch plane ``p``
+form one contiguous run found by binary search. This is also the unit a distributed version
+ships between ranks: :func:`touched_tiles` says which tiles of a plane an index subset needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from radimg.kernels._jit import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
+
+__all__ = [
+    "C_LIGHT",
+    "GridSpec",
+    "SampleLayout",
+    "make_layout",
+    "grid_plane",
+    "degrid_plane",
+    "touched_tiles",
+    "plane_to_image",
+    "image_to_plane",
+]
+
+C_LIGHT = 299792458.0
+_TILE_MIN = 16  # cells; tiles smaller than this cost more bookkeeping than they save
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Geometry shared by the gridder, the degridder and the image-domain stages.
+
+    Attributes
+    ----------
+    nxp, nyp : padded grid size along x (image columns) and y (image rows).
+    W, beta : ES kernel support (cells) and shape in u and v.
+    xscale, yscale : grid cells per wavelength: ``gx = u * xscale``, ``gy = v * yscale``
+        (``xscale = cell_x * nxp``, ``yscale = -cell_y * nyp``).
+    nplanes : number of w-planes (1 without w-stacking).
+    Ww, betaw : ES kernel support (planes) and shape in w (Ww = 1 without w-stacking).
+    w0, dw : first plane's w and the plane spacing (wavelengths).
+    nshift : centre of the ``n - 1`` range applied per sample (0 without w-stacking).
+    """
+
+    nxp: int
+    nyp: int
+    W: int
+    beta: float
+    xscale: float
+    yscale: float
+    nplanes: int = 1
+    Ww: int = 1
+    betaw: float = 0.0
+    w0: float = 0.0
+    dw: float = 1.0
+    nshift: float = 0.0
+
+    @property
+    def wstack(self) -> bool:
+        return self.Ww > 1
+
+
+class SampleLayout(NamedTuple):
+    """Sorted sample index and tile bookkeeping (see module docstring).
+
+    idx : int64 (nsel,) flat sample indices ``row * nchan + chan``, sorted by tile colour,
+        tile, first plane.
+    p0 : int32 (nsel,) first w-plane each sample touches (0 in 2-D).
+    slot_start : int64 (ntiles + 1,) start of each tile's run in ``idx`` (tiles in colour order).
+    slot_pmin, slot_pmax : int32 (ntiles,) first/last plane any sample of the tile touches.
+    slot_tile : int32 (ntiles, 2) tile coordinates ``(ty, tx)`` of each slot.
+    colour_start : int64 (5,) slot range of each of the 4 colours.
+    ybounds, xbounds : int64 (nty + 1,), (ntx + 1,) tile boundaries in grid cells.
+    nchan : int
+    """
+
+    idx: np.ndarray
+    p0: np.ndarray
+    slot_start: np.ndarray
+    slot_pmin: np.ndarray
+    slot_pmax: np.ndarray
+    slot_tile: np.ndarray
+    colour_start: np.ndarray
+    ybounds: np.ndarray
+    xbounds: np.ndarray
+    nchan: int
+
+    @property
+    def nsamples(self) -> int:
+        return int(self.idx.size)
+
+
+def _tile_bounds(n, W, tile):
+    """Even number of tiles, each at least max(W, tile) cells (one tile if n is too small)."""
+    t = max(W, tile)
+    nt = 2 * (n // (2 * t))
+    if nt < 2:
+        return np.array([0, n], dtype=np.int64)
+    return (np.arange(nt + 1, dtype=np.int64) * n) // nt
+
+
+def _set_threads(nthreads):
+    nthreads = int(nthreads) if nthreads else numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(max(1, min(nthreads, numba.config.NUMBA_NUM_THREADS)))
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _layout_keys_kernel(uvw, fscale, cand, spec_f, spec_i, ytile, xtile, ntx, slot_of_tile):
+    # spec_f = (xscale, yscale, w0, dw); spec_i = (nxp, nyp, W, Ww, nplanes)
+    xscale, yscale, w0, dw = spec_f[0], spec_f[1], spec_f[2], spec_f[3]
+    nxp, nyp, W, Ww, nplanes = spec_i[0], spec_i[1], spec_i[2], spec_i[3], spec_i[4]
+    nchan = fscale.size
+    n = cand.size
+    slot = np.empty(n, dtype=np.int64)
+    p0 = np.empty(n, dtype=np.int32)
+    halfW = 0.5 * W
+    halfWw = 0.5 * Ww
+    for k in numba.prange(n):
+        i = cand[k]
+        row = i // nchan
+        ch = i - row * nchan
+        f = fscale[ch]
+        u = uvw[row, 0] * f
+        v = uvw[row, 1] * f
+        w = uvw[row, 2] * f
+        if w < 0.0:
+            u, v, w = -u, -v, -w
+        jx0 = int(math.floor(u * xscale - halfW)) + 1
+        jy0 = int(math.floor(v * yscale - halfW)) + 1
+        jx0 %= nxp
+        jy0 %= nyp
+        if Ww > 1:
+            q = int(math.floor((w - w0) / dw - halfWw)) + 1
+            q = min(max(q, 0), nplanes - Ww)
+        else:
+            q = 0
+        p0[k] = q
+        slot[k] = slot_of_tile[ytile[jy0] * ntx + xtile[jx0]]
+    return slot, p0
+
+
+@numba.njit(**JIT_OPTIONS)
+def _slot_ranges_kernel(slot_sorted, p0_sorted, nslots, Ww):
+    start = np.zeros(nslots + 1, dtype=np.int64)
+    pmin = np.full(nslots, 2**30, dtype=np.int32)
+    pmax = np.full(nslots, -1, dtype=np.int32)
+    for k in range(slot_sorted.size):
+        s = slot_sorted[k]
+        start[s + 1] += 1
+        q = p0_sorted[k]
+        if q < pmin[s]:
+            pmin[s] = q
+        if q + Ww - 1 > pmax[s]:
+            pmax[s] = q + Ww - 1
+    for s in range(nslots):
+        start[s + 1] += start[s]
+    return start, pmin, pmax
+
+
+def make_layout(uvw, freq, spec: GridSpec, *, mask=None, idx=None, tile=_TILE_MIN, nthreads=1):
+    """Sort the selected samples into race-free tile order for :func:`grid_plane`.
+
+    Parameters
+    ----------
+    uvw : ndarray (row, 3) float64, metres.
+    freq : ndarray (chan,) float64, Hz.
+    spec : GridSpec
+    mask : ndarray (row, chan) bool, optional
+        True where a sample is used; samples outside it are never touched (they cost nothing).
+    idx : ndarray (nsel,) int, optional
+        Flat indices ``row * nchan + chan`` of the subset to lay out (e.g. one rank's share);
+        combined with ``mask`` when both are given.
+    tile : int
+        Minimum tile size in cells (raised to the kernel support).
+
+    Returns
+    -------
+    SampleLayout
+    """
+    uvw = np.ascontiguousarray(uvw, dtype=np.float64)
+    freq = np.ascontiguousarray(np.atleast_1d(freq), dtype=np.float64)
+    nrow, nchan = uvw.shape[0], freq.size
+    if idx is None:
+        cand = np.arange(nrow * nchan, dtype=np.int64)
+    else:
+        cand = np.ascontiguousarray(idx, dtype=np.int64)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool).reshape(-1)
+        cand = cand[mask[cand]]
+    _set_threads(nthreads)
+    ybounds = _tile_bounds(spec.nyp, spec.W, tile)
+    xbounds = _tile_bounds(spec.nxp, spec.W, tile)
+    nty, ntx = ybounds.size - 1, xbounds.size - 1
+    ytile = np.repeat(np.arange(nty, dtype=np.int64), np.diff(ybounds))
+    xtile = np.repeat(np.arange(ntx, dtype=np.int64), np.diff(xbounds))
+    ty, tx = np.meshgrid(np.arange(nty), np.arange(ntx), indexing="ij")
+    colour = ((ty % 2) * 2 + (tx % 2)).ravel()
+    tile_order = np.argsort(colour, kind="stable")  # slot -> tile id
+    slot_of_tile = np.empty_like(tile_order)
+    slot_of_tile[tile_order] = np.arange(tile_order.size)
+    colour_start = np.searchsorted(colour[tile_order], np.arange(5)).astype(np.int64)
+    slot_tile = np.stack([ty.ravel()[tile_order], tx.ravel()[tile_order]], axis=1).astype(np.int32)
+
+    spec_f = np.array([spec.xscale, spec.yscale, spec.w0, spec.dw], dtype=np.float64)
+    spec_i = np.array([spec.nxp, spec.nyp, spec.W, spec.Ww, spec.nplanes], dtype=np.int64)
+    fscale = freq / C_LIGHT
+    slot, p0 = _layout_keys_kernel(uvw, fscale, cand, spec_f, spec_i, ytile, xtile, ntx,
+                                   slot_of_tile.astype(np.int64))
+    key = slot * spec.nplanes + p0
+    order = np.argsort(key, kind="stable")
+    idx_sorted = cand[order]
+    p0_sorted = p0[order]
+    start, pmin, pmax = _slot_ranges_kernel(slot[order], p0_sorted, tile_order.size, spec.Ww)
+    return SampleLayout(idx_sorted, p0_sorted, start, pmin, pmax, slot_tile, colour_start,
+                        ybounds, xbounds, nchan)
+
+
+def touched_tiles(layout: SampleLayout, p: int):
+    """Boolean ``(nty, ntx)`` map of the grid tiles that the layout's samples touch on plane p.
+
+    A tile's samples spill into the next tile along each axis (cyclically), so those count too.
+    ``layout.ybounds`` / ``layout.xbounds`` give the tiles' cell ranges.
+    """
+    nty, ntx = layout.ybounds.size - 1, layout.xbounds.size - 1
+    out = np.zeros((nty, ntx), dtype=bool)
+    live = (layout.slot_pmin <= p) & (layout.slot_pmax >= p)
+    live &= np.diff(layout.slot_start) > 0
+    ty, tx = layout.slot_tile[live, 0], layout.slot_tile[live, 1]
+    for dy in (0, 1):
+        for dx in (0, 1):
+            out[(ty + dy) % nty, (tx + dx) % ntx] = True
+    return out
+
+
+# ----------------------------------------------------------------------------- grid / degrid
+
+
+@numba.njit(**JIT_OPTIONS)
+def _es(x, beta):
+    t = 1.0 - x * x
+    if t <= 0.0:
+        return 0.0
+    return math.exp(beta * (math.sqrt(t) - 1.0))
+
+
+@numba.njit(**JIT_OPTIONS)
+def _run_for_plane(p0, a, b, p, Ww):
+    """[lo, hi) of samples in p0[a:b] (sorted) with p - Ww + 1 <= p0 <= p."""
+    lo = a + np.searchsorted(p0[a:b], p - Ww + 1)
+    hi = a + np.searchsorted(p0[a:b], p, side="right")
+    return lo, hi
+
+
+@numba.njit(**JIT_OPTIONS)
+def _sample_setup(uvw, fscale, nchan, i, spec_f, W, Ww, p, ku, kv):
+    """Coordinates, kernel weights and footprint origin of one sample for plane p.
+
+    Returns (row, ch, flip, jx0, jy0, kw, phase_arg): ku/kv are filled in place.
+    """
+    xscale, yscale, beta, betaw, w0, dw, nshift = (
+        spec_f[0], spec_f[1], spec_f[2], spec_f[3], spec_f[4], spec_f[5], spec_f[6])
+    row = i // nchan
+    ch = i - row * nchan
+    f = fscale[ch]
+    u = uvw[row, 0] * f
+    v = uvw[row, 1] * f
+    w = uvw[row, 2] * f
+    flip = w < 0.0
+    if flip:
+        u, v, w = -u, -v, -w
+    kw = 1.0
+    if Ww > 1:
+        kw = _es(((w - w0) / dw - p) / (0.5 * Ww), betaw)
+    halfW = 0.5 * W
+    gx = u * xscale
+    gy = v * yscale
+    fx = math.floor(gx - halfW) + 1.0
+    fy = math.floor(gy - halfW) + 1.0
+    inv = 1.0 / halfW
+    for a in range(W):
+        ku[a] = _es((fx + a - gx) * inv, beta)
+        kv[a] = _es((fy + a - gy) * inv, beta)
+    return row, ch, flip, int(fx), int(fy), kw, w * nshift
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _grid_plane_kernel(uvw, fscale, vis, weight, use_weight, idx, p0, slot_start, slot_pmin,
+                       slot_pmax, colour_start, spec_f, W, Ww, p, grid):
+    nyp, nxp = grid.shape
+    nchan = fscale.size
+    twopi = 2.0 * math.pi
+    for c in range(4):
+        for s in numba.prange(colour_start[c], colour_start[c + 1]):
+            if slot_pmin[s] > p or slot_pmax[s] < p:
+                continue
+            lo, hi = _run_for_plane(p0, slot_start[s], slot_start[s + 1], p, Ww)
+            if lo >= hi:
+                continue
+            ku = np.empty(W)
+            kv = np.empty(W)
+            xi = np.empty(W, dtype=np.int64)
+            for k in range(lo, hi):
+                row, ch, flip, jx0, jy0, kw, ph = _sample_setup(
+                    uvw, fscale, nchan, idx[k], spec_f, W, Ww, p, ku, kv)
+                if kw == 0.0:
+                    continue
+                val = complex(vis[row, ch])
+                if use_weight:
+                    val *= weight[row, ch]
+                if flip:
+                    val = val.conjugate()
+                if ph != 0.0:
+                    val *= complex(math.cos(twopi * ph), -math.sin(twopi * ph))
+                val *= kw
+                jx0 %= nxp
+                jy0 %= nyp
+                for b in range(W):
+                    xi[b] = (jx0 + b) % nxp
+                for a in range(W):
+                    jy = (jy0 + a) % nyp
+                    va = val * kv[a]
+                    if jx0 + W <= nxp:
+                        for b in range(W):
+                            grid[jy, jx0 + b] += va * ku[b]
+                    else:
+                        for b in range(W):
+                            grid[jy, xi[b]] += va * ku[b]
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _degrid_plane_kernel(uvw, fscale, grid, idx, p0, slot_start, slot_pmin, slot_pmax,
+                         spec_f, W, Ww, p, out):
+    nyp, nxp = grid.shape
+    nchan = fscale.size
+    twopi = 2.0 * math.pi
+    nslots = slot_start.size - 1
+    for s in numba.prange(nslots):
+        if slot_pmin[s] > p or slot_pmax[s] < p:
+            continue
+        lo, hi = _run_for_plane(p0, slot_start[s], slot_start[s + 1], p, Ww)
+        if lo >= hi:
+            continue
+        ku = np.empty(W)
+        kv = np.empty(W)
+        xi = np.empty(W, dtype=np.int64)
+        for k in range(lo, hi):
+            row, ch, flip, jx0, jy0, kw, ph = _sample_setup(
+                uvw, fscale, nchan, idx[k], spec_f, W, Ww, p, ku, kv)
+            if kw == 0.0:
+                continue
+            jx0 %= nxp
+            jy0 %= nyp
+            for b in range(W):
+                xi[b] = (jx0 + b) % nxp
+            acc = 0j
+            for a in range(W):
+                jy = (jy0 + a) % nyp
+                racc = 0j
+                if jx0 + W <= nxp:
+                    for b in range(W):
+                        racc += grid[jy, jx0 + b] * ku[b]
+                else:
+                    for b in range(W):
+                        racc += grid[jy, xi[b]] * ku[b]
+                acc += racc * kv[a]
+            acc *= kw
+            if ph != 0.0:
+                acc *= complex(math.cos(twopi * ph), math.sin(twopi * ph))
+            if flip:
+                acc = acc.conjugate()
+            out[row, ch] += acc
+
+
+def _spec_f(spec: GridSpec):
+    return np.array([spec.xscale, spec.yscale, spec.beta, spec.betaw, spec.w0, spec.dw,
+                     spec.nshift], dtype=np.float64)
+
+
+def _complex_dtype(dt):
+    return np.complex64 if np.dtype(dt) in (np.complex64, np.float32) else np.complex128
+
+
+def grid_plane(layout: SampleLayout, spec: GridSpec, uvw, freq, vis, p=0, *, weight=None,
+               out=None, nthreads=1):
+    """Grid the layout's samples that touch w-plane ``p`` (adjoint of :func:`degrid_plane`).
+
+    Parameters
+    ----------
+    layout : SampleLayout from :func:`make_layout` (any index subset of the samples).
+    spec : GridSpec
+    uvw : ndarray (row, 3) float64, metres.
+    freq : ndarray (chan,) float64, Hz.
+    vis : ndarray (row, chan) complex64 | complex128; its dtype sets the grid precision.
+    p : int, plane index (0 without w-stacking).
+    weight : ndarray (row, chan) float, optional; multiplies vis.
+    out : ndarray (nyp, nxp) complex, optional; the samples are *added* to it.
+    nthreads : int
+
+    Returns
+    -------
+    ndarray (nyp, nxp) complex64 | complex128
+    """
+    cdt = _complex_dtype(vis.dtype)
+    if out is None:
+        out = np.zeros((spec.nyp, spec.nxp), dtype=cdt)
+    if out.shape != (spec.nyp, spec.nxp) or not out.flags.c_contiguous:
+        raise ValueError("out must be a C-contiguous (nyp, nxp) array")
+    use_weight = weight is not None
+    wgt = weight if use_weight else np.ones((1, 1), dtype=np.float64)
+    _set_threads(nthreads)
+    _grid_plane_kernel(uvw, np.asarray(freq, np.float64) / C_LIGHT, vis, wgt, use_weight,
+                       layout.idx, layout.p0, layout.slot_start, layout.slot_pmin,
+                       layout.slot_pmax, layout.colour_start, _spec_f(spec), spec.W, spec.Ww,
+                       int(p), out)
+    return out
+
+
+def degrid_plane(layout: SampleLayout, spec: GridSpec, uvw, freq, grid, p=0, *, out=None,
+                 nthreads=1):
+    """Degrid plane ``p`` at the layout's samples, *adding* to ``out`` (row, chan).
+
+    ``out`` defaults to zeros of the grid's complex dtype; samples outside the layout are left
+    untouched.
+    """
+    nrow, nchan = uvw.shape[0], np.atleast_1d(freq).size
+    if out is None:
+        out = np.zeros((nrow, nchan), dtype=grid.dtype)
+    _set_threads(nthreads)
+    _degrid_plane_kernel(uvw, np.asarray(freq, np.float64) / C_LIGHT, grid, layout.idx,
+                         layout.p0, layout.slot_start, layout.slot_pmin, layout.slot_pmax,
+                         _spec_f(spec), spec.W, spec.Ww, int(p), out)
+    return out
+
+
+# ----------------------------------------------------------------------------- image domain
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _plane_to_image_kernel(fgrid, cell_x, cell_y, wp, nshift, acc):
+    """acc[iy, ix] += Re[fgrid[iy' mod nyp, ix' mod nxp] * exp(-2 pi i wp (n - 1 - nshift))]."""
+    ny, nx = acc.shape
+    nyp, nxp = fgrid.shape
+    twopi = 2.0 * math.pi
+    for iy in numba.prange(ny):
+        dy = iy - ny // 2
+        m = dy * cell_y
+        jy = dy % nyp
+        for ix in range(nx):
+            dx = ix - nx // 2
+            l = -dx * cell_x
+            val = fgrid[jy, dx % nxp]
+            if wp != 0.0:
+                nm1 = math.sqrt(1.0 - l * l - m * m) - 1.0 - nshift
+                ph = twopi * wp * nm1
+                acc[iy, ix] += val.real * math.cos(ph) + val.imag * math.sin(ph)
+            else:
+                acc[iy, ix] += val.real
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _image_to_plane_kernel(img, cell_x, cell_y, wp, nshift, grid):
+    """grid[iy' mod nyp, ix' mod nxp] = img[iy, ix] * exp(+2 pi i wp (n - 1 - nshift)); rest 0."""
+    ny, nx = img.shape
+    nyp, nxp = grid.shape
+    twopi = 2.0 * math.pi
+    for jy in numba.prange(nyp):
+        for jx in range(nxp):
+            grid[jy, jx] = 0.0
+    for iy in numba.prange(ny):
+        dy = iy - ny // 2
+        m = dy * cell_y
+        jy = dy % nyp
+        for ix in range(nx):
+            dx = ix - nx // 2
+            l = -dx * cell_x
+            val = img[iy, ix]
+            if wp != 0.0:
+                nm1 = math.sqrt(1.0 - l * l - m * m) - 1.0 - nshift
+                ph = twopi * wp * nm1
+                grid[jy, dx % nxp] = complex(val * math.cos(ph), val * math.sin(ph))
+            else:
+                grid[jy, dx % nxp] = val
+
+
+def plane_to_image(fgrid, cell_x, cell_y, wp, nshift, acc, nthreads=1):
+    """Add the real part of the chirped, cropped inverse-FFT plane to ``acc`` (ny, nx) float64."""
+    _set_threads(nthreads)
+    _plane_to_image_kernel(fgrid, float(cell_x), float(cell_y), float(wp), float(nshift), acc)
+    return acc
+
+
+def image_to_plane(img, cell_x, cell_y, wp, nshift, grid, nthreads=1):
+    """Write the chirped image into the centre (cyclically) of the zeroed padded ``grid``."""
+    _set_threads(nthreads)
+    _image_to_plane_kernel(img, float(cell_x), float(cell_y), float(wp), float(nshift), grid)
+    return grid

@@ -1,0 +1,165 @@
+"""FFT registry (mpi4py-fft ``libfft.py`` style): ``{"scipy", "fftw", "numpy"}``, lazy imports.
+
+Every backend offers the same two *unnormalised* in-place-or-not 2-D complex transforms:
+
+- ``forward(a)``: ``A[k] = sum_j a[j] exp(-2 pi i j k / N)``
+- ``backward(a)``: ``a[j] = sum_k A[k] exp(+2 pi i j k / N)`` (no 1/N)
+
+``get_fft("auto", nthreads)`` returns a chooser that times the candidates on the first real
+calls for each (shape, dtype, direction) — one call per candidate, no extra work — and uses the
+fastest from then on.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+__all__ = ["get_fft", "available", "FFT_BACKENDS"]
+
+FFT_BACKENDS = ("scipy", "fftw", "numpy")
+
+
+class _Scipy:
+    name = "scipy"
+
+    def __init__(self, nthreads=1):
+        import scipy.fft
+
+        self._fft = scipy.fft
+        self.nthreads = max(1, int(nthreads))
+
+    def forward(self, a, overwrite=False):
+        return self._fft.fft2(a, workers=self.nthreads, overwrite_x=overwrite)
+
+    def backward(self, a, overwrite=False):
+        return self._fft.ifft2(a, norm="forward", workers=self.nthreads, overwrite_x=overwrite)
+
+
+class _Numpy:
+    name = "numpy"
+
+    def __init__(self, nthreads=1):
+        self.nthreads = 1
+
+    def forward(self, a, overwrite=False):
+        return np.fft.fft2(a).astype(a.dtype, copy=False)
+
+    def backward(self, a, overwrite=False):
+        return np.fft.ifft2(a, norm="forward").astype(a.dtype, copy=False)
+
+
+class _Fftw:
+    """pyfftw with one plan per (shape, dtype, direction), reused (FFTW_MEASURE is far too
+    slow to plan at 8192^2, so plans are FFTW_ESTIMATE unless wisdom says otherwise)."""
+
+    name = "fftw"
+
+    def __init__(self, nthreads=1, flags=("FFTW_ESTIMATE",)):
+        import pyfftw
+
+        self._pyfftw = pyfftw
+        self.nthreads = max(1, int(nthreads))
+        self.flags = tuple(flags)
+        self._plans = {}
+
+    def _plan(self, shape, dtype, direction):
+        key = (shape, np.dtype(dtype).str, direction)
+        plan = self._plans.get(key)
+        if plan is None:
+            buf = self._pyfftw.empty_aligned(shape, dtype=dtype)
+            plan = self._pyfftw.FFTW(buf, buf, axes=(-2, -1), direction=direction,
+                                     flags=self.flags + ("FFTW_DESTROY_INPUT",),
+                                     threads=self.nthreads)
+            self._plans[key] = plan
+        return plan
+
+    def _run(self, a, direction, overwrite):
+        plan = self._plan(a.shape, a.dtype, direction)
+        if not overwrite:
+            a = a.copy()
+        if (a.flags.c_contiguous and self._pyfftw.is_byte_aligned(a, plan.input_alignment)):
+            plan.update_arrays(a, a)
+            plan.execute()
+            return a
+        return plan(a, normalise_idft=False).copy()
+
+    def forward(self, a, overwrite=False):
+        return self._run(a, "FFTW_FORWARD", overwrite)
+
+    def backward(self, a, overwrite=False):
+        return self._run(a, "FFTW_BACKWARD", overwrite)
+
+
+_REGISTRY = {"scipy": _Scipy, "fftw": _Fftw, "numpy": _Numpy}
+
+
+def available():
+    """Names of the backends that import here."""
+    out = []
+    for name in FFT_BACKENDS:
+        try:
+            _REGISTRY[name](1)
+        except ImportError:
+            continue
+        out.append(name)
+    return out
+
+
+class _Auto:
+    """Tries each candidate once per (shape, dtype, direction) on real calls, then keeps the
+    fastest."""
+
+    name = "auto"
+
+    def __init__(self, nthreads=1, candidates=("scipy", "fftw")):
+        self.nthreads = nthreads
+        self._backends = []
+        for name in candidates:
+            try:
+                self._backends.append(_REGISTRY[name](nthreads))
+            except ImportError:
+                pass
+        if not self._backends:
+            self._backends.append(_Numpy(nthreads))
+        self._times = {}
+        self.choice = {}
+
+    def _call(self, direction, a, overwrite):
+        key = (a.shape, a.dtype.str, direction)
+        best = self.choice.get(key)
+        if best is not None:
+            return getattr(best, direction)(a, overwrite)
+        times = self._times.setdefault(key, [])
+        b = self._backends[len(times)]
+        t0 = time.perf_counter()
+        out = getattr(b, direction)(a, overwrite)
+        times.append(time.perf_counter() - t0)
+        if len(times) == len(self._backends):
+            self.choice[key] = self._backends[int(np.argmin(times))]
+        return out
+
+    def forward(self, a, overwrite=False):
+        return self._call("forward", a, overwrite)
+
+    def backward(self, a, overwrite=False):
+        return self._call("backward", a, overwrite)
+
+
+def get_fft(name="auto", nthreads=1):
+    """An FFT backend object with ``forward(a, overwrite=False)`` / ``backward(...)``.
+
+    Parameters
+    ----------
+    name : {"auto", "scipy", "fftw", "numpy"}
+    nthreads : int
+    """
+    if name == "auto":
+        return _Auto(nthreads)
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown FFT backend {name!r}; choose from auto, "
+                         + ", ".join(FFT_BACKENDS)) from None
+    return cls(nthreads)

@@ -1,0 +1,344 @@
+"""Serial wide-field measurement operator, modes ``none`` and ``wstack``.
+
+Forward (docs/internals.md): ``V_k = sum_pix x exp(+2 pi i (u l + v m + w (n - 1))) / n``;
+adjoint: ``D = sum_k wgt_k Re[V_k exp(-2 pi i (u l + v m + w (n - 1)))] / n``.
+
+In the notation of Pratley & McEwen (2019), eqs. 2-3 and 7, per w-plane ``k``:
+``Phi_k = W [G]_k F Z S_k`` and ``Phi^H = sum_k S_k^H Z^H F^H [G]_k^H W^H``, with
+
+- ``S_k``: pixel-wise ``exp(+2 pi i w_k (n - 1 - nshift)) / (g(l) g(m) g_w(n - 1 - nshift) n)``
+  (chirp, gridding correction of all three kernel axes by quadrature, 1/n; eq. 4);
+- ``Z``: zero padding by the oversampling factor; ``F``: FFT (radimg/ops/fft.py);
+- ``[G]_k``: the separable ES kernel in u, v and, for w-stacking, in w around plane ``k``
+  (radimg/kernels/gridder.py), with the per-sample phase ``exp(2 pi i w nshift)``.
+
+``mode="wstack"`` is the "improved w-stacking" of Ye et al. (2021) / Arras et al. (2021)
+(ducc0.wgridder): planes uniformly spaced by ``dw = 1 / (2 sigma h)`` where ``h`` is the half
+range of ``n - 1`` over the image, every sample spread over ``Ww`` planes. ``mode="none"``
+ignores ``w`` (2-D gridding, exact only for coplanar data or small fields).
+
+The stage methods (``image_to_plane_grid``, ``plane_grid_to_image``, ``grid_samples``,
+``degrid_samples``, ``layout``) are the pieces a distributed operator (radimg/parallel) splits
+between the ranks that own planes and the ranks that own samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from radimg.kernels import gridder as _g
+from radimg.kernels._jit import PARALLEL_JIT_OPTIONS
+from radimg.kernels.es import es_correction, es_parameters
+from radimg.ops.fft import get_fft
+
+__all__ = ["make_operator", "WideFieldOperator", "MODES", "good_size"]
+
+MODES = ("none", "wstack", "wstack-wproject")
+
+
+def good_size(n):
+    """Smallest even 2^a 3^b 5^c 7^d >= n (fast for both FFTW and pocketfft)."""
+    import scipy.fft
+
+    n = max(int(n), 16)
+    while True:
+        m = scipy.fft.next_fast_len(n)
+        if m % 2 == 0:
+            return m
+        n = m + 1
+
+
+def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="wstack-wproject",
+                  nstacks="auto", oversampling=2.0, nthreads=1, precision="double", fft="auto",
+                  weight_mask=None, **kwargs):
+    """Build the measurement operator for ``mode``.
+
+    Parameters
+    ----------
+    uvw : ndarray (row, 3) float64, metres (MS UVW column).
+    freq : ndarray (chan,) float64, Hz.
+    npix_x, npix_y : int, image size; images are ``(npix_y, npix_x)``.
+    cell_rad : float, pixel size in radians (or a pair ``(cell_x, cell_y)``).
+    epsilon : float, target accuracy; kernel supports and plane spacing follow from it.
+    mode : {"none", "wstack", "wstack-wproject"}
+    nstacks : "auto" or int; for ``wstack`` an explicit number of w-planes (must be enough for
+        epsilon); passed through to ``wstack-wproject``.
+    oversampling : float, padded grid over image size.
+    nthreads : int
+    precision : {"single", "double"}; complex64/float32 or complex128/float64.
+    fft : {"auto", "scipy", "fftw", "numpy"}
+    weight_mask : ndarray (row, chan), optional; bool or weights, samples where it is
+        False/0 are dropped at construction and cost nothing afterwards.
+    """
+    common = dict(epsilon=epsilon, nstacks=nstacks, oversampling=oversampling,
+                  nthreads=nthreads, precision=precision, fft=fft, weight_mask=weight_mask)
+    if mode in ("none", "wstack"):
+        return WideFieldOperator(uvw, freq, npix_x, npix_y, cell_rad, mode=mode, **common,
+                                 **kwargs)
+    if mode == "wstack-wproject":
+        try:
+            from radimg.ops.wproject import WProjectOperator
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("radimg.ops.wproject",):
+                raise
+            raise NotImplementedError(
+                "mode 'wstack-wproject' needs radimg/ops/wproject.py (WProjectOperator), which "
+                "is not available in this build; use mode='wstack' (same accuracy, more planes)"
+            ) from None
+        return WProjectOperator(uvw, freq, npix_x, npix_y, cell_rad, **common, **kwargs)
+    raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _correction_kernel(cx, cy, cell_x, cell_y, nshift, dw, cheb, cheb_half, out):
+    """out[iy, ix] = 1 / (cx[ix] cy[iy] g_w((n - 1 - nshift) dw) n); g_w from a Chebyshev
+    series on [-cheb_half, cheb_half] (empty series: no w axis)."""
+    ny, nx = out.shape
+    deg = cheb.size
+    for iy in numba.prange(ny):
+        m = (iy - ny // 2) * cell_y
+        for ix in range(nx):
+            l = -(ix - nx // 2) * cell_x
+            n = math.sqrt(1.0 - l * l - m * m)
+            gw = 1.0
+            if deg > 0:
+                t = ((n - 1.0 - nshift) * dw) / cheb_half
+                # Clenshaw
+                b1 = 0.0
+                b2 = 0.0
+                for j in range(deg - 1, 0, -1):
+                    b1, b2 = 2.0 * t * b1 - b2 + cheb[j], b1
+                gw = t * b1 - b2 + cheb[0]
+            out[iy, ix] = 1.0 / (cx[ix] * cy[iy] * gw * n)
+
+
+def _chebyshev_fit(f, half, tol=1e-14):
+    """Chebyshev coefficients of f on [-half, half], degree grown until the tail is < tol."""
+    for deg in (16, 32, 48, 64, 96, 128):
+        k = np.arange(deg + 1)
+        x = np.cos(np.pi * (k + 0.5) / (deg + 1))
+        c = np.polynomial.chebyshev.chebfit(x, f(x * half), deg)
+        if np.abs(c[-4:]).max() < tol * np.abs(c).max():
+            return np.trim_zeros(c, "b")
+    return c
+
+
+class WideFieldOperator:
+    """Measurement operator for modes ``none`` and ``wstack`` (see module docstring).
+
+    Public: ``dot(image) -> vis``, ``hdot(vis, weight=None) -> image``, the stage methods
+    and ``stats``. Construct with :func:`make_operator`.
+    """
+
+    def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="wstack",
+                 nstacks="auto", oversampling=2.0, nthreads=1, precision="double", fft="auto",
+                 weight_mask=None, tile=None):
+        if mode not in ("none", "wstack"):
+            raise ValueError(f"WideFieldOperator handles modes 'none' and 'wstack', not {mode!r}")
+        if precision not in ("single", "double"):
+            raise ValueError(f"precision must be 'single' or 'double', got {precision!r}")
+        self.uvw = np.ascontiguousarray(uvw, dtype=np.float64)
+        self.freq = np.ascontiguousarray(np.atleast_1d(freq), dtype=np.float64)
+        if self.uvw.ndim != 2 or self.uvw.shape[1] != 3:
+            raise ValueError(f"uvw must be (row, 3), got {self.uvw.shape}")
+        self.nrow, self.nchan = self.uvw.shape[0], self.freq.size
+        self.npix_x, self.npix_y = int(npix_x), int(npix_y)
+        cx, cy = (cell_rad, cell_rad) if np.ndim(cell_rad) == 0 else cell_rad
+        self.cell_x, self.cell_y = float(cx), float(cy)
+        self.mode = mode
+        self.epsilon = float(epsilon)
+        self.oversampling = float(oversampling)
+        self.nthreads = max(1, int(nthreads))
+        self.precision = precision
+        self.cdtype = np.complex64 if precision == "single" else np.complex128
+        self.rdtype = np.float32 if precision == "single" else np.float64
+        self.fft = get_fft(fft, self.nthreads)
+
+        # Field extent and n - 1 range (n - 1 <= 0, its maximum 0 at the phase centre).
+        lx = max(self.npix_x // 2, self.npix_x - 1 - self.npix_x // 2) * self.cell_x
+        my = max(self.npix_y // 2, self.npix_y - 1 - self.npix_y // 2) * self.cell_y
+        if lx * lx + my * my >= 1.0:
+            raise ValueError("the image extends beyond the horizon (l^2 + m^2 >= 1)")
+        nmin = math.sqrt(1.0 - lx * lx - my * my) - 1.0
+
+        wstack = mode == "wstack"
+        ndim = 3 if wstack else 2
+        # Per-axis worst-case error eps/ndim keeps the worst case of the product within eps.
+        W, beta = es_parameters(self.epsilon / ndim, self.oversampling)
+        nxp = good_size(math.ceil(self.oversampling * self.npix_x))
+        nyp = good_size(math.ceil(self.oversampling * self.npix_y))
+        xscale, yscale = self.cell_x * nxp, -self.cell_y * nyp
+
+        if weight_mask is not None:
+            weight_mask = np.asarray(weight_mask)
+            if weight_mask.shape != (self.nrow, self.nchan):
+                raise ValueError(f"weight_mask must be (row, chan) = {(self.nrow, self.nchan)}")
+            weight_mask = weight_mask != 0
+        self.mask = weight_mask
+
+        nplanes, Ww, betaw, w0, dw, nshift = 1, 1, 0.0, 0.0, 1.0, 0.0
+        if wstack:
+            absw = np.abs(self.uvw[:, 2])[:, None] * (self.freq / _g.C_LIGHT)[None, :]
+            sel = absw[weight_mask] if weight_mask is not None else absw
+            wmin, wmax = (float(sel.min()), float(sel.max())) if sel.size else (0.0, 0.0)
+            half = -0.5 * nmin  # n - 1 - nshift in [-half, half]
+            nshift = 0.5 * nmin
+            Ww, betaw = W, beta
+            dw_max = 0.5 / (self.oversampling * half) if half > 0 else np.inf
+            if nstacks == "auto" or nstacks is None:
+                dw = dw_max if np.isfinite(dw_max) else 1.0
+                nplanes = int(math.ceil((wmax - wmin) / dw)) + Ww
+            else:
+                nplanes = int(nstacks)
+                if nplanes < Ww:
+                    raise ValueError(f"nstacks must be >= the w-kernel support {Ww}")
+                dw = (wmax - wmin) / max(nplanes - Ww, 1) if wmax > wmin else dw_max
+                if dw > dw_max * (1 + 1e-12):
+                    need = int(math.ceil((wmax - wmin) / dw_max)) + Ww
+                    raise ValueError(f"nstacks={nplanes} is too few for epsilon "
+                                     f"{self.epsilon:g}: need >= {need}")
+            w0 = wmin - (0.5 * Ww - 0.5) * dw
+        self.spec = _g.GridSpec(nxp=nxp, nyp=nyp, W=W, beta=beta, xscale=xscale, yscale=yscale,
+                                nplanes=nplanes, Ww=Ww, betaw=betaw, w0=w0, dw=dw, nshift=nshift)
+        self.planes = w0 + dw * np.arange(nplanes) if wstack else np.zeros(1)
+        self._tile = tile or _g._TILE_MIN
+        self._layout = _g.make_layout(self.uvw, self.freq, self.spec, mask=weight_mask,
+                                      tile=self._tile, nthreads=self.nthreads)
+
+        # Image-domain correction 1 / (g(l) g(m) g_w(n - 1 - nshift) n) by quadrature.
+        gx = es_correction((np.arange(self.npix_x) - self.npix_x // 2) / nxp, W, beta)
+        gy = es_correction((np.arange(self.npix_y) - self.npix_y // 2) / nyp, W, beta)
+        if wstack:
+            chalf = max(half * dw, 1e-300)
+            cheb = _chebyshev_fit(lambda t: es_correction(t, Ww, betaw), chalf)
+        else:
+            chalf, cheb = 1.0, np.zeros(0)
+        self.correction = np.empty((self.npix_y, self.npix_x), dtype=np.float64)
+        _g._set_threads(self.nthreads)
+        _correction_kernel(gx, gy, self.cell_x, self.cell_y, nshift, dw, cheb, chalf,
+                           self.correction)
+
+    # ------------------------------------------------------------------ description
+    @property
+    def nplanes(self):
+        return self.spec.nplanes
+
+    @property
+    def stats(self):
+        """Sizes that set cost: planes, supports, padded grid, samples laid out."""
+        s = self.spec
+        return {
+            "mode": self.mode,
+            "nplanes": s.nplanes,
+            "support": s.W,
+            "support_w": s.Ww,
+            "beta": s.beta,
+            "padded_grid": (s.nyp, s.nxp),
+            "dw": s.dw if s.wstack else None,
+            "nshift": s.nshift,
+            "nsamples": self._layout.nsamples,
+            "precision": self.precision,
+            "fft": self.fft.name,
+        }
+
+    # ------------------------------------------------------------------ stages
+    def layout(self, idx=None):
+        """SampleLayout for all (unmasked) samples, or for the flat-index subset ``idx``."""
+        if idx is None:
+            return self._layout
+        if isinstance(idx, _g.SampleLayout):
+            return idx
+        return _g.make_layout(self.uvw, self.freq, self.spec, mask=self.mask, idx=idx,
+                              tile=self._tile, nthreads=self.nthreads)
+
+    def new_grid(self):
+        return np.zeros((self.spec.nyp, self.spec.nxp), dtype=self.cdtype)
+
+    def image_to_plane_grid(self, image, p, out=None):
+        """``F Z S_p x``: the Fourier grid of plane ``p`` that degridding reads (eq. 9)."""
+        grid = out if out is not None else np.empty((self.spec.nyp, self.spec.nxp),
+                                                    dtype=self.cdtype)
+        img = np.asarray(image, dtype=np.float64) * self.correction
+        _g.image_to_plane(img, self.cell_x, self.cell_y, self.planes[p], self.spec.nshift, grid,
+                          self.nthreads)
+        return self.fft.forward(grid, overwrite=True)
+
+    def plane_grid_to_image(self, grid, p, out=None, overwrite=True):
+        """``S_p^H Z^H F^H grid``: add plane ``p``'s image to ``out`` (npix_y, npix_x) float64.
+
+        ``grid`` is the gridded (not yet transformed) plane; it is overwritten when
+        ``overwrite``. Summing this over all planes of ``grid_samples`` output is ``hdot``.
+        """
+        if out is None:
+            out = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
+        if out.dtype != np.float64:
+            raise ValueError("out must be float64 (image sums are accumulated in double)")
+        fgrid = self.fft.backward(grid, overwrite=overwrite)
+        tmp = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
+        _g.plane_to_image(fgrid, self.cell_x, self.cell_y, self.planes[p], self.spec.nshift,
+                          tmp, self.nthreads)
+        out += tmp * self.correction
+        return out
+
+    def grid_samples(self, vis, p, idx=None, weight=None, out=None):
+        """``[G]_p^H W^H``: grid the samples of ``idx`` (layout or flat indices; default all)
+        that touch plane ``p``, adding them to ``out``."""
+        if out is None:
+            out = self.new_grid()
+        vis = self._as_vis(vis)
+        wgt = None if weight is None else np.asarray(weight)
+        return _g.grid_plane(self.layout(idx), self.spec, self.uvw, self.freq, vis, p,
+                             weight=wgt, out=out, nthreads=self.nthreads)
+
+    def degrid_samples(self, grid, p, idx=None, out=None):
+        """``[G]_p``: add plane ``p``'s contribution at the samples of ``idx`` to ``out``."""
+        if out is None:
+            out = np.zeros((self.nrow, self.nchan), dtype=self.cdtype)
+        return _g.degrid_plane(self.layout(idx), self.spec, self.uvw, self.freq, grid, p,
+                               out=out, nthreads=self.nthreads)
+
+    def _as_vis(self, vis):
+        vis = np.asarray(vis)
+        if vis.shape != (self.nrow, self.nchan):
+            raise ValueError(f"vis must be (row, chan) = {(self.nrow, self.nchan)}, got {vis.shape}")
+        return vis.astype(self.cdtype, copy=False)
+
+    # ------------------------------------------------------------------ operator
+    def dot(self, image):
+        """Forward operator: image (npix_y, npix_x) real -> vis (row, chan) complex.
+
+        Samples outside the weight mask come back as 0.
+        """
+        image = np.asarray(image)
+        if image.shape != (self.npix_y, self.npix_x):
+            raise ValueError(f"image must be (npix_y, npix_x) = {(self.npix_y, self.npix_x)}")
+        vis = np.zeros((self.nrow, self.nchan), dtype=self.cdtype)
+        grid = np.empty((self.spec.nyp, self.spec.nxp), dtype=self.cdtype)
+        for p in range(self.nplanes):
+            fgrid = self.image_to_plane_grid(image, p, out=grid)
+            self.degrid_samples(fgrid, p, out=vis)
+        return vis
+
+    def hdot(self, vis, weight=None):
+        """Adjoint: vis (row, chan) complex (times ``weight``) -> image (npix_y, npix_x) real."""
+        vis = self._as_vis(vis)
+        if weight is not None:
+            weight = np.asarray(weight)
+            if weight.shape != vis.shape:
+                raise ValueError("weight must have the shape of vis")
+        acc = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
+        tmp = np.empty_like(acc)
+        grid = self.new_grid()
+        for p in range(self.nplanes):
+            grid[...] = 0
+            self.grid_samples(vis, p, weight=weight, out=grid)
+            fgrid = self.fft.backward(grid, overwrite=True)
+            tmp[...] = 0.0
+            _g.plane_to_image(fgrid, self.cell_x, self.cell_y, self.planes[p], self.spec.nshift,
+                              tmp, self.nthreads)
+            acc += tmp
+        acc *= self.correction
+        return acc.astype(self.rdtype, copy=False)
