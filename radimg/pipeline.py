@@ -225,8 +225,18 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
         )
     _log(comm, verbose, f"read {n_total} samples ({n_good} unflagged) on {comm.size} rank(s)")
 
+    from radimg.config import fft_friendly
+
     npix_x = int(img_cfg["npix"])
     npix_y = int(img_cfg["npix_y"] or img_cfg["npix"])
+    for key, val in (("image.npix", npix_x), ("image.npix_y", npix_y)):
+        good = fft_friendly(val)
+        if good != val and comm.rank == 0:
+            warnings.warn(
+                f"{key}: {val} is not FFT-friendly (2^a 3^b 5^c 7^d); rounded up to {good}",
+                stacklevel=2,
+            )
+    npix_x, npix_y = fft_friendly(npix_x), fft_friendly(npix_y)
     cell_rad = float(img_cfg["cell_arcsec"]) * ARCSEC
 
     with timer.stage("weights"):
