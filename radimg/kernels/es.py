@@ -154,16 +154,18 @@ def _golden_min(f, a, b, tol):
     return (c, fc) if fc < fd else (d, fd)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=256)
+def _best_beta(W, oversampling):
+    """(beta, measured error) minimising the 1-D error for support W (cached)."""
+    # The optimum sits near beta ~ 2.3 W for sigma = 2 (FINUFFT); bracket widely.
+    f = lambda b: es_error(W, b, oversampling, nx=33, nt=24)  # noqa: E731
+    beta, _ = _golden_min(f, 0.8 * W, 3.2 * W, 1e-3 * W)
+    return float(beta), es_error(W, beta, oversampling)
+
+
 def _support_table(oversampling):
-    """(W, best beta, its error) for every W, for one oversampling factor (cached)."""
-    rows = []
-    for W in range(MIN_SUPPORT, MAX_SUPPORT + 1):
-        # The optimum sits near beta ~ 2.3 W for sigma = 2 (FINUFFT); bracket widely.
-        f = lambda b, W=W: es_error(W, b, oversampling, nx=33, nt=24)  # noqa: E731
-        beta, _ = _golden_min(f, 0.8 * W, 3.2 * W, 1e-3 * W)
-        rows.append((W, float(beta), es_error(W, beta, oversampling)))
-    return tuple(rows)
+    """(W, best beta, its error) for every W, for one oversampling factor."""
+    return tuple((W, *_best_beta(W, oversampling)) for W in range(MIN_SUPPORT, MAX_SUPPORT + 1))
 
 
 def es_parameters(epsilon, oversampling=2.0):
@@ -191,11 +193,13 @@ def es_parameters(epsilon, oversampling=2.0):
         raise ValueError(f"oversampling must be > 1, got {oversampling}")
     if not epsilon > 0.0:
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
-    table = _support_table(round(float(oversampling), 6))
-    for W, beta, err in table:
+    sigma = round(float(oversampling), 6)
+    err = np.inf
+    for W in range(MIN_SUPPORT, MAX_SUPPORT + 1):  # lazily: stop at the first W that meets eps
+        beta, err = _best_beta(W, sigma)
         if err <= epsilon:
             return W, beta
     raise ValueError(
         f"epsilon={epsilon:g} is not reachable with support <= {MAX_SUPPORT} at "
-        f"oversampling {oversampling} (best {table[-1][2]:.2e}); raise the oversampling"
+        f"oversampling {oversampling} (best {err:.2e}); raise the oversampling"
     )

@@ -66,7 +66,8 @@ def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="ws
     mode : {"none", "wstack", "wstack-wproject"}
     nstacks : "auto" or int; for ``wstack`` an explicit number of w-planes (must be enough for
         epsilon); passed through to ``wstack-wproject``.
-    oversampling : float, padded grid over image size.
+    oversampling : float or "auto", padded grid over image size; "auto" picks the factor
+        (and with it the support and plane count) from a cost model.
     nthreads : int
     precision : {"single", "double"}; complex64/float32 or complex128/float64.
     fft : {"auto", "scipy", "fftw", "numpy"}
@@ -150,7 +151,6 @@ class WideFieldOperator:
         self.cell_x, self.cell_y = float(cx), float(cy)
         self.mode = mode
         self.epsilon = float(epsilon)
-        self.oversampling = float(oversampling)
         self.nthreads = max(1, int(nthreads))
         self.precision = precision
         self.cdtype = np.complex64 if precision == "single" else np.complex128
@@ -166,11 +166,6 @@ class WideFieldOperator:
 
         wstack = mode == "wstack"
         ndim = 3 if wstack else 2
-        # Per-axis worst-case error eps/ndim keeps the worst case of the product within eps.
-        W, beta = es_parameters(self.epsilon / ndim, self.oversampling)
-        nxp = good_size(math.ceil(self.oversampling * self.npix_x))
-        nyp = good_size(math.ceil(self.oversampling * self.npix_y))
-        xscale, yscale = self.cell_x * nxp, -self.cell_y * nyp
 
         if weight_mask is not None:
             weight_mask = np.asarray(weight_mask)
@@ -178,28 +173,60 @@ class WideFieldOperator:
                 raise ValueError(f"weight_mask must be (row, chan) = {(self.nrow, self.nchan)}")
             weight_mask = weight_mask != 0
         self.mask = weight_mask
-
-        nplanes, Ww, betaw, w0, dw, nshift = 1, 1, 0.0, 0.0, 1.0, 0.0
+        nsel = self.nrow * self.nchan if weight_mask is None else int(weight_mask.sum())
+        wmin = wmax = 0.0
         if wstack:
             absw = np.abs(self.uvw[:, 2])[:, None] * (self.freq / _g.C_LIGHT)[None, :]
             sel = absw[weight_mask] if weight_mask is not None else absw
             wmin, wmax = (float(sel.min()), float(sel.max())) if sel.size else (0.0, 0.0)
-            half = -0.5 * nmin  # n - 1 - nshift in [-half, half]
+        half = -0.5 * nmin  # n - 1 - nshift in [-half, half]
+
+        def geometry(sigma):
+            # Per-axis worst-case error eps/ndim keeps the worst case of the product within eps.
+            W, beta = es_parameters(self.epsilon / ndim, sigma)
+            nxp = good_size(math.ceil(sigma * self.npix_x))
+            nyp = good_size(math.ceil(sigma * self.npix_y))
+            dw_max = 0.5 / (sigma * half) if half > 0 else np.inf
+            nplanes = 1
+            if wstack:
+                nplanes = int(math.ceil((wmax - wmin) / dw_max)) + W if np.isfinite(dw_max) else W
+            return W, beta, nxp, nyp, dw_max, nplanes
+
+        if oversampling == "auto":
+            # Cost model (seconds, rough constants measured on 2-core x86): FFTs and
+            # chirps per plane plus kernel work per sample and plane.
+            best = None
+            for sigma in (1.25, 1.4, 1.5, 1.75, 2.0, 2.5):
+                try:
+                    W, beta, nxp, nyp, dw_max, nplanes = geometry(sigma)
+                except ValueError:
+                    continue
+                npts = nxp * nyp
+                cost = nplanes * (7e-10 * npts * math.log2(npts) + 2e-8 * self.npix_x
+                                  * self.npix_y) + 2e-8 * nsel * W * W * (W if wstack else 1)
+                if best is None or cost < best[0]:
+                    best = (cost, sigma)
+            self.oversampling = best[1]
+        else:
+            self.oversampling = float(oversampling)
+        W, beta, nxp, nyp, dw_max, nplanes_auto = geometry(self.oversampling)
+        xscale, yscale = self.cell_x * nxp, -self.cell_y * nyp
+
+        nplanes, Ww, betaw, w0, dw, nshift = 1, 1, 0.0, 0.0, 1.0, 0.0
+        if wstack:
             nshift = 0.5 * nmin
             Ww, betaw = W, beta
-            dw_max = 0.5 / (self.oversampling * half) if half > 0 else np.inf
             if nstacks == "auto" or nstacks is None:
                 dw = dw_max if np.isfinite(dw_max) else 1.0
-                nplanes = int(math.ceil((wmax - wmin) / dw)) + Ww
+                nplanes = nplanes_auto
             else:
                 nplanes = int(nstacks)
                 if nplanes < Ww:
                     raise ValueError(f"nstacks must be >= the w-kernel support {Ww}")
                 dw = (wmax - wmin) / max(nplanes - Ww, 1) if wmax > wmin else dw_max
                 if dw > dw_max * (1 + 1e-12):
-                    need = int(math.ceil((wmax - wmin) / dw_max)) + Ww
                     raise ValueError(f"nstacks={nplanes} is too few for epsilon "
-                                     f"{self.epsilon:g}: need >= {need}")
+                                     f"{self.epsilon:g}: need >= {nplanes_auto}")
             w0 = wmin - (0.5 * Ww - 0.5) * dw
         self.spec = _g.GridSpec(nxp=nxp, nyp=nyp, W=W, beta=beta, xscale=xscale, yscale=yscale,
                                 nplanes=nplanes, Ww=Ww, betaw=betaw, w0=w0, dw=dw, nshift=nshift)
@@ -237,6 +264,7 @@ class WideFieldOperator:
             "support_w": s.Ww,
             "beta": s.beta,
             "padded_grid": (s.nyp, s.nxp),
+            "oversampling": self.oversampling,
             "dw": s.dw if s.wstack else None,
             "nshift": s.nshift,
             "nsamples": self._layout.nsamples,
