@@ -151,6 +151,13 @@ def main(argv=None):
     dft = _dft_numba()
     cdt = np.complex64 if args.precision == "single" else np.complex128
     ov = args.oversampling if args.oversampling == "auto" else float(args.oversampling)
+    # Compile the numba kernels before anything is timed.
+    wrng = np.random.default_rng(0)
+    wuvw = wrng.uniform(-50, 50, (200, 3))
+    for mode in modes:
+        wop = make_operator(wuvw, np.array([1e8]), 64, 64, 1e-3, mode=mode,
+                            epsilon=args.epsilon, precision=args.precision, oversampling=ov)
+        wop.dot(wop.hdot(np.ones((200, 1), cdt)))
     results = []
     for case in cases:
         rng = np.random.default_rng(1234 + ord(case))

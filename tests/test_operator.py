@@ -174,15 +174,26 @@ def test_weight_mask_drops_samples(data):
     assert np.all(v[wgt == 0] == 0)
 
 
-def test_factory_modes(data):
+def test_factory_modes(data, monkeypatch):
+    import sys
+    import types
+
     with pytest.raises(ValueError, match="unknown mode"):
         make_operator(data["uvw"], FREQ, 64, 64, CELL, mode="bogus")
-    try:
-        op = make_operator(data["uvw"], FREQ, 64, 64, CELL, mode="wstack-wproject")
-    except NotImplementedError as exc:
-        assert "wproject" in str(exc)
-    else:
-        assert hasattr(op, "dot") and hasattr(op, "hdot")
+    # Dispatch to radimg.ops.wproject.WProjectOperator (stubbed: that module is not ours).
+    fake = types.ModuleType("radimg.ops.wproject")
+
+    class WProjectOperator:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    fake.WProjectOperator = WProjectOperator
+    monkeypatch.setitem(sys.modules, "radimg.ops.wproject", fake)
+    op = make_operator(data["uvw"], FREQ, 64, 64, CELL, mode="wstack-wproject", epsilon=1e-4)
+    assert isinstance(op, WProjectOperator) and op.kwargs["epsilon"] == 1e-4
+    monkeypatch.setitem(sys.modules, "radimg.ops.wproject", None)
+    with pytest.raises(NotImplementedError, match="wproject"):
+        make_operator(data["uvw"], FREQ, 64, 64, CELL, mode="wstack-wproject")
     with pytest.raises(ValueError, match="nstacks"):
         make_operator(data["uvw"], FREQ, 64, 64, CELL * 4, mode="wstack", nstacks=8)
 

@@ -471,15 +471,16 @@ def _plane_to_image_kernel(fgrid, cell_x, cell_y, wp, nshift, acc):
     """acc[iy, ix] += Re[fgrid[iy' mod nyp, ix' mod nxp] * exp(-2 pi i wp (n - 1 - nshift))]."""
     ny, nx = acc.shape
     nyp, nxp = fgrid.shape
+    cropped = nyp == ny and nxp == nx  # already cut to the image, in image order
     twopi = 2.0 * math.pi
     for iy in numba.prange(ny):
         dy = iy - ny // 2
         m = dy * cell_y
-        jy = dy % nyp
+        jy = (dy + ny // 2) if cropped else dy % nyp
         for ix in range(nx):
             dx = ix - nx // 2
             l = -dx * cell_x
-            val = fgrid[jy, dx % nxp]
+            val = fgrid[jy, (dx + nx // 2) if cropped else dx % nxp]
             if wp != 0.0:
                 nm1 = math.sqrt(1.0 - l * l - m * m) - 1.0 - nshift
                 ph = twopi * wp * nm1
@@ -493,35 +494,42 @@ def _image_to_plane_kernel(img, cell_x, cell_y, wp, nshift, grid):
     """grid[iy' mod nyp, ix' mod nxp] = img[iy, ix] * exp(+2 pi i wp (n - 1 - nshift)); rest 0."""
     ny, nx = img.shape
     nyp, nxp = grid.shape
+    cropped = nyp == ny and nxp == nx  # write in image order, no padding
     twopi = 2.0 * math.pi
-    for jy in numba.prange(nyp):
-        for jx in range(nxp):
-            grid[jy, jx] = 0.0
+    if not cropped:
+        for jy in numba.prange(nyp):
+            for jx in range(nxp):
+                grid[jy, jx] = 0.0
     for iy in numba.prange(ny):
         dy = iy - ny // 2
         m = dy * cell_y
-        jy = dy % nyp
+        jy = (dy + ny // 2) if cropped else dy % nyp
         for ix in range(nx):
             dx = ix - nx // 2
             l = -dx * cell_x
+            jx = (dx + nx // 2) if cropped else dx % nxp
             val = img[iy, ix]
             if wp != 0.0:
                 nm1 = math.sqrt(1.0 - l * l - m * m) - 1.0 - nshift
                 ph = twopi * wp * nm1
-                grid[jy, dx % nxp] = complex(val * math.cos(ph), val * math.sin(ph))
+                grid[jy, jx] = complex(val * math.cos(ph), val * math.sin(ph))
             else:
-                grid[jy, dx % nxp] = val
+                grid[jy, jx] = val
 
 
 def plane_to_image(fgrid, cell_x, cell_y, wp, nshift, acc, nthreads=1):
-    """Add the real part of the chirped, cropped inverse-FFT plane to ``acc`` (ny, nx) float64."""
+    """Add the real part of the chirped, cropped inverse-FFT plane to ``acc`` (ny, nx) float64.
+
+    ``fgrid`` is the padded (nyp, nxp) transform, or already cropped to (ny, nx) in image order.
+    """
     _set_threads(nthreads)
     _plane_to_image_kernel(fgrid, float(cell_x), float(cell_y), float(wp), float(nshift), acc)
     return acc
 
 
 def image_to_plane(img, cell_x, cell_y, wp, nshift, grid, nthreads=1):
-    """Write the chirped image into the centre (cyclically) of the zeroed padded ``grid``."""
+    """Write the chirped image into the centre (cyclically) of the zeroed padded ``grid``, or
+    straight into a (ny, nx) complex array in image order."""
     _set_threads(nthreads)
     _image_to_plane_kernel(img, float(cell_x), float(cell_y), float(wp), float(nshift), grid)
     return grid

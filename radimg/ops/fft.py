@@ -4,6 +4,8 @@ Every backend offers the same two *unnormalised* in-place-or-not 2-D complex tra
 
 - ``forward(a)``: ``A[k] = sum_j a[j] exp(-2 pi i j k / N)``
 - ``backward(a)``: ``a[j] = sum_k A[k] exp(+2 pi i j k / N)`` (no 1/N)
+- ``forward1(a, axis)`` / ``backward1(a, axis)``: the same along one axis (used to skip
+  empty grid rows and unneeded image columns)
 
 ``get_fft("auto", nthreads)`` returns a chooser that times the candidates on the first real
 calls for each (shape, dtype, direction) — one call per candidate, no extra work — and uses the
@@ -36,6 +38,13 @@ class _Scipy:
     def backward(self, a, overwrite=False):
         return self._fft.ifft2(a, norm="forward", workers=self.nthreads, overwrite_x=overwrite)
 
+    def forward1(self, a, axis, overwrite=False):
+        return self._fft.fft(a, axis=axis, workers=self.nthreads, overwrite_x=overwrite)
+
+    def backward1(self, a, axis, overwrite=False):
+        return self._fft.ifft(a, axis=axis, norm="forward", workers=self.nthreads,
+                              overwrite_x=overwrite)
+
 
 class _Numpy:
     name = "numpy"
@@ -48,6 +57,12 @@ class _Numpy:
 
     def backward(self, a, overwrite=False):
         return np.fft.ifft2(a, norm="forward").astype(a.dtype, copy=False)
+
+    def forward1(self, a, axis, overwrite=False):
+        return np.fft.fft(a, axis=axis).astype(a.dtype, copy=False)
+
+    def backward1(self, a, axis, overwrite=False):
+        return np.fft.ifft(a, axis=axis, norm="forward").astype(a.dtype, copy=False)
 
 
 class _Fftw:
@@ -64,19 +79,20 @@ class _Fftw:
         self.flags = tuple(flags)
         self._plans = {}
 
-    def _plan(self, shape, dtype, direction):
-        key = (shape, np.dtype(dtype).str, direction)
+    def _plan(self, shape, dtype, direction, axes=(-2, -1)):
+        key = (shape, np.dtype(dtype).str, direction, axes)
         plan = self._plans.get(key)
         if plan is None:
             buf = self._pyfftw.empty_aligned(shape, dtype=dtype)
-            plan = self._pyfftw.FFTW(buf, buf, axes=(-2, -1), direction=direction,
+            plan = self._pyfftw.FFTW(buf, buf, axes=axes, direction=direction,
                                      flags=self.flags + ("FFTW_DESTROY_INPUT",),
                                      threads=self.nthreads)
             self._plans[key] = plan
         return plan
 
-    def _run(self, a, direction, overwrite):
-        plan = self._plan(a.shape, a.dtype, direction)
+    def _run(self, a, direction, overwrite, axes=(-2, -1)):
+        a = np.ascontiguousarray(a)
+        plan = self._plan(a.shape, a.dtype, direction, axes)
         if not overwrite:
             a = a.copy()
         if (a.flags.c_contiguous and self._pyfftw.is_byte_aligned(a, plan.input_alignment)):
@@ -90,6 +106,12 @@ class _Fftw:
 
     def backward(self, a, overwrite=False):
         return self._run(a, "FFTW_BACKWARD", overwrite)
+
+    def forward1(self, a, axis, overwrite=False):
+        return self._run(a, "FFTW_FORWARD", overwrite, (axis % a.ndim,))
+
+    def backward1(self, a, axis, overwrite=False):
+        return self._run(a, "FFTW_BACKWARD", overwrite, (axis % a.ndim,))
 
 
 _REGISTRY = {"scipy": _Scipy, "fftw": _Fftw, "numpy": _Numpy}
@@ -126,15 +148,15 @@ class _Auto:
         self._times = {}
         self.choice = {}
 
-    def _call(self, direction, a, overwrite):
-        key = (a.shape, a.dtype.str, direction)
+    def _call(self, direction, a, overwrite, *axis):
+        key = (a.shape, a.dtype.str, direction, axis)
         best = self.choice.get(key)
         if best is not None:
-            return getattr(best, direction)(a, overwrite)
+            return getattr(best, direction)(a, *axis, overwrite=overwrite)
         times = self._times.setdefault(key, [])
         b = self._backends[len(times)]
         t0 = time.perf_counter()
-        out = getattr(b, direction)(a, overwrite)
+        out = getattr(b, direction)(a, *axis, overwrite=overwrite)
         times.append(time.perf_counter() - t0)
         if len(times) == len(self._backends):
             self.choice[key] = self._backends[int(np.argmin(times))]
@@ -145,6 +167,12 @@ class _Auto:
 
     def backward(self, a, overwrite=False):
         return self._call("backward", a, overwrite)
+
+    def forward1(self, a, axis, overwrite=False):
+        return self._call("forward1", a, overwrite, axis)
+
+    def backward1(self, a, axis, overwrite=False):
+        return self._call("backward1", a, overwrite, axis)
 
 
 def get_fft(name="auto", nthreads=1):

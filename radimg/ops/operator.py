@@ -75,7 +75,9 @@ def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="ws
         False/0 are dropped at construction and cost nothing afterwards.
     """
     common = dict(epsilon=epsilon, nstacks=nstacks, oversampling=oversampling,
-                  nthreads=nthreads, precision=precision, fft=fft, weight_mask=weight_mask)
+                  nthreads=nthreads, precision=precision, fft=fft)
+    if weight_mask is not None:
+        common["weight_mask"] = weight_mask
     if mode in ("none", "wstack"):
         return WideFieldOperator(uvw, freq, npix_x, npix_y, cell_rad, mode=mode, **common,
                                  **kwargs)
@@ -234,6 +236,18 @@ class WideFieldOperator:
         self._tile = tile or _g._TILE_MIN
         self._layout = _g.make_layout(self.uvw, self.freq, self.spec, mask=weight_mask,
                                       tile=self._tile, nthreads=self.nthreads)
+        # Pruned FFTs: image rows/columns <-> padded-grid rows/columns, and the grid rows
+        # this operator's samples can touch (their tile rows and the next, cyclically).
+        self._img_rows = (np.arange(self.npix_y) - self.npix_y // 2) % nyp
+        self._img_cols = (np.arange(self.npix_x) - self.npix_x // 2) % nxp
+        lay = self._layout
+        live = np.diff(lay.slot_start) > 0
+        nty = lay.ybounds.size - 1
+        tys = np.unique(np.concatenate([lay.slot_tile[live, 0], (lay.slot_tile[live, 0] + 1) % nty]))
+        rows = np.zeros(nyp, dtype=bool)
+        for ty in tys:
+            rows[lay.ybounds[ty] : lay.ybounds[ty + 1]] = True
+        self._grid_rows = np.flatnonzero(rows)
 
         # Image-domain correction 1 / (g(l) g(m) g_w(n - 1 - nshift) n) by quadrature.
         gx = es_correction((np.arange(self.npix_x) - self.npix_x // 2) / nxp, W, beta)
@@ -282,17 +296,51 @@ class WideFieldOperator:
         return _g.make_layout(self.uvw, self.freq, self.spec, mask=self.mask, idx=idx,
                               tile=self._tile, nthreads=self.nthreads)
 
+    def _pruned_backward(self, grid, rows=None):
+        """Unnormalised inverse FFT of ``grid`` cut to the image: (npix_y, npix_x) complex in
+        image order. Only non-empty grid rows and the image's columns are transformed."""
+        if rows is None:
+            rows = np.flatnonzero(grid.any(axis=1))
+        sub = self.fft.backward1(grid[rows], axis=1, overwrite=True)
+        h = np.zeros((self.spec.nyp, self.npix_x), dtype=grid.dtype)
+        h[rows] = sub[:, self._img_cols]
+        h = self.fft.backward1(h, axis=0, overwrite=True)
+        return h[self._img_rows]
+
+    def _pruned_forward(self, img_c, rows, out):
+        """Adjoint of :meth:`_pruned_backward` on the grid ``rows`` (others set to 0)."""
+        h = np.zeros((self.spec.nyp, self.npix_x), dtype=out.dtype)
+        h[self._img_rows] = img_c
+        h = self.fft.forward1(h, axis=0, overwrite=True)
+        sub = np.zeros((rows.size, self.spec.nxp), dtype=out.dtype)
+        sub[:, self._img_cols] = h[rows]
+        sub = self.fft.forward1(sub, axis=1, overwrite=True)
+        out[...] = 0
+        out[rows] = sub
+        return out
+
     def new_grid(self):
         return np.zeros((self.spec.nyp, self.spec.nxp), dtype=self.cdtype)
 
-    def image_to_plane_grid(self, image, p, out=None):
-        """``F Z S_p x``: the Fourier grid of plane ``p`` that degridding reads (eq. 9)."""
+    def image_to_plane_grid(self, image, p, out=None, rows=None):
+        """``F Z S_p x``: the Fourier grid of plane ``p`` that degridding reads (eq. 9).
+
+        ``rows``: grid rows to compute (others come back 0); default all of them. Pass
+        ``self.grid_rows`` when only this operator's samples will read the grid.
+        """
         grid = out if out is not None else np.empty((self.spec.nyp, self.spec.nxp),
                                                     dtype=self.cdtype)
         img = np.asarray(image, dtype=np.float64) * self.correction
-        _g.image_to_plane(img, self.cell_x, self.cell_y, self.planes[p], self.spec.nshift, grid,
+        img_c = np.empty((self.npix_y, self.npix_x), dtype=self.cdtype)
+        _g.image_to_plane(img, self.cell_x, self.cell_y, self.planes[p], self.spec.nshift, img_c,
                           self.nthreads)
-        return self.fft.forward(grid, overwrite=True)
+        rows = np.arange(self.spec.nyp) if rows is None else np.asarray(rows)
+        return self._pruned_forward(img_c, rows, grid)
+
+    @property
+    def grid_rows(self):
+        """Padded-grid rows that this operator's samples touch (any plane)."""
+        return self._grid_rows
 
     def plane_grid_to_image(self, grid, p, out=None, overwrite=True):
         """``S_p^H Z^H F^H grid``: add plane ``p``'s image to ``out`` (npix_y, npix_x) float64.
@@ -304,7 +352,7 @@ class WideFieldOperator:
             out = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
         if out.dtype != np.float64:
             raise ValueError("out must be float64 (image sums are accumulated in double)")
-        fgrid = self.fft.backward(grid, overwrite=overwrite)
+        fgrid = self._pruned_backward(grid)
         tmp = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
         _g.plane_to_image(fgrid, self.cell_x, self.cell_y, self.planes[p], self.spec.nshift,
                           tmp, self.nthreads)
@@ -346,7 +394,7 @@ class WideFieldOperator:
         vis = np.zeros((self.nrow, self.nchan), dtype=self.cdtype)
         grid = np.empty((self.spec.nyp, self.spec.nxp), dtype=self.cdtype)
         for p in range(self.nplanes):
-            fgrid = self.image_to_plane_grid(image, p, out=grid)
+            fgrid = self.image_to_plane_grid(image, p, out=grid, rows=self._grid_rows)
             self.degrid_samples(fgrid, p, out=vis)
         return vis
 
@@ -363,7 +411,7 @@ class WideFieldOperator:
         for p in range(self.nplanes):
             grid[...] = 0
             self.grid_samples(vis, p, weight=weight, out=grid)
-            fgrid = self.fft.backward(grid, overwrite=True)
+            fgrid = self._pruned_backward(grid, rows=self._grid_rows)
             tmp[...] = 0.0
             _g.plane_to_image(fgrid, self.cell_x, self.cell_y, self.planes[p], self.spec.nshift,
                               tmp, self.nthreads)
