@@ -1,0 +1,470 @@
+"""Distributed measurement operator (Pratley & McEwen 2019, section 4, eqs. 9-10).
+
+``DistributedOperator`` wraps the serial :class:`radimg.ops.operator.WideFieldOperator`
+(modes ``none`` and ``wstack``) and splits its stages between ranks:
+
+1. **Samples** (sec. 4.1): every row's load is the operator's per-sample kernel work
+   (``W**2`` cells in 2-D, ``W**2 * Ww`` with w-stacking: the same for every unflagged
+   sample; flagged samples cost 0). Rows are ordered by (first w-plane, grid tile) of their
+   middle unflagged channel and the global prefix sum of loads is cut evenly
+   (:func:`radimg.parallel.redistribute.prefix_sum_boundaries`); rows move with
+   :func:`radimg.parallel.redistribute.redistribute` (Alltoallv, int64 counts).
+2. **Planes** (sec. 4.2): every w-plane that some sample touches has one owner rank (live
+   planes dealt round-robin, so FFT work is even). The owner alone runs
+   ``image_to_plane_grid`` / ``plane_grid_to_image`` (chirp, correction, FFT).
+3. **Tiles**: the padded grid is cut into tiles (``tile`` cells, raised to the kernel
+   support; the gridder's own tiling). ``M_jk`` = tiles of plane ``k`` that rank ``j``'s
+   samples touch, kernel spill into the next tile included (``touched_tiles``). It is
+   computed once and sent to the owners at set-up. Forward: owners compute their planes
+   (only the grid rows someone needs), pack the requested tiles, ONE Alltoallv for all planes,
+   receivers scatter tiles into a scratch grid and degrid. Adjoint: ranks grid their samples
+   per plane, pack their touched tiles, ONE Alltoallv to the owners, owners sum and
+   transform, images are summed with one Allreduce (AllSumAll).
+
+Global geometry: the serial operator derives its w-planes from the ``|w|`` range of the
+samples it is given. Every rank must use the same planes, so the global ``|w|`` range is
+agreed with Allreduce and two extra "anchor" rows carrying exactly the global minimum and
+maximum ``|w|`` (each unmasked in one channel only) are appended to the local uvw before the
+serial operator is built. The anchors never enter a layout used for gridding, so they
+contribute nothing. ``oversampling="auto"`` is resolved once with the global sample count.
+
+Messages: counts and displacements are int64 internally; a message whose byte counts or
+displacements exceed ``max_message_bytes`` (default ``2**31 - 1``) is split into rounds of
+Alltoallv (so at most ``ceil(bytes / limit)`` calls; one call below the limit).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from radimg.kernels import gridder as _g
+from radimg.parallel.mpi import allreduce_array, comm_rank_size
+from radimg.parallel.redistribute import (
+    MAX_MESSAGE_BYTES,
+    _exscan,
+    prefix_sum_boundaries,
+    redistribute,
+)
+
+__all__ = ["DistributedOperator", "resolve_oversampling"]
+
+C_LIGHT = _g.C_LIGHT
+
+
+def resolve_oversampling(npix_x, npix_y, cell_x, cell_y, epsilon, mode, nsel, wmin, wmax):
+    """Global twin of ``WideFieldOperator``'s ``oversampling="auto"`` choice.
+
+    Same candidate factors and cost model as radimg/ops/operator.py, evaluated with the
+    global sample count and ``|w|`` range so every rank picks the same factor.
+    """
+    from radimg.kernels.es import es_parameters
+    from radimg.ops.operator import good_size
+
+    lx = max(npix_x // 2, npix_x - 1 - npix_x // 2) * cell_x
+    my = max(npix_y // 2, npix_y - 1 - npix_y // 2) * cell_y
+    half = -0.5 * (math.sqrt(1.0 - lx * lx - my * my) - 1.0)
+    wstack = mode == "wstack"
+    ndim = 3 if wstack else 2
+    best = None
+    for sigma in (1.25, 1.4, 1.5, 1.75, 2.0, 2.5):
+        try:
+            W, _ = es_parameters(epsilon / ndim, sigma)
+        except ValueError:
+            continue
+        nxp = good_size(math.ceil(sigma * npix_x))
+        nyp = good_size(math.ceil(sigma * npix_y))
+        dw_max = 0.5 / (sigma * half) if half > 0 else np.inf
+        nplanes = 1
+        if wstack:
+            nplanes = int(math.ceil((wmax - wmin) / dw_max)) + W if np.isfinite(dw_max) else W
+        npts = nxp * nyp
+        cost = nplanes * (7e-10 * npts * math.log2(npts) + 2e-8 * npix_x * npix_y) \
+            + 2e-8 * nsel * W * W * (W if wstack else 1)
+        if best is None or cost < best[0]:
+            best = (cost, sigma)
+    return best[1]
+
+
+def _anchor_w(target, f, below):
+    """w (metres) whose ``abs(w) * (f / C)`` is <= target (below) or >= target, to the ulp."""
+    fs = np.array([f / C_LIGHT])
+    w = target / fs[0] if fs[0] > 0 else 0.0
+    for _ in range(64):
+        val = (np.abs(np.array([w])) * fs)[0]
+        if (val <= target) if below else (val >= target):
+            return float(w)
+        w = np.nextafter(w, -np.inf if below else np.inf)
+        w = max(w, 0.0)
+    return float(w)
+
+
+class DistributedOperator:
+    """Load-balanced distributed ``dot`` / ``hdot`` (paper eqs. 9-10).
+
+    Parameters
+    ----------
+    comm : mpi4py communicator (``None``: serial, one rank)
+    uvw : ndarray (row, 3) float64, metres: this rank's rows as read.
+    freq : ndarray (chan,) float64, Hz (same on every rank).
+    weight : ndarray (row, chan); 0 where flagged. Only ``weight != 0`` matters here (the
+        mask and the loads); the imaging weights are passed to :meth:`hdot`.
+    npix_x, npix_y, cell_rad : image geometry (as the serial operator).
+    epsilon, mode, nstacks, oversampling, nthreads, precision, fft : as ``make_operator``.
+    weight_mask : optional extra (row, chan) mask, combined with ``weight != 0``.
+    tile : exchange tile size in cells (raised to the kernel support), default 64.
+    balance : ``"cuts"`` (default) or ``"paper"``, see ``prefix_sum_boundaries``.
+    max_message_bytes : split Alltoallv messages above this many bytes.
+
+    After construction ``self.uvw``, ``self.weight``, ``self.row_id`` (global row index
+    ``exscan(nrow) + local row`` of the input order) hold this rank's redistributed rows;
+    move any other (row, chan) array the same way with :meth:`redistribute_vis`.
+    """
+
+    def __init__(self, comm, uvw, freq, weight, npix_x, npix_y, cell_rad, *, epsilon=1e-5,
+                 mode="wstack", nstacks="auto", oversampling=2.0, nthreads=1,
+                 precision="double", fft="auto", weight_mask=None, tile=64, balance="cuts",
+                 max_message_bytes=MAX_MESSAGE_BYTES):
+        from radimg.ops.operator import WideFieldOperator
+
+        if mode == "wstack-wproject":
+            raise NotImplementedError(
+                "DistributedOperator does not support mode 'wstack-wproject' yet: "
+                "radimg/ops/wproject.py has a different stage API (image_to_stack_grid, "
+                "stack_grid_to_image) and picks its stacks by a local k-means with no way to "
+                "pass global stack centres; use mode='wstack'")
+        if mode not in ("none", "wstack"):
+            raise ValueError(f"unknown mode {mode!r}")
+        self.comm = comm
+        self.rank, self.size = comm_rank_size(comm)
+        self.mode = mode
+        self.max_message_bytes = int(max_message_bytes)
+        self.n_alltoallv = 0  # Alltoallv calls made by dot/hdot (not set-up)
+        uvw = np.ascontiguousarray(uvw, dtype=np.float64)
+        freq = np.ascontiguousarray(np.atleast_1d(freq), dtype=np.float64)
+        weight = np.asarray(weight)
+        nrow, nchan = uvw.shape[0], freq.size
+        if weight.shape != (nrow, nchan):
+            raise ValueError(f"weight must be (row, chan) = {(nrow, nchan)}, got {weight.shape}")
+        valid = weight != 0
+        if weight_mask is not None:
+            valid &= np.asarray(weight_mask) != 0
+        self.freq = freq
+        self.npix_x, self.npix_y = int(npix_x), int(npix_y)
+        cx, cy = (cell_rad, cell_rad) if np.ndim(cell_rad) == 0 else cell_rad
+
+        # ---- global |w| range and sample count (all ranks agree) ---------------------
+        absw = np.abs(uvw[:, 2])[:, None] * (freq / C_LIGHT)[None, :]
+        sel = absw[valid]
+        mm = np.array([sel.min() if sel.size else np.inf,
+                       -(sel.max() if sel.size else -np.inf)])
+        allreduce_array(comm, mm, "min")
+        nsel = int(allreduce_array(comm, np.array([int(valid.sum())], np.int64), "sum")[0])
+        wmin, wmax = (float(mm[0]), float(-mm[1])) if nsel else (0.0, 0.0)
+        if oversampling == "auto":
+            oversampling = resolve_oversampling(self.npix_x, self.npix_y, float(cx), float(cy),
+                                                float(epsilon), mode, nsel, wmin, wmax)
+        self.oversampling = float(oversampling)
+        ch_lo, ch_hi = int(np.argmin(freq)), int(np.argmax(freq))
+        anchors = np.zeros((2, 3))
+        anchors[0, 2] = _anchor_w(wmin, freq[ch_lo], below=True)
+        anchors[1, 2] = _anchor_w(wmax, freq[ch_hi], below=False)
+        amask = np.zeros((2, nchan), dtype=bool)
+        amask[0, ch_lo] = amask[1, ch_hi] = True
+        self._anchors, self._amask = anchors, amask
+        self._opkw = dict(epsilon=epsilon, mode=mode, nstacks=nstacks,
+                          oversampling=self.oversampling, nthreads=nthreads,
+                          precision=precision, fft=fft, tile=tile)
+        self._Op = WideFieldOperator
+
+        # Geometry-only operator (anchors alone) gives the global spec for the row keys.
+        geo = WideFieldOperator(anchors, freq, self.npix_x, self.npix_y, cell_rad,
+                                weight_mask=amask, **self._opkw)
+        spec = geo.spec
+        self.spec = spec
+
+        # ---- 4.1: per-row load, ordering keys, balanced cut, Alltoallv ----------------
+        per_sample = spec.W * spec.W * spec.Ww
+        nvalid_row = valid.sum(axis=1).astype(np.int64)
+        load = nvalid_row * per_sample
+        lay0 = geo.layout()
+        ybounds, xbounds = lay0.ybounds, lay0.xbounds
+        nty, ntx = ybounds.size - 1, xbounds.size - 1
+        keys = self._row_keys(uvw, freq, valid, spec, ybounds, xbounds)
+        nkeys = spec.nplanes * nty * ntx
+        dest, _ = prefix_sum_boundaries(comm, load, method=balance, keys=keys, nkeys=nkeys)
+        self._dest = np.asarray(dest, dtype=np.int64)
+        row0 = int(_exscan(comm, np.array([nrow], np.int64))[0])
+        moved = redistribute(comm, {"uvw": uvw, "weight": np.ascontiguousarray(weight),
+                                    "valid": valid,
+                                    "row_id": np.arange(row0, row0 + nrow, dtype=np.int64)},
+                             self._dest, max_message_bytes=self.max_message_bytes)
+        self.uvw, self.weight, self.row_id = moved["uvw"], moved["weight"], moved["row_id"]
+        self.valid = moved["valid"]
+        self.nrow, self.nchan = self.uvw.shape[0], nchan
+        self.load = int((self.valid.sum(axis=1) * per_sample).sum())
+        self.nsamples = int(self.valid.sum())
+
+        # ---- local serial operator with the global geometry ----------------------------
+        op = WideFieldOperator(np.concatenate([self.uvw, anchors]), freq, self.npix_x,
+                               self.npix_y, cell_rad,
+                               weight_mask=np.concatenate([self.valid, amask]), **self._opkw)
+        if op.spec != spec:
+            raise RuntimeError("local operator geometry differs from the global one")
+        self.op = op
+        self.cdtype, self.rdtype = op.cdtype, op.rdtype
+        nsel_local = self.nrow * nchan
+        self._lay = op.layout(np.arange(nsel_local, dtype=np.int64))
+        self.nplanes = spec.nplanes
+        self.ybounds, self.xbounds = ybounds, xbounds
+        self._tile_cells = [self._cells_of_tile(t, nty, ntx) for t in range(nty * ntx)]
+
+        # ---- 4.2: touched tiles M_jk, plane owners, exchange plan ----------------------
+        P = self.nplanes
+        touched = [np.flatnonzero(_g.touched_tiles(self._lay, p).ravel())
+                   if self.nsamples else np.zeros(0, np.int64) for p in range(P)]
+        live = np.array([t.size > 0 for t in touched], dtype=np.int64)
+        allreduce_array(comm, live, "max")
+        live_planes = np.flatnonzero(live)
+        self.owner = np.full(P, -1, dtype=np.int64)
+        self.owner[live_planes] = np.arange(live_planes.size) % self.size
+        self.my_planes = [int(p) for p in live_planes if self.owner[p] == self.rank]
+        self.touched_planes = [p for p in range(P) if touched[p].size]
+        # Receiver side: cells of plane p this rank needs, in (plane, tile) order.
+        self._need_cells = {p: self._cells(touched[p]) for p in self.touched_planes}
+        # Tell owners what we need (set-up only; pickled lists of (plane, tiles)).
+        req = [[] for _ in range(self.size)]
+        for p in self.touched_planes:
+            req[self.owner[p]].append((p, touched[p].astype(np.int32)))
+        got = comm.alltoall(req) if comm is not None and self.size > 1 else req
+        # Owner side: for each source rank j, plane p: cells to send/accumulate.
+        self._serve = [[(p, self._cells(t)) for p, t in got[j]] for j in range(self.size)]
+        rows_needed = {p: np.zeros(spec.nyp, dtype=bool) for p in self.my_planes}
+        for j in range(self.size):
+            for p, t in got[j]:
+                for tid in t:
+                    ty = int(tid) // ntx
+                    rows_needed[p][ybounds[ty]:ybounds[ty + 1]] = True
+        self._plane_rows = {p: np.flatnonzero(r) for p, r in rows_needed.items()}
+        # Counts (elements of cdtype): forward send = what owners serve; recv = what we need.
+        self._fwd_send = np.array([sum(c.size for _, c in self._serve[j])
+                                   for j in range(self.size)], dtype=np.int64)
+        self._fwd_recv = np.zeros(self.size, dtype=np.int64)
+        for p in self.touched_planes:
+            self._fwd_recv[self.owner[p]] += self._need_cells[p].size
+        self._ntiles_send = sum(len(t) for j in range(self.size) for _, t in got[j])
+        self._ntiles_recv = sum(touched[p].size for p in self.touched_planes)
+        self._scratch = op.new_grid()
+        self._serve_by_plane = {p: [] for p in self.my_planes}
+        for _, p, cells, off in self._send_offsets():
+            self._serve_by_plane[p].append((cells, off))
+        self._recv_plan = self._recv_offsets()
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _row_keys(uvw, freq, valid, spec, ybounds, xbounds):
+        """(first plane, tile) key of each row's middle unflagged channel (0 if all flagged)."""
+        nrow, nchan = valid.shape
+        if nrow == 0:
+            return np.zeros(0, np.int64)
+        cnt = valid.sum(axis=1)
+        cs = np.cumsum(valid, axis=1)
+        target = (cnt + 1) // 2
+        ch = np.argmax(cs >= np.maximum(target, 1)[:, None], axis=1)
+        return np.where(cnt > 0, _sample_keys(uvw, freq[ch], spec, ybounds, xbounds), 0)
+
+    def _cells_of_tile(self, tid, nty, ntx):
+        ntx_ = self.xbounds.size - 1
+        ty, tx = divmod(int(tid), ntx_)
+        y0, y1 = self.ybounds[ty], self.ybounds[ty + 1]
+        x0, x1 = self.xbounds[tx], self.xbounds[tx + 1]
+        yy = np.arange(y0, y1, dtype=np.int64)[:, None] * self.spec.nxp
+        return (yy + np.arange(x0, x1, dtype=np.int64)[None, :]).ravel()
+
+    def _cells(self, tiles):
+        if len(tiles) == 0:
+            return np.zeros(0, np.int64)
+        return np.concatenate([self._tile_cells[int(t)] for t in tiles])
+
+    def _pad_rows(self, a, dtype):
+        a = np.asarray(a)
+        if a.shape != (self.nrow, self.nchan):
+            raise ValueError(f"expected (row, chan) = {(self.nrow, self.nchan)}, got {a.shape}")
+        out = np.zeros((self.nrow + 2, self.nchan), dtype=dtype)
+        out[: self.nrow] = a
+        return out
+
+    def _alltoallv(self, sendbuf, scounts, rbuf, rcounts):
+        """Alltoallv of ``cdtype`` elements, contiguous per rank; split above the limit."""
+        if self.comm is None or self.size == 1:
+            rbuf[...] = sendbuf
+            self.n_alltoallv += 1
+            return rbuf
+        from mpi4py import MPI
+
+        isz = np.dtype(self.cdtype).itemsize
+        sb, rb = sendbuf.view(np.uint8), rbuf.view(np.uint8)
+        scb, rcb = scounts * isz, rcounts * isz
+        soff = np.concatenate([[0], np.cumsum(scb)]).astype(np.int64)
+        roff = np.concatenate([[0], np.cumsum(rcb)]).astype(np.int64)
+        lim = self.max_message_bytes
+        tot = np.array([max(soff[-1], roff[-1])], np.int64)
+        allreduce_array(self.comm, tot, "max")
+        if tot[0] <= lim:
+            self.comm.Alltoallv([sb, (scb, soff[:-1]), MPI.BYTE],
+                                [rb, (rcb, roff[:-1]), MPI.BYTE])
+            self.n_alltoallv += 1
+            return rbuf
+        # Rounds: each destination gets at most cap bytes per round; round buffers are
+        # packed so every count and displacement stays below the limit.
+        cap = max(1, lim // self.size)
+        nr = int(-(-int(max(scb.max(), rcb.max(), 1)) // cap))
+        nr_a = np.array([nr], np.int64)
+        allreduce_array(self.comm, nr_a, "max")
+        for r in range(int(nr_a[0])):
+            sc = np.clip(scb - r * cap, 0, cap)
+            rc = np.clip(rcb - r * cap, 0, cap)
+            sd = np.concatenate([[0], np.cumsum(sc)[:-1]]).astype(np.int64)
+            rd = np.concatenate([[0], np.cumsum(rc)[:-1]]).astype(np.int64)
+            tmp_s = np.empty(int(sc.sum()), np.uint8)
+            for d in range(self.size):
+                tmp_s[sd[d]:sd[d] + sc[d]] = sb[soff[d] + r * cap: soff[d] + r * cap + sc[d]]
+            tmp_r = np.empty(int(rc.sum()), np.uint8)
+            self.comm.Alltoallv([tmp_s, (sc, sd), MPI.BYTE], [tmp_r, (rc, rd), MPI.BYTE])
+            self.n_alltoallv += 1
+            for s in range(self.size):
+                rb[roff[s] + r * cap: roff[s] + r * cap + rc[s]] = tmp_r[rd[s]:rd[s] + rc[s]]
+        return rbuf
+
+    # ------------------------------------------------------------------ public
+    def redistribute_vis(self, vis):
+        """Move a (row, chan) array (as read, the input row order) to its owner rank, in the
+        same order as ``self.uvw`` / ``self.weight``."""
+        vis = np.asarray(vis)
+        if vis.shape[0] != self._dest.size:
+            raise ValueError(f"vis has {vis.shape[0]} rows, this rank read {self._dest.size}")
+        return redistribute(self.comm, {"a": np.ascontiguousarray(vis)}, self._dest,
+                            max_message_bytes=self.max_message_bytes)["a"]
+
+    def dot(self, image):
+        """Forward: image (npix_y, npix_x), identical on every rank -> vis (row, chan) for
+        this rank's redistributed rows (flagged samples 0). Eq. 9; one Alltoallv."""
+        image = np.asarray(image)
+        if image.shape != (self.npix_y, self.npix_x):
+            raise ValueError(f"image must be (npix_y, npix_x) = {(self.npix_y, self.npix_x)}")
+        send = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
+        flat = self._scratch.reshape(-1)
+        for p in self.my_planes:
+            self.op.image_to_plane_grid(image, p, out=self._scratch, rows=self._plane_rows[p])
+            for cells, off in self._serve_by_plane[p]:
+                send[off:off + cells.size] = flat[cells]
+        recv = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
+        self._alltoallv(send, self._fwd_send, recv, self._fwd_recv)
+        vis = np.zeros((self.nrow + 2, self.nchan), dtype=self.cdtype)
+        for p, off in self._recv_plan:
+            cells = self._need_cells[p]
+            flat[cells] = recv[off:off + cells.size]
+            self.op.degrid_samples(self._scratch, p, idx=self._lay, out=vis)
+        return vis[: self.nrow]
+
+    def _send_offsets(self):
+        """[(j, p, cells, offset)] in send-buffer order: by destination, then its list order."""
+        out = []
+        off = 0
+        for j in range(self.size):
+            for p, cells in self._serve[j]:
+                out.append((j, p, cells, off))
+                off += cells.size
+        return out
+
+    def _recv_offsets(self):
+        """[(p, offset)] in receive-buffer order: by source (owner), then plane ascending."""
+        out = []
+        off = 0
+        for s in range(self.size):
+            for p in self.touched_planes:
+                if self.owner[p] == s:
+                    out.append((p, off))
+                    off += self._need_cells[p].size
+        return out
+
+    def hdot(self, vis, weight=None):
+        """Adjoint: vis (row, chan) of this rank's rows (times ``weight``) -> image
+        (npix_y, npix_x), identical on every rank. Eq. 10; one Alltoallv + one Allreduce."""
+        v = self._pad_rows(vis, self.cdtype)
+        w = None if weight is None else self._pad_rows(weight, np.asarray(weight).dtype)
+        send = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
+        flat = self._scratch.reshape(-1)
+        for p, off in self._recv_plan:
+            cells = self._need_cells[p]
+            flat[cells] = 0
+            self.op.grid_samples(v, p, idx=self._lay, weight=w, out=self._scratch)
+            send[off:off + cells.size] = flat[cells]
+        recv = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
+        self._alltoallv(send, self._fwd_recv, recv, self._fwd_send)
+        acc = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
+        for p in self.my_planes:
+            self._scratch[...] = 0
+            for cells, off in self._serve_by_plane[p]:
+                flat[cells] += recv[off:off + cells.size]
+            self.op.plane_grid_to_image(self._scratch, p, out=acc)
+        allreduce_array(self.comm, acc, "sum")
+        return acc.astype(self.rdtype, copy=False)
+
+    @property
+    def stats(self):
+        """Serial operator stats plus this rank's distribution figures."""
+        s = dict(self.op.stats)
+        isz = np.dtype(self.cdtype).itemsize
+        s.update(nsamples=self.nsamples, nrow=self.nrow, load=self.load,
+                 planes_owned=len(self.my_planes), planes_touched=len(self.touched_planes),
+                 tiles_sent=int(self._ntiles_send), tiles_recv=int(self._ntiles_recv),
+                 bytes_sent=int(self._fwd_send.sum()) * isz,
+                 bytes_recv=int(self._fwd_recv.sum()) * isz,
+                 tile_shape=(int(np.diff(self.ybounds).max()), int(np.diff(self.xbounds).max())))
+        return s
+
+    def load_balance(self):
+        """Per-rank figures gathered on every rank: lists over ranks and max/mean of each.
+
+        ``tiles_sent``/``bytes_sent`` are per forward application (owner -> samples); the
+        adjoint moves the same volume the other way.
+        """
+        keys = ("nsamples", "nrow", "load", "planes_owned", "tiles_sent", "tiles_recv",
+                "bytes_sent", "bytes_recv")
+        st = self.stats
+        mine = np.array([[st[k] for k in keys]], dtype=np.int64)
+        if self.comm is not None and self.size > 1:
+            allv = np.empty((self.size, len(keys)), dtype=np.int64)
+            self.comm.Allgather(mine, allv)
+        else:
+            allv = mine
+        out = {"n_ranks": self.size}
+        for i, k in enumerate(keys):
+            col = allv[:, i].astype(np.float64)
+            mean = col.mean()
+            out[k] = [int(x) for x in allv[:, i]]
+            out[k + "_max_over_mean"] = float(col.max() / mean) if mean > 0 else 1.0
+        return out
+
+
+def _sample_keys(uvw, f, spec, ybounds, xbounds):
+    """``plane0 * ntiles + tile`` of samples (rows of uvw at frequencies ``f``), the same
+    quantities as the gridder's make_layout (first plane, tile of the kernel's first cell)."""
+    fs = np.asarray(f, dtype=np.float64) / C_LIGHT
+    u, v, w = uvw[:, 0] * fs, uvw[:, 1] * fs, uvw[:, 2] * fs
+    neg = w < 0
+    u, v, w = np.where(neg, -u, u), np.where(neg, -v, v), np.abs(w)
+    jx0 = (np.floor(u * spec.xscale - 0.5 * spec.W).astype(np.int64) + 1) % spec.nxp
+    jy0 = (np.floor(v * spec.yscale - 0.5 * spec.W).astype(np.int64) + 1) % spec.nyp
+    ty = np.searchsorted(ybounds, jy0, side="right") - 1
+    tx = np.searchsorted(xbounds, jx0, side="right") - 1
+    ntiles = (ybounds.size - 1) * (xbounds.size - 1)
+    tile = ty * (xbounds.size - 1) + tx
+    if spec.Ww > 1:
+        q = np.floor((w - spec.w0) / spec.dw - 0.5 * spec.Ww).astype(np.int64) + 1
+        q = np.clip(q, 0, spec.nplanes - spec.Ww)
+    else:
+        q = np.zeros_like(tile)
+    return q * ntiles + tile
