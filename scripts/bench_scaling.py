@@ -7,7 +7,12 @@ distributions (naive: stack k on rank k mod n; balanced: prefix-sum cuts), then 
 max/mean load, peak memory per rank and the Alltoallv volume per operator application.
 
     python scripts/bench_scaling.py [--max-ranks 1024] [--json out.json]
-    python scripts/bench_scaling.py --timing   # 1 vs 2 rank wall clock: not implemented yet
+    python scripts/bench_scaling.py --timing [--scale 0.05]   # 1 vs 2 rank wall clock
+
+``--timing`` launches itself under ``mpiexec -n 1`` and ``-n 2`` (one numba thread per rank)
+and times set-up, ``hdot`` and ``dot`` of radimg.parallel.operator.DistributedOperator on
+~10**7 samples (``--scale`` multiplies the sample count for a quick run), then prints the
+speed-up.
 
 Memory per rank counts samples (uvw, vis, weight, stack index), grid tiles, owned stack
 grids, replicated images and kernel tables (``--kernel-storage sparse`` counts PURIFY-style
@@ -77,6 +82,165 @@ def format_table(res):
     return "\n".join(lines)
 
 
+def _timing_worker(args):
+    """Run under mpiexec: time the distributed operator, print one JSON line on rank 0."""
+    import numpy as np
+    from mpi4py import MPI
+
+    from radimg.parallel.mpi import install_abort_handler
+    from radimg.parallel.operator import DistributedOperator
+
+    comm = MPI.COMM_WORLD
+    install_abort_handler(comm)
+    rank, size = comm.Get_rank(), comm.Get_size()
+    nchan = 2
+    nrow = max(1000, int(args.samples * args.scale) // nchan)
+    freq = np.array([1.0e8, 1.2e8])
+    npix = args.npix
+    cell = np.deg2rad(args.fov_deg) / npix
+    c = 299792458.0
+    lo, hi = rank * nrow // size, (rank + 1) * nrow // size
+    # Same global data on any number of ranks: generate in fixed blocks, keep our slice.
+    rng = np.random.default_rng(12345)
+    r = np.sqrt(rng.random(nrow)) * 0.45 / cell  # uniform disc up to 0.45 of the grid
+    th = rng.random(nrow) * 2 * np.pi
+    wl = rng.normal(0.0, args.wmax / 3, nrow).clip(-args.wmax, args.wmax)
+    uvw = np.stack([r * np.cos(th), r * np.sin(th), wl], axis=1)[lo:hi] * (c / freq[-1])
+    wgt = np.ones((hi - lo, nchan), dtype=np.float32)
+    del r, th, wl
+    comm.Barrier()
+    t0 = time.perf_counter()
+    op = DistributedOperator(
+        comm,
+        uvw,
+        freq,
+        wgt,
+        npix,
+        npix,
+        cell,
+        mode=args.mode,
+        epsilon=args.epsilon,
+        oversampling=2.0,
+        precision="double",
+    )
+    comm.Barrier()
+    t_setup = time.perf_counter() - t0
+    vis = np.ones((op.nrow, nchan), dtype=op.cdtype)
+    img = op.hdot(vis, op.weight)  # warm-up (numba compile / cache load)
+    op.dot(img)
+    th_, td_ = [], []
+    for _ in range(args.repeat):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        img = op.hdot(vis, op.weight)
+        comm.Barrier()
+        t1 = time.perf_counter()
+        op.dot(img)
+        comm.Barrier()
+        th_.append(t1 - t0)
+        td_.append(time.perf_counter() - t1)
+    lb = op.load_balance()
+    if rank == 0:
+        print(
+            "TIMING "
+            + json.dumps(
+                {
+                    "ranks": size,
+                    "samples": int(sum(lb["nsamples"])),
+                    "nplanes": op.nplanes,
+                    "support": op.spec.W,
+                    "padded_grid": [op.spec.nyp, op.spec.nxp],
+                    "setup_s": t_setup,
+                    "hdot_s": min(th_),
+                    "dot_s": min(td_),
+                    "load_max_over_mean": lb["load_max_over_mean"],
+                    "bytes_per_apply": sum(lb["bytes_sent"]),
+                }
+            ),
+            flush=True,
+        )
+    return 0
+
+
+def run_timing(args):
+    """Launch the worker under mpiexec -n 1 and -n 2; print times and speed-up."""
+    import os
+    import pathlib
+    import shutil
+    import subprocess
+
+    exe = pathlib.Path(sys.executable).with_name("mpiexec")
+    mpiexec = str(exe) if exe.exists() else shutil.which("mpiexec")
+    if mpiexec is None:
+        print("bench_scaling: no mpiexec found", file=sys.stderr)
+        return 2
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("NUMBA_CACHE_DIR", str(repo / ".numba_cache"))
+    env["NUMBA_NUM_THREADS"] = env["OMP_NUM_THREADS"] = "1"  # one core per rank
+    worker = [
+        sys.executable,
+        str(pathlib.Path(__file__).resolve()),
+        "--timing-worker",
+        "--scale",
+        str(args.scale),
+        "--samples",
+        str(args.samples),
+        "--mode",
+        args.mode,
+        "--epsilon",
+        str(args.epsilon),
+        "--npix",
+        str(args.npix),
+        "--fov-deg",
+        str(args.fov_deg),
+        "--wmax",
+        str(args.wmax),
+        "--repeat",
+        str(args.repeat),
+    ]
+    res = {}
+    for n in (1, 2):
+        p = subprocess.run(
+            [mpiexec, "-n", str(n), *worker],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=args.timeout,
+        )
+        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("TIMING ")]
+        if p.returncode != 0 or not lines:
+            print(
+                f"bench_scaling: mpiexec -n {n} failed (rc {p.returncode})\n"
+                f"{p.stdout[-3000:]}\n{p.stderr[-3000:]}",
+                file=sys.stderr,
+            )
+            return 1
+        res[n] = json.loads(lines[-1][7:])
+    r1 = res[1]
+    print(
+        f"DistributedOperator timing: {r1['samples']:.3g} samples, mode {args.mode}, "
+        f"eps {args.epsilon:g}, {args.npix}^2 image, {r1['nplanes']} planes, W={r1['support']}, "
+        f"padded grid {r1['padded_grid'][0]}x{r1['padded_grid'][1]}; 1 thread per rank"
+    )
+    head = f"{'ranks':>5} {'setup s':>9} {'hdot s':>9} {'dot s':>9} {'hdot+dot s':>11} {'speed-up':>9} {'load max/mean':>14} {'a2a MB/apply':>13}"
+    print(head)
+    print("-" * len(head))
+    base = r1["hdot_s"] + r1["dot_s"]
+    for n in (1, 2):
+        r = res[n]
+        t = r["hdot_s"] + r["dot_s"]
+        print(
+            f"{n:>5} {r['setup_s']:>9.2f} {r['hdot_s']:>9.2f} {r['dot_s']:>9.2f} {t:>11.2f} "
+            f"{base / t:>9.2f} {r['load_max_over_mean']:>14.4f} {r['bytes_per_apply'] / 1e6:>13.1f}"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,15 +253,28 @@ def main(argv=None):
     ap.add_argument(
         "--timing",
         action="store_true",
-        help="STUB: 1-vs-2-rank wall-clock of the distributed operator (added once it exists)",
+        help="1-vs-2-rank wall clock of hdot+dot of the distributed operator (launches mpiexec)",
     )
+    ap.add_argument("--timing-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="--timing: multiply the sample count (e.g. 0.05 for a quick run)",
+    )
+    ap.add_argument("--samples", type=float, default=1e7, help="--timing: samples (row x chan)")
+    ap.add_argument("--mode", choices=("none", "wstack"), default="wstack")
+    ap.add_argument("--epsilon", type=float, default=1e-4)
+    ap.add_argument("--npix", type=int, default=512)
+    ap.add_argument("--fov-deg", type=float, default=10.0)
+    ap.add_argument("--wmax", type=float, default=300.0, help="--timing: max |w| (wavelengths)")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=1800.0, help="--timing: per launch (s)")
     args = ap.parse_args(argv)
+    if args.timing_worker:
+        return _timing_worker(args)
     if args.timing:
-        print(
-            "bench_scaling: --timing is not implemented yet (needs the distributed operator)",
-            file=sys.stderr,
-        )
-        return 2
+        return run_timing(args)
     res = plan_table(args.max_ranks, args.nbins, args.kernel_storage, args.method)
     print(format_table(res))
     if args.json:

@@ -80,8 +80,9 @@ def resolve_oversampling(npix_x, npix_y, cell_x, cell_y, epsilon, mode, nsel, wm
         if wstack:
             nplanes = int(math.ceil((wmax - wmin) / dw_max)) + W if np.isfinite(dw_max) else W
         npts = nxp * nyp
-        cost = nplanes * (7e-10 * npts * math.log2(npts) + 2e-8 * npix_x * npix_y) \
-            + 2e-8 * nsel * W * W * (W if wstack else 1)
+        cost = nplanes * (
+            7e-10 * npts * math.log2(npts) + 2e-8 * npix_x * npix_y
+        ) + 2e-8 * nsel * W * W * (W if wstack else 1)
         if best is None or cost < best[0]:
             best = (cost, sigma)
     return best[1]
@@ -122,10 +123,28 @@ class DistributedOperator:
     move any other (row, chan) array the same way with :meth:`redistribute_vis`.
     """
 
-    def __init__(self, comm, uvw, freq, weight, npix_x, npix_y, cell_rad, *, epsilon=1e-5,
-                 mode="wstack", nstacks="auto", oversampling=2.0, nthreads=1,
-                 precision="double", fft="auto", weight_mask=None, tile=64, balance="cuts",
-                 max_message_bytes=MAX_MESSAGE_BYTES):
+    def __init__(
+        self,
+        comm,
+        uvw,
+        freq,
+        weight,
+        npix_x,
+        npix_y,
+        cell_rad,
+        *,
+        epsilon=1e-5,
+        mode="wstack",
+        nstacks="auto",
+        oversampling=2.0,
+        nthreads=1,
+        precision="double",
+        fft="auto",
+        weight_mask=None,
+        tile=64,
+        balance="cuts",
+        max_message_bytes=MAX_MESSAGE_BYTES,
+    ):
         from radimg.ops.operator import WideFieldOperator
 
         if mode == "wstack-wproject":
@@ -133,7 +152,8 @@ class DistributedOperator:
                 "DistributedOperator does not support mode 'wstack-wproject' yet: "
                 "radimg/ops/wproject.py has a different stage API (image_to_stack_grid, "
                 "stack_grid_to_image) and picks its stacks by a local k-means with no way to "
-                "pass global stack centres; use mode='wstack'")
+                "pass global stack centres; use mode='wstack'"
+            )
         if mode not in ("none", "wstack"):
             raise ValueError(f"unknown mode {mode!r}")
         self.comm = comm
@@ -157,14 +177,22 @@ class DistributedOperator:
         # ---- global |w| range and sample count (all ranks agree) ---------------------
         absw = np.abs(uvw[:, 2])[:, None] * (freq / C_LIGHT)[None, :]
         sel = absw[valid]
-        mm = np.array([sel.min() if sel.size else np.inf,
-                       -(sel.max() if sel.size else -np.inf)])
+        mm = np.array([sel.min() if sel.size else np.inf, -(sel.max() if sel.size else -np.inf)])
         allreduce_array(comm, mm, "min")
         nsel = int(allreduce_array(comm, np.array([int(valid.sum())], np.int64), "sum")[0])
         wmin, wmax = (float(mm[0]), float(-mm[1])) if nsel else (0.0, 0.0)
         if oversampling == "auto":
-            oversampling = resolve_oversampling(self.npix_x, self.npix_y, float(cx), float(cy),
-                                                float(epsilon), mode, nsel, wmin, wmax)
+            oversampling = resolve_oversampling(
+                self.npix_x,
+                self.npix_y,
+                float(cx),
+                float(cy),
+                float(epsilon),
+                mode,
+                nsel,
+                wmin,
+                wmax,
+            )
         self.oversampling = float(oversampling)
         ch_lo, ch_hi = int(np.argmin(freq)), int(np.argmax(freq))
         anchors = np.zeros((2, 3))
@@ -173,14 +201,22 @@ class DistributedOperator:
         amask = np.zeros((2, nchan), dtype=bool)
         amask[0, ch_lo] = amask[1, ch_hi] = True
         self._anchors, self._amask = anchors, amask
-        self._opkw = dict(epsilon=epsilon, mode=mode, nstacks=nstacks,
-                          oversampling=self.oversampling, nthreads=nthreads,
-                          precision=precision, fft=fft, tile=tile)
+        self._opkw = dict(
+            epsilon=epsilon,
+            mode=mode,
+            nstacks=nstacks,
+            oversampling=self.oversampling,
+            nthreads=nthreads,
+            precision=precision,
+            fft=fft,
+            tile=tile,
+        )
         self._Op = WideFieldOperator
 
         # Geometry-only operator (anchors alone) gives the global spec for the row keys.
-        geo = WideFieldOperator(anchors, freq, self.npix_x, self.npix_y, cell_rad,
-                                weight_mask=amask, **self._opkw)
+        geo = WideFieldOperator(
+            anchors, freq, self.npix_x, self.npix_y, cell_rad, weight_mask=amask, **self._opkw
+        )
         spec = geo.spec
         self.spec = spec
 
@@ -196,10 +232,17 @@ class DistributedOperator:
         dest, _ = prefix_sum_boundaries(comm, load, method=balance, keys=keys, nkeys=nkeys)
         self._dest = np.asarray(dest, dtype=np.int64)
         row0 = int(_exscan(comm, np.array([nrow], np.int64))[0])
-        moved = redistribute(comm, {"uvw": uvw, "weight": np.ascontiguousarray(weight),
-                                    "valid": valid,
-                                    "row_id": np.arange(row0, row0 + nrow, dtype=np.int64)},
-                             self._dest, max_message_bytes=self.max_message_bytes)
+        moved = redistribute(
+            comm,
+            {
+                "uvw": uvw,
+                "weight": np.ascontiguousarray(weight),
+                "valid": valid,
+                "row_id": np.arange(row0, row0 + nrow, dtype=np.int64),
+            },
+            self._dest,
+            max_message_bytes=self.max_message_bytes,
+        )
         self.uvw, self.weight, self.row_id = moved["uvw"], moved["weight"], moved["row_id"]
         self.valid = moved["valid"]
         self.nrow, self.nchan = self.uvw.shape[0], nchan
@@ -207,9 +250,15 @@ class DistributedOperator:
         self.nsamples = int(self.valid.sum())
 
         # ---- local serial operator with the global geometry ----------------------------
-        op = WideFieldOperator(np.concatenate([self.uvw, anchors]), freq, self.npix_x,
-                               self.npix_y, cell_rad,
-                               weight_mask=np.concatenate([self.valid, amask]), **self._opkw)
+        op = WideFieldOperator(
+            np.concatenate([self.uvw, anchors]),
+            freq,
+            self.npix_x,
+            self.npix_y,
+            cell_rad,
+            weight_mask=np.concatenate([self.valid, amask]),
+            **self._opkw,
+        )
         if op.spec != spec:
             raise RuntimeError("local operator geometry differs from the global one")
         self.op = op
@@ -222,8 +271,12 @@ class DistributedOperator:
 
         # ---- 4.2: touched tiles M_jk, plane owners, exchange plan ----------------------
         P = self.nplanes
-        touched = [np.flatnonzero(_g.touched_tiles(self._lay, p).ravel())
-                   if self.nsamples else np.zeros(0, np.int64) for p in range(P)]
+        touched = [
+            np.flatnonzero(_g.touched_tiles(self._lay, p).ravel())
+            if self.nsamples
+            else np.zeros(0, np.int64)
+            for p in range(P)
+        ]
         live = np.array([t.size > 0 for t in touched], dtype=np.int64)
         allreduce_array(comm, live, "max")
         live_planes = np.flatnonzero(live)
@@ -245,11 +298,12 @@ class DistributedOperator:
             for p, t in got[j]:
                 for tid in t:
                     ty = int(tid) // ntx
-                    rows_needed[p][ybounds[ty]:ybounds[ty + 1]] = True
+                    rows_needed[p][ybounds[ty] : ybounds[ty + 1]] = True
         self._plane_rows = {p: np.flatnonzero(r) for p, r in rows_needed.items()}
         # Counts (elements of cdtype): forward send = what owners serve; recv = what we need.
-        self._fwd_send = np.array([sum(c.size for _, c in self._serve[j])
-                                   for j in range(self.size)], dtype=np.int64)
+        self._fwd_send = np.array(
+            [sum(c.size for _, c in self._serve[j]) for j in range(self.size)], dtype=np.int64
+        )
         self._fwd_recv = np.zeros(self.size, dtype=np.int64)
         for p in self.touched_planes:
             self._fwd_recv[self.owner[p]] += self._need_cells[p].size
@@ -260,6 +314,11 @@ class DistributedOperator:
         for _, p, cells, off in self._send_offsets():
             self._serve_by_plane[p].append((cells, off))
         self._recv_plan = self._recv_offsets()
+        # Largest per-rank exchange buffer (bytes) over all ranks: decides once whether the
+        # per-application Alltoallv must be split into rounds (no collective needed later).
+        isz = np.dtype(self.cdtype).itemsize
+        mb = np.array([max(self._fwd_send.sum(), self._fwd_recv.sum()) * isz], np.int64)
+        self._max_bytes = int(allreduce_array(comm, mb, "max")[0])
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -309,11 +368,8 @@ class DistributedOperator:
         soff = np.concatenate([[0], np.cumsum(scb)]).astype(np.int64)
         roff = np.concatenate([[0], np.cumsum(rcb)]).astype(np.int64)
         lim = self.max_message_bytes
-        tot = np.array([max(soff[-1], roff[-1])], np.int64)
-        allreduce_array(self.comm, tot, "max")
-        if tot[0] <= lim:
-            self.comm.Alltoallv([sb, (scb, soff[:-1]), MPI.BYTE],
-                                [rb, (rcb, roff[:-1]), MPI.BYTE])
+        if self._max_bytes <= lim:
+            self.comm.Alltoallv([sb, (scb, soff[:-1]), MPI.BYTE], [rb, (rcb, roff[:-1]), MPI.BYTE])
             self.n_alltoallv += 1
             return rbuf
         # Rounds: each destination gets at most cap bytes per round; round buffers are
@@ -329,12 +385,12 @@ class DistributedOperator:
             rd = np.concatenate([[0], np.cumsum(rc)[:-1]]).astype(np.int64)
             tmp_s = np.empty(int(sc.sum()), np.uint8)
             for d in range(self.size):
-                tmp_s[sd[d]:sd[d] + sc[d]] = sb[soff[d] + r * cap: soff[d] + r * cap + sc[d]]
+                tmp_s[sd[d] : sd[d] + sc[d]] = sb[soff[d] + r * cap : soff[d] + r * cap + sc[d]]
             tmp_r = np.empty(int(rc.sum()), np.uint8)
             self.comm.Alltoallv([tmp_s, (sc, sd), MPI.BYTE], [tmp_r, (rc, rd), MPI.BYTE])
             self.n_alltoallv += 1
             for s in range(self.size):
-                rb[roff[s] + r * cap: roff[s] + r * cap + rc[s]] = tmp_r[rd[s]:rd[s] + rc[s]]
+                rb[roff[s] + r * cap : roff[s] + r * cap + rc[s]] = tmp_r[rd[s] : rd[s] + rc[s]]
         return rbuf
 
     # ------------------------------------------------------------------ public
@@ -344,8 +400,12 @@ class DistributedOperator:
         vis = np.asarray(vis)
         if vis.shape[0] != self._dest.size:
             raise ValueError(f"vis has {vis.shape[0]} rows, this rank read {self._dest.size}")
-        return redistribute(self.comm, {"a": np.ascontiguousarray(vis)}, self._dest,
-                            max_message_bytes=self.max_message_bytes)["a"]
+        return redistribute(
+            self.comm,
+            {"a": np.ascontiguousarray(vis)},
+            self._dest,
+            max_message_bytes=self.max_message_bytes,
+        )["a"]
 
     def dot(self, image):
         """Forward: image (npix_y, npix_x), identical on every rank -> vis (row, chan) for
@@ -358,13 +418,13 @@ class DistributedOperator:
         for p in self.my_planes:
             self.op.image_to_plane_grid(image, p, out=self._scratch, rows=self._plane_rows[p])
             for cells, off in self._serve_by_plane[p]:
-                send[off:off + cells.size] = flat[cells]
+                send[off : off + cells.size] = flat[cells]
         recv = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
         self._alltoallv(send, self._fwd_send, recv, self._fwd_recv)
         vis = np.zeros((self.nrow + 2, self.nchan), dtype=self.cdtype)
         for p, off in self._recv_plan:
             cells = self._need_cells[p]
-            flat[cells] = recv[off:off + cells.size]
+            flat[cells] = recv[off : off + cells.size]
             self.op.degrid_samples(self._scratch, p, idx=self._lay, out=vis)
         return vis[: self.nrow]
 
@@ -400,14 +460,14 @@ class DistributedOperator:
             cells = self._need_cells[p]
             flat[cells] = 0
             self.op.grid_samples(v, p, idx=self._lay, weight=w, out=self._scratch)
-            send[off:off + cells.size] = flat[cells]
+            send[off : off + cells.size] = flat[cells]
         recv = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
         self._alltoallv(send, self._fwd_recv, recv, self._fwd_send)
         acc = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
         for p in self.my_planes:
             self._scratch[...] = 0
             for cells, off in self._serve_by_plane[p]:
-                flat[cells] += recv[off:off + cells.size]
+                flat[cells] += recv[off : off + cells.size]
             self.op.plane_grid_to_image(self._scratch, p, out=acc)
         allreduce_array(self.comm, acc, "sum")
         return acc.astype(self.rdtype, copy=False)
@@ -417,12 +477,18 @@ class DistributedOperator:
         """Serial operator stats plus this rank's distribution figures."""
         s = dict(self.op.stats)
         isz = np.dtype(self.cdtype).itemsize
-        s.update(nsamples=self.nsamples, nrow=self.nrow, load=self.load,
-                 planes_owned=len(self.my_planes), planes_touched=len(self.touched_planes),
-                 tiles_sent=int(self._ntiles_send), tiles_recv=int(self._ntiles_recv),
-                 bytes_sent=int(self._fwd_send.sum()) * isz,
-                 bytes_recv=int(self._fwd_recv.sum()) * isz,
-                 tile_shape=(int(np.diff(self.ybounds).max()), int(np.diff(self.xbounds).max())))
+        s.update(
+            nsamples=self.nsamples,
+            nrow=self.nrow,
+            load=self.load,
+            planes_owned=len(self.my_planes),
+            planes_touched=len(self.touched_planes),
+            tiles_sent=int(self._ntiles_send),
+            tiles_recv=int(self._ntiles_recv),
+            bytes_sent=int(self._fwd_send.sum()) * isz,
+            bytes_recv=int(self._fwd_recv.sum()) * isz,
+            tile_shape=(int(np.diff(self.ybounds).max()), int(np.diff(self.xbounds).max())),
+        )
         return s
 
     def load_balance(self):
@@ -431,8 +497,16 @@ class DistributedOperator:
         ``tiles_sent``/``bytes_sent`` are per forward application (owner -> samples); the
         adjoint moves the same volume the other way.
         """
-        keys = ("nsamples", "nrow", "load", "planes_owned", "tiles_sent", "tiles_recv",
-                "bytes_sent", "bytes_recv")
+        keys = (
+            "nsamples",
+            "nrow",
+            "load",
+            "planes_owned",
+            "tiles_sent",
+            "tiles_recv",
+            "bytes_sent",
+            "bytes_recv",
+        )
         st = self.stats
         mine = np.array([[st[k] for k in keys]], dtype=np.int64)
         if self.comm is not None and self.size > 1:

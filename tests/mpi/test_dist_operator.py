@@ -67,8 +67,9 @@ def setup(request):
     kw = dict(epsilon=1e-6, mode=mode, oversampling=2.0, precision="double")
     D = DistributedOperator(comm, uvw[lo:hi], FREQ, wgt[lo:hi], NPIX, NPIX, cell, **kw)
     S = make_operator(uvw, FREQ, NPIX, NPIX, cell, weight_mask=wgt != 0, **kw)
-    return dict(comm=comm, D=D, S=S, uvw=uvw, wgt=wgt, vis=vis, img=img, lo=lo, hi=hi,
-                cell=cell, kw=kw)
+    return dict(
+        comm=comm, D=D, S=S, uvw=uvw, wgt=wgt, vis=vis, img=img, lo=lo, hi=hi, cell=cell, kw=kw
+    )
 
 
 def test_geometry_is_global(setup):
@@ -86,7 +87,7 @@ def test_every_row_assigned_once_and_data_moved(setup):
     np.testing.assert_array_equal(np.sort(ids), np.arange(N_ROWS))
     np.testing.assert_array_equal(D.uvw, setup["uvw"][D.row_id])
     np.testing.assert_array_equal(D.weight, setup["wgt"][D.row_id])
-    moved = D.redistribute_vis(setup["vis"][setup["lo"]:setup["hi"]])
+    moved = D.redistribute_vis(setup["vis"][setup["lo"] : setup["hi"]])
     np.testing.assert_array_equal(moved, setup["vis"][D.row_id])
     lb = D.load_balance()
     assert sum(lb["nsamples"]) == int((setup["wgt"] != 0).sum())
@@ -96,7 +97,7 @@ def test_every_row_assigned_once_and_data_moved(setup):
 def test_hdot_dirty_and_psf_match_serial(setup):
     comm, D, S = setup["comm"], setup["D"], setup["S"]
     wgt, vis = setup["wgt"], setup["vis"]
-    local_vis = D.redistribute_vis(vis[setup["lo"]:setup["hi"]])
+    local_vis = D.redistribute_vis(vis[setup["lo"] : setup["hi"]])
     n0 = D.n_alltoallv
     dirty = D.hdot(local_vis, D.weight)
     assert D.n_alltoallv - n0 == 1  # one Alltoallv per application
@@ -126,14 +127,29 @@ def test_split_messages_give_same_result(setup):
 
     comm = setup["comm"]
     lo, hi = setup["lo"], setup["hi"]
-    D = DistributedOperator(comm, setup["uvw"][lo:hi], FREQ, setup["wgt"][lo:hi], NPIX, NPIX,
-                            setup["cell"], max_message_bytes=100_000, **setup["kw"])
+    D = DistributedOperator(
+        comm,
+        setup["uvw"][lo:hi],
+        FREQ,
+        setup["wgt"][lo:hi],
+        NPIX,
+        NPIX,
+        setup["cell"],
+        max_message_bytes=100_000,
+        **setup["kw"],
+    )
     img = D.hdot(np.ones((D.nrow, FREQ.size), complex), D.weight)
-    np.testing.assert_allclose(img, setup["D"].hdot(np.ones((setup["D"].nrow, FREQ.size),
-                                                            complex), setup["D"].weight),
-                               rtol=0, atol=1e-9 * np.abs(img).max())
-    if comm.size > 1 and D.load_balance()["bytes_sent"] and max(
-            D.load_balance()["bytes_sent"]) > 100_000:
+    np.testing.assert_allclose(
+        img,
+        setup["D"].hdot(np.ones((setup["D"].nrow, FREQ.size), complex), setup["D"].weight),
+        rtol=0,
+        atol=1e-9 * np.abs(img).max(),
+    )
+    if (
+        comm.size > 1
+        and D.load_balance()["bytes_sent"]
+        and max(D.load_balance()["bytes_sent"]) > 100_000
+    ):
         assert D.n_alltoallv > 1
 
 
@@ -144,5 +160,6 @@ def test_wproject_mode_not_implemented():
 
     uvw, wgt, _, _, cell = _data()
     with pytest.raises(NotImplementedError, match="wstack-wproject"):
-        DistributedOperator(MPI.COMM_WORLD, uvw[:10], FREQ, wgt[:10], NPIX, NPIX, cell,
-                            mode="wstack-wproject")
+        DistributedOperator(
+            MPI.COMM_WORLD, uvw[:10], FREQ, wgt[:10], NPIX, NPIX, cell, mode="wstack-wproject"
+        )
