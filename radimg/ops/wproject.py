@@ -1,0 +1,346 @@
+"""w-stacking + w-projection hybrid measurement operator (``wterm.mode: wstack-wproject``).
+
+Pratley & McEwen 2019, eqs. 3-8. Per stack ``k`` (samples reflected to ``w >= 0`` and
+clustered on ``w`` by k-means):
+
+    Phi_k = [GC]_k F Z S_k,     S_k = exp(+2 pi i w_k (n - 1)) / (n g(l) g(m))
+
+(the sign is ours: forward ``V = sum x exp(+2 pi i (u l + v m + w (n - 1))) / n``, see
+docs/internals.md; the paper writes the opposite convention), ``Z`` zero pads to the
+``(nyp, nxp)`` grid, ``F`` is an unnormalised FFT and ``[GC]_k`` interpolates with the
+combined anti-aliasing + w-projection kernel of the residual ``w - w_k``
+(radimg/kernels/wproject.py). The adjoint is ``Re sum_k S_k^H Z^H F^H [GC]_k^H`` (eq. 7/10).
+
+Grid layout: image pixel ``[iy, ix]`` (``px = ix - npix_x//2``, ``py = iy - npix_y//2``,
+``l = -px cell``, ``m = py cell``) is placed at padded index ``[-py mod nyp, px mod nxp]``,
+so a forward FFT gives ``G[jy, jx] = sum f exp(2 pi i (jx du l + jy dv m))`` with
+``du = 1 / (nxp cell)``: grid cell ``j`` sits at ``u = j du`` (mod ``nxp``).
+
+The stage methods (``image_to_stack_grid``, ``stack_grid_to_image``, ``degrid_samples``,
+``grid_samples``) are the pieces a distributed version (eqs. 9-10) places on different ranks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from radimg.kernels import wproject as wpk
+from radimg.kernels.es import es_parameters
+
+__all__ = ["WProjectOperator", "choose_nstacks", "kmeans_w_local"]
+
+C_LIGHT = 299792458.0
+
+# Cost model constants (seconds), measured on the development machine (one core, double):
+# an unnormalised complex FFT costs ~_C_FFT * N log2 N, one kernel cell of one separable
+# term ~_C_CELL, one 16-tap table lookup ~_C_TAP. Only their ratios matter for choosing K.
+_C_FFT = 2.5e-9
+_C_PIX = 2.0e-8  # per padded-grid cell per stack (pad, chirp, copy) besides the FFT
+_C_CELL = 2.5e-9
+_C_TAP = 8.0e-9
+
+
+def kmeans_w_local(w_abs, k, max_iter=100):
+    """Serial 1-D k-means (Lloyd, quantile start); the stand-in for radimg.parallel.kmeans."""
+    w_abs = np.asarray(w_abs, dtype=np.float64).ravel()
+    if w_abs.size == 0:
+        return np.zeros(k), np.zeros(0, np.int32)
+    ws = np.sort(w_abs)
+    centres = np.unique(np.quantile(ws, (np.arange(k) + 0.5) / k))
+    for _ in range(max_iter):
+        edges = 0.5 * (centres[1:] + centres[:-1])
+        cuts = np.searchsorted(ws, edges)
+        bounds = np.concatenate([[0], cuts, [ws.size]])
+        cs = np.concatenate([[0.0], np.cumsum(ws)])
+        cnt = np.diff(bounds)
+        new = np.where(cnt > 0, (cs[bounds[1:]] - cs[bounds[:-1]]) / np.maximum(cnt, 1), centres)
+        if np.allclose(new, centres, rtol=0, atol=1e-12 * max(1.0, ws[-1])):
+            break
+        centres = new
+    centres = np.sort(centres)
+    labels = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), w_abs).astype(np.int32)
+    return centres, labels
+
+
+def _kmeans(w_abs, k):
+    try:
+        from radimg.parallel.kmeans import kmeans_w
+    except ImportError:
+        return kmeans_w_local(w_abs, k)
+    return kmeans_w(w_abs, k, comm=None)
+
+
+def _good_size(n):
+    import scipy.fft
+
+    n = int(math.ceil(n))
+    n += n % 2
+    while True:
+        m = scipy.fft.next_fast_len(n)
+        if m % 2 == 0:
+            return m
+        n = m + 1
+
+
+def _terms_estimate(h, npix_x, npix_y, cell_rad):
+    # rank of the cross-term expansion grows with 2 pi h max|c|
+    lx, ly = npix_x // 2 * cell_rad, npix_y // 2 * cell_rad
+    cmax = abs(math.sqrt(max(1e-6, 1 - lx * lx - ly * ly)) - math.sqrt(1 - lx * lx)
+               - math.sqrt(1 - ly * ly) + 1.0)
+    return 1.0 + 2.0 * math.pi * h * cmax * 3.0
+
+
+def predicted_cost(w_abs, k, npix_x, npix_y, cell_rad, epsilon, oversampling=2.0):
+    """Predicted seconds of one operator application with ``k`` stacks (FFTs + kernels)."""
+    nxp, nyp = _good_size(oversampling * npix_x), _good_size(oversampling * npix_y)
+    W, _ = es_parameters(0.25 * epsilon, oversampling)
+    slx, sly = wpk.field_slopes(npix_x, npix_y, cell_rad, nxp, nyp)
+    centres, labels = _kmeans(w_abs, k)
+    dw = w_abs - centres[labels]
+    R = _terms_estimate(np.abs(dw).max() if dw.size else 0.0, npix_x, npix_y, cell_rad)
+    sx = wpk.support_estimate(dw, W, slx)
+    sy = wpk.support_estimate(dw, W, sly)
+    kern = float(np.sum(_C_CELL * (R + 1) * sx * sy + _C_TAP * R * (sx + sy)))
+    npx = nxp * nyp
+    fft = k * npx * (_C_FFT * math.log2(npx) + _C_PIX)
+    return fft + kern, fft, kern
+
+
+def choose_nstacks(w_abs, npix_x, npix_y, cell_rad, epsilon, oversampling=2.0, kmax=64,
+                   max_samples=20000, seed=0):
+    """Number of w-stacks that minimises the predicted time of one operator application.
+
+    Parameters
+    ----------
+    w_abs : ndarray, float64
+        |w| of every (valid) sample, wavelengths.
+    npix_x, npix_y, cell_rad, epsilon, oversampling : operator geometry and accuracy.
+    kmax : int
+        Largest K tried.
+    max_samples : int
+        The kernel cost is estimated from a seeded random subset of this size (scaled up).
+
+    Returns
+    -------
+    int
+    """
+    w_abs = np.abs(np.asarray(w_abs, dtype=np.float64).ravel())
+    scale = 1.0
+    if w_abs.size > max_samples:
+        rng = np.random.default_rng(seed)
+        scale = w_abs.size / max_samples
+        w_abs = rng.choice(w_abs, max_samples, replace=False)
+    best, best_cost = 1, np.inf
+    for k in range(1, kmax + 1):
+        if k > max(1, np.unique(w_abs).size):
+            break
+        _, fft, kern = predicted_cost(w_abs, k, npix_x, npix_y, cell_rad, epsilon, oversampling)
+        cost = fft + scale * kern
+        if cost < best_cost:
+            best, best_cost = k, cost
+        elif fft > best_cost:  # FFT cost alone already exceeds the best: stop
+            break
+    return best
+
+
+class WProjectOperator:
+    """Hybrid w-stacking / w-projection operator (Pratley & McEwen 2019, eqs. 3-8).
+
+    Parameters
+    ----------
+    uvw : ndarray (row, 3) float64, metres
+    freq : ndarray (chan,) float64, Hz
+    npix_x, npix_y : int
+    cell_rad : float
+    epsilon : float
+        Target relative accuracy (half goes to the ES kernel, half to the w-kernel tables).
+    nstacks : int or "auto"
+    oversampling : float
+        Padded grid over image size.
+    nthreads : int
+    precision : {"double", "single"}
+    fft : str
+        FFT registry name (radimg/ops/fft.py).
+    valid : ndarray (row, chan) bool or weights, optional
+        Samples with zero weight take no part in k-means or the load estimate.
+    """
+
+    def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, nstacks="auto",
+                 oversampling=2.0, nthreads=1, precision="double", fft="auto", valid=None):
+        t0 = time.perf_counter()
+        self.uvw = np.ascontiguousarray(uvw, dtype=np.float64)
+        self.freq = np.ascontiguousarray(np.atleast_1d(freq), dtype=np.float64)
+        self.nrow, self.nchan = self.uvw.shape[0], self.freq.size
+        self.npix_x, self.npix_y, self.cell = int(npix_x), int(npix_y), float(cell_rad)
+        self.epsilon = float(epsilon)
+        self.nthreads = max(1, int(nthreads))
+        if precision not in ("single", "double"):
+            raise ValueError(f"precision must be 'single' or 'double', got {precision!r}")
+        self.precision = precision
+        self.cdtype = np.complex64 if precision == "single" else np.complex128
+        self.rdtype = np.float32 if precision == "single" else np.float64
+        self.nxp = _good_size(oversampling * self.npix_x)
+        self.nyp = _good_size(oversampling * self.npix_y)
+        # the ES error is per axis (es_parameters), so the 2-D operator asks for eps/4
+        self.W, self.beta = es_parameters(0.25 * self.epsilon, oversampling)
+
+        w = (self.uvw[:, 2:3] * self.freq[None, :] / C_LIGHT).ravel()
+        w_abs = np.abs(w)
+        vmask = None if valid is None else (np.asarray(valid).ravel() != 0)
+        w_fit = w_abs if vmask is None else w_abs[vmask]
+        if nstacks == "auto":
+            nstacks = choose_nstacks(w_fit, self.npix_x, self.npix_y, self.cell, self.epsilon,
+                                     oversampling)
+        self.nstacks = int(nstacks)
+        centres, _ = _kmeans(w_fit, self.nstacks)
+        self.centres = np.asarray(centres, dtype=np.float64)
+        self.nstacks = self.centres.size
+        edges = 0.5 * (self.centres[1:] + self.centres[:-1])
+        self.labels = np.searchsorted(edges, w_abs).astype(np.int32)
+        dw = w_abs - self.centres[self.labels]
+        self.tables = wpk.build_wkernel_tables(
+            self.npix_x, self.npix_y, self.cell, self.nxp, self.nyp,
+            float(dw.min()) if dw.size else 0.0, float(dw.max()) if dw.size else 0.0,
+            0.5 * self.epsilon, self.W, self.beta, dtype=self.cdtype)
+        order = np.argsort(self.labels, kind="stable")
+        bounds = np.searchsorted(self.labels[order], np.arange(self.nstacks + 1))
+        self.stack_idx = [order[bounds[k]:bounds[k + 1]].astype(np.int64)
+                          for k in range(self.nstacks)]
+        self._layouts = {}
+
+        # image-domain pieces shared by all stacks
+        px = np.arange(self.npix_x) - self.npix_x // 2
+        py = np.arange(self.npix_y) - self.npix_y // 2
+        ll = -px[None, :] * self.cell
+        mm = py[:, None] * self.cell
+        n = np.sqrt(1.0 - ll * ll - mm * mm)
+        self._nm1 = n - 1.0
+        self._amp = 1.0 / (n * self.tables.corr_y[:, None] * self.tables.corr_x[None, :])
+        self._rows = np.mod(-py, self.nyp)
+        self._cols = np.mod(px, self.nxp)
+
+        from radimg.ops.fft import get_fft
+
+        self._fft = get_fft(fft, self.nthreads)
+        self.timings = {"setup": time.perf_counter() - t0, "fft": 0.0, "image": 0.0,
+                        "grid": 0.0, "degrid": 0.0}
+
+    # ------------------------------------------------------------------ helpers
+    def _threads(self):
+        import numba
+
+        numba.set_num_threads(max(1, min(self.nthreads, numba.config.NUMBA_NUM_THREADS)))
+
+    def _chirp(self, k):
+        ph = (2.0 * np.pi * self.centres[k]) * self._nm1
+        return (np.cos(ph) + 1j * np.sin(ph)) * self._amp
+
+    def _layout(self, k, idx):
+        if idx is None:
+            lay = self._layouts.get(k)
+            if lay is None:
+                lay = wpk.tile_layout(self.uvw, self.freq, self.stack_idx[k], self.centres[k],
+                                      self.cell, self.nxp, self.nyp, self.tables)
+                self._layouts[k] = lay
+            return lay
+        return wpk.tile_layout(self.uvw, self.freq, idx, self.centres[k], self.cell, self.nxp,
+                               self.nyp, self.tables)
+
+    # ------------------------------------------------------------------ stages
+    def image_to_stack_grid(self, image, k):
+        """``F Z S_k x``: the padded uv grid (nyp, nxp) complex of stack ``k``."""
+        t0 = time.perf_counter()
+        pad = np.zeros((self.nyp, self.nxp), dtype=self.cdtype)
+        pad[np.ix_(self._rows, self._cols)] = np.asarray(image) * self._chirp(k)
+        t1 = time.perf_counter()
+        grid = self._fft.forward(pad, overwrite=True)
+        self.timings["image"] += t1 - t0
+        self.timings["fft"] += time.perf_counter() - t1
+        return grid
+
+    def stack_grid_to_image(self, grid, k, out=None):
+        """``Re S_k^H Z^H F^H grid`` accumulated into ``out`` (npix_y, npix_x) real."""
+        if out is None:
+            out = np.zeros((self.npix_y, self.npix_x), dtype=self.rdtype)
+        t0 = time.perf_counter()
+        img = self._fft.backward(grid, overwrite=False)
+        t1 = time.perf_counter()
+        sub = img[np.ix_(self._rows, self._cols)]
+        out += (sub * np.conj(self._chirp(k))).real.astype(out.dtype, copy=False)
+        self.timings["fft"] += t1 - t0
+        self.timings["image"] += time.perf_counter() - t1
+        return out
+
+    def degrid_samples(self, grid, k, idx=None, out=None):
+        """``[GC]_k grid`` at samples ``idx`` (flat ``row * nchan + chan``; default: the whole
+        stack). Returns (len(idx),) complex, or writes ``out[row, chan]`` when given."""
+        self._threads()
+        t0 = time.perf_counter()
+        idx = self.stack_idx[k] if idx is None else idx
+        res = wpk.degrid_wproject(self.uvw, self.freq, grid, idx, self.centres[k], self.cell,
+                                  self.tables, out=out)
+        self.timings["degrid"] += time.perf_counter() - t0
+        return res
+
+    def grid_samples(self, vis, k, idx=None, out_grid=None, weight=None):
+        """``[GC]_k^H (weight * vis)`` of samples ``idx`` accumulated into ``out_grid``."""
+        self._threads()
+        if out_grid is None:
+            out_grid = np.zeros((self.nyp, self.nxp), dtype=self.cdtype)
+        t0 = time.perf_counter()
+        idx_s, tile_ptr, colour_ptr = self._layout(k, idx)
+        wpk.grid_wproject(self.uvw, self.freq, vis, idx_s, tile_ptr, colour_ptr,
+                          self.centres[k], self.cell, self.tables, out_grid, weight=weight)
+        self.timings["grid"] += time.perf_counter() - t0
+        return out_grid
+
+    # ------------------------------------------------------------------ operator
+    def dot(self, image):
+        """Forward: image (npix_y, npix_x) real -> vis (row, chan) complex."""
+        image = np.asarray(image)
+        vis = np.zeros((self.nrow, self.nchan), dtype=self.cdtype)
+        for k in range(self.nstacks):
+            if self.stack_idx[k].size:
+                self.degrid_samples(self.image_to_stack_grid(image, k), k, out=vis)
+        return vis
+
+    def hdot(self, vis, weight=None):
+        """Adjoint: vis (row, chan) complex (times weight) -> image (npix_y, npix_x) real."""
+        vis = np.asarray(vis)
+        if vis.dtype != self.cdtype:
+            vis = vis.astype(self.cdtype)
+        if weight is not None:
+            weight = np.asarray(weight, dtype=self.rdtype)
+        out = np.zeros((self.npix_y, self.npix_x), dtype=self.rdtype)
+        for k in range(self.nstacks):
+            if self.stack_idx[k].size:
+                g = self.grid_samples(vis, k, out_grid=None, weight=weight)
+                self.stack_grid_to_image(g, k, out)
+        return out
+
+    # ------------------------------------------------------------------ load, stats
+    def per_sample_support(self):
+        """(support_x, support_y) in cells per sample, each (row, chan) int32 (eq. 8);
+        the gridding load of a sample is their product."""
+        idx = np.arange(self.nrow * self.nchan, dtype=np.int64)
+        wk_of = self.centres[self.labels]
+        sx, sy = wpk.sample_supports(self.uvw, self.freq, idx, wk_of, self.tables)
+        return sx.reshape(self.nrow, self.nchan), sy.reshape(self.nrow, self.nchan)
+
+    @property
+    def stats(self):
+        t = self.tables
+        sx, sy = self.per_sample_support()
+        return {
+            "nstacks": self.nstacks, "centres": self.centres.tolist(),
+            "samples_per_stack": [int(i.size) for i in self.stack_idx],
+            "padded": (self.nyp, self.nxp), "W": self.W, "beta": self.beta,
+            "rank": t.rank, "table_q": t.q, "table_dw_nodes": int(t.hs_x.size),
+            "table_bytes": int(t.tab_x.nbytes + t.tab_y.nbytes),
+            "mean_load": float(np.mean(sx.astype(np.float64) * sy)),
+            "max_support": int(max(sx.max(), sy.max())) if sx.size else 0,
+            "timings": dict(self.timings),
+        }
