@@ -223,6 +223,8 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
             f"{in_cfg['ms']}: every sample is flagged or has zero weight "
             f"(column {in_cfg['datacolumn']}, {n_total} samples); nothing to image"
         )
+    from mpi4py import MPI
+
     _log(comm, verbose, f"read {n_total} samples ({n_good} unflagged) on {comm.size} rank(s)")
 
     from radimg.config import fft_friendly
@@ -239,21 +241,45 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
     npix_x, npix_y = fft_friendly(npix_x), fft_friendly(npix_y)
     cell_rad = float(img_cfg["cell_arcsec"]) * ARCSEC
 
+    nthreads = threads_per_rank(comm, gcfg["nthreads"])
+    opkw = dict(
+        epsilon=float(wcfg["epsilon"]),
+        mode=wcfg["mode"],
+        nstacks=wcfg["nstacks"],
+        oversampling=float(wcfg["oversampling"]),
+        nthreads=nthreads,
+        precision=gcfg["precision"],
+        fft=gcfg["fft"],
+    )
+    distributed = wcfg["mode"] in ("none", "wstack")
+    with timer.stage("operator setup"):
+        if distributed:
+            # Pratley & McEwen (2019) sec. 4: rows move so every rank carries the same
+            # gridding load; plane owners exchange grid tiles with one Alltoallv per apply.
+            from radimg.parallel.operator import DistributedOperator
+
+            op = DistributedOperator(
+                comm, data.uvw, data.freq, data.weight, npix_x, npix_y, cell_rad, **opkw
+            )
+            uvw, weight = op.uvw, op.weight
+            vis = op.redistribute_vis(data.vis)
+        else:
+            uvw, weight, vis = data.uvw, data.weight, data.vis
+        del data.vis
+
     with timer.stage("weights"):
         from radimg.ops.weighting import density_grid, imaging_weights
 
         scheme = img_cfg["weighting"]
         density = None
         if scheme != "natural":
-            local = density_grid(data.uvw, data.freq, data.weight, npix_x, npix_y, cell_rad)
+            local = density_grid(uvw, data.freq, weight, npix_x, npix_y, cell_rad)
             density = np.empty_like(local)
-            from mpi4py import MPI
-
             comm.Allreduce(local, density, op=MPI.SUM)
         wgt = imaging_weights(
-            data.uvw,
+            uvw,
             data.freq,
-            data.weight,
+            weight,
             scheme=scheme,
             robust=float(img_cfg["robust"]),
             npix_x=npix_x,
@@ -261,43 +287,32 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
             cell_rad=cell_rad,
             taper_arcsec=float(img_cfg["taper_arcsec"]),
             density=density,
-        ).astype(data.weight.dtype, copy=False)
+        ).astype(weight.dtype, copy=False)
         wsum = comm.allreduce(float(wgt.sum(dtype=np.float64)))
 
-    nthreads = threads_per_rank(comm, gcfg["nthreads"])
-    with timer.stage("operator setup"):
-        from radimg.ops.operator import make_operator
+    if distributed:
 
-        op = make_operator(
-            data.uvw,
-            data.freq,
-            npix_x,
-            npix_y,
-            cell_rad,
-            epsilon=float(wcfg["epsilon"]),
-            mode=wcfg["mode"],
-            nstacks=wcfg["nstacks"],
-            oversampling=float(wcfg["oversampling"]),
-            nthreads=nthreads,
-            precision=gcfg["precision"],
-            fft=gcfg["fft"],
-            weight_mask=wgt != 0,
-        )
+        def image_of(v):
+            return np.asarray(op.hdot(v, wgt), dtype=np.float64)
 
-    from mpi4py import MPI
+    else:
+        with timer.stage("operator setup"):
+            from radimg.ops.operator import make_operator
 
-    def allsum(img):
-        img = np.ascontiguousarray(img, dtype=np.float64)
-        out = np.empty_like(img)
-        comm.Allreduce(img, out, op=MPI.SUM)
-        return out
+            op = make_operator(
+                uvw, data.freq, npix_x, npix_y, cell_rad, weight_mask=wgt != 0, **opkw
+            )
+
+        def image_of(v):
+            img = np.ascontiguousarray(op.hdot(v, wgt), dtype=np.float64)
+            out = np.empty_like(img)
+            comm.Allreduce(img, out, op=MPI.SUM)  # AllSumAll (eq. 7)
+            return out
 
     with timer.stage("psf"):
-        ones = np.ones_like(data.vis)
-        psf = allsum(op.hdot(ones, wgt)) / wsum
-        del ones
+        psf = image_of(np.ones_like(vis)) / wsum
     with timer.stage("dirty"):
-        dirty = allsum(op.hdot(data.vis, wgt)) / wsum
+        dirty = image_of(vis) / wsum
     _log(comm, verbose, f"dirty image peak {dirty.max():.4g} Jy/beam, PSF peak {psf.max():.4f}")
 
     timings = dict(timer.stages)
@@ -305,16 +320,20 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
     all_timings = comm.gather(timings, root=0)
     n_local = int(np.count_nonzero(wgt))
     lb = comm.gather({"samples": n_local}, root=0)
+    lb_dist = op.load_balance() if distributed else None
 
     product = None
     if comm.rank == 0:
         samples = [d["samples"] for d in lb]
         mean = float(np.mean(samples)) or 1.0
         lb_record = {
-            "scheme": "row-range",
+            "scheme": "balanced" if distributed else "row-range",
             "samples_per_rank": samples,
             "max_over_mean": float(max(samples) / mean),
         }
+        if lb_dist is not None:
+            lb_record.update(lb_dist)
+            lb_record["max_over_mean"] = lb_dist["load_max_over_mean"]
         wcs_info = _wcs_info(cfg, meta, npix_x, npix_y, cell_rad)
         run_attrs = {
             "config_yaml": to_yaml(cfg),
