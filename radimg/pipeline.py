@@ -353,6 +353,11 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
             export_fits(out_cfg["path"], out_cfg["fits_dir"])
         if verbose >= 1:
             print(_timing_table(all_timings), flush=True)
+            print(
+                f"[radimg] load balance ({lb_record['scheme']}): samples per rank "
+                f"{lb_record['samples_per_rank']}, max/mean load {lb_record['max_over_mean']:.4f}",
+                flush=True,
+            )
             print(f"[radimg] wrote {out_cfg['path']}", flush=True)
     comm.Barrier()
     return product
