@@ -19,7 +19,7 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MPI_DIR = REPO / "tests" / "mpi"
-TIMEOUT_S = 180
+TIMEOUT_S = 300  # per launch; a deadlock fails in minutes, not at the CI limit
 
 # Not marked ``mpi``: pytest-mpi skips every ``mpi``-marked test unless pytest itself runs with
 # ``--with-mpi`` under mpiexec; this launcher is a plain serial test that starts mpiexec.
