@@ -113,6 +113,22 @@ def _simulate_if_needed(cfg, verbose):
     return True
 
 
+def _check_memory_plan(cfg, n_ranks):
+    """Refuse a run whose planned memory per rank exceeds ``resources.mem_per_rank``."""
+    from radimg.config import ConfigError, parse_bytes
+    from radimg.parallel.plan import fits_memory, plan_from_config
+
+    limit = parse_bytes(cfg["resources"]["mem_per_rank"])
+    plan = plan_from_config(cfg, n_ranks, limit)
+    ok, message = fits_memory(plan, limit)
+    if not ok:
+        raise ConfigError(
+            f"resources.mem_per_rank: the plan for {n_ranks} rank(s) needs more than "
+            f"{cfg['resources']['mem_per_rank']} per rank; use more ranks, a smaller image or "
+            f"a larger limit.\n{message}"
+        )
+
+
 def _wcs_info(cfg, meta, npix_x, npix_y, cell_rad):
     ra, dec = meta["phase_centre"]
     cell_deg = np.degrees(cell_rad)
@@ -188,6 +204,9 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
             made = _collective_check(comm, _simulate_if_needed, cfg, verbose)
             if made:
                 _log(comm, verbose, f"simulated observation written to {in_cfg['ms']}")
+
+    if cfg["resources"].get("mem_per_rank"):
+        _collective_check(comm, _check_memory_plan, cfg, comm.size)
 
     with timer.stage("read"):
         meta = _collective_check(

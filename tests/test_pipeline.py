@@ -280,3 +280,11 @@ def test_input_ms_is_not_modified(sim_dir, tmp_path):
     r = radimg("run", cfg)
     assert r.returncode == 0, r.stderr
     assert digest() == before
+
+
+def test_memory_plan_over_budget_is_refused(sim_dir, tmp_path):
+    cfg = small_config(tmp_path, **{"input.simulate": False, "input.ms": str(sim_dir / "sim.ms")})
+    r = radimg("run", cfg, "--mem-per-rank", "1MiB")
+    _expect_refusal(r, "resources.mem_per_rank", "1MiB", product=tmp_path / "out" / "run.h5")
+    r = radimg("run", cfg, "--mem-per-rank", "8GiB")
+    assert r.returncode == 0, r.stderr
