@@ -34,8 +34,12 @@ import time
 
 DAEMONS = ("slurmctld", "slurmd", "munged", "sbatch", "scontrol", "squeue", "srun")
 APT_PACKAGES = ("slurm-wlm", "munge")
-PLUGIN_DIRS = ("/usr/lib/x86_64-linux-gnu/slurm-wlm", "/usr/lib/aarch64-linux-gnu/slurm-wlm",
-               "/usr/lib64/slurm", "/usr/lib/slurm")
+PLUGIN_DIRS = (
+    "/usr/lib/x86_64-linux-gnu/slurm-wlm",
+    "/usr/lib/aarch64-linux-gnu/slurm-wlm",
+    "/usr/lib64/slurm",
+    "/usr/lib/slurm",
+)
 
 
 def _missing() -> list[str]:
@@ -182,8 +186,9 @@ class SlurmCluster:
         while time.monotonic() < t_end:
             for name, p in self.procs.items():
                 if p.poll() is not None:
-                    raise RuntimeError(f"{name} exited ({p.returncode}) waiting for {what}\n"
-                                       + self.logs())
+                    raise RuntimeError(
+                        f"{name} exited ({p.returncode}) waiting for {what}\n" + self.logs()
+                    )
             if ok():
                 return
             time.sleep(0.5)
@@ -195,23 +200,37 @@ class SlurmCluster:
         key = self._write_munge_key()
         self.write_config()
         m = self.root / "munge"
-        self._spawn("munged", [
-            _sbin("munged"), "--foreground", "--force",
-            f"--socket={self.munge_socket}", f"--key-file={key}",
-            f"--pid-file={m / 'munged.pid'}", f"--log-file={self.root / 'log' / 'munged.log'}",
-            f"--seed-file={m / 'munged.seed'}",
-        ])
+        self._spawn(
+            "munged",
+            [
+                _sbin("munged"),
+                "--foreground",
+                "--force",
+                f"--socket={self.munge_socket}",
+                f"--key-file={key}",
+                f"--pid-file={m / 'munged.pid'}",
+                f"--log-file={self.root / 'log' / 'munged.log'}",
+                f"--seed-file={m / 'munged.seed'}",
+            ],
+        )
         self._wait_for("the munge socket", self.munge_socket.exists, timeout)
         self._spawn("slurmctld", [_sbin("slurmctld"), "-D", "-i", "-f", str(self.conf)])
-        self._wait_for("slurmctld", lambda: self._cmd("scontrol", "ping").returncode == 0
-                       and "UP" in self._cmd("scontrol", "ping").stdout, timeout)
+        self._wait_for(
+            "slurmctld",
+            lambda: (
+                self._cmd("scontrol", "ping").returncode == 0
+                and "UP" in self._cmd("scontrol", "ping").stdout
+            ),
+            timeout,
+        )
         self._spawn("slurmd", [_sbin("slurmd"), "-D", "-N", "localhost", "-f", str(self.conf)])
         self._wait_for("node localhost idle", self._node_idle, timeout)
         return self
 
     def _cmd(self, *args, timeout=30) -> subprocess.CompletedProcess:
-        return subprocess.run(list(args), capture_output=True, text=True, env=self.env,
-                              timeout=timeout)
+        return subprocess.run(
+            list(args), capture_output=True, text=True, env=self.env, timeout=timeout
+        )
 
     def _node_idle(self) -> bool:
         r = self._cmd("sinfo", "-h", "-N", "-o", "%T")
@@ -222,8 +241,14 @@ class SlurmCluster:
     def sbatch(self, *args, env=None, cwd=None) -> int:
         """Submit; returns the job id."""
         e = self.env if env is None else dict(env, SLURM_CONF=str(self.conf))
-        r = subprocess.run(["sbatch", "--parsable", *map(str, args)], capture_output=True,
-                           text=True, env=e, cwd=cwd, timeout=60)
+        r = subprocess.run(
+            ["sbatch", "--parsable", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=e,
+            cwd=cwd,
+            timeout=60,
+        )
         if r.returncode != 0:
             raise RuntimeError(f"sbatch failed ({r.returncode}): {r.stderr}")
         return int(r.stdout.strip().split(";")[0])
@@ -240,13 +265,14 @@ class SlurmCluster:
         t_end = time.monotonic() + timeout
         while time.monotonic() < t_end:
             j = self.job(job_id)
-            if j.get("JobState") not in (None, "PENDING", "CONFIGURING", "RUNNING",
-                                         "COMPLETING"):
+            if j.get("JobState") not in (None, "PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
                 return j
             time.sleep(1.0)
         self._cmd("scancel", str(job_id))
-        raise TimeoutError(f"job {job_id} still {self.job(job_id).get('JobState')} after "
-                           f"{timeout:.0f} s\n{self.logs()}")
+        raise TimeoutError(
+            f"job {job_id} still {self.job(job_id).get('JobState')} after "
+            f"{timeout:.0f} s\n{self.logs()}"
+        )
 
     def logs(self, tail: int = 40) -> str:
         out = []

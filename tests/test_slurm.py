@@ -19,7 +19,6 @@ import time
 import numpy as np
 import pytest
 import yaml
-
 from slurm_cluster import SlurmCluster, ensure_slurm
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -103,8 +102,14 @@ def test_cpu_template_runs_two_ranks_and_writes_a_valid_product(cluster, tmp_pat
     log = tmp_path / "job-%j.out"
     t0 = time.monotonic()
     job = cluster.sbatch(
-        "--ntasks=2", "--cpus-per-task=1", "--time=00:10:00", f"--output={log}",
-        CPU_TEMPLATE, cfg, env=_job_env(), cwd=tmp_path,
+        "--ntasks=2",
+        "--cpus-per-task=1",
+        "--time=00:10:00",
+        f"--output={log}",
+        CPU_TEMPLATE,
+        cfg,
+        env=_job_env(),
+        cwd=tmp_path,
     )
     info = cluster.wait(job, timeout=540)
     out = pathlib.Path(str(log).replace("%j", str(job))).read_text()
@@ -141,8 +146,12 @@ def test_broken_config_job_fails_with_nonzero_exit(cluster, tmp_path):
 def test_missing_config_job_fails_before_srun(cluster, tmp_path):
     log = tmp_path / "missing-%j.out"
     job = cluster.sbatch(
-        "--ntasks=1", f"--output={log}", CPU_TEMPLATE, tmp_path / "nope.yaml",
-        env=_job_env(), cwd=tmp_path,
+        "--ntasks=1",
+        f"--output={log}",
+        CPU_TEMPLATE,
+        tmp_path / "nope.yaml",
+        env=_job_env(),
+        cwd=tmp_path,
     )
     info = cluster.wait(job, timeout=120)
     out = pathlib.Path(str(log).replace("%j", str(job))).read_text()
