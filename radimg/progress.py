@@ -298,7 +298,7 @@ def stage_table(
             for name, vals, mem in rows
         ]
     else:
-        header = ["stage (over %d ranks)" % n, "min", "mean", "max", "max/mean"]
+        header = [f"stage (over {n} ranks)", "min", "mean", "max", "max/mean"]
         body = [
             [
                 name,
