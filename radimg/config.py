@@ -249,6 +249,35 @@ def int_list_key(default, doc, *, lo=None) -> Key:
     return Key(list(default), doc, expected, convert)
 
 
+def box_list_key(default, doc) -> Key:
+    """A list of pixel boxes ``[x0, y0, x1, y1]`` (integers >= 0); empty = none."""
+    expected = "a list of [x0, y0, x1, y1] pixel boxes (integers >= 0)"
+
+    def convert(v):
+        if isinstance(v, str):
+            try:
+                v = yaml.safe_load(v)
+            except yaml.YAMLError:
+                raise _Bad from None
+        if v is None:
+            return []
+        if not isinstance(v, (list, tuple)):
+            raise _Bad
+        if len(v) == 4 and all(not isinstance(x, (list, tuple)) for x in v):
+            v = [v]  # a single box
+        out = []
+        for b in v:
+            if not isinstance(b, (list, tuple)) or len(b) != 4:
+                raise _Bad
+            bb = [_as_int(x) for x in b]
+            if any(x < 0 for x in bb):
+                raise _Bad
+            out.append(bb)
+        return out
+
+    return Key(list(default), doc, expected, convert)
+
+
 _BYTE_UNITS = {
     "": 1,
     "b": 1,
@@ -497,11 +526,72 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "threshold_jy": float_key(0.0, "absolute stopping threshold, Jy/beam", lo=0.0),
         "auto_threshold": float_key(3.0, "stop at this many robust noise sigmas (0 = off)", lo=0.0),
-        "minor": choice_key("hogbom", "minor-cycle algorithm", ("hogbom", "clark")),
+        "minor": choice_key(
+            "hogbom",
+            "minor-cycle algorithm (multiscale when scales_pix has a scale > 0)",
+            ("hogbom", "clark"),
+        ),
         "scales_pix": int_list_key(
             [0], "multiscale CLEAN scales, pixels ([0] = point scale only)", lo=0
         ),
-        "checkpoint_every": int_key(1, "major cycles between checkpoints (0 = none)", lo=0),
+        "checkpoint_every": int_key(
+            1, "major cycles (CLEAN) or iterations (ADMM) between checkpoints (0 = none)", lo=0
+        ),
+        # Stopping a run early and resuming it (`radimg run --resume`) must give the same
+        # image as an uninterrupted run; this key makes the stop reproducible in tests.
+        "stop_after_major": int_key(
+            0,
+            "stop after this many major cycles (ADMM: iterations) of this run, leaving a "
+            "checkpoint to --resume from (0 = run to the end)",
+            lo=0,
+        ),
+        "scale_bias": float_key(
+            0.6,
+            "multiscale: scale s is searched with weight 1 - scale_bias * s / max(scales)",
+            lo=0.0,
+            hi=1.0,
+        ),
+        "psf_patch_pix": int_key(
+            32, "Clark: half-width of the PSF patch of the minor cycle, pixels", lo=1
+        ),
+        "mask_path": str_key(
+            None,
+            "clean mask: FITS image or HDF5 (dataset 'mask'), nonzero = clean here (null = none)",
+            nullable=True,
+        ),
+        "mask_boxes": box_list_key(
+            [], "clean boxes [[x0, y0, x1, y1], ...], 0-based inclusive pixels (x = column)"
+        ),
+        "auto_mask": float_key(
+            0.0,
+            "once the peak residual falls below this many robust sigmas, clean only where "
+            "components already are (0 = off)",
+            lo=0.0,
+        ),
+        # ADMM (PURIFY: Carrillo et al. 2014, Onose et al. 2016, Pratley et al. 2018)
+        "admm_tol": float_key(
+            1e-4, "ADMM: stop when the relative change of the image falls below this", lo=0.0
+        ),
+        "admm_kappa": float_key(
+            1e-3,
+            "ADMM: l1 weight relative to max|Psi^T Phi^H y| (PURIFY's gamma)",
+            lo=0.0,
+            lo_open=True,
+        ),
+        "admm_sigma_jy": float_key(
+            0.0,
+            "ADMM: rms noise per visibility (real and imaginary parts), Jy; 0 = from the "
+            "MS weights (sigma = 1/sqrt(WEIGHT))",
+            lo=0.0,
+        ),
+        "admm_dual_iters": int_key(
+            20, "ADMM: dual forward-backward iterations of the l1 + positivity prox", lo=1
+        ),
+        "admm_reweights": int_key(0, "ADMM: reweighted-l1 rounds after the first", lo=0),
+        "admm_levels": int_key(4, "ADMM: wavelet decomposition levels of SARA", lo=0),
+        "admm_power_iters": int_key(
+            100, "ADMM: most power-method iterations for the operator norm", lo=1
+        ),
     },
     "output": {
         "path": str_key("out/run.h5", "HDF5 product path"),

@@ -145,6 +145,264 @@ def _wcs_info(cfg, meta, npix_x, npix_y, cell_rad):
     }
 
 
+def _config_error(msg):
+    from radimg.config import ConfigError
+
+    return ConfigError(msg)
+
+
+def _check_resumable(ckpt_path, cfg):
+    """A resume needs a checkpoint of the same algorithm and image geometry."""
+    import yaml
+
+    from radimg.deconv.checkpoint import read_checkpoint
+
+    if not os.path.exists(ckpt_path):
+        raise _config_error(
+            f"--resume: no checkpoint {ckpt_path} (output.path + .ckpt.h5); run without --resume"
+        )
+    try:
+        ck = read_checkpoint(ckpt_path)
+    except (KeyError, ValueError, OSError) as exc:
+        raise _config_error(f"--resume: cannot read checkpoint {ckpt_path}: {exc}") from None
+    old = yaml.safe_load(ck["config_yaml"]) or {}
+    for sect, key in (
+        ("deconvolution", "algorithm"),
+        ("image", "npix"),
+        ("image", "npix_y"),
+        ("image", "cell_arcsec"),
+        ("image", "weighting"),
+        ("input", "ms"),
+    ):
+        a = old.get(sect, {}).get(key)
+        b = cfg[sect][key]
+        if a != b:
+            raise _config_error(
+                f"--resume: {sect}.{key} is {b!r} but the checkpoint {ckpt_path} was made "
+                f"with {a!r}"
+            )
+
+
+def _deconvolve(ctx, dirty, psf, timer):
+    """CLEAN (Cotton-Schwab) or ADMM on the distributed operator; returns
+    ({model, residual, restored}, beam_deg, extra /run attributes)."""
+    from radimg.config import to_yaml
+    from radimg.deconv.checkpoint import read_checkpoint, write_checkpoint
+    from radimg.deconv.image import box_mask, fit_beam, load_mask, restore
+    from radimg.parallel.mpi import bcast_array
+
+    comm, cfg, op, vis = ctx["comm"], ctx["cfg"], ctx["op"], ctx["vis"]
+    dcfg = cfg["deconvolution"]
+    image_of, wsum = ctx["image_of"], ctx["wsum"]
+    shape = dirty.shape
+    verbose = ctx["verbose"]
+    do_ckpt = bool(cfg["output"]["checkpoint"]) or dcfg["stop_after_major"] > 0
+
+    def log(msg):
+        _log(comm, verbose, msg)
+
+    rdt = np.real(vis).dtype
+
+    def predict(model):
+        with timer.stage("major: predict"):
+            return op.dot(np.ascontiguousarray(model, dtype=rdt))
+
+    def residual_of(model):
+        r = vis - predict(model)
+        with timer.stage("major: image"):
+            return image_of(r) / wsum
+
+    run_attrs = {
+        "config_yaml": to_yaml(cfg),
+        "n_ranks": comm.size,
+        "timings_json": "{}",
+        "load_balance_json": "{}",
+    }
+    ck = None
+    if ctx["resume"]:
+        ck = read_checkpoint(ctx["ckpt_path"], row_id=ctx["row_id"], vis_names=("z",))
+        log(f"resuming from {ctx['ckpt_path']}: {ck['counters']}")
+
+    if dcfg["algorithm"] == "clean":
+        from radimg.deconv.major import cotton_schwab, new_clean_state
+
+        def user_mask():
+            m = box_mask(shape, dcfg["mask_boxes"])
+            if dcfg["mask_path"]:
+                m &= load_mask(dcfg["mask_path"], shape)
+            return m
+
+        mask = _collective_check(comm, user_mask)
+        if ck is None:
+            state, residual = new_clean_state(shape), dirty.copy()
+        else:
+            c = ck["counters"]
+            am = ck["extras"].get("auto_mask")
+            state = {
+                "model": ck["image"],
+                "nmajor": int(c["nmajor"]),
+                "iters": int(c["iters"]),
+                "auto_mask": None if am is None else np.asarray(am).astype(bool),
+                "done": bool(c["done"]),
+            }
+            residual = residual_of(state["model"])
+
+        def on_ckpt(st):
+            if not do_ckpt:
+                return
+            arrays = (
+                {} if st["auto_mask"] is None else {"auto_mask": st["auto_mask"].astype(np.uint8)}
+            )
+            counters = {
+                "algorithm": "clean",
+                "nmajor": st["nmajor"],
+                "iters": st["iters"],
+                "done": st["done"],
+            }
+            with timer.stage("checkpoint"):
+                write_checkpoint(
+                    comm,
+                    ctx["ckpt_path"],
+                    image=st["model"],
+                    wcs_info=ctx["wcs_info"],
+                    run_attrs=run_attrs,
+                    counters=counters,
+                    arrays=arrays,
+                )
+
+        model, residual, state = cotton_schwab(
+            residual_of,
+            residual,
+            psf,
+            dcfg,
+            comm=comm,
+            user_mask=mask,
+            state=state,
+            on_checkpoint=on_ckpt,
+            log=log,
+        )
+        summary = {
+            "algorithm": "clean",
+            "major_cycles": state["nmajor"],
+            "components": state["iters"],
+            "stopped_early": state["stopped"],
+        }
+        log(f"CLEAN: {state['iters']} components in {state['nmajor']} major cycles")
+    else:
+        from radimg.deconv.admm import SARA, admm, epsilon_bound, power_norm
+
+        weight = np.asarray(ctx["weight"], dtype=np.float64)
+        if dcfg["admm_sigma_jy"] > 0:
+            sw = np.where(weight > 0, 1.0 / dcfg["admm_sigma_jy"], 0.0)
+        else:
+            sw = np.sqrt(np.clip(weight, 0.0, None))  # WEIGHT = 1 / sigma^2
+        sw = np.where(ctx["wgt"] != 0, sw, 0.0)
+        y_w = sw * vis
+        m = comm.allreduce(int(np.count_nonzero(sw)))
+        eps = epsilon_bound(m)
+
+        def fwd(x):
+            return sw * predict(x)
+
+        def adj(v):
+            with timer.stage("major: image"):
+                return image_of(v, sw)
+
+        sara = SARA(shape, levels=dcfg["admm_levels"], comm=comm)
+        state = None
+        if ck is None:
+            with timer.stage("power method"):
+                op_norm = power_norm(fwd, adj, shape, comm=comm, niter=dcfg["admm_power_iters"])
+        else:
+            c, ex = ck["counters"], ck["extras"]
+            op_norm = float(c["op_norm"])
+            state = {
+                "x": ck["image"],
+                "z": ex["z"].astype(y_w.dtype),
+                "u": {b: np.asarray(ex[f"u/{b}"], dtype=np.float64) for b in sara.mine},
+                "weights": None
+                if not c["reweighted"]
+                else {b: np.asarray(ex[f"weights/{b}"], dtype=np.float64) for b in sara.mine},
+                "it": int(c["it"]),
+                "round": int(c["round"]),
+                "tau": float(c["tau"]),
+                "done": bool(c["done"]),
+            }
+        log(f"ADMM: ||Phi_w||^2 = {op_norm:.6g}, epsilon = {eps:.6g} ({m} samples)")
+
+        def on_ckpt(st):
+            if not do_ckpt:
+                return
+            per_rank = {f"u/{b}": st["u"][b] for b in sara.mine}
+            if st["weights"] is not None:
+                per_rank.update({f"weights/{b}": st["weights"][b] for b in sara.mine})
+            counters = {
+                "algorithm": "admm",
+                "it": st["it"],
+                "round": st["round"],
+                "tau": st["tau"],
+                "done": st["done"],
+                "op_norm": op_norm,
+                "reweighted": st["weights"] is not None,
+            }
+            with timer.stage("checkpoint"):
+                write_checkpoint(
+                    comm,
+                    ctx["ckpt_path"],
+                    image=st["x"],
+                    wcs_info=ctx["wcs_info"],
+                    run_attrs=run_attrs,
+                    counters=counters,
+                    per_rank=per_rank,
+                    vis_arrays={"z": st["z"]},
+                    row_id=ctx["row_id"],
+                    nrows_total=ctx["nrows_total"],
+                )
+
+        model, state = admm(
+            fwd,
+            adj,
+            y_w,
+            shape,
+            eps=eps,
+            op_norm=op_norm,
+            comm=comm,
+            sara=sara,
+            niter=dcfg["niter"],
+            tol=dcfg["admm_tol"],
+            kappa=dcfg["admm_kappa"],
+            dual_iters=dcfg["admm_dual_iters"],
+            reweights=dcfg["admm_reweights"],
+            state=state,
+            checkpoint_every=dcfg["checkpoint_every"] if do_ckpt else 0,
+            on_checkpoint=on_ckpt,
+            stop_after=dcfg["stop_after_major"],
+            log=log,
+        )
+        residual = residual_of(model)
+        summary = {
+            "algorithm": "admm",
+            "iterations": state["it"],
+            "epsilon": eps,
+            "op_norm": op_norm,
+            "stopped_early": state["stopped"],
+            "converged": state["done"],
+        }
+        log(f"ADMM: {state['it']} iterations, converged {state['done']}")
+    if state["stopped"]:
+        log(
+            f"stopped early as deconvolution.stop_after_major asks; continue with --resume "
+            f"(checkpoint {ctx['ckpt_path']})"
+        )
+
+    with timer.stage("restore"):
+        beam = comm.bcast(fit_beam(psf, ctx["cell_deg"]) if comm.rank == 0 else None, root=0)
+        restored = restore(model, residual, beam, ctx["cell_deg"]) if comm.rank == 0 else None
+    model = bcast_array(comm, np.ascontiguousarray(model, dtype=np.float64))
+    images = {"model": model, "residual": residual, "restored": restored}
+    return images, beam, {"deconvolution_json": json.dumps(summary)}
+
+
 def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | None:
     """Run the imaging job described by the resolved config ``cfg`` on every rank.
 
@@ -187,17 +445,19 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
             "gridder.device: gpu is not available in this build yet (the CUDA gridder is a "
             "separate issue); use gridder.device: cpu"
         )
-    if cfg["deconvolution"]["algorithm"] != "none":
-        _collective_check(comm, lambda: None)
-        if comm.rank == 0:
-            warnings.warn(
-                f"deconvolution.algorithm: {cfg['deconvolution']['algorithm']} is not "
-                "implemented yet; writing dirty image and PSF only",
-                stacklevel=2,
-            )
+    dcfg = cfg["deconvolution"]
+    deconvolve = dcfg["algorithm"] != "none"
+    from radimg.deconv.checkpoint import checkpoint_path
 
-    # Refuse an unusable output before any expensive work.
-    _collective_check(comm, check_output_path, out_cfg["path"], out_cfg["overwrite"])
+    ckpt_path = checkpoint_path(out_cfg["path"])
+    if resume:
+        if not deconvolve:
+            raise _config_error("--resume needs deconvolution.algorithm clean or admm")
+        _collective_check(comm, _check_resumable, ckpt_path, cfg)
+
+    # Refuse an unusable output before any expensive work. A resumed run replaces the
+    # product its interrupted part wrote.
+    _collective_check(comm, check_output_path, out_cfg["path"], out_cfg["overwrite"] or resume)
 
     with timer.stage("simulate"):
         if in_cfg["simulate"]:
@@ -310,11 +570,13 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
         wsum = comm.allreduce(float(wgt.sum(dtype=np.float64)))
 
     if distributed:
+        row_id = op.row_id
 
-        def image_of(v):
-            return np.asarray(op.hdot(v, wgt), dtype=np.float64)
+        def image_of(v, w=wgt):
+            return np.asarray(op.hdot(v, w), dtype=np.float64)
 
     else:
+        row_id = np.arange(start, stop, dtype=np.int64)
         with timer.stage("operator setup"):
             from radimg.ops.operator import make_operator
 
@@ -322,8 +584,8 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
                 uvw, data.freq, npix_x, npix_y, cell_rad, weight_mask=wgt != 0, **opkw
             )
 
-        def image_of(v):
-            img = np.ascontiguousarray(op.hdot(v, wgt), dtype=np.float64)
+        def image_of(v, w=wgt):
+            img = np.ascontiguousarray(op.hdot(v, w), dtype=np.float64)
             out = np.empty_like(img)
             comm.Allreduce(img, out, op=MPI.SUM)  # AllSumAll (eq. 7)
             return out
@@ -333,6 +595,32 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
     with timer.stage("dirty"):
         dirty = image_of(vis) / wsum
     _log(comm, verbose, f"dirty image peak {dirty.max():.4g} Jy/beam, PSF peak {psf.max():.4f}")
+
+    images = {"dirty": dirty, "psf": psf}
+    wcs_info = _wcs_info(cfg, meta, npix_x, npix_y, cell_rad)
+    extra_attrs = {}
+    if deconvolve:
+        ctx = dict(
+            comm=comm,
+            cfg=cfg,
+            op=op,
+            vis=vis,
+            wgt=wgt,
+            weight=weight,
+            wsum=wsum,
+            image_of=image_of,
+            row_id=row_id,
+            nrows_total=int(meta["nrows"]),
+            wcs_info=wcs_info,
+            ckpt_path=ckpt_path,
+            resume=resume,
+            verbose=verbose,
+            cell_deg=float(np.degrees(cell_rad)),
+        )
+        with timer.stage("deconvolve"):
+            deconv_images, beam, extra_attrs = _deconvolve(ctx, dirty, psf, timer)
+        images.update(deconv_images)
+        wcs_info.update(bmaj_deg=beam[0], bmin_deg=beam[1], bpa_deg=beam[2])
 
     timings = dict(timer.stages)
     timings["total"] = time.perf_counter() - t_start
@@ -353,7 +641,6 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
         if lb_dist is not None:
             lb_record.update(lb_dist)
             lb_record["max_over_mean"] = lb_dist["load_max_over_mean"]
-        wcs_info = _wcs_info(cfg, meta, npix_x, npix_y, cell_rad)
         run_attrs = {
             "config_yaml": to_yaml(cfg),
             "radimg_version": __version__,
@@ -361,9 +648,10 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
             "timings_json": json.dumps({"rank0": timings, "per_rank": all_timings}),
             "load_balance_json": json.dumps(lb_record),
         }
-        images = {"dirty": dirty.astype(np.float32), "psf": psf.astype(np.float32)}
+        run_attrs.update(extra_attrs)
+        images = {k: v.astype(np.float32) for k, v in images.items()}
         product = write_product(
-            out_cfg["path"], images, wcs_info, run_attrs, overwrite=out_cfg["overwrite"]
+            out_cfg["path"], images, wcs_info, run_attrs, overwrite=out_cfg["overwrite"] or resume
         )
         product = out_cfg["path"] if product is None else product
         if out_cfg.get("fits_dir"):
