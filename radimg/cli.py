@@ -234,6 +234,14 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
+def cmd_preview(args) -> int:
+    from radimg.preview import preview
+
+    for p in preview(args.product, args.png, args.load_png, dpi=args.dpi):
+        print(p)
+    return EXIT_OK
+
+
 def cmd_config(args) -> int:
     from radimg.config import ConfigError, dump_default, resolve, to_yaml
 
@@ -375,6 +383,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("product", metavar="PRODUCT.h5", help="HDF5 product of `radimg run`")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "preview",
+        help="quick-look PNGs: images on sky axes with the beam, per-rank load and memory",
+        description=(
+            "Write a PNG with the restored (else dirty) image, the residual and the PSF on "
+            "RA/Dec axes with the restoring beam, and optionally a PNG of per-rank load, "
+            "traffic, time and memory from the product's load-balance record."
+        ),
+    )
+    p.add_argument("product", metavar="PRODUCT.h5", help="HDF5 product of `radimg run`")
+    p.add_argument("--png", metavar="OUT.png", help="image figure (replaced if it exists)")
+    p.add_argument(
+        "--load-png", metavar="LOAD.png", help="per-rank load/memory bar charts (replaced)"
+    )
+    p.add_argument("--dpi", type=int, default=110, help="resolution (default 110)")
+    p.set_defaults(func=cmd_preview)
     return parser
 
 
