@@ -61,6 +61,7 @@ __all__ = [
     "image_to_plane",
     "kernels",
     "kernel_signatures",
+    "kernel_tables",
     "SHARED_BYTES",
 ]
 
@@ -116,9 +117,45 @@ if cuda is not None:
         return lo
 
     @_device_fn
-    def _sample_setup(uvw, fscale, nchan, i, spec_f, W, Ww, p, ku, kv):
-        """As radimg.kernels.gridder._sample_setup: (row, ch, flip, jx0, jy0, kw, phase_arg)
-        with jx0, jy0 already reduced modulo the grid; ku/kv are filled in place."""
+    def _taps(coef, W, beta, g, out):
+        """Kernel weights of the W cells from floor(g - W/2) + 1 into ``out``; returns that
+        cell. ``coef`` (D + 1, W): the CPU gridder's piecewise polynomial (Horner in
+        ``mu = 2 s - 1``, as radimg.kernels.gridder._taps); with 0 rows, the exact ES kernel."""
+        halfW = 0.5 * W
+        f0 = math.floor(g - halfW) + 1.0
+        if coef.shape[0] > 0:
+            mu = 2.0 * (f0 - g + halfW) - 1.0
+            for a in range(W):
+                out[a] = coef[0, a]
+            for d in range(1, coef.shape[0]):
+                for a in range(W):
+                    out[a] = out[a] * mu + coef[d, a]
+        else:
+            inv = 1.0 / halfW
+            for a in range(W):
+                out[a] = _es((f0 + a - g) * inv, beta)
+        return int(f0)
+
+    @_device_fn
+    def _wtap(coefw, Ww, betaw, gw, p):
+        """Kernel weight of plane p for a sample at continuous plane position gw."""
+        if coefw.shape[0] == 0:
+            return _es((gw - p) / (0.5 * Ww), betaw)
+        halfW = 0.5 * Ww
+        f0 = math.floor(gw - halfW) + 1.0
+        a = p - int(f0)
+        if a < 0 or a >= Ww:
+            return 0.0
+        mu = 2.0 * (f0 - gw + halfW) - 1.0
+        k = coefw[0, a]
+        for d in range(1, coefw.shape[0]):
+            k = k * mu + coefw[d, a]
+        return k
+
+    @_device_fn
+    def _sample_setup(uvw, fscale, nchan, i, spec_f, W, Ww, p, coef, coefw, ku, kv):
+        """As the CPU gridder's per-sample set-up: (row, ch, flip, jx0, jy0, kw, phase_arg);
+        ku/kv are filled in place."""
         xscale = spec_f[0]
         yscale = spec_f[1]
         beta = spec_f[2]
@@ -138,18 +175,13 @@ if cuda is not None:
             v = -v
             w = -w
         kw = 1.0
+        ph = 0.0
         if Ww > 1:
-            kw = _es(((w - w0) / dw - p) / (0.5 * Ww), betaw)
-        halfW = 0.5 * W
-        gx = u * xscale
-        gy = v * yscale
-        fx = math.floor(gx - halfW) + 1.0
-        fy = math.floor(gy - halfW) + 1.0
-        inv = 1.0 / halfW
-        for a in range(W):
-            ku[a] = _es((fx + a - gx) * inv, beta)
-            kv[a] = _es((fy + a - gy) * inv, beta)
-        return row, ch, flip, int(fx), int(fy), kw, w * nshift
+            kw = _wtap(coefw, Ww, betaw, (w - w0) / dw, p)
+            ph = w * nshift
+        jx0 = _taps(coef, W, beta, u * xscale, ku)
+        jy0 = _taps(coef, W, beta, v * yscale, kv)
+        return row, ch, flip, jx0, jy0, kw, ph
 
     @_device_fn
     def _run(p0, work_lo, work_hi, wi, p, Ww):
@@ -166,7 +198,8 @@ if cuda is not None:
 
 def _make_grid_kernel(nbr):
     def grid_kernel(uvw, fscale, vis, weight, use_weight, idx, p0, work_slot, work_lo, work_hi,
-                    slot_tile, ybounds, xbounds, spec_f, W, Ww, p, use_shared, grid):
+                    slot_tile, ybounds, xbounds, spec_f, W, Ww, p, coef, coefw, use_shared,
+                    grid):
         """grid: (nyp, 2 nxp) real view of the complex plane; the samples are added to it."""
         wi = cuda.blockIdx.x
         tid = cuda.threadIdx.x
@@ -192,7 +225,7 @@ def _make_grid_kernel(nbr):
         twopi = 2.0 * math.pi
         for k in range(lo + tid, hi, nthr):
             row, ch, flip, jx0, jy0, kw, ph = _sample_setup(
-                uvw, fscale, nchan, idx[k], spec_f, W, Ww, p, ku, kv)
+                uvw, fscale, nchan, idx[k], spec_f, W, Ww, p, coef, coefw, ku, kv)
             if kw == 0.0:
                 continue
             val = vis[row, ch]
@@ -247,7 +280,7 @@ def _make_grid_kernel(nbr):
 
 def _make_degrid_kernel(nbr):
     def degrid_kernel(uvw, fscale, grid, idx, p0, work_slot, work_lo, work_hi, slot_tile,
-                      ybounds, xbounds, spec_f, W, Ww, p, use_shared, out):
+                      ybounds, xbounds, spec_f, W, Ww, p, coef, coefw, use_shared, out):
         """grid: (nyp, 2 nxp) real view; out (row, chan) complex: the samples are added."""
         wi = cuda.blockIdx.x
         tid = cuda.threadIdx.x
@@ -278,7 +311,7 @@ def _make_degrid_kernel(nbr):
         twopi = 2.0 * math.pi
         for k in range(lo + tid, hi, nthr):
             row, ch, flip, jx0, jy0, kw, ph = _sample_setup(
-                uvw, fscale, nchan, idx[k], spec_f, W, Ww, p, ku, kv)
+                uvw, fscale, nchan, idx[k], spec_f, W, Ww, p, coef, coefw, ku, kv)
             if kw == 0.0:
                 continue
             jx0 = jx0 % nxp
@@ -377,7 +410,7 @@ class _Kernels(NamedTuple):
     zero: object
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kernels(real_dtype):
     """The CUDA kernels for one precision (``float32`` or ``float64``), compiled lazily on first
     launch and memoised here (one specialisation per dtype, as africanus rime/cuda does)."""
@@ -410,15 +443,16 @@ def kernel_signatures(real_dtype):
     f64 = t.float64
     arr = t.Array
     k = kernels(rdt)
+    tab = arr(f64, 2, "C")
     lay = (arr(i64, 1, "C"), arr(i32, 1, "C"), arr(i64, 1, "C"), arr(i64, 1, "C"),
            arr(i64, 1, "C"), arr(i32, 2, "C"), arr(i64, 1, "C"), arr(i64, 1, "C"))
     return {
         "grid": (k.grid.py_func, (arr(f64, 2, "C"), arr(f64, 1, "C"), arr(c, 2, "C"),
                                   arr(r, 2, "C"), t.boolean, *lay, arr(f64, 1, "C"), i64, i64,
-                                  i64, t.boolean, arr(r, 2, "C"))),
+                                  i64, tab, tab, t.boolean, arr(r, 2, "C"))),
         "degrid": (k.degrid.py_func, (arr(f64, 2, "C"), arr(f64, 1, "C"), arr(r, 2, "C"),
-                                      *lay, arr(f64, 1, "C"), i64, i64, i64, t.boolean,
-                                      arr(c, 2, "C"))),
+                                      *lay, arr(f64, 1, "C"), i64, i64, i64, tab, tab,
+                                      t.boolean, arr(c, 2, "C"))),
         "plane_to_image": (k.plane_to_image.py_func, (arr(c, 2, "C"), f64, f64, f64, f64,
                                                       arr(f64, 2, "C"))),
         "image_to_plane": (k.image_to_plane.py_func, (arr(f64, 2, "C"), f64, f64, f64, f64,
@@ -484,6 +518,29 @@ def spec_array(spec: GridSpec):
                      spec.nshift], dtype=np.float64)
 
 
+def kernel_tables(spec: GridSpec):
+    """(coef, coefw) float64 tap tables matching the CPU gridder's kernel evaluation.
+
+    The CPU gridder evaluates its kernel as a piecewise polynomial when it imports
+    ``es_poly_coeffs`` (radimg.kernels.es); then these are the same tables. Otherwise (the
+    exact ES kernel) both have 0 rows and the kernels evaluate ``exp(beta (sqrt(1-x^2) - 1))``.
+    """
+    from radimg.kernels import gridder as cg
+
+    poly = getattr(cg, "es_poly_coeffs", None)
+    if poly is None:
+        return np.zeros((0, spec.W)), np.zeros((0, max(spec.Ww, 1)))
+    coef = np.ascontiguousarray(poly(spec.W, spec.beta), dtype=np.float64)
+    coefw = (np.ascontiguousarray(poly(spec.Ww, spec.betaw), dtype=np.float64) if spec.Ww > 1
+             else np.ones((1, 1)))
+    return coef, coefw
+
+
+def _tables_dev(spec, xp, stats):
+    coef, coefw = kernel_tables(spec)
+    return to_device(coef, xp, stats), to_device(coefw, xp, stats)
+
+
 def _shared_bytes(dlay: DeviceLayout, rdt, max_shared):
     nbytes = 2 * dlay.region_cells * np.dtype(rdt).itemsize
     return nbytes if nbytes <= max_shared else 0
@@ -494,24 +551,25 @@ def _real_view(a, rdt):
     return a.view(rdt)
 
 
-def _launch_grid(k, dlay, spec_f, uvw, fscale, vis, weight, use_weight, W, Ww, p, grid_r,
-                 block, max_shared):
+def _launch_grid(k, dlay, spec_f, uvw, fscale, vis, weight, use_weight, W, Ww, p, coef, coefw,
+                 grid_r, block, max_shared):
     if dlay.nwork == 0:
         return
     shb = _shared_bytes(dlay, grid_r.dtype, max_shared)
     k.grid[dlay.nwork, block, 0, shb](
         uvw, fscale, vis, weight, use_weight, dlay.idx, dlay.p0, dlay.work_slot, dlay.work_lo,
-        dlay.work_hi, dlay.slot_tile, dlay.ybounds, dlay.xbounds, spec_f, W, Ww, p, shb > 0,
-        grid_r)
+        dlay.work_hi, dlay.slot_tile, dlay.ybounds, dlay.xbounds, spec_f, W, Ww, p, coef, coefw,
+        shb > 0, grid_r)
 
 
-def _launch_degrid(k, dlay, spec_f, uvw, fscale, grid_r, W, Ww, p, out, block, max_shared):
+def _launch_degrid(k, dlay, spec_f, uvw, fscale, grid_r, W, Ww, p, coef, coefw, out, block,
+                   max_shared):
     if dlay.nwork == 0:
         return
     shb = _shared_bytes(dlay, grid_r.dtype, max_shared)
     k.degrid[dlay.nwork, block, 0, shb](
         uvw, fscale, grid_r, dlay.idx, dlay.p0, dlay.work_slot, dlay.work_lo, dlay.work_hi,
-        dlay.slot_tile, dlay.ybounds, dlay.xbounds, spec_f, W, Ww, p, shb > 0, out)
+        dlay.slot_tile, dlay.ybounds, dlay.xbounds, spec_f, W, Ww, p, coef, coefw, shb > 0, out)
 
 
 def _grid2d(shape):
@@ -556,7 +614,7 @@ def grid_plane(layout, spec: GridSpec, uvw, freq, vis, p=0, *, weight=None, out=
                  to_device(uvw, xp, stats, dtype=np.float64),
                  to_device(np.asarray(freq, np.float64) / C_LIGHT, xp, stats),
                  to_device(vis, xp, stats, dtype=cdt), wgt, use_weight, spec.W, spec.Ww,
-                 int(p), _real_view(grid, rdt), block, max_shared)
+                 int(p), *_tables_dev(spec, xp, stats), _real_view(grid, rdt), block, max_shared)
     if not host_out:
         return grid
     res = to_host(grid, xp, stats)
@@ -583,7 +641,8 @@ def degrid_plane(layout, spec: GridSpec, uvw, freq, grid, p=0, *, out=None, nthr
     _launch_degrid(kernels(rdt), dlay, to_device(spec_array(spec), xp, stats),
                    to_device(uvw, xp, stats, dtype=np.float64),
                    to_device(np.atleast_1d(np.asarray(freq, np.float64)) / C_LIGHT, xp, stats),
-                   _real_view(g, rdt), spec.W, spec.Ww, int(p), vis, block, max_shared)
+                   _real_view(g, rdt), spec.W, spec.Ww, int(p), *_tables_dev(spec, xp, stats), vis,
+                   block, max_shared)
     if not host_out:
         return vis
     res = to_host(vis, xp, stats)

@@ -1,0 +1,279 @@
+"""GPU twin of radimg/ops/operator.py: the wide-field measurement operator with data resident on
+the device.
+
+Same maths, same geometry, same ``dot`` / ``hdot`` / stage methods as
+:class:`radimg.ops.operator.WideFieldOperator` (Pratley & McEwen 2019, eqs. 2-3 and 7): the CPU
+operator is built once on the host for its geometry (kernel parameters, w-planes, tile layout,
+gridding correction) and everything the per-call work reads is copied to the device at
+construction and kept there: uvw, the channel scales, the sorted sample layout, the correction
+image and, after :meth:`set_data`, the visibilities and weights.
+
+Data residency (the VLASS memo, sec. 2.1, reports CPU <-> GPU transfers dominating GPU imaging
+runtimes): after set-up, a major cycle (:meth:`residual`) moves one model image in and one
+residual image out; no sample data crosses PCIe. Every call counts its host <-> device bytes;
+``stats`` reports them next to the operator sizes for the timing table.
+
+FFTs (cuFFT via ``cupy.fft``), chirps and tapers are vectorised cupy glue
+(``xp = cupy`` on a GPU, ``numpy`` under the numba CUDA simulator, which the tests use); the
+gridding itself runs in the numba.cuda kernels of :mod:`radimg.gpu.gridder`.
+
+TODO(w-projection): ``mode="wstack-wproject"`` needs the CUDA twin of
+radimg/kernels/wproject.py (see the TODO in radimg/gpu/gridder.py); until then it raises.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from radimg.gpu import gridder as _gg
+from radimg.gpu._device import TransferStats, get_xp, is_host_array, to_device, to_host
+
+__all__ = ["GpuWideFieldOperator", "make_operator"]
+
+
+def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="wstack",
+                  nstacks="auto", oversampling=2.0, nthreads=1, precision="double", fft="auto",
+                  weight_mask=None, **kwargs):
+    """GPU twin of :func:`radimg.ops.operator.make_operator` (same arguments).
+
+    Raises :class:`radimg.gpu.GpuUnavailableError` when no GPU is usable, and
+    NotImplementedError for ``mode="wstack-wproject"`` (no CUDA w-projection kernel yet).
+    """
+    if mode == "wstack-wproject":
+        raise NotImplementedError(
+            "gridder.device: gpu supports wterm.mode none and wstack; the CUDA w-projection "
+            "kernel is not written yet (use mode wstack: same accuracy, more planes)")
+    return GpuWideFieldOperator(uvw, freq, npix_x, npix_y, cell_rad, epsilon=epsilon, mode=mode,
+                                nstacks=nstacks, oversampling=oversampling, nthreads=nthreads,
+                                precision=precision, fft=fft, weight_mask=weight_mask, **kwargs)
+
+
+class GpuWideFieldOperator:
+    """Measurement operator on one GPU, modes ``none`` and ``wstack``.
+
+    Public: ``dot(image) -> vis``, ``hdot(vis, weight=None) -> image`` (host arrays in, host
+    arrays out; device arrays in, device arrays out), :meth:`set_data` plus :meth:`dirty`,
+    :meth:`psf`, :meth:`residual` for resident data, the stage methods and ``stats``.
+
+    Extra keyword arguments: ``block`` (threads per block, default 128), ``max_shared``
+    (shared-memory budget per block in bytes; 0 forces the global-atomics path).
+    """
+
+    def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, block=_gg._BLOCK,
+                 max_shared=_gg.SHARED_BYTES, **kwargs):
+        from radimg.ops.operator import WideFieldOperator
+
+        self.xp = xp = get_xp()  # raises GpuUnavailableError before any work
+        self.transfers = TransferStats()
+        self._block = int(block)
+        self._max_shared = int(max_shared)
+        cpu = WideFieldOperator(uvw, freq, npix_x, npix_y, cell_rad, **kwargs)
+        self._cpu = cpu
+        for name in ("nrow", "nchan", "npix_x", "npix_y", "cell_x", "cell_y", "mode", "epsilon",
+                     "precision", "cdtype", "rdtype", "spec", "planes", "oversampling", "mask"):
+            setattr(self, name, getattr(cpu, name))
+        self.nthreads = cpu.nthreads
+        st = self.transfers
+        st.begin()
+        # Resident for the operator's lifetime (set-up transfers, counted once).
+        self._uvw = to_device(cpu.uvw, xp, st, dtype=np.float64)
+        self._fscale = to_device(cpu.freq / _gg.C_LIGHT, xp, st, dtype=np.float64)
+        self._spec_f = to_device(_gg.spec_array(cpu.spec), xp, st)
+        self._layout = _gg.upload_layout(cpu.layout(), cpu.spec.W, xp, st)
+        self._correction = to_device(cpu.correction, xp, st, dtype=np.float64)
+        self._coef, self._coefw = _gg._tables_dev(cpu.spec, xp, st)
+        self._kernels = _gg.kernels(self.rdtype)
+        self._vis = None
+        self._weight = None
+        self.setup_h2d_bytes = st.call_h2d
+
+    # ------------------------------------------------------------------ description
+    @property
+    def nplanes(self):
+        return self.spec.nplanes
+
+    @property
+    def stats(self):
+        """The CPU operator's sizes plus device, residency and transfer counts."""
+        s = dict(self._cpu.stats)
+        s["fft"] = "cufft" if self.xp.__name__ == "cupy" else "numpy (CUDA simulator)"
+        s["device"] = "cuda" if self.xp.__name__ == "cupy" else "simulator"
+        s["resident_bytes"] = int(sum(
+            int(a.nbytes) for a in (self._uvw, self._fscale, self._correction, self._vis,
+                                    self._weight, *self._layout[:8]) if a is not None))
+        s["setup_h2d_bytes"] = self.setup_h2d_bytes
+        s.update(self.transfers.as_dict())
+        return s
+
+    # ------------------------------------------------------------------ resident data
+    def set_data(self, vis, weight=None):
+        """Copy the visibilities (and weights) to the device once; :meth:`dirty`, :meth:`psf`
+        and :meth:`residual` then use them without moving sample data again."""
+        self.transfers.begin()
+        self._vis = self._dev_vis(vis)
+        self._weight = None if weight is None else self._dev_weight(weight)
+
+    def dirty(self, *, normalise=True):
+        """``Phi^H W y`` (divided by ``sum W`` when ``normalise``) from the resident data."""
+        self._need_data()
+        self.transfers.begin()
+        img = self._hdot_dev(self._vis, self._weight)
+        return self._image_out(img, normalise)
+
+    def psf(self, *, normalise=True):
+        """``Phi^H W 1`` from the resident weights (unit visibilities made on the device)."""
+        self._need_data()
+        self.transfers.begin()
+        ones = self.xp.ones((self.nrow, self.nchan), dtype=self.cdtype)
+        return self._image_out(self._hdot_dev(ones, self._weight), normalise)
+
+    def residual(self, model, *, normalise=True):
+        """Major-cycle residual ``Phi^H W (y - Phi x)`` for a host or device model image:
+        one image in, one image out."""
+        self._need_data()
+        self.transfers.begin()
+        vis = self._dot_dev(self._image_in(model))
+        vis = self._vis - vis
+        img = self._hdot_dev(vis, self._weight)
+        return self._image_out(img, normalise, like=model)
+
+    def _need_data(self):
+        if self._vis is None:
+            raise RuntimeError("call set_data(vis, weight) first")
+
+    def _image_out(self, img, normalise, like=None):
+        if normalise:
+            wsum = (float(self._weight.sum()) if self._weight is not None
+                    else float(self._layout.nsamples))
+            img = img / wsum if wsum > 0 else img
+        img = img.astype(self.rdtype, copy=False)
+        if like is not None and not is_host_array(like, self.xp):
+            return img
+        return to_host(img, self.xp, self.transfers)
+
+    # ------------------------------------------------------------------ conversions
+    def _dev_vis(self, vis):
+        if vis.shape != (self.nrow, self.nchan):
+            raise ValueError(f"vis must be (row, chan) = {(self.nrow, self.nchan)}, got {vis.shape}")
+        return to_device(vis, self.xp, self.transfers, dtype=self.cdtype)
+
+    def _dev_weight(self, weight):
+        if weight.shape != (self.nrow, self.nchan):
+            raise ValueError("weight must have the shape of vis")
+        return to_device(weight, self.xp, self.transfers, dtype=self.rdtype)
+
+    def _image_in(self, image):
+        if image.shape != (self.npix_y, self.npix_x):
+            raise ValueError(f"image must be (npix_y, npix_x) = {(self.npix_y, self.npix_x)}")
+        return to_device(image, self.xp, self.transfers, dtype=np.float64)
+
+    # ------------------------------------------------------------------ stages
+    def new_grid(self):
+        return self.xp.zeros((self.spec.nyp, self.spec.nxp), dtype=self.cdtype)
+
+    def _fft2(self, grid):
+        # Unnormalised forward transform (radimg/ops/fft.py convention).
+        return self.xp.fft.fft2(grid).astype(self.cdtype, copy=False)
+
+    def _ifft2(self, grid):
+        # Unnormalised backward transform: norm="forward" puts 1/N on the forward side only.
+        return self.xp.fft.ifft2(grid, norm="forward").astype(self.cdtype, copy=False)
+
+    def image_to_plane_grid(self, image, p, out=None):
+        """``F Z S_p x`` on the device: the Fourier grid of plane ``p`` (eq. 9); ``image`` is a
+        host or device (npix_y, npix_x) real image."""
+        img = self._image_in(image) if is_host_array(image, self.xp) else image
+        return self._plane_grid(img * self._correction, p, out)
+
+    def _plane_grid(self, img_corr, p, out=None):
+        """``F Z`` of the chirped, corrected device image ``img_corr`` for plane ``p``."""
+        grid = self.new_grid() if out is None else out
+        k = self._kernels
+        k.zero[_gg._grid2d(grid.shape), _gg._BLOCK2D](grid)
+        k.image_to_plane[_gg._grid2d(img_corr.shape), _gg._BLOCK2D](
+            img_corr, self.cell_x, self.cell_y, float(self.planes[p]), float(self.spec.nshift),
+            grid)
+        return self._fft2(grid)
+
+    def plane_grid_to_image(self, grid, p, out=None):
+        """``S_p^H Z^H F^H grid``: add plane ``p``'s image to ``out`` (device float64)."""
+        if out is None:
+            out = self.xp.zeros((self.npix_y, self.npix_x), dtype=np.float64)
+        tmp = self.xp.zeros_like(out)
+        fgrid = self._ifft2(grid)
+        self._kernels.plane_to_image[_gg._grid2d(tmp.shape), _gg._BLOCK2D](
+            fgrid, self.cell_x, self.cell_y, float(self.planes[p]), float(self.spec.nshift), tmp)
+        out += tmp * self._correction
+        return out
+
+    def grid_samples(self, vis, p, weight=None, out=None):
+        """``[G]_p^H W^H`` on the device: add the resident samples touching plane ``p`` to
+        ``out``; ``vis``, ``weight`` are device arrays."""
+        grid = self.new_grid() if out is None else out
+        rdt = np.dtype(self.rdtype)
+        wgt = weight if weight is not None else self.xp.ones((1, 1), dtype=rdt)
+        _gg._launch_grid(self._kernels, self._layout, self._spec_f, self._uvw, self._fscale,
+                         vis, wgt, weight is not None, self.spec.W, self.spec.Ww, int(p),
+                         self._coef, self._coefw, grid.view(rdt), self._block, self._max_shared)
+        return grid
+
+    def degrid_samples(self, grid, p, out=None):
+        """``[G]_p``: add plane ``p``'s contribution at the resident samples to ``out``."""
+        if out is None:
+            out = self.xp.zeros((self.nrow, self.nchan), dtype=self.cdtype)
+        _gg._launch_degrid(self._kernels, self._layout, self._spec_f, self._uvw, self._fscale,
+                           self.xp.ascontiguousarray(grid).view(np.dtype(self.rdtype)),
+                           self.spec.W, self.spec.Ww, int(p), self._coef, self._coefw, out,
+                           self._block,
+                           self._max_shared)
+        return out
+
+    # ------------------------------------------------------------------ operator
+    def _dot_dev(self, img_d):
+        vis = self.xp.zeros((self.nrow, self.nchan), dtype=self.cdtype)
+        img_corr = img_d * self._correction
+        grid = self.new_grid()
+        for p in range(self.nplanes):
+            fgrid = self._plane_grid(img_corr, p, out=grid)
+            self.degrid_samples(fgrid, p, out=vis)
+        return vis
+
+    def _hdot_dev(self, vis_d, weight_d):
+        acc = self.xp.zeros((self.npix_y, self.npix_x), dtype=np.float64)
+        grid = self.new_grid()
+        for p in range(self.nplanes):
+            grid[...] = 0
+            self.grid_samples(vis_d, p, weight=weight_d, out=grid)
+            fgrid = self._ifft2(grid)
+            self._kernels.plane_to_image[_gg._grid2d(acc.shape), _gg._BLOCK2D](
+                fgrid, self.cell_x, self.cell_y, float(self.planes[p]), float(self.spec.nshift),
+                acc)
+        acc *= self._correction
+        return acc.astype(self.rdtype, copy=False)
+
+    def dot(self, image):
+        """Forward operator: image (npix_y, npix_x) real -> vis (row, chan) complex.
+
+        A host image gives host visibilities (sample data moves off the device: use
+        :meth:`residual` in a major cycle); a device image gives device visibilities.
+        """
+        self.transfers.begin()
+        host = is_host_array(image, self.xp)
+        vis = self._dot_dev(self._image_in(image) if host else image)
+        return to_host(vis, self.xp, self.transfers) if host else vis
+
+    def hdot(self, vis, weight=None):
+        """Adjoint: vis (row, chan) complex (times ``weight``) -> image (npix_y, npix_x) real.
+
+        Host arrays are copied to the device on every call (use :meth:`set_data` and
+        :meth:`dirty` / :meth:`residual` to keep them there); device arrays are used in place
+        and give a device image.
+        """
+        self.transfers.begin()
+        host = is_host_array(vis, self.xp)
+        vis_d = self._dev_vis(vis) if host else vis
+        w_d = None
+        if weight is not None:
+            w_d = self._dev_weight(weight) if is_host_array(weight, self.xp) else weight
+        img = self._hdot_dev(vis_d, w_d)
+        return to_host(img, self.xp, self.transfers) if host else img

@@ -1,0 +1,160 @@
+"""GPU kernels and operator vs their CPU twins, under the numba CUDA simulator.
+
+Run by tests/test_gpu.py in a subprocess with NUMBA_ENABLE_CUDASIM=1 (the variable must be set
+before numba is imported). The file name does not start with ``test_`` so the main run never
+collects it without the simulator. Tiny sizes: the simulator runs every CUDA thread as a Python
+thread.
+"""
+
+import numpy as np
+import pytest
+
+from radimg.gpu import gridder as gg
+from radimg.gpu._device import simulator_enabled
+from radimg.kernels import gridder as cg
+from radimg.ops.operator import WideFieldOperator
+
+pytestmark = pytest.mark.skipif(not simulator_enabled(), reason="needs NUMBA_ENABLE_CUDASIM=1")
+
+TOL = {np.complex64: 1e-5, np.complex128: 1e-10}
+NPIX, CELL = 16, 2e-2  # 16^2 image, 32^2 padded grid, ~18 deg field (w matters)
+
+
+def _rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(42)
+    nrow, nchan = 25, 2  # 50 samples
+    uvw = rng.uniform(-1, 1, (nrow, 3)) * np.array([300.0, 300.0, 100.0])
+    freq = np.array([1.0e8, 1.2e8])
+    vis = rng.normal(size=(nrow, nchan)) + 1j * rng.normal(size=(nrow, nchan))
+    wgt = rng.uniform(0.5, 1.5, (nrow, nchan))
+    img = rng.normal(size=(NPIX, NPIX))
+    ops = {m: WideFieldOperator(uvw, freq, NPIX, NPIX, CELL, mode=m, epsilon=1e-4)
+           for m in ("none", "wstack")}
+    return dict(uvw=uvw, freq=freq, vis=vis, wgt=wgt, img=img, ops=ops, rng=rng)
+
+
+@pytest.mark.parametrize("cdt", [np.complex64, np.complex128])
+@pytest.mark.parametrize("mode", ["none", "wstack"])
+@pytest.mark.parametrize("max_shared", [gg.SHARED_BYTES, 0], ids=["shared", "global"])
+def test_grid_plane_matches_cpu(problem, cdt, mode, max_shared):
+    op = problem["ops"][mode]
+    spec, lay = op.spec, op.layout()
+    vis = problem["vis"].astype(cdt)
+    for p in range(spec.nplanes):
+        ref = cg.grid_plane(lay, spec, problem["uvw"], problem["freq"], vis, p,
+                            weight=problem["wgt"])
+        got = gg.grid_plane(lay, spec, problem["uvw"], problem["freq"], vis, p,
+                            weight=problem["wgt"], block=16, max_shared=max_shared)
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        if np.abs(ref).max() > 0:
+            assert _rel(got, ref) < TOL[cdt], p
+        else:
+            assert np.abs(got).max() == 0
+
+
+@pytest.mark.parametrize("cdt", [np.complex64, np.complex128])
+@pytest.mark.parametrize("mode", ["none", "wstack"])
+@pytest.mark.parametrize("max_shared", [gg.SHARED_BYTES, 0], ids=["shared", "global"])
+def test_degrid_plane_matches_cpu(problem, cdt, mode, max_shared):
+    op = problem["ops"][mode]
+    spec, lay = op.spec, op.layout()
+    rng = np.random.default_rng(7)
+    shape = (spec.nyp, spec.nxp)
+    ref = np.zeros(problem["vis"].shape, cdt)
+    got = np.zeros(problem["vis"].shape, cdt)
+    for p in range(spec.nplanes):
+        grid = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(cdt)
+        cg.degrid_plane(lay, spec, problem["uvw"], problem["freq"], grid, p, out=ref)
+        gg.degrid_plane(lay, spec, problem["uvw"], problem["freq"], grid, p, out=got, block=16,
+                        max_shared=max_shared)
+    assert got.dtype == cdt
+    assert _rel(got, ref) < TOL[cdt]
+
+
+def test_grid_chunks_and_index_subset(problem):
+    """Tiles split over several blocks (chunk=3), and a layout of a sample subset (a rank's
+    share) with a mask: the result does not depend on how the work is cut."""
+    op = problem["ops"]["wstack"]
+    spec = op.spec
+    mask = problem["wgt"] > 0.7
+    idx = np.arange(0, 50, 2)
+    lay = cg.make_layout(problem["uvw"], problem["freq"], spec, mask=mask, idx=idx)
+    dlay = gg.upload_layout(lay, spec.W, np, chunk=3)
+    assert dlay.nwork > (np.diff(lay.slot_start) > 0).sum()
+    for p in (0, spec.nplanes // 2):
+        ref = cg.grid_plane(lay, spec, problem["uvw"], problem["freq"], problem["vis"], p)
+        got = gg.grid_plane(dlay, spec, problem["uvw"], problem["freq"], problem["vis"], p,
+                            block=8)
+        assert _rel(got, ref) < 1e-10
+        ref = cg.degrid_plane(lay, spec, problem["uvw"], problem["freq"], ref, p)
+        got = gg.degrid_plane(dlay, spec, problem["uvw"], problem["freq"], got, p, block=8)
+        assert _rel(got, ref) < 1e-10
+
+
+@pytest.mark.parametrize("cdt", [np.complex64, np.complex128])
+@pytest.mark.parametrize("padded", [True, False])
+def test_image_plane_stages_match_cpu(problem, cdt, padded):
+    rng = problem["rng"]
+    shape = (32, 32) if padded else (NPIX, NPIX)
+    wp, nshift = 37.5, -0.013
+    img = problem["img"]
+    ref = cg.image_to_plane(img, CELL, CELL, wp, nshift, np.full(shape, 9.0, cdt))
+    got = gg.image_to_plane(img, CELL, CELL, wp, nshift, np.full(shape, 9.0, cdt))
+    assert _rel(got, ref) < TOL[cdt]
+    f = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(cdt)
+    acc0 = rng.normal(size=(NPIX, NPIX))
+    ref = cg.plane_to_image(f, CELL, CELL, wp, nshift, acc0.copy())
+    got = gg.plane_to_image(f, CELL, CELL, wp, nshift, acc0.copy())
+    assert _rel(got, ref) < TOL[cdt]
+
+
+@pytest.mark.parametrize("mode,precision", [("none", "single"), ("wstack", "double"),
+                                            ("wstack", "single")])
+def test_operator_matches_cpu(problem, mode, precision):
+    from radimg.gpu.operator import make_operator
+    from radimg.ops.operator import make_operator as make_cpu
+
+    args = (problem["uvw"], problem["freq"], NPIX, NPIX, CELL)
+    kw = dict(mode=mode, epsilon=1e-4, precision=precision)
+    cpu = make_cpu(*args, **kw)
+    gpu = make_operator(*args, block=16, **kw)
+    tol = 1e-5 if precision == "single" else 1e-10
+    vis, wgt, img = problem["vis"], problem["wgt"], problem["img"]
+    a, b = cpu.hdot(vis, wgt), gpu.hdot(vis, wgt)
+    assert b.dtype == a.dtype and _rel(b, a) < tol
+    a, b = cpu.dot(img), gpu.dot(img)
+    assert b.dtype == a.dtype and _rel(b, a) < tol
+    # adjointness of the GPU pair: <Phi x, y> = <x, Phi^H y>
+    lhs = np.vdot(vis, b.astype(np.complex128)).real
+    rhs = float((img * gpu.hdot(vis)).sum())
+    assert abs(lhs - rhs) < (1e-4 if precision == "single" else 1e-10) * abs(lhs)
+
+
+def test_residual_moves_only_images(problem):
+    """Data residency: after set_data, a major cycle moves one image in and one image out."""
+    from radimg.gpu.operator import make_operator
+
+    gpu = make_operator(problem["uvw"], problem["freq"], NPIX, NPIX, CELL, mode="wstack",
+                        epsilon=1e-4, precision="single", block=16)
+    cpu = problem["ops"]["wstack"]
+    vis, wgt, img = problem["vis"], problem["wgt"], problem["img"]
+    assert gpu.stats["setup_h2d_bytes"] > 0
+    gpu.set_data(vis, wgt)
+    assert gpu.stats["h2d_bytes_last_call"] == vis.size * (8 + 4)  # complex64 + float32
+    res = gpu.residual(img)
+    st = gpu.stats
+    assert st["h2d_bytes_last_call"] == img.size * 8  # the float64 model image
+    assert st["d2h_bytes_last_call"] == img.size * 4  # the float32 residual
+    ref = cpu.hdot(vis - cpu.dot(img), wgt) / wgt.sum()
+    assert _rel(res, ref) < 1e-5
+    d = gpu.dirty()
+    assert gpu.stats["h2d_bytes_last_call"] == 0
+    assert _rel(d, cpu.hdot(vis, wgt) / wgt.sum()) < 1e-5
+    psf = gpu.psf()
+    assert abs(psf[NPIX // 2, NPIX // 2] - 1.0) < 1e-5
