@@ -81,6 +81,11 @@ class SARA:
         self.norm = 1.0 / math.sqrt(len(SARA_BASES))
         self._slices = {}
 
+    def _level(self, b):
+        # no deeper than the filter allows: deeper levels are all boundary effects
+        w = self.pywt.Wavelet(b)
+        return max(1, min(self.levels, self.pywt.dwt_max_level(min(self.shape), w.dec_len)))
+
     def analysis(self, x):
         """Psi^T x for this rank's bases: {basis: coefficient array (flat float64)}."""
         out = {}
@@ -88,7 +93,7 @@ class SARA:
             if b == "dirac" or self.levels == 0:
                 out[b] = x.ravel() * self.norm
                 continue
-            c = self.pywt.wavedec2(x, b, mode="periodization", level=self.levels)
+            c = self.pywt.wavedec2(x, b, mode="periodization", level=self._level(b))
             arr, sl = self.pywt.coeffs_to_array(c)
             self._slices[b] = (sl, arr.shape)
             out[b] = arr.ravel() * self.norm

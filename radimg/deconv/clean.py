@@ -163,7 +163,11 @@ def _fft_conv(a, k):
     """Linear convolution of image ``a`` with a centred kernel ``k`` of the same shape."""
     from scipy.signal import fftconvolve
 
-    return fftconvolve(a, k, mode="same")
+    # "same" would centre an even-sized kernel half a pixel off: cut the full result so
+    # k[ky // 2, kx // 2] maps a[p] onto p exactly
+    cy, cx = k.shape[0] // 2, k.shape[1] // 2
+    full = fftconvolve(a, k, mode="full")
+    return full[cy : cy + a.shape[0], cx : cx + a.shape[1]]
 
 
 def hogbom_minor(residual, psf, model, mask, *, gain, stop, niter):
@@ -204,7 +208,9 @@ def clark_minor(residual, psf, model, mask, *, gain, stop, niter, patch_half=32)
 
     Parameters as ``hogbom_minor``; ``patch_half``: half-width of the PSF patch, pixels.
     Active pixels are those with |residual| above max(stop, peak * largest sidelobe outside
-    the patch): below that level the patch approximation could pick a wrong component.
+    the patch): below that level the patch approximation could pick a wrong component. Each
+    pass cleans the active set down to half the peak only, so the sidelobes the patch leaves
+    out (at most that fraction of the flux cleaned in the pass) cannot build up.
     """
     cy, cx = psf.shape[0] // 2, psf.shape[1] // 2
     h = int(min(patch_half, cy, cx))
@@ -229,7 +235,7 @@ def clark_minor(residual, psf, model, mask, *, gain, stop, niter, patch_half=32)
                 ay.astype(np.int64),
                 ax.astype(np.int64),
                 float(gain),
-                float(level),
+                float(max(level, 0.5 * peak)),
                 int(niter - done),
             )
         )
@@ -241,6 +247,7 @@ def clark_minor(residual, psf, model, mask, *, gain, stop, niter, patch_half=32)
                 break
             continue
         model += comp
+
         # the full residual update (Clark's "major" step inside the minor cycle)
         residual -= _fft_conv(comp, psf)
         done += n
