@@ -12,23 +12,30 @@ where ``g`` is the Fourier transform of the ES kernel (radimg/kernels/es.py). Wi
 ``K(t_u, t_v) = int T exp(+2 pi i (t_u lam_l + t_v lam_m))``, so that
 ``sum_j K(x - j) exp(2 pi i j lam) ~= exp(2 pi i x lam) T(lam)`` (Poisson summation).
 
-Construction (why it is cheap to apply):
+Construction:
 
-* ``Psi`` only has to be exact inside the imaged field. Outside it the direction cosines are
-  clamped smoothly (a C-infinity ramp), so the chirp's local frequency, hence the kernel
-  support, stays at its field-edge value ``|dw| l_max / n`` (eq. 8) instead of growing over
-  the whole region where ``g`` is non-negligible, and ``n`` stays defined for any field.
+* ``Psi`` is the exact ``n - 1`` wherever ``g`` matters (up to ~0.6 of the padded width),
+  clamped smoothly (C-infinity ramp) only further out, to keep ``n`` defined. Clamping at the
+  field edge would hold the chirp's local frequency at its eq.-8 value ``|dw| l_max / n``,
+  but a smooth non-analytic ramp has slowly decaying spectral tails that cost more support
+  than they save (measured: tails of 1e-5..1e-6 ten cells out). So the support grows as
+  ``W + 2 |dw| slope`` with the slope taken where ``g`` is still ~1e-3 (``field_slopes``),
+  about 3x the field-edge slope for oversampling 2.
 * ``Psi = Psi1(l) + Psi1(m) + c(l, m)`` with ``Psi1(l) = Psi(l, 0)``. The separable part is
-  handled exactly per axis. The cross term ``c`` is tiny (~ l^2 m^2 / 4), so
-  ``g(l) g(m) exp(2 pi i dw c)`` over the stack's ``dw`` range has low numerical rank ``R``
-  (SVD): ``sum_r a_r(l) b_r(m; dw)``.
+  handled exactly per axis. The cross term ``c`` (~ l^2 m^2 / 4) is small, so
+  ``g(l) g(m) exp(2 pi i dw c)`` over the ``dw`` range has low numerical rank ``R`` (SVD
+  over l x (m, dw), truncated at a measured max-abs error): ``sum_r a_r(l) b_r(m; dw)``.
 * Hence ``K(t_u, t_v; dw) = e^{2 pi i dw psi_0} sum_r A_r(t_u; dw) B_r(t_v; dw)``: ``2 R``
   one-dimensional tables over (sub-cell offset, dw), interpolated with 4-point Lagrange in
-  both. A sample costs ``2 R S`` table lookups of 16 taps plus ``R S^2`` multiply-adds, and no
-  per-sample matrix is ever stored.
+  both (16 taps). A sample costs ``2 R S`` interpolated values plus ``(R + 1) S^2``
+  multiply-adds; no per-sample matrix is ever stored. ``R`` grows with the stack's residual
+  range (typically 4-7 at 25 deg, |dw| <= 10 lambda).
+* Table sampling (offset oversampling ``q`` and ``dw`` spacing) follows from the 4-point
+  Lagrange error bound weighted by ``|g|`` (error far from the field counts for less).
 
-Support (eq. 8) is read off the tables: the half width beyond which every term falls below
-the truncation threshold, tabulated over ``dw``.
+Support (eq. 8) is read off the tables: the half width beyond which the term envelope falls
+below a threshold, tabulated over ``dw``; the threshold is never below the level at which the
+plain ES kernel (``dw = 0``) is cut, whose tail es_parameters already accounts for.
 """
 
 from __future__ import annotations
@@ -148,6 +155,24 @@ def support_estimate(dw, W, slope):
 # ----------------------------------------------------------------------------- tables
 
 
+def _half_supports(tab_x, tab_y, t, dws, W, tol_abs, tmax):
+    """Half width (cells) beyond which the kernel envelope stays below the cut, per dw node.
+
+    The cut is never below the level at which the plain ES kernel (dw = 0) is cut at W/2:
+    that tail is inside the ES error budget already (es_parameters measures the cut kernel).
+    """
+    ny_ = np.abs(tab_y).max(axis=2)  # (R, nw)
+    nx_ = np.abs(tab_x).max(axis=2)
+    env_x = np.einsum("rwt,rw->wt", np.abs(tab_x), ny_)
+    env_y = np.einsum("rwt,rw->wt", np.abs(tab_y), nx_)
+    i0 = int(np.argmin(np.abs(dws)))
+    thr = max(tol_abs / (4.0 * tmax), float(np.interp(0.5 * W + 0.5, t, env_x[i0])))
+    thr *= _THR_SCALE
+    hs_x = np.array([np.abs(t[e > thr]).max() for e in env_x])
+    hs_y = np.array([np.abs(t[e > thr]).max() for e in env_y])
+    return hs_x, hs_y, thr
+
+
 def build_wkernel_tables(npix_x, npix_y, cell_rad, nxp, nyp, dw_min, dw_max, epsilon, W, beta,
                          dtype=np.complex128):
     """Tables of the combined kernel for residuals ``dw`` in ``[dw_min, dw_max]``.
@@ -218,51 +243,54 @@ def build_wkernel_tables(npix_x, npix_y, cell_rad, nxp, nyp, dw_min, dw_max, eps
     E = np.exp(2j * np.pi * dws_c[None, None, :] * cross[np.ix_(ir, ir)][:, :, None])
     E *= ga[ir][:, None, None] * gx[ir][None, :, None]
     E = E.reshape(ir.size, -1)
-    Ur, sv, _ = np.linalg.svd(E, full_matrices=False)
-    rank = 1
-    while rank < sv.size:
-        if np.abs(E - Ur[:, :rank] @ (Ur[:, :rank].conj().T @ E)).max() <= 0.5 * tol_abs:
+    # left singular vectors from the small Hermitian E E^H (LAPACK's complex SVD of the wide
+    # matrix is needlessly slow, seconds, under threaded OpenBLAS)
+    ev, V = np.linalg.eigh(E @ E.conj().T)
+    V = V[:, ::-1]
+    rank = max(1, int(np.sum(np.sqrt(np.maximum(ev, 0.0)) > 0.5 * tol_abs)))
+    while rank > 1:  # smallest rank whose max-abs reconstruction error meets the budget
+        Vr = V[:, :rank - 1]
+        if np.abs(E - Vr @ (Vr.conj().T @ E)).max() > 0.5 * tol_abs:
+            break
+        rank -= 1
+    while rank < V.shape[1]:
+        Vr = V[:, :rank]
+        if np.abs(E - Vr @ (Vr.conj().T @ E)).max() <= 0.5 * tol_abs:
             break
         rank += 1
-    U = np.zeros((lam.size, rank), dtype=np.complex128)
-    U[ir] = Ur[:, :rank]
-    U *= np.sign(gx)[:, None]  # E used |g| on the rows
-    # per dw node: A_r(lam) and B_r(lam; dw), transformed to t in chunks of nodes (memory)
-    t = -tmax + np.arange(int(2 * tmax * q) + 1) / q
-    P = np.exp(2j * np.pi * np.outer(lam, t)) / M
-    tab_x = np.empty((nw, rank, t.size), dtype=np.complex128)
-    tab_y = np.empty((nw, rank, t.size), dtype=np.complex128)
-    gg = gx[:, None] * gx[None, :]
-    for c0 in range(0, nw, 8):
-        d = dws[c0:c0 + 8]
-        ax = np.exp(2j * np.pi * d[:, None] * p1x[None, :])[:, None, :] * U.T[None, :, :]
-        Ep = np.exp(2j * np.pi * d[:, None, None] * cross[None, :, :]) * gg
-        beta_r = np.einsum("lr,wlm->wrm", U.conj(), Ep)
-        by = np.exp(2j * np.pi * d[:, None] * p1y[None, :])[:, None, :] * beta_r
-        tab_x[c0:c0 + 8] = (ax.reshape(-1, lam.size) @ P).reshape(d.size, rank, t.size)
-        tab_y[c0:c0 + 8] = (by.reshape(-1, lam.size) @ P).reshape(d.size, rank, t.size)
-    tab_x = tab_x.transpose(1, 0, 2)
-    tab_y = tab_y.transpose(1, 0, 2)
-    # truncation: drop kernel values whose total contribution stays below tol_abs
-    ny_ = np.abs(tab_y).max(axis=2)  # (R, nw)
-    nx_ = np.abs(tab_x).max(axis=2)
-    # Below the level where the plain ES kernel (dw = 0) is cut at W/2 the remaining tail is
-    # already inside the ES error budget (es_parameters measures the cut kernel).
-    env_x = np.einsum("rwt,rw->wt", np.abs(tab_x), ny_)
-    env_y = np.einsum("rwt,rw->wt", np.abs(tab_y), nx_)
-    i0 = int(np.argmin(np.abs(dws)))
-    thr = max(tol_abs / (4.0 * tmax), float(np.interp(0.5 * W + 0.5, t, env_x[i0])))
-    thr *= _THR_SCALE
-    hs_x = np.array([np.abs(t[e > thr]).max() for e in env_x])
-    hs_y = np.array([np.abs(t[e > thr]).max() for e in env_y])
-    if max(hs_x.max(), hs_y.max()) > tmax - 2.0:
+    U = V[:, :rank] * np.sign(gx[ir])[:, None]  # E used |g| on the rows
+    lam_r, p1x_r, p1y_r = lam[ir], p1x[ir], p1y[ir]
+    cross_r = cross[np.ix_(ir, ir)]
+    gg = gx[ir][:, None] * gx[ir][None, :]
+
+    def tabulate(qq, tt):
+        """A_r(t; dw) and B_r(t; dw) on t = -tt + k / qq, all dw nodes: (R, nw, nt)."""
+        t_ = -tt + np.arange(int(2 * tt * qq) + 1) / qq
+        P = np.exp(2j * np.pi * np.outer(lam_r, t_)) / M
+        tx = np.empty((nw, rank, t_.size), dtype=np.complex128)
+        ty = np.empty((nw, rank, t_.size), dtype=np.complex128)
+        for c0 in range(0, nw, 8):
+            d = dws[c0:c0 + 8]
+            ax = np.exp(2j * np.pi * d[:, None] * p1x_r[None, :])[:, None, :] * U.T[None]
+            Ep = np.exp(2j * np.pi * d[:, None, None] * cross_r[None, :, :]) * gg
+            beta_r = np.matmul(U.conj().T[None], Ep)  # (w, R, m)
+            by = np.exp(2j * np.pi * d[:, None] * p1y_r[None, :])[:, None, :] * beta_r
+            tx[c0:c0 + 8] = (ax.reshape(-1, lam_r.size) @ P).reshape(d.size, rank, t_.size)
+            ty[c0:c0 + 8] = (by.reshape(-1, lam_r.size) @ P).reshape(d.size, rank, t_.size)
+        return tx.transpose(1, 0, 2), ty.transpose(1, 0, 2), t_
+
+    # a coarse pass finds the supports, so the fine tables span only what is used
+    tab_x, tab_y, t = tabulate(4, tmax)
+    hs_x, hs_y, _ = _half_supports(tab_x, tab_y, t, dws, W, tol_abs, tmax)
+    tfine = float(math.ceil(max(hs_x.max(), hs_y.max()) + 0.25 + 3.0))
+    if tfine > tmax:
         raise RuntimeError(f"w-kernel half support {max(hs_x.max(), hs_y.max()):.1f} exceeds "
                            f"its table ({tmax}); this is a bug in the tmax estimate")
-    # crop the t axis to what the supports use (+ the 4-point stencil)
-    tcut = math.ceil(max(hs_x.max(), hs_y.max()) + 3.0)
-    keep = np.abs(t) <= tcut + 0.5 / q
-    tab_x, tab_y, t = tab_x[:, :, keep], tab_y[:, :, keep], t[keep]
-    tmax = float(-t[0])
+    tmax = tfine
+    tab_x, tab_y, t = tabulate(q, tmax)
+    hs_x, hs_y, _ = _half_supports(tab_x, tab_y, t, dws, W, tol_abs, tmax)
+    if max(hs_x.max(), hs_y.max()) > tmax - 2.0:
+        raise RuntimeError("w-kernel support beyond its table; this is a bug")
     px = np.arange(npix_x) - npix_x // 2
     py = np.arange(npix_y) - npix_y // 2
     return WKernelTables(
@@ -321,7 +349,8 @@ def _coords(uvw, fscale, nchan, i):
 
 @numba.njit(**JIT_OPTIONS)
 def _fill_1d(tab, iw, fw, g, S, tmax, q, out):
-    """out[r, a] = kernel term r at offsets t_a = g - a (g = first offset), a < S."""
+    """out[r, a] = kernel term r at offset t_a = g - a (g = first offset), a < S:
+    4-point Lagrange in dw times 4-point Lagrange in t (16 taps)."""
     R = tab.shape[0]
     w0, w1, w2, w3 = _lagrange4(fw)
     p0 = (g + tmax) * q
@@ -329,13 +358,17 @@ def _fill_1d(tab, iw, fw, g, S, tmax, q, out):
     c0, c1, c2, c3 = _lagrange4(p0 - ip)
     base = ip - 1
     for r in range(R):
+        r0 = tab[r, iw]
+        r1 = tab[r, iw + 1]
+        r2 = tab[r, iw + 2]
+        r3 = tab[r, iw + 3]
         for a in range(S):
             j = base - a * q
-            acc = 0j
-            for k, wk in ((0, w0), (1, w1), (2, w2), (3, w3)):
-                row = tab[r, iw + k]
-                acc += wk * (c0 * row[j] + c1 * row[j + 1] + c2 * row[j + 2] + c3 * row[j + 3])
-            out[r, a] = acc
+            v0 = w0 * r0[j] + w1 * r1[j] + w2 * r2[j] + w3 * r3[j]
+            v1 = w0 * r0[j + 1] + w1 * r1[j + 1] + w2 * r2[j + 1] + w3 * r3[j + 1]
+            v2 = w0 * r0[j + 2] + w1 * r1[j + 2] + w2 * r2[j + 2] + w3 * r3[j + 2]
+            v3 = w0 * r0[j + 3] + w1 * r1[j + 3] + w2 * r2[j + 3] + w3 * r3[j + 3]
+            out[r, a] = c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3
 
 
 @numba.njit(**JIT_OPTIONS)
@@ -362,28 +395,30 @@ def _degrid_kernel(uvw, fscale, grid, idx, wk, xs, ys, tab_x, tab_y, hs_x, hs_y,
     for c in numba.prange(nchunk):
         ka = np.empty((R, smax), dtype=tab_x.dtype)
         kb = np.empty((R, smax), dtype=tab_x.dtype)
-        tmp = np.empty(R, dtype=np.complex128)
+        gtmp = np.empty(smax, dtype=grid.dtype)
         for n in range(c * 256, min(idx.size, (c + 1) * 256)):
             row, ch, flip, dw, iw, fw, Sx, Sy, ox, oy, jx, jy = _sample_setup(
                 uvw, fscale, nchan, idx[n], wk, xs, ys, dw0, ddw, hs_x, hs_y)
             _fill_1d(tab_x, iw, fw, ox, Sx, tmax, q, ka)
             _fill_1d(tab_y, iw, fw, oy, Sy, tmax, q, kb)
             acc = 0j
+            x0 = jx % nxp
+            wrap = x0 + Sx > nxp
             for b in range(Sy):
                 yy = (jy + b) % nyp
                 grow = grid[yy]
+                if wrap:
+                    for a in range(Sx):
+                        gtmp[a] = grow[(x0 + a) % nxp]
+                else:
+                    for a in range(Sx):
+                        gtmp[a] = grow[x0 + a]
                 for r in range(R):
-                    tmp[r] = 0j
-                xx = jx % nxp
-                for a in range(Sx):
-                    gv = grow[xx]
-                    for r in range(R):
-                        tmp[r] += gv * ka[r, a]
-                    xx += 1
-                    if xx == nxp:
-                        xx = 0
-                for r in range(R):
-                    acc += tmp[r] * kb[r, b]
+                    s_ = 0j
+                    kar = ka[r]
+                    for a in range(Sx):
+                        s_ += gtmp[a] * kar[a]
+                    acc += s_ * kb[r, b]
             ph = 2.0 * np.pi * dw * psi0
             acc *= complex(math.cos(ph), math.sin(ph))
             if flip:
@@ -407,7 +442,7 @@ def _grid_kernel(uvw, fscale, vis, weight, use_weight, idx, tile_ptr, colour_ptr
             tile = t0 + tt
             ka = np.empty((R, smax), dtype=tab_x.dtype)
             kb = np.empty((R, smax), dtype=tab_x.dtype)
-            krow = np.empty(smax, dtype=np.complex128)
+            krow = np.empty(smax, dtype=grid.dtype)
             for n in range(tile_ptr[tile], tile_ptr[tile + 1]):
                 row, ch, flip, dw, iw, fw, Sx, Sy, ox, oy, jx, jy = _sample_setup(
                     uvw, fscale, nchan, idx[n], wk, xs, ys, dw0, ddw, hs_x, hs_y)
@@ -420,21 +455,29 @@ def _grid_kernel(uvw, fscale, vis, weight, use_weight, idx, tile_ptr, colour_ptr
                 val *= complex(math.cos(ph), -math.sin(ph))
                 _fill_1d(tab_x, iw, fw, ox, Sx, tmax, q, ka)
                 _fill_1d(tab_y, iw, fw, oy, Sy, tmax, q, kb)
+                for r in range(R):
+                    for a in range(Sx):
+                        ka[r, a] = ka[r, a].conjugate()
+                x0 = jx % nxp
+                wrap = x0 + Sx > nxp
                 for b in range(Sy):
                     yy = (jy + b) % nyp
+                    kbv = kb[0, b].conjugate() * val
+                    kar = ka[0]
                     for a in range(Sx):
-                        krow[a] = 0j
-                    for r in range(R):
+                        krow[a] = kbv * kar[a]
+                    for r in range(1, R):
                         kbv = kb[r, b].conjugate() * val
+                        kar = ka[r]
                         for a in range(Sx):
-                            krow[a] += kbv * ka[r, a].conjugate()
+                            krow[a] += kbv * kar[a]
                     grow = grid[yy]
-                    xx = jx % nxp
-                    for a in range(Sx):
-                        grow[xx] += krow[a]
-                        xx += 1
-                        if xx == nxp:
-                            xx = 0
+                    if wrap:
+                        for a in range(Sx):
+                            grow[(x0 + a) % nxp] += krow[a]
+                    else:
+                        for a in range(Sx):
+                            grow[x0 + a] += krow[a]
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
@@ -445,6 +488,41 @@ def _supports_kernel(uvw, fscale, idx, wk_of, dw0, ddw, hs_x, hs_y, out_x, out_y
         iw, fw = _dw_node(w - wk_of[n], dw0, ddw, hs_x.size)
         out_x[n] = _support(hs_x, iw, fw)
         out_y[n] = _support(hs_y, iw, fw)
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _image_to_pad_kernel(image, nm1, amp, wk, rows, cols, pad):
+    ny, nx = image.shape
+    for iy in numba.prange(ny):
+        prow = pad[rows[iy]]
+        for ix in range(nx):
+            ph = 2.0 * np.pi * wk * nm1[iy, ix]
+            a = image[iy, ix] * amp[iy, ix]
+            prow[cols[ix]] = complex(a * math.cos(ph), a * math.sin(ph))
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _pad_to_image_kernel(full, nm1, amp, wk, rows, cols, out):
+    ny, nx = out.shape
+    for iy in numba.prange(ny):
+        frow = full[rows[iy]]
+        for ix in range(nx):
+            ph = 2.0 * np.pi * wk * nm1[iy, ix]
+            z = frow[cols[ix]]
+            # Re[z * conj(chirp)] * amp
+            out[iy, ix] += amp[iy, ix] * (z.real * math.cos(ph) + z.imag * math.sin(ph))
+
+
+def image_to_pad(image, nm1, amp, wk, rows, cols, pad):
+    """``pad[rows[iy], cols[ix]] = image * amp * exp(2 pi i wk nm1)`` (S_k and Z, eq. 4)."""
+    _image_to_pad_kernel(image, nm1, amp, float(wk), rows, cols, pad)
+    return pad
+
+
+def pad_to_image(full, nm1, amp, wk, rows, cols, out):
+    """``out += Re[full[rows, cols] * conj(exp(2 pi i wk nm1))] * amp`` (Z^H, S_k^H)."""
+    _pad_to_image_kernel(full, nm1, amp, float(wk), rows, cols, out)
+    return out
 
 
 # ----------------------------------------------------------------------------- wrappers

@@ -37,10 +37,12 @@ C_LIGHT = 299792458.0
 # Cost model constants (seconds), measured on the development machine (one core, double):
 # an unnormalised complex FFT costs ~_C_FFT * N log2 N, one kernel cell of one separable
 # term ~_C_CELL, one 16-tap table lookup ~_C_TAP. Only their ratios matter for choosing K.
-_C_FFT = 2.5e-9
-_C_PIX = 2.0e-8  # per padded-grid cell per stack (pad, chirp, copy) besides the FFT
-_C_CELL = 2.5e-9
-_C_TAP = 8.0e-9
+_ES_SHARE = 0.5  # of epsilon, per axis, for the ES kernel (measured: 2-D error stays < eps/4)
+_W_SHARE = 1.0  # of epsilon for the w-kernel tables (their internal budget is conservative)
+_C_FFT = 1.0e-9
+_C_PIX = 2.0e-9  # per padded-grid cell per stack (pad, chirp, copy) besides the FFT
+_C_CELL = 1.0e-8
+_C_TAP = 4.0e-8
 
 
 def kmeans_w_local(w_abs, k, max_iter=100):
@@ -73,6 +75,40 @@ def _kmeans(w_abs, k):
     return kmeans_w(w_abs, k, comm=None)
 
 
+def stack_centres(w_abs, k):
+    """k-means centres on |w| (paper section 4.1), then stacks whose residual range is far
+    wider than the typical one are split into equal-width pieces.
+
+    k-means minimises the squared residual, so the few samples in the tail of the w
+    distribution share wide stacks; their residual sets the size of the kernel tables and
+    the largest supports. Splitting them caps ``|w - w_k|`` at twice the median stack
+    half-width for a handful of extra FFTs.
+    """
+    w_abs = np.asarray(w_abs, dtype=np.float64).ravel()
+    centres, _ = _kmeans(w_abs, k)
+    centres = np.unique(np.asarray(centres, dtype=np.float64))
+    if w_abs.size == 0 or centres.size == 0:
+        return np.zeros(max(1, centres.size))
+    labels = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), w_abs)
+    lo = np.full(centres.size, np.inf)
+    hi = np.full(centres.size, -np.inf)
+    np.minimum.at(lo, labels, w_abs)
+    np.maximum.at(hi, labels, w_abs)
+    used = np.isfinite(lo)
+    half = np.maximum(hi[used] - centres[used], centres[used] - lo[used])
+    if centres.size < 3:
+        return centres[used]
+    cap = max(2.0 * float(np.median(half)), 1e-9)
+    out = []
+    for c, a, b, hw in zip(centres[used], lo[used], hi[used], half, strict=True):
+        if hw <= cap:
+            out.append(c)
+        else:
+            n = int(math.ceil((b - a) / (2.0 * cap)))
+            out.extend(a + (b - a) * (np.arange(n) + 0.5) / n)
+    return np.unique(np.asarray(out))
+
+
 def _good_size(n):
     import scipy.fft
 
@@ -86,20 +122,23 @@ def _good_size(n):
 
 
 def _terms_estimate(h, npix_x, npix_y, cell_rad):
-    # rank of the cross-term expansion grows with 2 pi h max|c|
-    lx, ly = npix_x // 2 * cell_rad, npix_y // 2 * cell_rad
+    # rank of the cross-term expansion grows with 2 pi h |c| where the taper still matters
+    # (about twice the field half-width for oversampling 2)
+    lx, ly = min(0.6, npix_x * cell_rad), min(0.6, npix_y * cell_rad)
     cmax = abs(math.sqrt(max(1e-6, 1 - lx * lx - ly * ly)) - math.sqrt(1 - lx * lx)
                - math.sqrt(1 - ly * ly) + 1.0)
-    return 1.0 + 2.0 * math.pi * h * cmax * 3.0
+    return 1.0 + 2.0 * 2.0 * math.pi * h * cmax
 
 
 def predicted_cost(w_abs, k, npix_x, npix_y, cell_rad, epsilon, oversampling=2.0):
     """Predicted seconds of one operator application with ``k`` stacks (FFTs + kernels)."""
     nxp, nyp = _good_size(oversampling * npix_x), _good_size(oversampling * npix_y)
-    W, _ = es_parameters(0.25 * epsilon, oversampling)
+    W, _ = es_parameters(_ES_SHARE * epsilon, oversampling)
     slx, sly = wpk.field_slopes(npix_x, npix_y, cell_rad, nxp, nyp)
-    centres, labels = _kmeans(w_abs, k)
+    centres = stack_centres(w_abs, k)
+    labels = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), w_abs)
     dw = w_abs - centres[labels]
+    k = centres.size
     R = _terms_estimate(np.abs(dw).max() if dw.size else 0.0, npix_x, npix_y, cell_rad)
     sx = wpk.support_estimate(dw, W, slx)
     sy = wpk.support_estimate(dw, W, sly)
@@ -164,17 +203,24 @@ class WProjectOperator:
     precision : {"double", "single"}
     fft : str
         FFT registry name (radimg/ops/fft.py).
-    valid : ndarray (row, chan) bool or weights, optional
-        Samples with zero weight take no part in k-means or the load estimate.
+    weight_mask : ndarray (row, chan) bool or weights, optional
+        Samples where it is False / 0 are dropped at construction: they take no part in
+        k-means, carry no load, are never gridded and predict 0.
     """
 
     def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, nstacks="auto",
-                 oversampling=2.0, nthreads=1, precision="double", fft="auto", valid=None):
+                 oversampling=2.0, nthreads=1, precision="double", fft="auto",
+                 weight_mask=None):
         t0 = time.perf_counter()
         self.uvw = np.ascontiguousarray(uvw, dtype=np.float64)
         self.freq = np.ascontiguousarray(np.atleast_1d(freq), dtype=np.float64)
         self.nrow, self.nchan = self.uvw.shape[0], self.freq.size
-        self.npix_x, self.npix_y, self.cell = int(npix_x), int(npix_y), float(cell_rad)
+        cell = np.atleast_1d(np.asarray(cell_rad, dtype=np.float64))
+        if cell.size > 1 and not np.isclose(cell[0], cell[-1], rtol=1e-12, atol=0):
+            raise NotImplementedError("wstack-wproject needs square pixels (cell_x == cell_y)")
+        self.npix_x, self.npix_y, self.cell = int(npix_x), int(npix_y), float(cell[0])
+        if oversampling == "auto":
+            oversampling = 2.0  # the cost model here trades stacks, not padding
         self.epsilon = float(epsilon)
         self.nthreads = max(1, int(nthreads))
         if precision not in ("single", "double"):
@@ -185,27 +231,30 @@ class WProjectOperator:
         self.nxp = _good_size(oversampling * self.npix_x)
         self.nyp = _good_size(oversampling * self.npix_y)
         # the ES error is per axis (es_parameters), so the 2-D operator asks for eps/4
-        self.W, self.beta = es_parameters(0.25 * self.epsilon, oversampling)
+        self.W, self.beta = es_parameters(_ES_SHARE * self.epsilon, oversampling)
 
         w = (self.uvw[:, 2:3] * self.freq[None, :] / C_LIGHT).ravel()
         w_abs = np.abs(w)
-        vmask = None if valid is None else (np.asarray(valid).ravel() != 0)
+        vmask = None if weight_mask is None else (np.asarray(weight_mask).ravel() != 0)
         w_fit = w_abs if vmask is None else w_abs[vmask]
         if nstacks == "auto":
             nstacks = choose_nstacks(w_fit, self.npix_x, self.npix_y, self.cell, self.epsilon,
                                      oversampling)
         self.nstacks = int(nstacks)
-        centres, _ = _kmeans(w_fit, self.nstacks)
-        self.centres = np.asarray(centres, dtype=np.float64)
+        self.centres = stack_centres(w_fit, self.nstacks)
         self.nstacks = self.centres.size
         edges = 0.5 * (self.centres[1:] + self.centres[:-1])
         self.labels = np.searchsorted(edges, w_abs).astype(np.int32)
         dw = w_abs - self.centres[self.labels]
+        dw = dw if vmask is None else dw[vmask]
+        self._vmask = vmask
         self.tables = wpk.build_wkernel_tables(
             self.npix_x, self.npix_y, self.cell, self.nxp, self.nyp,
             float(dw.min()) if dw.size else 0.0, float(dw.max()) if dw.size else 0.0,
-            0.5 * self.epsilon, self.W, self.beta, dtype=self.cdtype)
+            _W_SHARE * self.epsilon, self.W, self.beta, dtype=self.cdtype)
         order = np.argsort(self.labels, kind="stable")
+        if vmask is not None:
+            order = order[vmask[order]]
         bounds = np.searchsorted(self.labels[order], np.arange(self.nstacks + 1))
         self.stack_idx = [order[bounds[k]:bounds[k + 1]].astype(np.int64)
                           for k in range(self.nstacks)]
@@ -219,8 +268,8 @@ class WProjectOperator:
         n = np.sqrt(1.0 - ll * ll - mm * mm)
         self._nm1 = n - 1.0
         self._amp = 1.0 / (n * self.tables.corr_y[:, None] * self.tables.corr_x[None, :])
-        self._rows = np.mod(-py, self.nyp)
-        self._cols = np.mod(px, self.nxp)
+        self._rows = np.ascontiguousarray(np.mod(-py, self.nyp), dtype=np.int64)
+        self._cols = np.ascontiguousarray(np.mod(px, self.nxp), dtype=np.int64)
 
         from radimg.ops.fft import get_fft
 
@@ -233,10 +282,6 @@ class WProjectOperator:
         import numba
 
         numba.set_num_threads(max(1, min(self.nthreads, numba.config.NUMBA_NUM_THREADS)))
-
-    def _chirp(self, k):
-        ph = (2.0 * np.pi * self.centres[k]) * self._nm1
-        return (np.cos(ph) + 1j * np.sin(ph)) * self._amp
 
     def _layout(self, k, idx):
         if idx is None:
@@ -253,8 +298,10 @@ class WProjectOperator:
     def image_to_stack_grid(self, image, k):
         """``F Z S_k x``: the padded uv grid (nyp, nxp) complex of stack ``k``."""
         t0 = time.perf_counter()
+        self._threads()
         pad = np.zeros((self.nyp, self.nxp), dtype=self.cdtype)
-        pad[np.ix_(self._rows, self._cols)] = np.asarray(image) * self._chirp(k)
+        wpk.image_to_pad(np.ascontiguousarray(image, dtype=np.float64), self._nm1, self._amp,
+                         self.centres[k], self._rows, self._cols, pad)
         t1 = time.perf_counter()
         grid = self._fft.forward(pad, overwrite=True)
         self.timings["image"] += t1 - t0
@@ -268,8 +315,8 @@ class WProjectOperator:
         t0 = time.perf_counter()
         img = self._fft.backward(grid, overwrite=False)
         t1 = time.perf_counter()
-        sub = img[np.ix_(self._rows, self._cols)]
-        out += (sub * np.conj(self._chirp(k))).real.astype(out.dtype, copy=False)
+        self._threads()
+        wpk.pad_to_image(img, self._nm1, self._amp, self.centres[k], self._rows, self._cols, out)
         self.timings["fft"] += t1 - t0
         self.timings["image"] += time.perf_counter() - t1
         return out
@@ -328,7 +375,17 @@ class WProjectOperator:
         idx = np.arange(self.nrow * self.nchan, dtype=np.int64)
         wk_of = self.centres[self.labels]
         sx, sy = wpk.sample_supports(self.uvw, self.freq, idx, wk_of, self.tables)
+        if self._vmask is not None:
+            sx[~self._vmask] = 0
+            sy[~self._vmask] = 0
         return sx.reshape(self.nrow, self.nchan), sy.reshape(self.nrow, self.nchan)
+
+    def per_sample_load(self):
+        """Kernel cells touched per sample, (row, chan) int64: the load that the balancer
+        equalises (paper section 4.1). Measured from the kernel tables, so it includes the
+        ~3x larger w-slope that the anti-aliasing taper imposes (radimg.kernels.wproject)."""
+        sx, sy = self.per_sample_support()
+        return sx.astype(np.int64) * sy
 
     @property
     def stats(self):
@@ -340,7 +397,7 @@ class WProjectOperator:
             "padded": (self.nyp, self.nxp), "W": self.W, "beta": self.beta,
             "rank": t.rank, "table_q": t.q, "table_dw_nodes": int(t.hs_x.size),
             "table_bytes": int(t.tab_x.nbytes + t.tab_y.nbytes),
-            "mean_load": float(np.mean(sx.astype(np.float64) * sy)),
+            "mean_load": float(np.mean((sx.astype(np.float64) * sy)[sx > 0])) if sx.any() else 0.0,
             "max_support": int(max(sx.max(), sy.max())) if sx.size else 0,
             "timings": dict(self.timings),
         }
