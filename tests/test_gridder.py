@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from radimg.kernels import gridder as g
-from radimg.kernels.es import es_kernel, es_parameters
+from radimg.kernels.es import (es_correction, es_kernel, es_parameters, es_poly_correction,
+                               es_poly_error, es_poly_taps)
 
 pytestmark = pytest.mark.unit
 C = g.C_LIGHT
@@ -31,7 +32,8 @@ def _data(seed=0, nrow=300, cell=0.01, wmax=50.0):
 
 
 def _brute_grid(spec, uvw, freq, vis, p):
-    """Direct loop over samples and footprint cells."""
+    """Direct loop over samples and footprint cells, kernel weights from the reference
+    (numpy) evaluation of the gridder's piecewise-polynomial kernel."""
     grid = np.zeros((spec.nyp, spec.nxp), complex)
     for row in range(uvw.shape[0]):
         for ch, f in enumerate(freq / C):
@@ -41,17 +43,34 @@ def _brute_grid(spec, uvw, freq, vis, p):
                 u, v, w, val = -u, -v, -w, np.conj(val)
             kw = 1.0
             if spec.wstack:
-                kw = es_kernel(((w - spec.w0) / spec.dw - p) / (0.5 * spec.Ww), spec.Ww,
-                               spec.betaw)
+                q0, kws = es_poly_taps((w - spec.w0) / spec.dw, spec.Ww, spec.betaw)
+                a = p - q0[0]
+                kw = kws[0, a] if 0 <= a < spec.Ww else 0.0
                 val = val * np.exp(-2j * np.pi * w * spec.nshift)
-            gx, gy = u * spec.xscale, v * spec.yscale
-            for jy in range(int(np.floor(gy - spec.W / 2)) - 1, int(np.floor(gy + spec.W / 2)) + 2):
-                ky = es_kernel((jy - gy) / (spec.W / 2), spec.W, spec.beta)
-                for jx in range(int(np.floor(gx - spec.W / 2)) - 1,
-                                int(np.floor(gx + spec.W / 2)) + 2):
-                    kx = es_kernel((jx - gx) / (spec.W / 2), spec.W, spec.beta)
-                    grid[jy % spec.nyp, jx % spec.nxp] += val * kw * kx * ky
+            jx0, kx = es_poly_taps(u * spec.xscale, spec.W, spec.beta)
+            jy0, ky = es_poly_taps(v * spec.yscale, spec.W, spec.beta)
+            for a in range(spec.W):
+                for b in range(spec.W):
+                    grid[(jy0[0] + a) % spec.nyp, (jx0[0] + b) % spec.nxp] += (
+                        val * kw * kx[0, b] * ky[0, a])
     return grid
+
+
+def test_poly_kernel_matches_es():
+    """The piecewise polynomial follows the ES kernel far inside the gridding error, and
+    its correction is its own Fourier transform."""
+    for W in (4, 7, 11, 16):
+        beta = 2.3 * W
+        g = np.random.default_rng(W).uniform(-50, 50, 500)
+        f0, taps = es_poly_taps(g, W, beta)
+        x = (f0[:, None] + np.arange(W)[None, :] - g[:, None]) / (0.5 * W)
+        exact = es_kernel(x, W, beta)
+        assert np.abs(taps - exact).max() < 1e-2 * np.exp(-0.4 * beta) + 1e-14
+        nu = np.linspace(-0.3, 0.3, 7)
+        np.testing.assert_allclose(es_poly_correction(nu, W, beta), es_correction(nu, W, beta),
+                                   rtol=1e-3 * np.exp(-0.2 * beta), atol=0)
+    W, beta = es_parameters(1e-5, 2.0)
+    assert es_poly_error(W, beta, 2.0, nx=65, nt=49) <= 1.05e-5
 
 
 @pytest.mark.parametrize("wstack", [False, True])

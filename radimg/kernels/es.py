@@ -203,3 +203,112 @@ def es_parameters(epsilon, oversampling=2.0):
         f"epsilon={epsilon:g} is not reachable with support <= {MAX_SUPPORT} at "
         f"oversampling {oversampling} (best {err:.2e}); raise the oversampling"
     )
+
+
+# ----------------------------------------------------------------------------- piecewise poly
+#
+# The gridder does not evaluate exp/sqrt per tap. For a sample at continuous grid position g
+# (cells) the first cell it touches is ``f0 = floor(g - W/2) + 1`` and its fractional offset
+# ``s = f0 - g + W/2`` lies in (0, 1]; tap ``a`` (cell ``f0 + a``) has kernel argument
+# ``x = 2 (s + a) / W - 1``. Per tap the kernel is a polynomial of degree ``D`` in
+# ``mu = 2 s - 1`` in [-1, 1] (ducc0's approach), interpolated at Chebyshev nodes once per
+# (W, beta). The piecewise polynomial *is* the gridding kernel: its gridding correction is its
+# own Fourier transform (:func:`es_poly_correction`, exact quadrature of the pieces) and its
+# error is measured with it (:func:`es_poly_error`), so the fit error is never hidden.
+
+POLY_EXTRA_DEGREE = 3  # D = W + 3 (the fit error is set by the kernel's sqrt edge, not D)
+
+
+def es_poly_degree(W):
+    return int(W) + POLY_EXTRA_DEGREE
+
+
+@functools.lru_cache(maxsize=256)
+def _es_poly_coeffs_cached(W, beta):
+    D = es_poly_degree(W)
+    n = D + 1
+    mu = np.cos(np.pi * (np.arange(n) + 0.5) / n)  # Chebyshev nodes: near-minimax fit
+    s = 0.5 * (mu + 1.0)
+    coef = np.empty((D + 1, W))
+    for a in range(W):
+        c = np.polynomial.chebyshev.chebfit(mu, es_kernel(2.0 * (s + a) / W - 1.0, W, beta), D)
+        coef[:, a] = np.polynomial.chebyshev.cheb2poly(c)[::-1]  # highest degree first
+    coef.setflags(write=False)
+    return coef
+
+
+def es_poly_coeffs(W, beta):
+    """Monomial coefficients ``(D + 1, W)`` float64, highest degree first (Horner order):
+    tap ``a`` of a sample with ``mu = 2 s - 1`` is ``sum_d coef[d, a] mu^(D - d)``."""
+    return _es_poly_coeffs_cached(int(W), float(beta))
+
+
+def es_poly_taps(g, W, beta):
+    """Reference (numpy) evaluation of the piecewise-polynomial kernel.
+
+    Parameters
+    ----------
+    g : ndarray (n,) float64, continuous grid positions in cells.
+
+    Returns
+    -------
+    (f0, taps): int64 (n,) first cell touched, float64 (n, W) kernel weights of cells
+    ``f0 .. f0 + W - 1``.
+    """
+    g = np.atleast_1d(np.asarray(g, dtype=np.float64))
+    coef = es_poly_coeffs(W, beta)
+    f0 = np.floor(g - 0.5 * W) + 1.0
+    mu = 2.0 * (f0 - g + 0.5 * W) - 1.0
+    taps = np.zeros((g.size, W))
+    for d in range(coef.shape[0]):
+        taps = taps * mu[:, None] + coef[d][None, :]
+    return f0.astype(np.int64), taps
+
+
+@functools.lru_cache(maxsize=64)
+def _gl_unit(n):
+    z, wq = np.polynomial.legendre.leggauss(n)
+    return z, wq
+
+
+def es_poly_correction(nu_over_N, W, beta):
+    """Fourier transform of the piecewise-polynomial kernel (see :func:`es_correction`).
+
+    Each of the ``W`` unit cells holds a polynomial of degree ``D``; Gauss-Legendre with
+    ``D + 24`` nodes per cell integrates polynomial times cosine (``|nu| <= 1/2``) to
+    rounding error.
+    """
+    nu = np.asarray(nu_over_N, dtype=np.float64)
+    coef = es_poly_coeffs(W, beta)
+    z, wq = _gl_unit(coef.shape[0] + 24)  # mu nodes in [-1, 1]; s = (mu + 1) / 2
+    s = 0.5 * (z + 1.0)
+    vals = np.zeros((W, z.size))
+    for d in range(coef.shape[0]):
+        vals = vals * z[None, :] + coef[d][:, None]
+    # tap a covers offsets y = s + a - W/2 (cells); dy = ds = dmu / 2
+    y = (s[None, :] + np.arange(W)[:, None] - 0.5 * W).ravel()
+    wts = (vals * (0.5 * wq)[None, :]).ravel()
+    flat = nu.ravel()
+    out = np.empty(flat.size)
+    chunk = 4096
+    for st in range(0, flat.size, chunk):
+        f = flat[st : st + chunk]
+        out[st : st + chunk] = np.cos(np.outer(f, y) * (2.0 * np.pi)) @ wts
+    out = out.reshape(nu.shape)
+    return out if out.ndim else float(out)
+
+
+def es_poly_error(W, beta, oversampling=2.0, nx=64, nt=48, kind="max"):
+    """Measured 1-D error of gridding with the piecewise-polynomial kernel (as
+    :func:`es_error`): ``kind="max"`` the worst case over sample offset ``t`` and image
+    position ``nu``; ``kind="rms"`` the largest over ``nu`` of the rms over ``t``."""
+    nu = np.linspace(0.0, 0.5 / oversampling, nx)
+    t = (np.arange(nt) + 0.5) / nt
+    f0, k = es_poly_taps(t, W, beta)
+    offs = t[:, None] - (f0[:, None] + np.arange(W)[None, :])
+    ph = np.exp(-2j * np.pi * nu[:, None, None] * offs[None, :, :])
+    s = (ph * k[None, :, :]).sum(axis=-1)
+    e = np.abs(s / es_poly_correction(nu, W, beta)[:, None] - 1.0)
+    if kind == "rms":
+        return float(np.sqrt((e * e).mean(axis=1)).max())
+    return float(e.max())

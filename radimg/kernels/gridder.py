@@ -37,6 +37,7 @@ import numba
 import numpy as np
 
 from radimg.kernels._jit import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
+from radimg.kernels.es import es_poly_coeffs
 
 __all__ = [
     "C_LIGHT",
@@ -48,6 +49,8 @@ __all__ = [
     "touched_tiles",
     "plane_to_image",
     "image_to_plane",
+    "prepare_vis",
+    "finish_vis",
 ]
 
 C_LIGHT = 299792458.0
@@ -264,6 +267,11 @@ def touched_tiles(layout: SampleLayout, p: int):
 
 
 # ----------------------------------------------------------------------------- grid / degrid
+#
+# Kernel weights come from the piecewise polynomials of radimg.kernels.es (es_poly_coeffs):
+# per sample and axis, W Horner evaluations of degree D that vectorise across the taps. The
+# grid is addressed through its interleaved real view (re, im, re, im, ...), so one kernel row
+# is a contiguous axpy of length 2 W; the cyclic wrap is handled per row (no modulo per tap).
 
 
 @numba.njit(**JIT_OPTIONS)
@@ -283,13 +291,36 @@ def _run_for_plane(p0, a, b, p, Ww):
 
 
 @numba.njit(**JIT_OPTIONS)
-def _sample_setup(uvw, fscale, nchan, i, spec_f, W, Ww, p, ku, kv):
-    """Coordinates, kernel weights and footprint origin of one sample for plane p.
+def _taps(coef, W, g, out):
+    """Kernel weights of the W cells from floor(g - W/2) + 1 into ``out``; returns that cell."""
+    halfW = 0.5 * W
+    f0 = math.floor(g - halfW) + 1.0
+    mu = 2.0 * (f0 - g + halfW) - 1.0
+    for a in range(W):
+        out[a] = coef[0, a]
+    for d in range(1, coef.shape[0]):
+        for a in range(W):
+            out[a] = out[a] * mu + coef[d, a]
+    return int(f0)
 
-    Returns (row, ch, flip, jx0, jy0, kw, phase_arg): ku/kv are filled in place.
-    """
-    xscale, yscale, beta, betaw, w0, dw, nshift = (
-        spec_f[0], spec_f[1], spec_f[2], spec_f[3], spec_f[4], spec_f[5], spec_f[6])
+
+@numba.njit(**JIT_OPTIONS)
+def _wtap(coefw, Ww, gw, p):
+    """Kernel weight of plane p for a sample at continuous plane position gw (0 outside)."""
+    halfW = 0.5 * Ww
+    f0 = math.floor(gw - halfW) + 1.0
+    a = p - int(f0)
+    if a < 0 or a >= Ww:
+        return 0.0
+    mu = 2.0 * (f0 - gw + halfW) - 1.0
+    k = coefw[0, a]
+    for d in range(1, coefw.shape[0]):
+        k = k * mu + coefw[d, a]
+    return k
+
+
+@numba.njit(**JIT_OPTIONS)
+def _sample_uvw(uvw, fscale, nchan, i):
     row = i // nchan
     ch = i - row * nchan
     f = fscale[ch]
@@ -299,27 +330,20 @@ def _sample_setup(uvw, fscale, nchan, i, spec_f, W, Ww, p, ku, kv):
     flip = w < 0.0
     if flip:
         u, v, w = -u, -v, -w
-    kw = 1.0
-    if Ww > 1:
-        kw = _es(((w - w0) / dw - p) / (0.5 * Ww), betaw)
-    halfW = 0.5 * W
-    gx = u * xscale
-    gy = v * yscale
-    fx = math.floor(gx - halfW) + 1.0
-    fy = math.floor(gy - halfW) + 1.0
-    inv = 1.0 / halfW
-    for a in range(W):
-        ku[a] = _es((fx + a - gx) * inv, beta)
-        kv[a] = _es((fy + a - gy) * inv, beta)
-    return row, ch, flip, int(fx), int(fy), kw, w * nshift
+    return row, ch, flip, u, v, w
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _grid_plane_kernel(uvw, fscale, vis, weight, use_weight, idx, p0, slot_start, slot_pmin,
-                       slot_pmax, colour_start, spec_f, W, Ww, p, grid):
-    nyp, nxp = grid.shape
+def _grid_plane_kernel(uvw, fscale, vis, weight, use_weight, raw, idx, p0, slot_start,
+                       slot_pmin, slot_pmax, colour_start, spec_f, W, Ww, p, coef, coefw, gr):
+    """gr: interleaved real view (nyp, 2 nxp) of the complex grid. ``raw``: vis already holds
+    weight, reflection and w-shift phase (see :func:`prepare_vis`)."""
+    nyp = gr.shape[0]
+    nxp = gr.shape[1] // 2
     nchan = fscale.size
+    xscale, yscale, w0, dw, nshift = spec_f[0], spec_f[1], spec_f[4], spec_f[5], spec_f[6]
     twopi = 2.0 * math.pi
+    W2 = 2 * W
     for c in range(4):
         for s in numba.prange(colour_start[c], colour_start[c + 1]):
             if slot_pmin[s] > p or slot_pmax[s] < p:
@@ -329,41 +353,55 @@ def _grid_plane_kernel(uvw, fscale, vis, weight, use_weight, idx, p0, slot_start
                 continue
             ku = np.empty(W)
             kv = np.empty(W)
-            xi = np.empty(W, dtype=np.int64)
+            kx2 = np.empty(W2, dtype=gr.dtype)
             for k in range(lo, hi):
-                row, ch, flip, jx0, jy0, kw, ph = _sample_setup(
-                    uvw, fscale, nchan, idx[k], spec_f, W, Ww, p, ku, kv)
-                if kw == 0.0:
-                    continue
+                row, ch, flip, u, v, w = _sample_uvw(uvw, fscale, nchan, idx[k])
+                kw = 1.0
+                if Ww > 1:
+                    kw = _wtap(coefw, Ww, (w - w0) / dw, p)
+                    if kw == 0.0:
+                        continue
                 val = complex(vis[row, ch])
-                if use_weight:
-                    val *= weight[row, ch]
-                if flip:
-                    val = val.conjugate()
-                if ph != 0.0:
-                    val *= complex(math.cos(twopi * ph), -math.sin(twopi * ph))
+                if not raw:
+                    if use_weight:
+                        val *= weight[row, ch]
+                    if flip:
+                        val = val.conjugate()
+                    if nshift != 0.0 and Ww > 1:
+                        ph = twopi * w * nshift
+                        val *= complex(math.cos(ph), -math.sin(ph))
                 val *= kw
-                jx0 %= nxp
-                jy0 %= nyp
+                jx0 = _taps(coef, W, u * xscale, ku) % nxp
+                jy = _taps(coef, W, v * yscale, kv) % nyp
+                vr, vi = val.real, val.imag
                 for b in range(W):
-                    xi[b] = (jx0 + b) % nxp
+                    kx2[2 * b] = vr * ku[b]
+                    kx2[2 * b + 1] = vi * ku[b]
+                x0 = 2 * jx0
+                nfirst = min(W2, 2 * nxp - x0)  # interleaved entries before the wrap
                 for a in range(W):
-                    jy = (jy0 + a) % nyp
-                    va = val * kv[a]
-                    if jx0 + W <= nxp:
-                        for b in range(W):
-                            grid[jy, jx0 + b] += va * ku[b]
-                    else:
-                        for b in range(W):
-                            grid[jy, xi[b]] += va * ku[b]
+                    ka = kv[a]
+                    grow = gr[jy]
+                    for q in range(nfirst):
+                        grow[x0 + q] += ka * kx2[q]
+                    for q in range(nfirst, W2):
+                        grow[q - nfirst] += ka * kx2[q]
+                    jy += 1
+                    if jy == nyp:
+                        jy = 0
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _degrid_plane_kernel(uvw, fscale, grid, idx, p0, slot_start, slot_pmin, slot_pmax,
-                         spec_f, W, Ww, p, out):
-    nyp, nxp = grid.shape
+def _degrid_plane_kernel(uvw, fscale, gr, raw, idx, p0, slot_start, slot_pmin, slot_pmax,
+                         spec_f, W, Ww, p, coef, coefw, out):
+    """``raw``: add kernel-weighted sums only (no w-shift phase, no reflection conjugate); the
+    caller applies both once after the last plane (see :func:`finish_vis`)."""
+    nyp = gr.shape[0]
+    nxp = gr.shape[1] // 2
     nchan = fscale.size
+    xscale, yscale, w0, dw, nshift = spec_f[0], spec_f[1], spec_f[4], spec_f[5], spec_f[6]
     twopi = 2.0 * math.pi
+    W2 = 2 * W
     nslots = slot_start.size - 1
     for s in numba.prange(nslots):
         if slot_pmin[s] > p or slot_pmax[s] < p:
@@ -373,33 +411,284 @@ def _degrid_plane_kernel(uvw, fscale, grid, idx, p0, slot_start, slot_pmin, slot
             continue
         ku = np.empty(W)
         kv = np.empty(W)
-        xi = np.empty(W, dtype=np.int64)
+        acc2 = np.empty(W2, dtype=gr.dtype)
         for k in range(lo, hi):
-            row, ch, flip, jx0, jy0, kw, ph = _sample_setup(
-                uvw, fscale, nchan, idx[k], spec_f, W, Ww, p, ku, kv)
-            if kw == 0.0:
-                continue
-            jx0 %= nxp
-            jy0 %= nyp
-            for b in range(W):
-                xi[b] = (jx0 + b) % nxp
-            acc = 0j
+            row, ch, flip, u, v, w = _sample_uvw(uvw, fscale, nchan, idx[k])
+            kw = 1.0
+            if Ww > 1:
+                kw = _wtap(coefw, Ww, (w - w0) / dw, p)
+                if kw == 0.0:
+                    continue
+            jx0 = _taps(coef, W, u * xscale, ku) % nxp
+            jy = _taps(coef, W, v * yscale, kv) % nyp
+            x0 = 2 * jx0
+            nfirst = min(W2, 2 * nxp - x0)
+            for q in range(W2):
+                acc2[q] = 0.0
             for a in range(W):
-                jy = (jy0 + a) % nyp
-                racc = 0j
-                if jx0 + W <= nxp:
-                    for b in range(W):
-                        racc += grid[jy, jx0 + b] * ku[b]
-                else:
-                    for b in range(W):
-                        racc += grid[jy, xi[b]] * ku[b]
-                acc += racc * kv[a]
-            acc *= kw
-            if ph != 0.0:
-                acc *= complex(math.cos(twopi * ph), math.sin(twopi * ph))
-            if flip:
-                acc = acc.conjugate()
+                ka = kv[a]
+                grow = gr[jy]
+                for q in range(nfirst):
+                    acc2[q] += ka * grow[x0 + q]
+                for q in range(nfirst, W2):
+                    acc2[q] += ka * grow[q - nfirst]
+                jy += 1
+                if jy == nyp:
+                    jy = 0
+            re = 0.0
+            im = 0.0
+            for b in range(W):
+                re += acc2[2 * b] * ku[b]
+                im += acc2[2 * b + 1] * ku[b]
+            acc = complex(re * kw, im * kw)
+            if not raw:
+                if nshift != 0.0 and Ww > 1:
+                    ph = twopi * w * nshift
+                    acc *= complex(math.cos(ph), math.sin(ph))
+                if flip:
+                    acc = acc.conjugate()
             out[row, ch] += acc
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _prepare_kernel(uvw, fscale, vis, weight, use_weight, nshift, inverse, out):
+    """Per sample (row, chan): forward (``inverse=False``) out = conj?(vis * weight) *
+    exp(-2 pi i |w| nshift) (conjugate where w < 0); ``inverse``: out = conj?(vis *
+    exp(+2 pi i |w| nshift)), the phase and reflection that degridding applies."""
+    nrow, nchan = vis.shape
+    twopi = 2.0 * math.pi
+    for r in numba.prange(nrow):
+        for ch in range(nchan):
+            w = uvw[r, 2] * fscale[ch]
+            flip = w < 0.0
+            aw = -w if flip else w
+            val = complex(vis[r, ch])
+            if not inverse:
+                if use_weight:
+                    val *= weight[r, ch]
+                if flip:
+                    val = val.conjugate()
+                if nshift != 0.0:
+                    ph = twopi * aw * nshift
+                    val *= complex(math.cos(ph), -math.sin(ph))
+            else:
+                if nshift != 0.0:
+                    ph = twopi * aw * nshift
+                    val *= complex(math.cos(ph), math.sin(ph))
+                if flip:
+                    val = val.conjugate()
+            out[r, ch] = val
+
+
+def prepare_vis(spec: GridSpec, uvw, freq, vis, weight=None, out=None, nthreads=1):
+    """vis (times weight) with reflection and w-shift phase applied, for ``raw`` gridding."""
+    if out is None:
+        out = np.empty(vis.shape, dtype=_complex_dtype(vis.dtype))
+    use_weight = weight is not None
+    wgt = weight if use_weight else np.ones((1, 1), dtype=np.float64)
+    _set_threads(nthreads)
+    nshift = spec.nshift if spec.wstack else 0.0
+    _prepare_kernel(uvw, np.asarray(freq, np.float64) / C_LIGHT, vis, wgt, use_weight,
+                    float(nshift), False, out)
+    return out
+
+
+def finish_vis(spec: GridSpec, uvw, freq, vis, nthreads=1):
+    """In place: apply the w-shift phase and reflection to ``raw`` degridded sums."""
+    _set_threads(nthreads)
+    nshift = spec.nshift if spec.wstack else 0.0
+    _prepare_kernel(uvw, np.asarray(freq, np.float64) / C_LIGHT, vis,
+                    np.ones((1, 1), dtype=np.float64), False, float(nshift), True, vis)
+    return vis
+
+
+# ------------------------------------------------------------------ prepared (sorted) path
+#
+# An operator application grids or degrids every sample on Ww planes. Gathering uvw and vis
+# through the random flat index (an integer division and two cache misses per sample and
+# plane), the reflection and the w-shift phase (a sincos) are hoisted out of the plane loop:
+# :func:`prepare_samples` writes grid coordinates (and, for gridding, the prepared values) in
+# layout order once; the per-plane kernels stream through them.
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _prepare_samples_kernel(uvw, fscale, idx, spec_f, wstack, vis, weight, use_weight,
+                            with_vis, coords, vals):
+    nchan = fscale.size
+    xscale, yscale, w0, dw, nshift = spec_f[0], spec_f[1], spec_f[4], spec_f[5], spec_f[6]
+    twopi = 2.0 * math.pi
+    for k in numba.prange(idx.size):
+        row, ch, flip, u, v, w = _sample_uvw(uvw, fscale, nchan, idx[k])
+        coords[k, 0] = u * xscale
+        coords[k, 1] = v * yscale
+        coords[k, 2] = (w - w0) / dw if wstack else 0.0
+        if with_vis:
+            val = complex(vis[row, ch])
+            if use_weight:
+                val *= weight[row, ch]
+            if flip:
+                val = val.conjugate()
+            if wstack and nshift != 0.0:
+                ph = twopi * w * nshift
+                val *= complex(math.cos(ph), -math.sin(ph))
+            vals[k] = val
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _finish_samples_kernel(uvw, fscale, idx, spec_f, wstack, acc, out):
+    nchan = fscale.size
+    nshift = spec_f[6]
+    twopi = 2.0 * math.pi
+    for k in numba.prange(idx.size):
+        row, ch, flip, u, v, w = _sample_uvw(uvw, fscale, nchan, idx[k])
+        val = complex(acc[k])
+        if wstack and nshift != 0.0:
+            ph = twopi * w * nshift
+            val *= complex(math.cos(ph), math.sin(ph))
+        if flip:
+            val = val.conjugate()
+        out[row, ch] += val
+
+
+def prepare_samples(layout: SampleLayout, spec: GridSpec, uvw, freq, vis=None, weight=None,
+                    nthreads=1):
+    """Grid coordinates ``(nsel, 3)`` float64 (cells, cells, planes) of the layout's samples
+    in layout order, and with ``vis`` their values (times ``weight``, reflected, w-shift
+    phase applied) as ``(nsel,)`` complex of vis's precision (else None)."""
+    nsel = layout.idx.size
+    coords = np.empty((nsel, 3), dtype=np.float64)
+    with_vis = vis is not None
+    vals = np.empty(nsel if with_vis else 1,
+                    dtype=_complex_dtype(vis.dtype) if with_vis else np.complex128)
+    use_weight = weight is not None
+    wgt = weight if use_weight else np.ones((1, 1), dtype=np.float64)
+    visa = vis if with_vis else np.zeros((1, 1), dtype=np.complex128)
+    _set_threads(nthreads)
+    _prepare_samples_kernel(uvw, np.asarray(freq, np.float64) / C_LIGHT, layout.idx,
+                            _spec_f(spec), spec.wstack, visa, wgt, use_weight, with_vis, coords,
+                            vals)
+    return coords, (vals if with_vis else None)
+
+
+def finish_samples(layout: SampleLayout, spec: GridSpec, uvw, freq, acc, out, nthreads=1):
+    """``out[row, chan] += `` the degridded sums ``acc`` (layout order) with the w-shift phase
+    and reflection applied."""
+    _set_threads(nthreads)
+    _finish_samples_kernel(uvw, np.asarray(freq, np.float64) / C_LIGHT, layout.idx,
+                           _spec_f(spec), spec.wstack, acc, out)
+    return out
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _grid_sorted_kernel(coords, vals, p0, slot_start, slot_pmin, slot_pmax, colour_start, W,
+                        Ww, p, coef, coefw, gr):
+    nyp = gr.shape[0]
+    nxp = gr.shape[1] // 2
+    W2 = 2 * W
+    for c in range(4):
+        for s in numba.prange(colour_start[c], colour_start[c + 1]):
+            if slot_pmin[s] > p or slot_pmax[s] < p:
+                continue
+            lo, hi = _run_for_plane(p0, slot_start[s], slot_start[s + 1], p, Ww)
+            if lo >= hi:
+                continue
+            ku = np.empty(W)
+            kv = np.empty(W)
+            kx2 = np.empty(W2, dtype=gr.dtype)
+            for k in range(lo, hi):
+                kw = 1.0
+                if Ww > 1:
+                    kw = _wtap(coefw, Ww, coords[k, 2], p)
+                    if kw == 0.0:
+                        continue
+                val = vals[k] * kw
+                jx0 = _taps(coef, W, coords[k, 0], ku) % nxp
+                jy = _taps(coef, W, coords[k, 1], kv) % nyp
+                vr, vi = val.real, val.imag
+                for b in range(W):
+                    kx2[2 * b] = vr * ku[b]
+                    kx2[2 * b + 1] = vi * ku[b]
+                x0 = 2 * jx0
+                nfirst = min(W2, 2 * nxp - x0)
+                for a in range(W):
+                    ka = kv[a]
+                    grow = gr[jy]
+                    for q in range(nfirst):
+                        grow[x0 + q] += ka * kx2[q]
+                    for q in range(nfirst, W2):
+                        grow[q - nfirst] += ka * kx2[q]
+                    jy += 1
+                    if jy == nyp:
+                        jy = 0
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _degrid_sorted_kernel(coords, gr, p0, slot_start, slot_pmin, slot_pmax, W, Ww, p, coef,
+                          coefw, acc):
+    nyp = gr.shape[0]
+    nxp = gr.shape[1] // 2
+    W2 = 2 * W
+    nslots = slot_start.size - 1
+    for s in numba.prange(nslots):
+        if slot_pmin[s] > p or slot_pmax[s] < p:
+            continue
+        lo, hi = _run_for_plane(p0, slot_start[s], slot_start[s + 1], p, Ww)
+        if lo >= hi:
+            continue
+        ku = np.empty(W)
+        kv = np.empty(W)
+        acc2 = np.empty(W2, dtype=gr.dtype)
+        for k in range(lo, hi):
+            kw = 1.0
+            if Ww > 1:
+                kw = _wtap(coefw, Ww, coords[k, 2], p)
+                if kw == 0.0:
+                    continue
+            jx0 = _taps(coef, W, coords[k, 0], ku) % nxp
+            jy = _taps(coef, W, coords[k, 1], kv) % nyp
+            x0 = 2 * jx0
+            nfirst = min(W2, 2 * nxp - x0)
+            for q in range(W2):
+                acc2[q] = 0.0
+            for a in range(W):
+                ka = kv[a]
+                grow = gr[jy]
+                for q in range(nfirst):
+                    acc2[q] += ka * grow[x0 + q]
+                for q in range(nfirst, W2):
+                    acc2[q] += ka * grow[q - nfirst]
+                jy += 1
+                if jy == nyp:
+                    jy = 0
+            re = 0.0
+            im = 0.0
+            for b in range(W):
+                re += acc2[2 * b] * ku[b]
+                im += acc2[2 * b + 1] * ku[b]
+            acc[k] += complex(re * kw, im * kw)
+
+
+def grid_plane_prepared(layout: SampleLayout, spec: GridSpec, coords, vals, p, out,
+                        nthreads=1):
+    """:func:`grid_plane` from :func:`prepare_samples` output (adds into ``out``)."""
+    coef, coefw = _coefs(spec)
+    _set_threads(nthreads)
+    _grid_sorted_kernel(coords, vals, layout.p0, layout.slot_start, layout.slot_pmin,
+                        layout.slot_pmax, layout.colour_start, spec.W, spec.Ww, int(p), coef,
+                        coefw, _real_view(out))
+    return out
+
+
+def degrid_plane_prepared(layout: SampleLayout, spec: GridSpec, coords, grid, p, acc,
+                          nthreads=1):
+    """Add plane ``p``'s kernel sums to ``acc`` (nsel,) complex in layout order (finish with
+    :func:`finish_samples`)."""
+    coef, coefw = _coefs(spec)
+    _set_threads(nthreads)
+    _degrid_sorted_kernel(coords, _real_view(np.ascontiguousarray(grid)), layout.p0,
+                          layout.slot_start, layout.slot_pmin, layout.slot_pmax, spec.W,
+                          spec.Ww, int(p), coef, coefw, acc)
+    return acc
 
 
 def _spec_f(spec: GridSpec):
@@ -407,12 +696,22 @@ def _spec_f(spec: GridSpec):
                      spec.nshift], dtype=np.float64)
 
 
+def _coefs(spec: GridSpec):
+    coef = es_poly_coeffs(spec.W, spec.beta)
+    coefw = es_poly_coeffs(spec.Ww, spec.betaw) if spec.Ww > 1 else np.ones((1, 1))
+    return coef, coefw
+
+
+def _real_view(grid):
+    return grid.view(np.float32 if grid.dtype == np.complex64 else np.float64)
+
+
 def _complex_dtype(dt):
     return np.complex64 if np.dtype(dt) in (np.complex64, np.float32) else np.complex128
 
 
 def grid_plane(layout: SampleLayout, spec: GridSpec, uvw, freq, vis, p=0, *, weight=None,
-               out=None, nthreads=1):
+               out=None, nthreads=1, raw=False):
     """Grid the layout's samples that touch w-plane ``p`` (adjoint of :func:`degrid_plane`).
 
     Parameters
@@ -426,6 +725,7 @@ def grid_plane(layout: SampleLayout, spec: GridSpec, uvw, freq, vis, p=0, *, wei
     weight : ndarray (row, chan) float, optional; multiplies vis.
     out : ndarray (nyp, nxp) complex, optional; the samples are *added* to it.
     nthreads : int
+    raw : bool, vis comes from :func:`prepare_vis` (weight, reflection, phase applied).
 
     Returns
     -------
@@ -436,30 +736,35 @@ def grid_plane(layout: SampleLayout, spec: GridSpec, uvw, freq, vis, p=0, *, wei
         out = np.zeros((spec.nyp, spec.nxp), dtype=cdt)
     if out.shape != (spec.nyp, spec.nxp) or not out.flags.c_contiguous:
         raise ValueError("out must be a C-contiguous (nyp, nxp) array")
-    use_weight = weight is not None
+    use_weight = weight is not None and not raw
     wgt = weight if use_weight else np.ones((1, 1), dtype=np.float64)
+    coef, coefw = _coefs(spec)
     _set_threads(nthreads)
     _grid_plane_kernel(uvw, np.asarray(freq, np.float64) / C_LIGHT, vis, wgt, use_weight,
-                       layout.idx, layout.p0, layout.slot_start, layout.slot_pmin,
+                       bool(raw), layout.idx, layout.p0, layout.slot_start, layout.slot_pmin,
                        layout.slot_pmax, layout.colour_start, _spec_f(spec), spec.W, spec.Ww,
-                       int(p), out)
+                       int(p), coef, coefw, _real_view(out))
     return out
 
 
 def degrid_plane(layout: SampleLayout, spec: GridSpec, uvw, freq, grid, p=0, *, out=None,
-                 nthreads=1):
+                 nthreads=1, raw=False):
     """Degrid plane ``p`` at the layout's samples, *adding* to ``out`` (row, chan).
 
     ``out`` defaults to zeros of the grid's complex dtype; samples outside the layout are left
-    untouched.
+    untouched. ``raw``: add without the w-shift phase and reflection (apply
+    :func:`finish_vis` once after the last plane).
     """
     nrow, nchan = uvw.shape[0], np.atleast_1d(freq).size
     if out is None:
         out = np.zeros((nrow, nchan), dtype=grid.dtype)
+    grid = np.ascontiguousarray(grid)
+    coef, coefw = _coefs(spec)
     _set_threads(nthreads)
-    _degrid_plane_kernel(uvw, np.asarray(freq, np.float64) / C_LIGHT, grid, layout.idx,
-                         layout.p0, layout.slot_start, layout.slot_pmin, layout.slot_pmax,
-                         _spec_f(spec), spec.W, spec.Ww, int(p), out)
+    _degrid_plane_kernel(uvw, np.asarray(freq, np.float64) / C_LIGHT, _real_view(grid),
+                         bool(raw), layout.idx, layout.p0, layout.slot_start, layout.slot_pmin,
+                         layout.slot_pmax, _spec_f(spec), spec.W, spec.Ww, int(p), coef, coefw,
+                         out)
     return out
 
 
@@ -533,3 +838,110 @@ def image_to_plane(img, cell_x, cell_y, wp, nshift, grid, nthreads=1):
     _set_threads(nthreads)
     _image_to_plane_kernel(img, float(cell_x), float(cell_y), float(wp), float(nshift), grid)
     return grid
+
+
+# ----------------------------------------------------------------------------- chirp
+#
+# The w-screen exp(-2 pi i w_p (n - 1 - nshift)) depends on l^2 and m^2 only, so it is held on
+# one quadrant ``(ny // 2 + 1, nx // 2 + 1)`` of |dy|, |dx| and read for all four. Across
+# planes w_p = w0 + p dw it follows the recurrence P_{p+1} = P_p * exp(-2 pi i dw c) (complex
+# multiplies instead of sincos per pixel and plane).
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _quadrant_c_kernel(ny, nx, cell_x, cell_y, nshift, out):
+    qy, qx = out.shape
+    for ay in numba.prange(qy):
+        m = ay * cell_y
+        for ax in range(qx):
+            l = ax * cell_x
+            out[ay, ax] = math.sqrt(1.0 - l * l - m * m) - 1.0 - nshift
+
+
+def quadrant_c(ny, nx, cell_x, cell_y, nshift, nthreads=1):
+    """``n - 1 - nshift`` at ``|dy|, |dx|`` = (0 .. ny // 2, 0 .. nx // 2), float64."""
+    out = np.empty((ny // 2 + 1, nx // 2 + 1), dtype=np.float64)
+    _set_threads(nthreads)
+    _quadrant_c_kernel(ny, nx, float(cell_x), float(cell_y), float(nshift), out)
+    return out
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _phasor_kernel(cq, w, out):
+    qy, qx = cq.shape
+    twopi = 2.0 * math.pi
+    for ay in numba.prange(qy):
+        for ax in range(qx):
+            ph = twopi * w * cq[ay, ax]
+            out[ay, ax] = complex(math.cos(ph), -math.sin(ph))
+
+
+def phasor(cq, w, out=None, nthreads=1):
+    """Quadrant of ``exp(-2 pi i w c)`` (complex128) for ``c`` from :func:`quadrant_c`."""
+    if out is None:
+        out = np.empty(cq.shape, dtype=np.complex128)
+    _set_threads(nthreads)
+    _phasor_kernel(cq, float(w), out)
+    return out
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _phasor_mul_kernel(ph, step):
+    qy, qx = ph.shape
+    for ay in numba.prange(qy):
+        for ax in range(qx):
+            ph[ay, ax] *= step[ay, ax]
+
+
+def phasor_mul(ph, step, nthreads=1):
+    _set_threads(nthreads)
+    _phasor_mul_kernel(ph, step)
+    return ph
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _chirp_adjoint_kernel(fg, ph, use_ph, acc):
+    ny, nx = acc.shape
+    cy, cx = ny // 2, nx // 2
+    for iy in numba.prange(ny):
+        ay = abs(iy - cy)
+        for ix in range(nx):
+            val = fg[iy, ix]
+            if use_ph:
+                p = ph[ay, abs(ix - cx)]
+                acc[iy, ix] += val.real * p.real - val.imag * p.imag
+            else:
+                acc[iy, ix] += val.real
+
+
+def chirp_adjoint(fg, ph, acc, nthreads=1):
+    """``acc += Re(fg * P)``: fg (ny, nx) complex in image order, ``P`` a quadrant from
+    :func:`phasor` (None: no w-screen)."""
+    _set_threads(nthreads)
+    use = ph is not None
+    _chirp_adjoint_kernel(fg, ph if use else np.ones((1, 1), np.complex128), use, acc)
+    return acc
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _chirp_forward_kernel(img, ph, use_ph, out):
+    ny, nx = img.shape
+    cy, cx = ny // 2, nx // 2
+    for iy in numba.prange(ny):
+        ay = abs(iy - cy)
+        for ix in range(nx):
+            val = img[iy, ix]
+            if use_ph:
+                p = ph[ay, abs(ix - cx)]
+                out[iy, ix] = complex(val * p.real, -val * p.imag)
+            else:
+                out[iy, ix] = val
+
+
+def chirp_forward(img, ph, out, nthreads=1):
+    """``out = img * conj(P)`` (image order); the adjoint of :func:`chirp_adjoint`'s real
+    part."""
+    _set_threads(nthreads)
+    use = ph is not None
+    _chirp_forward_kernel(img, ph if use else np.ones((1, 1), np.complex128), use, out)
+    return out

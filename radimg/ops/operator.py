@@ -31,12 +31,13 @@ import numpy as np
 
 from radimg.kernels import gridder as _g
 from radimg.kernels._jit import PARALLEL_JIT_OPTIONS
-from radimg.kernels.es import es_correction, es_parameters
+from radimg.kernels.es import es_parameters, es_poly_correction
 from radimg.ops.fft import get_fft
 
 __all__ = ["make_operator", "WideFieldOperator", "MODES", "good_size"]
 
 MODES = ("none", "wstack", "wstack-wproject")
+_RESEED = 32  # planes between exact w-screens in the recurrence (error ~ 32 ulp)
 
 
 def good_size(n):
@@ -250,17 +251,20 @@ class WideFieldOperator:
         self._grid_rows = np.flatnonzero(rows)
 
         # Image-domain correction 1 / (g(l) g(m) g_w(n - 1 - nshift) n) by quadrature.
-        gx = es_correction((np.arange(self.npix_x) - self.npix_x // 2) / nxp, W, beta)
-        gy = es_correction((np.arange(self.npix_y) - self.npix_y // 2) / nyp, W, beta)
+        gx = es_poly_correction((np.arange(self.npix_x) - self.npix_x // 2) / nxp, W, beta)
+        gy = es_poly_correction((np.arange(self.npix_y) - self.npix_y // 2) / nyp, W, beta)
         if wstack:
             chalf = max(half * dw, 1e-300)
-            cheb = _chebyshev_fit(lambda t: es_correction(t, Ww, betaw), chalf)
+            cheb = _chebyshev_fit(lambda t: es_poly_correction(t, Ww, betaw), chalf)
         else:
             chalf, cheb = 1.0, np.zeros(0)
         self.correction = np.empty((self.npix_y, self.npix_x), dtype=np.float64)
         _g._set_threads(self.nthreads)
         _correction_kernel(gx, gy, self.cell_x, self.cell_y, nshift, dw, cheb, chalf,
                            self.correction)
+        # n - 1 - nshift on one quadrant of |dy|, |dx| (the w-screen is symmetric).
+        self._cq = _g.quadrant_c(self.npix_y, self.npix_x, self.cell_x, self.cell_y, nshift,
+                                 self.nthreads) if wstack else None
 
     # ------------------------------------------------------------------ description
     @property
@@ -331,10 +335,18 @@ class WideFieldOperator:
         grid = out if out is not None else np.empty((self.spec.nyp, self.spec.nxp),
                                                     dtype=self.cdtype)
         img = np.asarray(image, dtype=np.float64) * self.correction
-        img_c = np.empty((self.npix_y, self.npix_x), dtype=self.cdtype)
-        _g.image_to_plane(img, self.cell_x, self.cell_y, self.planes[p], self.spec.nshift, img_c,
-                          self.nthreads)
         rows = np.arange(self.spec.nyp) if rows is None else np.asarray(rows)
+        return self._image_to_grid(img, self._phasor(p), grid, rows)
+
+    def _phasor(self, p):
+        """Quadrant of the plane-p w-screen exp(-2 pi i w_p (n - 1 - nshift)); None in 2-D."""
+        if not self.spec.wstack:
+            return None
+        return _g.phasor(self._cq, self.planes[p], nthreads=self.nthreads)
+
+    def _image_to_grid(self, img, ph, grid, rows):
+        img_c = np.empty((self.npix_y, self.npix_x), dtype=self.cdtype)
+        _g.chirp_forward(img, ph, img_c, self.nthreads)
         return self._pruned_forward(img_c, rows, grid)
 
     @property
@@ -354,8 +366,7 @@ class WideFieldOperator:
             raise ValueError("out must be float64 (image sums are accumulated in double)")
         fgrid = self._pruned_backward(grid)
         tmp = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
-        _g.plane_to_image(fgrid, self.cell_x, self.cell_y, self.planes[p], self.spec.nshift,
-                          tmp, self.nthreads)
+        _g.chirp_adjoint(fgrid, self._phasor(p), tmp, self.nthreads)
         out += tmp * self.correction
         return out
 
@@ -383,6 +394,20 @@ class WideFieldOperator:
         return vis.astype(self.cdtype, copy=False)
 
     # ------------------------------------------------------------------ operator
+    def _phasors(self):
+        """Plane-0 w-screen and the per-plane step of the recurrence (None, None in 2-D)."""
+        if not self.spec.wstack:
+            return None, None
+        return self._phasor(0), _g.phasor(self._cq, self.spec.dw, nthreads=self.nthreads)
+
+    def _next_phasor(self, ph, step, p):
+        """w-screen of plane ``p`` from plane ``p - 1``'s (re-seeded exactly every 32)."""
+        if ph is None:
+            return None
+        if p % _RESEED == 0:
+            return _g.phasor(self._cq, self.planes[p], out=ph, nthreads=self.nthreads)
+        return _g.phasor_mul(ph, step, self.nthreads)
+
     def dot(self, image):
         """Forward operator: image (npix_y, npix_x) real -> vis (row, chan) complex.
 
@@ -391,12 +416,20 @@ class WideFieldOperator:
         image = np.asarray(image)
         if image.shape != (self.npix_y, self.npix_x):
             raise ValueError(f"image must be (npix_y, npix_x) = {(self.npix_y, self.npix_x)}")
-        vis = np.zeros((self.nrow, self.nchan), dtype=self.cdtype)
+        lay = self._layout
+        img = image.astype(np.float64) * self.correction
+        coords, _ = _g.prepare_samples(lay, self.spec, self.uvw, self.freq,
+                                       nthreads=self.nthreads)
+        acc = np.zeros(lay.nsamples, dtype=self.cdtype)
         grid = np.empty((self.spec.nyp, self.spec.nxp), dtype=self.cdtype)
+        ph, step = self._phasors()
         for p in range(self.nplanes):
-            fgrid = self.image_to_plane_grid(image, p, out=grid, rows=self._grid_rows)
-            self.degrid_samples(fgrid, p, out=vis)
-        return vis
+            if p:
+                ph = self._next_phasor(ph, step, p)
+            fgrid = self._image_to_grid(img, ph, grid, self._grid_rows)
+            _g.degrid_plane_prepared(lay, self.spec, coords, fgrid, p, acc, self.nthreads)
+        vis = np.zeros((self.nrow, self.nchan), dtype=self.cdtype)
+        return _g.finish_samples(lay, self.spec, self.uvw, self.freq, acc, vis, self.nthreads)
 
     def hdot(self, vis, weight=None):
         """Adjoint: vis (row, chan) complex (times ``weight``) -> image (npix_y, npix_x) real."""
@@ -405,16 +438,18 @@ class WideFieldOperator:
             weight = np.asarray(weight)
             if weight.shape != vis.shape:
                 raise ValueError("weight must have the shape of vis")
+        lay = self._layout
+        coords, vals = _g.prepare_samples(lay, self.spec, self.uvw, self.freq, vis, weight,
+                                          self.nthreads)
         acc = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
-        tmp = np.empty_like(acc)
         grid = self.new_grid()
+        ph, step = self._phasors()
         for p in range(self.nplanes):
+            if p:
+                ph = self._next_phasor(ph, step, p)
             grid[...] = 0
-            self.grid_samples(vis, p, weight=weight, out=grid)
+            _g.grid_plane_prepared(lay, self.spec, coords, vals, p, grid, self.nthreads)
             fgrid = self._pruned_backward(grid, rows=self._grid_rows)
-            tmp[...] = 0.0
-            _g.plane_to_image(fgrid, self.cell_x, self.cell_y, self.planes[p], self.spec.nshift,
-                              tmp, self.nthreads)
-            acc += tmp
+            _g.chirp_adjoint(fgrid, ph, acc, self.nthreads)
         acc *= self.correction
         return acc.astype(self.rdtype, copy=False)
