@@ -899,14 +899,22 @@ def phasor_mul(ph, step, nthreads=1):
     return ph
 
 
+def _rowmap(ny, nr):
+    """Row of image row iy in an (nr, nx) array: iy itself, or (iy - ny // 2) mod nr."""
+    iy = np.arange(ny, dtype=np.int64)
+    return iy if nr == ny else (iy - ny // 2) % nr
+
+
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _chirp_adjoint_kernel(fg, ph, use_ph, acc):
+def _chirp_adjoint_kernel(fg, ph, use_ph, rowmap, acc):
     ny, nx = acc.shape
+    nr = fg.shape[0]
     cy, cx = ny // 2, nx // 2
     for iy in numba.prange(ny):
         ay = abs(iy - cy)
+        jy = rowmap[iy]
         for ix in range(nx):
-            val = fg[iy, ix]
+            val = fg[jy, ix]
             if use_ph:
                 p = ph[ay, abs(ix - cx)]
                 acc[iy, ix] += val.real * p.real - val.imag * p.imag
@@ -915,33 +923,43 @@ def _chirp_adjoint_kernel(fg, ph, use_ph, acc):
 
 
 def chirp_adjoint(fg, ph, acc, nthreads=1):
-    """``acc += Re(fg * P)``: fg (ny, nx) complex in image order, ``P`` a quadrant from
-    :func:`phasor` (None: no w-screen)."""
+    """``acc += Re(fg * P)``: fg (ny, nx) complex in image order, or (nyp, nx) with image row
+    ``iy`` at row ``(iy - ny // 2) mod nyp``; ``P`` a quadrant from :func:`phasor` (None: no
+    w-screen)."""
     _set_threads(nthreads)
     use = ph is not None
-    _chirp_adjoint_kernel(fg, ph if use else np.ones((1, 1), np.complex128), use, acc)
+    _chirp_adjoint_kernel(fg, ph if use else np.ones((1, 1), np.complex128), use,
+                          _rowmap(acc.shape[0], fg.shape[0]), acc)
     return acc
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _chirp_forward_kernel(img, ph, use_ph, out):
+def _chirp_forward_kernel(img, ph, use_ph, rowmap, out):
     ny, nx = img.shape
+    nr = out.shape[0]
     cy, cx = ny // 2, nx // 2
+    if nr != ny:  # zero the padding rows
+        for jy in numba.prange(ny - cy, nr - cy):
+            for ix in range(nx):
+                out[jy, ix] = 0.0
     for iy in numba.prange(ny):
         ay = abs(iy - cy)
+        jy = rowmap[iy]
         for ix in range(nx):
             val = img[iy, ix]
             if use_ph:
                 p = ph[ay, abs(ix - cx)]
-                out[iy, ix] = complex(val * p.real, -val * p.imag)
+                out[jy, ix] = complex(val * p.real, -val * p.imag)
             else:
-                out[iy, ix] = val
+                out[jy, ix] = val
 
 
 def chirp_forward(img, ph, out, nthreads=1):
-    """``out = img * conj(P)`` (image order); the adjoint of :func:`chirp_adjoint`'s real
-    part."""
+    """``out = img * conj(P)``, in image order or, for ``out`` of (nyp, nx), at rows
+    ``(iy - ny // 2) mod nyp`` with the other rows zeroed; the adjoint of
+    :func:`chirp_adjoint`'s real part."""
     _set_threads(nthreads)
     use = ph is not None
-    _chirp_forward_kernel(img, ph if use else np.ones((1, 1), np.complex128), use, out)
+    _chirp_forward_kernel(img, ph if use else np.ones((1, 1), np.complex128), use,
+                          _rowmap(img.shape[0], out.shape[0]), out)
     return out

@@ -32,6 +32,9 @@ class _Scipy:
         self._fft = scipy.fft
         self.nthreads = max(1, int(nthreads))
 
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
     def forward(self, a, overwrite=False):
         return self._fft.fft2(a, workers=self.nthreads, overwrite_x=overwrite)
 
@@ -52,6 +55,9 @@ class _Numpy:
     def __init__(self, nthreads=1):
         self.nthreads = 1
 
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
     def forward(self, a, overwrite=False):
         return np.fft.fft2(a).astype(a.dtype, copy=False)
 
@@ -66,28 +72,40 @@ class _Numpy:
 
 
 class _Fftw:
-    """pyfftw with one plan per (shape, dtype, direction), reused (FFTW_MEASURE is far too
-    slow to plan at 8192^2, so plans are FFTW_ESTIMATE unless wisdom says otherwise)."""
+    """pyfftw with one plan per (shape, dtype, direction), reused. ``FFTW_ESTIMATE`` by default
+    (planning at 8192^2 with ``FFTW_MEASURE`` takes long); ``measure=True`` (registry name
+    ``"fftw-measure"``) plans with ``FFTW_MEASURE`` and keeps the wisdom in a file
+    (:func:`wisdom_path`), so each shape is measured once per machine."""
 
     name = "fftw"
 
-    def __init__(self, nthreads=1, flags=("FFTW_ESTIMATE",)):
+    def __init__(self, nthreads=1, flags=("FFTW_ESTIMATE",), measure=False):
         import pyfftw
 
         self._pyfftw = pyfftw
         self.nthreads = max(1, int(nthreads))
-        self.flags = tuple(flags)
+        self.measure = bool(measure)
+        self.flags = ("FFTW_MEASURE",) if self.measure else tuple(flags)
+        if self.measure:
+            self.name = "fftw-measure"
+            _load_wisdom(pyfftw)
         self._plans = {}
+
+    def empty(self, shape, dtype):
+        return self._pyfftw.empty_aligned(shape, dtype=dtype)
 
     def _plan(self, shape, dtype, direction, axes=(-2, -1)):
         key = (shape, np.dtype(dtype).str, direction, axes)
         plan = self._plans.get(key)
         if plan is None:
             buf = self._pyfftw.empty_aligned(shape, dtype=dtype)
+            t0 = time.perf_counter()
             plan = self._pyfftw.FFTW(buf, buf, axes=axes, direction=direction,
                                      flags=self.flags + ("FFTW_DESTROY_INPUT",),
                                      threads=self.nthreads)
             self._plans[key] = plan
+            if self.measure and time.perf_counter() - t0 > 0.05:
+                _save_wisdom(self._pyfftw)
         return plan
 
     def _run(self, a, direction, overwrite, axes=(-2, -1)):
@@ -112,6 +130,51 @@ class _Fftw:
 
     def backward1(self, a, axis, overwrite=False):
         return self._run(a, "FFTW_BACKWARD", overwrite, (axis % a.ndim,))
+
+
+def wisdom_path():
+    """File holding FFTW wisdom: ``$RADIMG_FFTW_WISDOM``, else ``fftw-wisdom.pickle`` in
+    ``$NUMBA_CACHE_DIR`` or ``~/.cache/radimg``."""
+    import os
+
+    env = os.environ.get("RADIMG_FFTW_WISDOM")
+    if env:
+        return env
+    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                              "radimg")
+    return os.path.join(base, "fftw-wisdom.pickle")
+
+
+_WISDOM_LOADED = []
+
+
+def _load_wisdom(pyfftw):
+    import pickle
+
+    if _WISDOM_LOADED:
+        return
+    _WISDOM_LOADED.append(True)
+    try:
+        with open(wisdom_path(), "rb") as fh:
+            pyfftw.import_wisdom(pickle.load(fh))
+    except Exception:  # noqa: BLE001 - no or unreadable wisdom: plan afresh
+        pass
+
+
+def _save_wisdom(pyfftw):
+    import os
+    import pickle
+    import tempfile
+
+    path = wisdom_path()
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)))
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(pyfftw.export_wisdom(), fh)
+        os.replace(tmp, path)  # atomic: concurrent ranks never read a partial file
+    except OSError:
+        pass
 
 
 _REGISTRY = {"scipy": _Scipy, "fftw": _Fftw, "numpy": _Numpy}
@@ -162,6 +225,9 @@ class _Auto:
             self.choice[key] = self._backends[int(np.argmin(times))]
         return out
 
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
     def forward(self, a, overwrite=False):
         return self._call("forward", a, overwrite)
 
@@ -180,11 +246,13 @@ def get_fft(name="auto", nthreads=1):
 
     Parameters
     ----------
-    name : {"auto", "scipy", "fftw", "numpy"}
+    name : {"auto", "scipy", "fftw", "numpy", "fftw-measure"}
     nthreads : int
     """
     if name == "auto":
         return _Auto(nthreads)
+    if name == "fftw-measure":
+        return _Fftw(nthreads, measure=True)
     try:
         cls = _REGISTRY[name]
     except KeyError:

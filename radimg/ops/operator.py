@@ -32,11 +32,14 @@ import numpy as np
 from radimg.kernels import gridder as _g
 from radimg.kernels._jit import PARALLEL_JIT_OPTIONS
 from radimg.kernels.es import es_parameters, es_poly_correction
+from radimg.ops.fft import available as available_fft
 from radimg.ops.fft import get_fft
 
-__all__ = ["make_operator", "WideFieldOperator", "MODES", "good_size"]
+__all__ = ["make_operator", "WideFieldOperator", "MODES", "good_size", "resolve_geometry",
+           "resolve_oversampling"]
 
 MODES = ("none", "wstack", "wstack-wproject")
+_FFTW_MEASURE_WORK = 1e8  # planes x padded cells above which FFTW_MEASURE plans pay off
 _RESEED = 32  # planes between exact w-screens in the recurrence (error ~ 32 ulp)
 
 
@@ -96,6 +99,127 @@ def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="ws
     raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
 
 
+# Candidate oversampling factors: in u, v they set the padded FFT size; in w only the plane
+# spacing (dw = 1 / (2 sigma_w h)), so the w axis may use large factors with short kernels.
+_SIGMAS = (1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5)
+_SIGMAS_W = (1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0)
+# Cost model, seconds on one core of the 2-core AMD EPYC dev machine (measured with the
+# per-stage profile of scripts/bench_operator.py cases a, b, c at scale 0.05, FFTW plans):
+COST_FFT = 6.5e-10   # per padded cell * log2(cells), one plane, both pruned passes
+COST_CELL = 1.5e-9   # per padded cell per plane: zeroing, copies
+COST_PIXEL = 3e-9    # per image pixel per plane: w-screen recurrence and accumulation
+COST_UPDATE = 4e-9   # per kernel cell update: sample * W^2 * Ww (kernel taps included)
+
+
+def _field_half(npix_x, npix_y, cell_x, cell_y):
+    """Half range ``h`` of ``n - 1`` over the image (n - 1 - nshift lies in [-h, h])."""
+    lx = max(npix_x // 2, npix_x - 1 - npix_x // 2) * cell_x
+    my = max(npix_y // 2, npix_y - 1 - npix_y // 2) * cell_y
+    if lx * lx + my * my >= 1.0:
+        raise ValueError("the image extends beyond the horizon (l^2 + m^2 >= 1)")
+    return -0.5 * (math.sqrt(1.0 - lx * lx - my * my) - 1.0)
+
+
+def _dynamic_range(W, beta, sigma):
+    """Largest gridding correction over the field, relative to the centre's: rounding errors
+    of the grid are amplified by this much at the field edge."""
+    return es_poly_correction(0.0, W, beta) / es_poly_correction(0.5 / sigma, W, beta)
+
+
+def resolve_geometry(npix_x, npix_y, cell_x, cell_y, epsilon, mode, nsel, wmin, wmax, *,
+                     oversampling="auto", oversampling_w=None, precision="double"):
+    """Kernel supports, oversampling factors, padded grid and plane count for ``mode``.
+
+    Accuracy: every axis gets a worst-case 1-D kernel error (:func:`es_parameters`, measured,
+    not a formula) of ``epsilon / ndim``, so the product's worst case stays within
+    ``epsilon`` whatever is chosen ("auto" never trades accuracy for speed). Speed: with
+    ``oversampling="auto"`` the factors minimise the cost model above (FFT, per-plane image
+    work and kernel updates); the w axis gets its own factor ``oversampling_w`` ("auto" or
+    None: chosen too when ``oversampling`` is "auto", else equal to ``oversampling``).
+
+    Rounding: the grid's rounding error (unit roundoff of ``precision``) is amplified by the
+    gridding corrections, up to the product of their dynamic ranges (measured:
+    :func:`_dynamic_range`); "auto" only takes factors where that stays below
+    ``epsilon / 10`` (small factors with long kernels are excluded in single precision).
+
+    ``nsel``: samples gridded; ``wmin, wmax``: range of ``|w|`` in wavelengths. Returns a dict
+    with ``oversampling, W, beta, nxp, nyp, oversampling_w, Ww, betaw, dw_max, nplanes,
+    cost``. Deterministic in its arguments, so ranks that pass the same global values agree.
+    """
+    half = _field_half(npix_x, npix_y, cell_x, cell_y)
+    wstack = mode == "wstack"
+    ndim = 3 if wstack else 2
+    eps_axis = epsilon / ndim
+    npix = npix_x * npix_y
+    unit = 2.0**-24 if precision == "single" else 2.0**-53
+
+    def uv(sigma):
+        W, beta = es_parameters(eps_axis, sigma)
+        return W, beta, good_size(math.ceil(sigma * npix_x)), good_size(math.ceil(sigma * npix_y))
+
+    def wax(sigma_w):
+        Ww, betaw = es_parameters(eps_axis, sigma_w)
+        dw_max = 0.5 / (sigma_w * half) if half > 0 else np.inf
+        nplanes = (int(math.ceil((wmax - wmin) / dw_max)) + Ww) if np.isfinite(dw_max) else Ww
+        return Ww, betaw, dw_max, nplanes
+
+    def candidates(sigmas):
+        out = []
+        for sg in sigmas:
+            try:
+                out.append((sg, uv(sg)))
+            except ValueError:
+                continue
+        return out
+
+    if oversampling == "auto":
+        uvc = candidates(_SIGMAS)
+    else:
+        uvc = [(float(oversampling), uv(float(oversampling)))]
+    if not uvc:
+        raise ValueError(f"epsilon={epsilon:g} is not reachable with any oversampling factor")
+    auto_w = oversampling_w in ("auto", None) and oversampling == "auto" or oversampling_w == "auto"
+    best = None
+    for sigma, (W, beta, nxp, nyp) in uvc:
+        if not wstack:
+            wc = [(sigma, (1, 0.0, np.inf, 1))]
+        elif auto_w:
+            wc = []
+            for sw in _SIGMAS_W:
+                try:
+                    wc.append((sw, wax(sw)))
+                except ValueError:
+                    continue
+        else:
+            sw = sigma if oversampling_w in ("auto", None) else float(oversampling_w)
+            wc = [(sw, wax(sw))]
+        npts = nxp * nyp
+        plane = COST_FFT * npts * math.log2(npts) + COST_CELL * npts + COST_PIXEL * npix
+        r_uv = _dynamic_range(W, beta, sigma) ** 2
+        for sw, (Ww, betaw, dw_max, nplanes) in wc:
+            r = r_uv * (_dynamic_range(Ww, betaw, sw) if wstack else 1.0)
+            if (len(uvc) > 1 or len(wc) > 1) and unit * r > 0.1 * epsilon:
+                continue  # rounding would spoil epsilon; explicit factors are taken as given
+            cost = nplanes * plane + COST_UPDATE * nsel * W * W * Ww
+            if best is None or cost < best["cost"]:
+                best = dict(oversampling=sigma, W=W, beta=beta, nxp=nxp, nyp=nyp,
+                            oversampling_w=sw, Ww=Ww, betaw=betaw, dw_max=dw_max,
+                            nplanes=nplanes, cost=cost)
+    if best is None:
+        raise ValueError(f"epsilon={epsilon:g} is not reachable in {precision} precision")
+    return best
+
+
+def resolve_oversampling(npix_x, npix_y, cell_x, cell_y, epsilon, mode, nsel, wmin, wmax,
+                         precision="double"):
+    """(oversampling, oversampling_w) that ``oversampling="auto"`` picks; pass both to
+    :class:`WideFieldOperator` (``oversampling=..., oversampling_w=...``) to rebuild the same
+    geometry from global values (radimg/parallel)."""
+    g = resolve_geometry(npix_x, npix_y, cell_x, cell_y, epsilon, mode, nsel, wmin, wmax,
+                         precision=precision)
+    return g["oversampling"], g["oversampling_w"]
+
+
 @numba.njit(**PARALLEL_JIT_OPTIONS)
 def _correction_kernel(cx, cy, cell_x, cell_y, nshift, dw, cheb, cheb_half, out):
     """out[iy, ix] = 1 / (cx[ix] cy[iy] g_w((n - 1 - nshift) dw) n); g_w from a Chebyshev
@@ -139,7 +263,7 @@ class WideFieldOperator:
 
     def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="wstack",
                  nstacks="auto", oversampling=2.0, nthreads=1, precision="double", fft="auto",
-                 weight_mask=None, tile=None):
+                 weight_mask=None, tile=None, oversampling_w=None):
         if mode not in ("none", "wstack"):
             raise ValueError(f"WideFieldOperator handles modes 'none' and 'wstack', not {mode!r}")
         if precision not in ("single", "double"):
@@ -158,7 +282,8 @@ class WideFieldOperator:
         self.precision = precision
         self.cdtype = np.complex64 if precision == "single" else np.complex128
         self.rdtype = np.float32 if precision == "single" else np.float64
-        self.fft = get_fft(fft, self.nthreads)
+        self._fft_name = fft
+        self._bufs = {}
 
         # Field extent and n - 1 range (n - 1 <= 0, its maximum 0 at the phase centre).
         lx = max(self.npix_x // 2, self.npix_x - 1 - self.npix_x // 2) * self.cell_x
@@ -184,41 +309,20 @@ class WideFieldOperator:
             wmin, wmax = (float(sel.min()), float(sel.max())) if sel.size else (0.0, 0.0)
         half = -0.5 * nmin  # n - 1 - nshift in [-half, half]
 
-        def geometry(sigma):
-            # Per-axis worst-case error eps/ndim keeps the worst case of the product within eps.
-            W, beta = es_parameters(self.epsilon / ndim, sigma)
-            nxp = good_size(math.ceil(sigma * self.npix_x))
-            nyp = good_size(math.ceil(sigma * self.npix_y))
-            dw_max = 0.5 / (sigma * half) if half > 0 else np.inf
-            nplanes = 1
-            if wstack:
-                nplanes = int(math.ceil((wmax - wmin) / dw_max)) + W if np.isfinite(dw_max) else W
-            return W, beta, nxp, nyp, dw_max, nplanes
-
-        if oversampling == "auto":
-            # Cost model (seconds, rough constants measured on 2-core x86): FFTs and
-            # chirps per plane plus kernel work per sample and plane.
-            best = None
-            for sigma in (1.25, 1.4, 1.5, 1.75, 2.0, 2.5):
-                try:
-                    W, beta, nxp, nyp, dw_max, nplanes = geometry(sigma)
-                except ValueError:
-                    continue
-                npts = nxp * nyp
-                cost = nplanes * (7e-10 * npts * math.log2(npts) + 2e-8 * self.npix_x
-                                  * self.npix_y) + 2e-8 * nsel * W * W * (W if wstack else 1)
-                if best is None or cost < best[0]:
-                    best = (cost, sigma)
-            self.oversampling = best[1]
-        else:
-            self.oversampling = float(oversampling)
-        W, beta, nxp, nyp, dw_max, nplanes_auto = geometry(self.oversampling)
+        geo = resolve_geometry(self.npix_x, self.npix_y, self.cell_x, self.cell_y,
+                               self.epsilon, mode, nsel, wmin, wmax, oversampling=oversampling,
+                               oversampling_w=oversampling_w, precision=precision)
+        self.oversampling = geo["oversampling"]
+        self.oversampling_w = geo["oversampling_w"]
+        self.geometry = geo
+        W, beta, nxp, nyp = geo["W"], geo["beta"], geo["nxp"], geo["nyp"]
+        dw_max, nplanes_auto = geo["dw_max"], geo["nplanes"]
         xscale, yscale = self.cell_x * nxp, -self.cell_y * nyp
 
         nplanes, Ww, betaw, w0, dw, nshift = 1, 1, 0.0, 0.0, 1.0, 0.0
         if wstack:
             nshift = 0.5 * nmin
-            Ww, betaw = W, beta
+            Ww, betaw = geo["Ww"], geo["betaw"]
             if nstacks == "auto" or nstacks is None:
                 dw = dw_max if np.isfinite(dw_max) else 1.0
                 nplanes = nplanes_auto
@@ -249,6 +353,14 @@ class WideFieldOperator:
         for ty in tys:
             rows[lay.ybounds[ty] : lay.ybounds[ty + 1]] = True
         self._grid_rows = np.flatnonzero(rows)
+        self.fft = get_fft(self._choose_fft(fft), self.nthreads)
+        if self.fft.name == "fftw-measure":  # plan (or load wisdom) now, not in dot/hdot
+            for rws in (self._grid_rows.size, nyp):
+                self.fft.backward1(self._buffer("plan", (rws, nxp), self.cdtype), 1, True)
+                self.fft.forward1(self._buffer("plan", (rws, nxp), self.cdtype), 1, True)
+            self.fft.backward1(self._buffer("plan", (nyp, self.npix_x), self.cdtype), 0, True)
+            self.fft.forward1(self._buffer("plan", (nyp, self.npix_x), self.cdtype), 0, True)
+            self._bufs = {k: v for k, v in self._bufs.items() if k[0] != "plan"}
 
         # Image-domain correction 1 / (g(l) g(m) g_w(n - 1 - nshift) n) by quadrature.
         gx = es_poly_correction((np.arange(self.npix_x) - self.npix_x // 2) / nxp, W, beta)
@@ -265,6 +377,16 @@ class WideFieldOperator:
         # n - 1 - nshift on one quadrant of |dy|, |dx| (the w-screen is symmetric).
         self._cq = _g.quadrant_c(self.npix_y, self.npix_x, self.cell_x, self.cell_y, nshift,
                                  self.nthreads) if wstack else None
+
+    def _choose_fft(self, fft):
+        """``"auto"``: FFTW with measured plans (wisdom kept on disk) when the transforms
+        per application are large enough to repay planning, else the timed chooser."""
+        if fft != "auto":
+            return fft
+        s = self.spec
+        if s.nplanes * s.nxp * s.nyp >= _FFTW_MEASURE_WORK and "fftw" in available_fft():
+            return "fftw-measure"
+        return "auto"
 
     # ------------------------------------------------------------------ description
     @property
@@ -283,6 +405,7 @@ class WideFieldOperator:
             "beta": s.beta,
             "padded_grid": (s.nyp, s.nxp),
             "oversampling": self.oversampling,
+            "oversampling_w": self.oversampling_w if s.wstack else None,
             "dw": s.dw if s.wstack else None,
             "nshift": s.nshift,
             "nsamples": self._layout.nsamples,
@@ -300,27 +423,61 @@ class WideFieldOperator:
         return _g.make_layout(self.uvw, self.freq, self.spec, mask=self.mask, idx=idx,
                               tile=self._tile, nthreads=self.nthreads)
 
-    def _pruned_backward(self, grid, rows=None):
-        """Unnormalised inverse FFT of ``grid`` cut to the image: (npix_y, npix_x) complex in
-        image order. Only non-empty grid rows and the image's columns are transformed."""
+    def _buffer(self, name, shape, dtype):
+        """Reusable FFT-aligned scratch array (contents undefined)."""
+        key = (name, tuple(shape), np.dtype(dtype).str)
+        buf = self._bufs.get(key)
+        if buf is None:
+            buf = self._bufs[key] = self.fft.empty(shape, dtype)
+        return buf
+
+    def _col_slices(self):
+        """Image columns <-> padded-grid columns: two contiguous runs (grid, image)."""
+        k = self.npix_x // 2
+        nxp = self.spec.nxp
+        return ((slice(nxp - k, nxp), slice(0, k)), (slice(0, self.npix_x - k),
+                                                     slice(k, self.npix_x)))
+
+    def _pruned_backward_rows(self, grid, rows=None):
+        """Unnormalised inverse FFT of ``grid`` cut to the image's columns, (nyp, npix_x)
+        complex: image row ``iy`` is row ``(iy - npix_y // 2) mod nyp``. Only the grid
+        ``rows`` (default: the non-empty ones) and the image columns are transformed."""
         if rows is None:
             rows = np.flatnonzero(grid.any(axis=1))
-        sub = self.fft.backward1(grid[rows], axis=1, overwrite=True)
-        h = np.zeros((self.spec.nyp, self.npix_x), dtype=grid.dtype)
-        h[rows] = sub[:, self._img_cols]
-        h = self.fft.backward1(h, axis=0, overwrite=True)
-        return h[self._img_rows]
+        sub = self._buffer("sub", (rows.size, self.spec.nxp), grid.dtype)
+        np.take(grid, rows, axis=0, out=sub)
+        sub = self.fft.backward1(sub, axis=1, overwrite=True)
+        h = self._buffer("h", (self.spec.nyp, self.npix_x), grid.dtype)
+        full = rows.size == self.spec.nyp
+        if not full:
+            h[...] = 0
+        for gs, ims in self._col_slices():
+            if full:
+                h[:, ims] = sub[:, gs]
+            else:
+                h[rows, ims] = sub[:, gs]
+        return self.fft.backward1(h, axis=0, overwrite=True)
 
-    def _pruned_forward(self, img_c, rows, out):
-        """Adjoint of :meth:`_pruned_backward` on the grid ``rows`` (others set to 0)."""
-        h = np.zeros((self.spec.nyp, self.npix_x), dtype=out.dtype)
-        h[self._img_rows] = img_c
+    def _pruned_backward(self, grid, rows=None):
+        """As :meth:`_pruned_backward_rows`, cropped to (npix_y, npix_x) in image order."""
+        return self._pruned_backward_rows(grid, rows)[self._img_rows]
+
+    def _pruned_forward(self, h, rows, out):
+        """Adjoint of :meth:`_pruned_backward_rows`: ``h`` (nyp, npix_x) (overwritten) -> the
+        grid ``rows`` of ``out`` (others set to 0)."""
         h = self.fft.forward1(h, axis=0, overwrite=True)
-        sub = np.zeros((rows.size, self.spec.nxp), dtype=out.dtype)
-        sub[:, self._img_cols] = h[rows]
+        sub = self._buffer("subf", (rows.size, self.spec.nxp), out.dtype)
+        k = self.npix_x // 2
+        sub[:, self.npix_x - k : self.spec.nxp - k] = 0
+        for gs, ims in self._col_slices():
+            sub[:, gs] = h[rows, ims]
         sub = self.fft.forward1(sub, axis=1, overwrite=True)
-        out[...] = 0
-        out[rows] = sub
+        if rows.size == self.spec.nyp and np.all(np.diff(rows) > 0):
+            out[...] = sub
+        else:
+            if rows.size != self.spec.nyp:
+                out[...] = 0
+            out[rows] = sub
         return out
 
     def new_grid(self):
@@ -345,9 +502,9 @@ class WideFieldOperator:
         return _g.phasor(self._cq, self.planes[p], nthreads=self.nthreads)
 
     def _image_to_grid(self, img, ph, grid, rows):
-        img_c = np.empty((self.npix_y, self.npix_x), dtype=self.cdtype)
-        _g.chirp_forward(img, ph, img_c, self.nthreads)
-        return self._pruned_forward(img_c, rows, grid)
+        h = self._buffer("h", (self.spec.nyp, self.npix_x), self.cdtype)
+        _g.chirp_forward(img, ph, h, self.nthreads)
+        return self._pruned_forward(h, rows, grid)
 
     @property
     def grid_rows(self):
@@ -364,7 +521,7 @@ class WideFieldOperator:
             out = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
         if out.dtype != np.float64:
             raise ValueError("out must be float64 (image sums are accumulated in double)")
-        fgrid = self._pruned_backward(grid)
+        fgrid = self._pruned_backward_rows(grid)
         tmp = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
         _g.chirp_adjoint(fgrid, self._phasor(p), tmp, self.nthreads)
         out += tmp * self.correction
@@ -421,7 +578,7 @@ class WideFieldOperator:
         coords, _ = _g.prepare_samples(lay, self.spec, self.uvw, self.freq,
                                        nthreads=self.nthreads)
         acc = np.zeros(lay.nsamples, dtype=self.cdtype)
-        grid = np.empty((self.spec.nyp, self.spec.nxp), dtype=self.cdtype)
+        grid = self._buffer("grid", (self.spec.nyp, self.spec.nxp), self.cdtype)
         ph, step = self._phasors()
         for p in range(self.nplanes):
             if p:
@@ -449,7 +606,7 @@ class WideFieldOperator:
                 ph = self._next_phasor(ph, step, p)
             grid[...] = 0
             _g.grid_plane_prepared(lay, self.spec, coords, vals, p, grid, self.nthreads)
-            fgrid = self._pruned_backward(grid, rows=self._grid_rows)
+            fgrid = self._pruned_backward_rows(grid, rows=self._grid_rows)
             _g.chirp_adjoint(fgrid, ph, acc, self.nthreads)
         acc *= self.correction
         return acc.astype(self.rdtype, copy=False)
