@@ -906,42 +906,55 @@ def _rowmap(ny, nr):
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _chirp_adjoint_kernel(fg, ph, use_ph, rowmap, acc):
+def _chirp_adjoint_kernel(fg, ph, use_ph, step, use_step, rowmap, colmap, acc):
+    """Quadrant row ``ay`` serves image rows cy - ay and cy + ay, quadrant column ``ax``
+    image columns cx - ax and cx + ax: each screen value is read once per plane and, with
+    ``use_step``, advanced to the next plane in the same pass."""
     ny, nx = acc.shape
-    nr = fg.shape[0]
     cy, cx = ny // 2, nx // 2
-    for iy in numba.prange(ny):
-        ay = abs(iy - cy)
-        jy = rowmap[iy]
-        for ix in range(nx):
-            val = fg[jy, ix]
-            if use_ph:
-                p = ph[ay, abs(ix - cx)]
-                acc[iy, ix] += val.real * p.real - val.imag * p.imag
-            else:
-                acc[iy, ix] += val.real
+    qy = max(cy, ny - 1 - cy) + 1
+    qx = max(cx, nx - 1 - cx) + 1
+    for ay in numba.prange(qy):
+        for side in range(2):
+            iy = cy - ay if side == 0 else cy + ay
+            if iy < 0 or iy >= ny or (side == 1 and ay == 0):
+                continue
+            jy = rowmap[iy]
+            for ax in range(qx):
+                p = ph[ay, ax] if use_ph else complex(1.0, 0.0)
+                ix = cx - ax
+                if ix >= 0:
+                    val = fg[jy, colmap[ix]]
+                    acc[iy, ix] += val.real * p.real - val.imag * p.imag
+                ix = cx + ax
+                if ax > 0 and ix < nx:
+                    val = fg[jy, colmap[ix]]
+                    acc[iy, ix] += val.real * p.real - val.imag * p.imag
+        if use_step:
+            for ax in range(qx):
+                ph[ay, ax] *= step[ay, ax]
 
 
-def chirp_adjoint(fg, ph, acc, nthreads=1):
-    """``acc += Re(fg * P)``: fg (ny, nx) complex in image order, or (nyp, nx) with image row
-    ``iy`` at row ``(iy - ny // 2) mod nyp``; ``P`` a quadrant from :func:`phasor` (None: no
-    w-screen)."""
+def chirp_adjoint(fg, ph, acc, nthreads=1, step=None):
+    """``acc += Re(fg * P)``: fg (ny, nx) complex in image order, or larger (padded): image
+    pixel ``(iy, ix)`` at ``((iy - ny // 2) mod nyp, (ix - nx // 2) mod nxp)`` per axis whose
+    size differs; ``P`` a quadrant from :func:`phasor` (None: no w-screen). ``step``: then
+    ``P *= step`` in place (the next plane's screen)."""
     _set_threads(nthreads)
     use = ph is not None
-    _chirp_adjoint_kernel(fg, ph if use else np.ones((1, 1), np.complex128), use,
-                          _rowmap(acc.shape[0], fg.shape[0]), acc)
+    one = np.ones((1, 1), np.complex128)
+    use_step = use and step is not None
+    _chirp_adjoint_kernel(fg, ph if use else one, use, step if use_step else one, use_step,
+                          _rowmap(acc.shape[0], fg.shape[0]), _rowmap(acc.shape[1], fg.shape[1]),
+                          acc)
     return acc
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _chirp_forward_kernel(img, ph, use_ph, rowmap, out):
+def _chirp_forward_kernel(img, ph, use_ph, rowmap, colmap, out):
     ny, nx = img.shape
     nr = out.shape[0]
     cy, cx = ny // 2, nx // 2
-    if nr != ny:  # zero the padding rows
-        for jy in numba.prange(ny - cy, nr - cy):
-            for ix in range(nx):
-                out[jy, ix] = 0.0
     for iy in numba.prange(ny):
         ay = abs(iy - cy)
         jy = rowmap[iy]
@@ -949,17 +962,20 @@ def _chirp_forward_kernel(img, ph, use_ph, rowmap, out):
             val = img[iy, ix]
             if use_ph:
                 p = ph[ay, abs(ix - cx)]
-                out[jy, ix] = complex(val * p.real, -val * p.imag)
+                out[jy, colmap[ix]] = complex(val * p.real, -val * p.imag)
             else:
-                out[jy, ix] = val
+                out[jy, colmap[ix]] = val
 
 
 def chirp_forward(img, ph, out, nthreads=1):
-    """``out = img * conj(P)``, in image order or, for ``out`` of (nyp, nx), at rows
-    ``(iy - ny // 2) mod nyp`` with the other rows zeroed; the adjoint of
+    """``out = img * conj(P)``, in image order or, for a larger (padded) ``out``, at the
+    positions :func:`chirp_adjoint` reads, everything else zeroed; the adjoint of
     :func:`chirp_adjoint`'s real part."""
     _set_threads(nthreads)
     use = ph is not None
+    if out.shape != img.shape:  # the image fills only part of a padded array
+        out[...] = 0
     _chirp_forward_kernel(img, ph if use else np.ones((1, 1), np.complex128), use,
-                          _rowmap(img.shape[0], out.shape[0]), out)
+                          _rowmap(img.shape[0], out.shape[0]), _rowmap(img.shape[1], out.shape[1]),
+                          out)
     return out

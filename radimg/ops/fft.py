@@ -108,7 +108,33 @@ class _Fftw:
                 _save_wisdom(self._pyfftw)
         return plan
 
+    def _strided_plan(self, a, direction, axes):
+        """Plan for an arbitrary (strided) view ``a`` with its strides and alignment, made on
+        scratch memory of the same layout (planning may overwrite its arrays)."""
+        key = (a.shape, a.strides, a.dtype.str, direction, axes, a.ctypes.data % 64)
+        plan = self._plans.get(key)
+        if plan is None:
+            span = sum((n - 1) * st for n, st in zip(a.shape, a.strides)) + a.itemsize
+            raw = self._pyfftw.empty_aligned(span + 64, dtype=np.uint8, n=64)
+            off = a.ctypes.data % 64
+            scratch = np.lib.stride_tricks.as_strided(
+                raw[off : off + span].view(a.dtype), shape=a.shape, strides=a.strides)
+            t0 = time.perf_counter()
+            plan = self._pyfftw.FFTW(scratch, scratch, axes=axes, direction=direction,
+                                     flags=self.flags + ("FFTW_DESTROY_INPUT",),
+                                     threads=self.nthreads)
+            self._plans[key] = plan
+            if self.measure and time.perf_counter() - t0 > 0.05:
+                _save_wisdom(self._pyfftw)
+        return plan
+
     def _run(self, a, direction, overwrite, axes=(-2, -1)):
+        if overwrite and not a.flags.c_contiguous and a.ndim == 2 and all(
+                st > 0 for st in a.strides):
+            plan = self._strided_plan(a, direction, axes)  # in place on the view
+            plan.update_arrays(a, a)
+            plan.execute()
+            return a
         a = np.ascontiguousarray(a)
         plan = self._plan(a.shape, a.dtype, direction, axes)
         if not overwrite:

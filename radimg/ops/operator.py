@@ -355,12 +355,11 @@ class WideFieldOperator:
         self._grid_rows = np.flatnonzero(rows)
         self.fft = get_fft(self._choose_fft(fft), self.nthreads)
         if self.fft.name == "fftw-measure":  # plan (or load wisdom) now, not in dot/hdot
-            for rws in (self._grid_rows.size, nyp):
-                self.fft.backward1(self._buffer("plan", (rws, nxp), self.cdtype), 1, True)
-                self.fft.forward1(self._buffer("plan", (rws, nxp), self.cdtype), 1, True)
-            self.fft.backward1(self._buffer("plan", (nyp, self.npix_x), self.cdtype), 0, True)
-            self.fft.forward1(self._buffer("plan", (nyp, self.npix_x), self.cdtype), 0, True)
-            self._bufs = {k: v for k, v in self._bufs.items() if k[0] != "plan"}
+            g = self._buffer("grid", (nyp, nxp), self.cdtype)
+            g[...] = 0
+            self._backward_inplace(g, rows=self._grid_rows)
+            g[...] = 0
+            self._forward_inplace(g, self._grid_rows, zero_rest=False)
 
         # Image-domain correction 1 / (g(l) g(m) g_w(n - 1 - nshift) n) by quadrature.
         gx = es_poly_correction((np.arange(self.npix_x) - self.npix_x // 2) / nxp, W, beta)
@@ -438,50 +437,79 @@ class WideFieldOperator:
         return ((slice(nxp - k, nxp), slice(0, k)), (slice(0, self.npix_x - k),
                                                      slice(k, self.npix_x)))
 
-    def _pruned_backward_rows(self, grid, rows=None):
-        """Unnormalised inverse FFT of ``grid`` cut to the image's columns, (nyp, npix_x)
-        complex: image row ``iy`` is row ``(iy - npix_y // 2) mod nyp``. Only the grid
-        ``rows`` (default: the non-empty ones) and the image columns are transformed."""
+    def _fft1(self, view, axis, forward):
+        """Unnormalised 1-D FFT along ``axis`` of the 2-D ``view``, in place."""
+        f = self.fft.forward1 if forward else self.fft.backward1
+        res = f(view, axis, overwrite=True)
+        if not np.shares_memory(res, view):
+            view[...] = res
+
+    def _grid_col_slabs(self):
+        """The padded-grid columns holding image columns: two contiguous slabs."""
+        k = self.npix_x // 2
+        nxp = self.spec.nxp
+        return (slice(nxp - k, nxp), slice(0, self.npix_x - k))
+
+    @staticmethod
+    def _runs(rows):
+        """Contiguous runs ``[(start, stop), ...]`` of the sorted row indices."""
+        rows = np.asarray(rows)
+        if rows.size == 0:
+            return []
+        cut = np.flatnonzero(np.diff(rows) != 1) + 1
+        starts = np.concatenate([[0], cut])
+        stops = np.concatenate([cut, [rows.size]])
+        return [(int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops)]
+
+    def _backward_inplace(self, grid, rows=None):
+        """Unnormalised inverse FFT of ``grid`` in place where the image needs it: the grid
+        ``rows`` (default: the non-empty ones) along x, then the image's columns along y.
+        Image pixel ``(iy, ix)`` is then at ``grid[self._img_rows[iy], self._img_cols[ix]]``;
+        other cells hold partial results."""
         if rows is None:
             rows = np.flatnonzero(grid.any(axis=1))
-        sub = self._buffer("sub", (rows.size, self.spec.nxp), grid.dtype)
-        np.take(grid, rows, axis=0, out=sub)
-        sub = self.fft.backward1(sub, axis=1, overwrite=True)
-        h = self._buffer("h", (self.spec.nyp, self.npix_x), grid.dtype)
-        full = rows.size == self.spec.nyp
-        if not full:
-            h[...] = 0
-        for gs, ims in self._col_slices():
-            if full:
-                h[:, ims] = sub[:, gs]
-            else:
-                h[rows, ims] = sub[:, gs]
-        return self.fft.backward1(h, axis=0, overwrite=True)
+        runs = self._runs(rows)
+        if len(runs) > 4:  # scattered rows: one transform over all of them
+            runs = [(0, self.spec.nyp)]
+        for r0, r1 in runs:
+            self._fft1(grid[r0:r1], 1, False)
+        for cs in self._grid_col_slabs():
+            self._fft1(grid[:, cs], 0, False)
+        return grid
 
     def _pruned_backward(self, grid, rows=None):
-        """As :meth:`_pruned_backward_rows`, cropped to (npix_y, npix_x) in image order."""
-        return self._pruned_backward_rows(grid, rows)[self._img_rows]
+        """Inverse FFT of ``grid`` (not modified) cropped to (npix_y, npix_x), image order."""
+        g = self._backward_inplace(grid.copy(), rows)
+        return g[self._img_rows][:, self._img_cols]
 
-    def _pruned_forward(self, h, rows, out):
-        """Adjoint of :meth:`_pruned_backward_rows`: ``h`` (nyp, npix_x) (overwritten) -> the
-        grid ``rows`` of ``out`` (others set to 0)."""
-        h = self.fft.forward1(h, axis=0, overwrite=True)
-        sub = self._buffer("subf", (rows.size, self.spec.nxp), out.dtype)
-        k = self.npix_x // 2
-        sub[:, self.npix_x - k : self.spec.nxp - k] = 0
-        for gs, ims in self._col_slices():
-            sub[:, gs] = h[rows, ims]
-        sub = self.fft.forward1(sub, axis=1, overwrite=True)
-        if rows.size == self.spec.nyp and np.all(np.diff(rows) > 0):
-            out[...] = sub
-        else:
-            if rows.size != self.spec.nyp:
-                out[...] = 0
-            out[rows] = sub
-        return out
+    def _forward_inplace(self, grid, rows, zero_rest=True):
+        """Adjoint of :meth:`_backward_inplace`: ``grid`` holds the chirped image at the image
+        positions, zeros elsewhere (:func:`chirp_forward`); FFT along y on the image's
+        columns, then along x on the grid ``rows``. ``zero_rest``: other rows set to 0."""
+        for cs in self._grid_col_slabs():
+            self._fft1(grid[:, cs], 0, True)
+        runs = self._runs(rows)
+        if len(runs) > 4:
+            runs = [(0, self.spec.nyp)]
+        prev = 0
+        for r0, r1 in runs:
+            self._fft1(grid[r0:r1], 1, True)
+            if zero_rest:
+                grid[prev:r0] = 0
+            prev = r1
+        if zero_rest:
+            grid[prev:] = 0
+            if len(runs) == 1 and runs[0] == (0, self.spec.nyp):
+                keep = np.zeros(self.spec.nyp, dtype=bool)
+                keep[np.asarray(rows)] = True
+                grid[~keep] = 0
+        return grid
 
     def new_grid(self):
-        return np.zeros((self.spec.nyp, self.spec.nxp), dtype=self.cdtype)
+        """Zeroed (nyp, nxp) grid, aligned for the FFT backend."""
+        g = self.fft.empty((self.spec.nyp, self.spec.nxp), self.cdtype)
+        g[...] = 0
+        return g
 
     def image_to_plane_grid(self, image, p, out=None, rows=None):
         """``F Z S_p x``: the Fourier grid of plane ``p`` that degridding reads (eq. 9).
@@ -489,8 +517,8 @@ class WideFieldOperator:
         ``rows``: grid rows to compute (others come back 0); default all of them. Pass
         ``self.grid_rows`` when only this operator's samples will read the grid.
         """
-        grid = out if out is not None else np.empty((self.spec.nyp, self.spec.nxp),
-                                                    dtype=self.cdtype)
+        grid = out if out is not None else self.fft.empty((self.spec.nyp, self.spec.nxp),
+                                                          self.cdtype)
         img = np.asarray(image, dtype=np.float64) * self.correction
         rows = np.arange(self.spec.nyp) if rows is None else np.asarray(rows)
         return self._image_to_grid(img, self._phasor(p), grid, rows)
@@ -501,10 +529,11 @@ class WideFieldOperator:
             return None
         return _g.phasor(self._cq, self.planes[p], nthreads=self.nthreads)
 
-    def _image_to_grid(self, img, ph, grid, rows):
-        h = self._buffer("h", (self.spec.nyp, self.npix_x), self.cdtype)
-        _g.chirp_forward(img, ph, h, self.nthreads)
-        return self._pruned_forward(h, rows, grid)
+    def _image_to_grid(self, img, ph, grid, rows, zero_rest=True):
+        if grid.shape != (self.spec.nyp, self.spec.nxp) or not grid.flags.c_contiguous:
+            raise ValueError("out must be a C-contiguous (nyp, nxp) array")
+        _g.chirp_forward(img, ph, grid, self.nthreads)
+        return self._forward_inplace(grid, rows, zero_rest)
 
     @property
     def grid_rows(self):
@@ -521,7 +550,9 @@ class WideFieldOperator:
             out = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
         if out.dtype != np.float64:
             raise ValueError("out must be float64 (image sums are accumulated in double)")
-        fgrid = self._pruned_backward_rows(grid)
+        if not overwrite:
+            grid = grid.copy()
+        fgrid = self._backward_inplace(grid)
         tmp = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
         _g.chirp_adjoint(fgrid, self._phasor(p), tmp, self.nthreads)
         out += tmp * self.correction
@@ -583,7 +614,7 @@ class WideFieldOperator:
         for p in range(self.nplanes):
             if p:
                 ph = self._next_phasor(ph, step, p)
-            fgrid = self._image_to_grid(img, ph, grid, self._grid_rows)
+            fgrid = self._image_to_grid(img, ph, grid, self._grid_rows, zero_rest=False)
             _g.degrid_plane_prepared(lay, self.spec, coords, fgrid, p, acc, self.nthreads)
         vis = np.zeros((self.nrow, self.nchan), dtype=self.cdtype)
         return _g.finish_samples(lay, self.spec, self.uvw, self.freq, acc, vis, self.nthreads)
@@ -599,14 +630,14 @@ class WideFieldOperator:
         coords, vals = _g.prepare_samples(lay, self.spec, self.uvw, self.freq, vis, weight,
                                           self.nthreads)
         acc = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
-        grid = self.new_grid()
+        grid = self._buffer("grid", (self.spec.nyp, self.spec.nxp), self.cdtype)
         ph, step = self._phasors()
         for p in range(self.nplanes):
-            if p:
-                ph = self._next_phasor(ph, step, p)
+            if p and p % _RESEED == 0:
+                ph = self._next_phasor(ph, step, p)  # exact screen now and then
             grid[...] = 0
             _g.grid_plane_prepared(lay, self.spec, coords, vals, p, grid, self.nthreads)
-            fgrid = self._pruned_backward_rows(grid, rows=self._grid_rows)
-            _g.chirp_adjoint(fgrid, ph, acc, self.nthreads)
+            fgrid = self._backward_inplace(grid, rows=self._grid_rows)
+            _g.chirp_adjoint(fgrid, ph, acc, self.nthreads, step=step)  # advances ph
         acc *= self.correction
         return acc.astype(self.rdtype, copy=False)
