@@ -30,6 +30,7 @@ ships between ranks: :func:`touched_tiles` says which tiles of a plane an index 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -54,6 +55,15 @@ __all__ = [
 ]
 
 C_LIGHT = 299792458.0
+
+# Threading layer: numba's OpenMP workers keep the cores busy between parallel regions, which
+# starves the FFT threads that run between them on every plane (measured on 2 cores, case b of
+# scripts/bench_operator.py: hdot 7.0 s with "omp" vs 4.4 s with "workqueue", 5.4 s on one
+# thread). Take the workqueue layer unless the user chose one (NUMBA_THREADING_LAYER) or a
+# parallel kernel already ran. No radimg code calls numba kernels from several Python threads,
+# which is the one thing workqueue does not allow.
+if os.environ.get("NUMBA_THREADING_LAYER") is None and numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "workqueue"
 _TILE_MIN = 16  # cells; tiles smaller than this cost more bookkeeping than they save
 
 
