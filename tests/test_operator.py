@@ -213,3 +213,41 @@ def test_fft_backends(name):
         np.testing.assert_allclose(fa, np.fft.fft2(a), rtol=0, atol=tol * np.abs(fa).max())
         np.testing.assert_allclose(ba, np.fft.ifft2(a) * a.size, rtol=0,
                                    atol=tol * np.abs(ba).max())
+
+
+@pytest.mark.parametrize("precision,eps", [("double", 1e-5), ("single", 1e-4)])
+def test_auto_geometry_meets_epsilon(data, precision, eps):
+    """oversampling='auto' (its own u/v and w factors, cost model) is as accurate as asked,
+    both directions, and rebuilds the same geometry from resolve_oversampling's factors."""
+    from radimg.ops.operator import resolve_geometry, resolve_oversampling
+
+    uvw, vis, wgt = data["uvw"], data["vis"], data["wgt"]
+    op = make_operator(uvw, FREQ, NPIX, NPIX, CELL, mode="wstack", epsilon=eps,
+                       precision=precision, oversampling="auto")
+    ref = dft_dirty(uvw, FREQ, vis, wgt, NPIX, NPIX, CELL, pixels=data["check"])
+    got = op.hdot(vis, wgt)[data["check"][:, 0], data["check"][:, 1]]
+    assert np.abs(got - ref).max() <= 0.5 * eps * np.abs(ref).max()
+    rng = np.random.default_rng(3)
+    img = np.zeros((NPIX, NPIX))
+    img[rng.integers(0, NPIX, 40), rng.integers(0, NPIX, 40)] = rng.uniform(0.2, 1.0, 40)
+    vref = dft_predict(uvw, FREQ, img, CELL)
+    assert np.abs(op.dot(img) - vref).max() <= 0.5 * eps * np.abs(vref).max()
+    absw = np.abs(uvw[:, 2:3] * FREQ / C_LIGHT)
+    args = (NPIX, NPIX, CELL, CELL, eps, "wstack", absw.size, absw.min(), absw.max())
+    sig, sig_w = resolve_oversampling(*args, precision=precision)
+    assert (sig, sig_w) == (op.oversampling, op.oversampling_w)
+    again = make_operator(uvw, FREQ, NPIX, NPIX, CELL, mode="wstack", epsilon=eps,
+                          precision=precision, oversampling=sig, oversampling_w=sig_w)
+    assert again.spec == op.spec
+    g = resolve_geometry(*args, precision=precision)
+    assert (g["W"], g["Ww"], g["nplanes"]) == (op.spec.W, op.spec.Ww, op.nplanes)
+
+
+def test_explicit_oversampling_keeps_w_factor():
+    """A numeric oversampling without oversampling_w uses it on the w axis too (the
+    distributed operator relies on this to rebuild the global geometry)."""
+    from radimg.ops.operator import resolve_geometry
+
+    g = resolve_geometry(256, 256, CELL, CELL, 1e-5, "wstack", 1000, 0.0, 600.0,
+                         oversampling=1.5)
+    assert g["oversampling"] == g["oversampling_w"] == 1.5 and g["W"] == g["Ww"]

