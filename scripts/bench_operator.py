@@ -202,7 +202,10 @@ def main(argv=None):
                                     samples_per_s_core=nsamp / (t_setup + t_run) / args.nthreads,
                                     err_over_peak=float(err), nplanes=st["nplanes"],
                                     support=st["support"], padded=list(st["padded_grid"]),
-                                    oversampling=st["oversampling"]))
+                                    oversampling=st["oversampling"],
+                                    support_w=st.get("support_w"),
+                                    oversampling_w=st.get("oversampling_w"),
+                                    fft=st.get("fft")))
         if not args.no_ducc:
             from ducc0.wgridder import ms2dirty
 
@@ -223,7 +226,8 @@ def main(argv=None):
         print(hdr)
         for r in row["runs"]:
             info = (f"planes={r['nplanes']} W={r['support']} grid={r['padded']} "
-                    f"sigma={r['oversampling']}"
+                    f"sigma={r['oversampling']} Ww={r['support_w']} "
+                    f"sigma_w={r['oversampling_w']} fft={r['fft']}"
                     if "nplanes" in r else "")
             print(f"{r['code']:<18}{r['setup_s']:>9.2f}{r['time_s']:>9.2f}"
                   f"{r['samples_per_s_core'] / 1e6:>14.3f}{r['err_over_peak']:>11.2e}  {info}",

@@ -9,13 +9,22 @@ In the notation of Pratley & McEwen (2019), eqs. 2-3 and 7, per w-plane ``k``:
 - ``S_k``: pixel-wise ``exp(+2 pi i w_k (n - 1 - nshift)) / (g(l) g(m) g_w(n - 1 - nshift) n)``
   (chirp, gridding correction of all three kernel axes by quadrature, 1/n; eq. 4);
 - ``Z``: zero padding by the oversampling factor; ``F``: FFT (radimg/ops/fft.py);
-- ``[G]_k``: the separable ES kernel in u, v and, for w-stacking, in w around plane ``k``
-  (radimg/kernels/gridder.py), with the per-sample phase ``exp(2 pi i w nshift)``.
+- ``[G]_k``: the separable ES kernel (as piecewise polynomials, radimg/kernels/es.py) in u, v
+  and, for w-stacking, in w around plane ``k`` (radimg/kernels/gridder.py), with the
+  per-sample phase ``exp(2 pi i w nshift)``.
 
 ``mode="wstack"`` is the "improved w-stacking" of Ye et al. (2021) / Arras et al. (2021)
-(ducc0.wgridder): planes uniformly spaced by ``dw = 1 / (2 sigma h)`` where ``h`` is the half
-range of ``n - 1`` over the image, every sample spread over ``Ww`` planes. ``mode="none"``
-ignores ``w`` (2-D gridding, exact only for coplanar data or small fields).
+(ducc0.wgridder): planes uniformly spaced by ``dw = 1 / (2 sigma_w h)`` where ``h`` is the
+half range of ``n - 1`` over the image, every sample spread over ``Ww`` planes. The w axis
+has its own oversampling factor ``sigma_w`` and kernel: it sets only the plane spacing, not
+an FFT size, so a narrow w range takes a large ``sigma_w`` and few planes, a wide one a small
+``sigma_w``. :func:`resolve_geometry` picks both factors ("auto") from a cost model.
+``mode="none"`` ignores ``w`` (2-D gridding, exact only for coplanar data or small fields).
+
+Per application, ``dot``/``hdot`` gather sample coordinates (and prepared values) once in
+layout order, then per plane: grid, FFT in place on the rows that hold data and the image's
+columns only, and apply the w-screen, which is symmetric in l and m (one quadrant) and
+advanced from plane to plane by a complex recurrence (exact every ``_RESEED`` planes).
 
 The stage methods (``image_to_plane_grid``, ``plane_grid_to_image``, ``grid_samples``,
 ``degrid_samples``, ``layout``) are the pieces a distributed operator (radimg/parallel) splits
