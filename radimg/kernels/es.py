@@ -233,8 +233,34 @@ def _es_poly_coeffs_cached(W, beta):
     for a in range(W):
         c = np.polynomial.chebyshev.chebfit(mu, es_kernel(2.0 * (s + a) / W - 1.0, W, beta), D)
         coef[:, a] = np.polynomial.chebyshev.cheb2poly(c)[::-1]  # highest degree first
+    # The kernel is even: tap W-1-a at mu is tap a at -mu. Impose it exactly (the fits agree
+    # to rounding), so the gridder may evaluate even and odd parts once for both taps.
+    sign = (-1.0) ** (D - np.arange(D + 1))
+    for a in range(W // 2):
+        coef[:, W - 1 - a] = coef[:, a] * sign
+    if W % 2:
+        coef[sign < 0, W // 2] = 0.0
     coef.setflags(write=False)
     return coef
+
+
+@functools.lru_cache(maxsize=256)
+def _es_poly_even_odd_cached(W, beta):
+    coef = _es_poly_coeffs_cached(W, beta)
+    D = coef.shape[0] - 1
+    nh = (W + 1) // 2
+    asc = coef[::-1, :nh]  # ascending powers of mu
+    even = np.ascontiguousarray(asc[0::2][::-1])  # in mu^2, highest first
+    odd = np.ascontiguousarray(asc[1::2][::-1]) if D >= 1 else np.zeros((1, nh))
+    even.setflags(write=False)
+    odd.setflags(write=False)
+    return even, odd
+
+
+def es_poly_even_odd(W, beta):
+    """Taps ``a < (W + 1) // 2`` split as ``E_a(mu^2) + mu O_a(mu^2)`` (tap ``W - 1 - a`` is
+    ``E_a - mu O_a``): two arrays of coefficients in ``mu^2``, highest degree first."""
+    return _es_poly_even_odd_cached(int(W), float(beta))
 
 
 def es_poly_coeffs(W, beta):

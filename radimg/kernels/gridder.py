@@ -38,7 +38,7 @@ import numba
 import numpy as np
 
 from radimg.kernels._jit import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
-from radimg.kernels.es import es_poly_coeffs
+from radimg.kernels.es import es_poly_coeffs, es_poly_even_odd
 
 __all__ = [
     "C_LIGHT",
@@ -302,15 +302,31 @@ def _run_for_plane(p0, a, b, p, Ww):
 
 @numba.njit(**JIT_OPTIONS)
 def _taps(coef, W, g, out):
-    """Kernel weights of the W cells from floor(g - W/2) + 1 into ``out``; returns that cell."""
+    """Kernel weights of the W cells from floor(g - W/2) + 1 into ``out``; returns that cell.
+
+    ``coef`` is the pair (even, odd) of :func:`radimg.kernels.es.es_poly_even_odd`: the kernel
+    is even, so mirrored taps share one evaluation (half the multiply-adds, in mu^2)."""
+    even, odd = coef
     halfW = 0.5 * W
     f0 = math.floor(g - halfW) + 1.0
     mu = 2.0 * (f0 - g + halfW) - 1.0
-    for a in range(W):
-        out[a] = coef[0, a]
-    for d in range(1, coef.shape[0]):
-        for a in range(W):
-            out[a] = out[a] * mu + coef[d, a]
+    mu2 = mu * mu
+    nh = even.shape[1]
+    for a in range(nh):
+        out[a] = even[0, a]
+    for a in range(W - nh):  # odd W: the middle tap is even, no odd part
+        out[W - 1 - a] = odd[0, a]
+    for d in range(1, even.shape[0]):
+        for a in range(nh):
+            out[a] = out[a] * mu2 + even[d, a]
+    for d in range(1, odd.shape[0]):
+        for a in range(W - nh):
+            out[W - 1 - a] = out[W - 1 - a] * mu2 + odd[d, a]
+    for a in range(W - nh):
+        e = out[a]
+        o = mu * out[W - 1 - a]
+        out[a] = e + o
+        out[W - 1 - a] = e - o
     return int(f0)
 
 
@@ -707,7 +723,7 @@ def _spec_f(spec: GridSpec):
 
 
 def _coefs(spec: GridSpec):
-    coef = es_poly_coeffs(spec.W, spec.beta)
+    coef = es_poly_even_odd(spec.W, spec.beta)
     coefw = es_poly_coeffs(spec.Ww, spec.betaw) if spec.Ww > 1 else np.ones((1, 1))
     return coef, coefw
 
