@@ -20,6 +20,8 @@ import numpy as np
 
 __all__ = ["get_fft", "available", "FFT_BACKENDS"]
 
+PLAN_TIME_LIMIT = 1.0  # seconds of FFTW_MEASURE planning per transform
+
 FFT_BACKENDS = ("scipy", "fftw", "numpy")
 
 
@@ -90,6 +92,9 @@ class _Fftw:
             self.name = "fftw-measure"
             _load_wisdom(pyfftw)
         self._plans = {}
+        # Measured planning stops after PLAN_TIME_LIMIT s per plan (5760^2 took 5 s a plan
+        # unbounded); the best plan found so far is used and remembered as wisdom.
+        self._limit = {"planning_timelimit": PLAN_TIME_LIMIT} if self.measure else {}
 
     def empty(self, shape, dtype):
         return self._pyfftw.empty_aligned(shape, dtype=dtype)
@@ -102,7 +107,7 @@ class _Fftw:
             t0 = time.perf_counter()
             plan = self._pyfftw.FFTW(buf, buf, axes=axes, direction=direction,
                                      flags=self.flags + ("FFTW_DESTROY_INPUT",),
-                                     threads=self.nthreads)
+                                     threads=self.nthreads, **self._limit)
             self._plans[key] = plan
             if self.measure and time.perf_counter() - t0 > 0.05:
                 _save_wisdom(self._pyfftw)
@@ -122,7 +127,7 @@ class _Fftw:
             t0 = time.perf_counter()
             plan = self._pyfftw.FFTW(scratch, scratch, axes=axes, direction=direction,
                                      flags=self.flags + ("FFTW_DESTROY_INPUT",),
-                                     threads=self.nthreads)
+                                     threads=self.nthreads, **self._limit)
             self._plans[key] = plan
             if self.measure and time.perf_counter() - t0 > 0.05:
                 _save_wisdom(self._pyfftw)
