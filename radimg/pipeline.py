@@ -440,11 +440,19 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
     wcfg = cfg["wterm"]
     gcfg = cfg["gridder"]
 
-    if gcfg["device"] != "cpu":
-        raise NotImplementedError(
-            "gridder.device: gpu is not available in this build yet (the CUDA gridder is a "
-            "separate issue); use gridder.device: cpu"
-        )
+    use_gpu = gcfg["device"] == "gpu"
+    if use_gpu:
+        # Decided at start-up, before any reading: every rank checks its own GPU.
+        from radimg.config import ConfigError
+        from radimg.gpu._device import GpuUnavailableError, check_gpu_available, select_device
+
+        gpu_err = None
+        try:
+            check_gpu_available()
+            select_device()
+        except GpuUnavailableError as exc:
+            gpu_err = ConfigError(f"rank {comm.rank}: {exc}")
+        _any_rank_error(comm, gpu_err)
     dcfg = cfg["deconvolution"]
     deconvolve = dcfg["algorithm"] != "none"
     from radimg.deconv.checkpoint import checkpoint_path
@@ -530,7 +538,9 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
         precision=gcfg["precision"],
         fft=gcfg["fft"],
     )
-    distributed = wcfg["mode"] in ("none", "wstack")
+    # The GPU operator runs on each rank's own rows (samples stay resident on the device);
+    # the load-balanced tile exchange is CPU-only for now.
+    distributed = wcfg["mode"] in ("none", "wstack") and not use_gpu
     with timer.stage("operator setup"):
         if distributed:
             # Pratley & McEwen (2019) sec. 4: rows move so every rank carries the same
@@ -578,7 +588,10 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
     else:
         row_id = np.arange(start, stop, dtype=np.int64)
         with timer.stage("operator setup"):
-            from radimg.ops.operator import make_operator
+            if use_gpu:
+                from radimg.gpu.operator import make_operator
+            else:
+                from radimg.ops.operator import make_operator
 
             op = make_operator(
                 uvw, data.freq, npix_x, npix_y, cell_rad, weight_mask=wgt != 0, **opkw

@@ -288,3 +288,17 @@ def test_memory_plan_over_budget_is_refused(sim_dir, tmp_path):
     _expect_refusal(r, "resources.mem_per_rank", "1MiB", product=tmp_path / "out" / "run.h5")
     r = radimg("run", cfg, "--mem-per-rank", "8GiB")
     assert r.returncode == 0, r.stderr
+
+
+def test_gpu_requested_without_gpu_fails_at_start(tmp_path):
+    """No usable GPU here: the run stops before reading anything, naming the key."""
+    try:
+        import cupy
+
+        if cupy.cuda.is_available():
+            pytest.skip("a GPU is present")
+    except ImportError:
+        pass
+    cfg = small_config(tmp_path, **{"gridder.device": "gpu"})
+    r = radimg("run", cfg, ranks=2)
+    _expect_refusal(r, "gridder.device", product=tmp_path / "out" / "run.h5")

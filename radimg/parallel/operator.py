@@ -35,8 +35,6 @@ Alltoallv (so at most ``ceil(bytes / limit)`` calls; one call below the limit).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from radimg.kernels import gridder as _g
@@ -48,44 +46,9 @@ from radimg.parallel.redistribute import (
     redistribute,
 )
 
-__all__ = ["DistributedOperator", "resolve_oversampling"]
+__all__ = ["DistributedOperator"]
 
 C_LIGHT = _g.C_LIGHT
-
-
-def resolve_oversampling(npix_x, npix_y, cell_x, cell_y, epsilon, mode, nsel, wmin, wmax):
-    """Global twin of ``WideFieldOperator``'s ``oversampling="auto"`` choice.
-
-    Same candidate factors and cost model as radimg/ops/operator.py, evaluated with the
-    global sample count and ``|w|`` range so every rank picks the same factor.
-    """
-    from radimg.kernels.es import es_parameters
-    from radimg.ops.operator import good_size
-
-    lx = max(npix_x // 2, npix_x - 1 - npix_x // 2) * cell_x
-    my = max(npix_y // 2, npix_y - 1 - npix_y // 2) * cell_y
-    half = -0.5 * (math.sqrt(1.0 - lx * lx - my * my) - 1.0)
-    wstack = mode == "wstack"
-    ndim = 3 if wstack else 2
-    best = None
-    for sigma in (1.25, 1.4, 1.5, 1.75, 2.0, 2.5):
-        try:
-            W, _ = es_parameters(epsilon / ndim, sigma)
-        except ValueError:
-            continue
-        nxp = good_size(math.ceil(sigma * npix_x))
-        nyp = good_size(math.ceil(sigma * npix_y))
-        dw_max = 0.5 / (sigma * half) if half > 0 else np.inf
-        nplanes = 1
-        if wstack:
-            nplanes = int(math.ceil((wmax - wmin) / dw_max)) + W if np.isfinite(dw_max) else W
-        npts = nxp * nyp
-        cost = nplanes * (
-            7e-10 * npts * math.log2(npts) + 2e-8 * npix_x * npix_y
-        ) + 2e-8 * nsel * W * W * (W if wstack else 1)
-        if best is None or cost < best[0]:
-            best = (cost, sigma)
-    return best[1]
 
 
 def _anchor_w(target, f, below):
@@ -181,8 +144,12 @@ class DistributedOperator:
         allreduce_array(comm, mm, "min")
         nsel = int(allreduce_array(comm, np.array([int(valid.sum())], np.int64), "sum")[0])
         wmin, wmax = (float(mm[0]), float(-mm[1])) if nsel else (0.0, 0.0)
+        oversampling_w = None
         if oversampling == "auto":
-            oversampling = resolve_oversampling(
+            # The serial cost model, fed global values so every rank picks the same geometry.
+            from radimg.ops.operator import resolve_oversampling
+
+            oversampling, oversampling_w = resolve_oversampling(
                 self.npix_x,
                 self.npix_y,
                 float(cx),
@@ -192,6 +159,7 @@ class DistributedOperator:
                 nsel,
                 wmin,
                 wmax,
+                precision=precision,
             )
         self.oversampling = float(oversampling)
         ch_lo, ch_hi = int(np.argmin(freq)), int(np.argmax(freq))
@@ -211,6 +179,8 @@ class DistributedOperator:
             fft=fft,
             tile=tile,
         )
+        if oversampling_w is not None:
+            self._opkw["oversampling_w"] = float(oversampling_w)
         self._Op = WideFieldOperator
 
         # Geometry-only operator (anchors alone) gives the global spec for the row keys.
