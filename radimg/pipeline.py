@@ -396,7 +396,8 @@ def _deconvolve(ctx, dirty, psf, timer):
         )
 
     with timer.stage("restore"):
-        beam = comm.bcast(fit_beam(psf, ctx["cell_deg"]) if comm.rank == 0 else None, root=0)
+        # Fitted on rank 0; a user error (undersampled beam) is raised on every rank.
+        beam = _collective_check(comm, fit_beam, psf, ctx["cell_deg"])
         restored = restore(model, residual, beam, ctx["cell_deg"]) if comm.rank == 0 else None
     model = bcast_array(comm, np.ascontiguousarray(model, dtype=np.float64))
     images = {"model": model, "residual": residual, "restored": restored}

@@ -271,16 +271,7 @@ def _truncate_data_file(ms_copy: pathlib.Path, which: str) -> pathlib.Path:
     return victim
 
 
-_TRUNCATED_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="reader bug: casacore's RuntimeError from a truncated visibility storage file "
-    "('FiledesIO::write - .../table.f2 is not writable', raised by t.getcol in "
-    "radimg/io/ms.py read_ms) escapes as an internal error: exit 1 with a traceback "
-    "instead of an MSError naming the MS (exit 2)",
-)
-
-
-@pytest.mark.parametrize("which", ["table.f0", pytest.param("largest", marks=_TRUNCATED_BUG)])
+@pytest.mark.parametrize("which", ["table.f0", "largest"])
 def test_truncated_ms_data_file(ms, tmp_path, which):
     bad = tmp_path / "trunc.ms"
     shutil.copytree(ms, bad)
@@ -311,14 +302,6 @@ def test_npix_not_fft_friendly_is_rounded_up_with_a_warning(ms, tmp_path):
     assert read_product(tmp_path / "out" / "run.h5", images=False)["shape"] == (270, 270)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='deconvolution bug: with the synthesised beam narrower than a pixel (cell 240" '
-    "for the ~2.5' MWA beam) radimg/deconv/image.py fit_beam calls "
-    "least_squares(method='lm') with fewer residuals than variables; the ValueError "
-    "escapes as an internal error (exit 1, traceback) instead of a refusal or warning "
-    "naming image.cell_arcsec",
-)
 def test_clean_with_beam_undersampled_names_cell(ms, tmp_path):
     cfg = write_config(
         tmp_path, ms=ms, **{"deconvolution.algorithm": "clean", "deconvolution.niter": 10}

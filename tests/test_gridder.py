@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from radimg.kernels import gridder as g
-from radimg.kernels.es import (es_correction, es_kernel, es_parameters, es_poly_correction,
-                               es_poly_error, es_poly_taps)
+from radimg.kernels.es import (
+    es_correction,
+    es_kernel,
+    es_parameters,
+    es_poly_correction,
+    es_poly_error,
+    es_poly_taps,
+)
 
 pytestmark = pytest.mark.unit
 C = g.C_LIGHT

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from reference import C_LIGHT, dft_dirty, dft_predict, pixel_lm, point_source_vis
 
 from radimg.ops.fft import available, get_fft
 from radimg.ops.operator import make_operator
-from reference import C_LIGHT, dft_dirty, dft_predict, pixel_lm, point_source_vis
 
 pytestmark = pytest.mark.unit
 

@@ -136,6 +136,14 @@ def fit_beam(psf, cell_deg):
     psf = np.asarray(psf, dtype=np.float64)
     cy, cx = psf.shape[0] // 2, psf.shape[1] // 2
     lobe = _main_lobe(psf)
+    if lobe.sum() < 5:
+        from radimg.config import ConfigError
+
+        raise ConfigError(
+            f"image.cell_arcsec: the PSF main lobe covers only {int(lobe.sum())} pixel(s), so "
+            f"the synthesised beam is not sampled by {cell_deg * 3600:.4g}\" pixels and no "
+            "restoring beam can be fitted; use a cell of at most a third of the beam width"
+        )
     ys, xs = np.nonzero(lobe)
     dy = (ys - cy).astype(float)
     dx = (xs - cx).astype(float)

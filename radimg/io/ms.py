@@ -329,7 +329,7 @@ def _use_weight_spectrum(t, cols, nchan, ncorr):
         return False
 
 
-def read_ms(
+def _read_ms(
     path,
     datacolumn: str = "DATA",
     rows=None,
@@ -495,3 +495,21 @@ def count_unflagged(data: VisData) -> int:
     and stops when the total is 0.
     """
     return int(np.count_nonzero(data.weight))
+
+
+def read_ms(path, *args, **kwargs) -> VisData:
+    """Read this rank's rows of a Measurement Set (see :func:`_read_ms` for the arguments).
+
+    casacore reports damaged tables (truncated or corrupt storage files) as RuntimeError
+    from deep inside a column read; that becomes an :class:`MSError` naming the MS.
+    """
+    try:
+        return _read_ms(path, *args, **kwargs)
+    except RuntimeError as exc:
+        raise MSError(
+            f"{path}: casacore could not read the Measurement Set ({exc}); the table is "
+            "probably truncated or corrupt"
+        ) from exc
+
+
+read_ms.__doc__ = (read_ms.__doc__ or "") + "\n" + (_read_ms.__doc__ or "")

@@ -979,7 +979,6 @@ def chirp_adjoint(fg, ph, acc, nthreads=1, step=None):
 @numba.njit(**PARALLEL_JIT_OPTIONS)
 def _chirp_forward_kernel(img, ph, use_ph, rowmap, colmap, out):
     ny, nx = img.shape
-    nr = out.shape[0]
     cy, cx = ny // 2, nx // 2
     for iy in numba.prange(ny):
         ay = abs(iy - cy)

@@ -311,7 +311,6 @@ class WideFieldOperator:
         nmin = math.sqrt(1.0 - lx * lx - my * my) - 1.0
 
         wstack = mode == "wstack"
-        ndim = 3 if wstack else 2
 
         if weight_mask is not None:
             weight_mask = np.asarray(weight_mask)
