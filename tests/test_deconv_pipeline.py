@@ -6,6 +6,7 @@ with the same images as an uninterrupted run (1e-6)."""
 import numpy as np
 import pytest
 import yaml
+from small_sim import small_observation
 
 from tests.test_pipeline import radimg
 
@@ -32,20 +33,7 @@ def _sources():
 def _config(tmp, alg="clean", **dec):
     cfg = {
         "input": {"simulate": True, "ms": str(tmp / "sim.ms")},
-        "simulate": {
-            "telescope": "mwa",
-            "ra_deg": 0.0,
-            "dec_deg": -27.0,
-            "freq_hz": 1.5e8,
-            "chan_width_hz": 2.0e6,
-            "nchan": 2,
-            "ha_start_h": -0.05,
-            "ha_stop_h": 0.05,
-            "integration_s": 120.0,
-            "noise_jy": NOISE,
-            "seed": 1,
-            "sources": _sources(),
-        },
+        "simulate": small_observation(_sources(), noise_jy=NOISE),
         "image": {"npix": N, "cell_arcsec": CELL, "weighting": "natural"},
         "wterm": {"mode": "wstack", "epsilon": 1.0e-6},
         "gridder": {"precision": "double", "nthreads": 1},

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from small_sim import small_observation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
@@ -30,20 +31,7 @@ SOURCES = [
 def small_config(tmp, **over):
     cfg = {
         "input": {"simulate": True, "ms": str(tmp / "sim.ms")},
-        "simulate": {
-            "telescope": "mwa",
-            "ra_deg": 0.0,
-            "dec_deg": -27.0,
-            "freq_hz": 1.5e8,
-            "chan_width_hz": 2.0e6,
-            "nchan": 2,
-            "ha_start_h": -0.05,
-            "ha_stop_h": 0.05,
-            "integration_s": 120.0,
-            "noise_jy": 0.0,
-            "seed": 1,
-            "sources": SOURCES,
-        },
+        "simulate": small_observation(SOURCES),
         "image": {"npix": 256, "cell_arcsec": 240.0, "weighting": "natural"},
         "wterm": {"mode": "wstack", "epsilon": 1.0e-6},
         "gridder": {"precision": "double", "nthreads": 1},

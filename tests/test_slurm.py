@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import yaml
 from slurm_cluster import SlurmCluster, ensure_slurm
+from small_sim import small_observation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CPU_TEMPLATE = REPO / "jobs" / "slurm" / "cpu.sbatch"
@@ -32,20 +33,7 @@ def demo_config(tmp: pathlib.Path, **over) -> pathlib.Path:
     """A small MWA-like observation (128 tiles, 3 integrations, 2 channels), 256^2 image."""
     cfg = {
         "input": {"simulate": True, "ms": str(tmp / "sim.ms")},
-        "simulate": {
-            "telescope": "mwa",
-            "ra_deg": 0.0,
-            "dec_deg": -27.0,
-            "freq_hz": 1.5e8,
-            "chan_width_hz": 2.0e6,
-            "nchan": 2,
-            "ha_start_h": -0.05,
-            "ha_stop_h": 0.05,
-            "integration_s": 120.0,
-            "noise_jy": 0.0,
-            "seed": 1,
-            "sources": [{"ra_deg": 0.0, "dec_deg": -27.0, "flux_jy": 2.0}],
-        },
+        "simulate": small_observation([{"ra_deg": 0.0, "dec_deg": -27.0, "flux_jy": 2.0}]),
         "image": {"npix": 256, "cell_arcsec": 240.0, "weighting": "natural"},
         "wterm": {"mode": "wstack", "epsilon": 1.0e-5},
         "gridder": {"precision": "double"},
