@@ -18,6 +18,8 @@ __all__ = [
     "check_gpu_available",
     "gpu_available",
     "simulator_enabled",
+    "simulator_allowed_by_env",
+    "SIMULATOR_ENV",
     "local_rank_from_env",
     "device_for_rank",
     "select_device",
@@ -52,6 +54,15 @@ def simulator_enabled() -> bool:
         return bool(config.ENABLE_CUDASIM)
     except Exception:  # pragma: no cover - numba is a hard dependency
         return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+SIMULATOR_ENV = "RADIMG_GPU_SIMULATOR"
+
+
+def simulator_allowed_by_env() -> bool:
+    """True when ``RADIMG_GPU_SIMULATOR=1``: tests run the whole pipeline with
+    ``gridder.device: gpu`` on the numba CUDA simulator (never set this in production)."""
+    return os.environ.get(SIMULATOR_ENV, "0") == "1"
 
 
 def _cupy_status():
@@ -98,10 +109,11 @@ def check_gpu_available(*, allow_simulator=False):
     a GPU stops at once instead of after reading its data. ``allow_simulator`` accepts the numba
     CUDA simulator (tests).
     """
-    if allow_simulator and simulator_enabled():
+    if (allow_simulator or simulator_allowed_by_env()) and simulator_enabled():
         return "simulator"
     if simulator_enabled():
-        reason = "NUMBA_ENABLE_CUDASIM is set (the CUDA simulator is for tests only)"
+        reason = (f"NUMBA_ENABLE_CUDASIM is set (the CUDA simulator is for tests only; they "
+                  f"also set {SIMULATOR_ENV}=1)")
     else:
         ok, reason = _cupy_status()
         if ok:
@@ -142,7 +154,8 @@ def select_device(local_rank=None, env=None):
     ``local_rank`` defaults to :func:`local_rank_from_env`. A launcher that already narrows
     ``CUDA_VISIBLE_DEVICES`` to one GPU per rank leaves one visible device, which is then used.
     """
-    check_gpu_available()
+    if check_gpu_available() == "simulator":
+        return 0  # one simulated device (tests)
     import cupy
     from numba import cuda
 

@@ -1,0 +1,399 @@
+"""CUDA twins of radimg/kernels/wproject.py: gridding and degridding with the compact
+w-projection residual kernel tables of ``wterm.mode: wstack-wproject``.
+
+Pratley & McEwen 2019, eqs. 5-6: a sample of stack ``k`` is (de)gridded with the combined
+anti-aliasing + w-projection kernel of its residual ``dw = w - w_k``, which the CPU module
+stores as ``2 R`` one-dimensional tables over (sub-cell offset, dw) (``tab_x``, ``tab_y``,
+rank ``R``) and evaluates with 4-point Lagrange interpolation in both. The maths here is the
+CPU kernels' line for line (``_sample_setup``, ``_fill_1d``, the phase ``exp(2 pi i dw psi0)``,
+reflection to ``w >= 0``); only the parallel structure differs:
+
+- one thread per sample, samples in the CPU tile order (``tile_layout``) so neighbouring
+  threads touch neighbouring cells;
+- the thread's ``R x S`` interpolated kernel terms per axis live in ``cuda.local`` arrays whose
+  size is a compile-time constant: kernels are memoised per (precision, R, S) with both rounded
+  up (:func:`kernels`), and the operator asks for the tables' own ``R`` and largest support;
+- gridding adds each footprint cell to the grid with two float atomics (real and imaginary
+  part on a real view of the grid: CUDA has no complex atomics); degridding reads the grid
+  directly (each sample is one thread, one output element).
+
+Arithmetic follows the CPU kernels: coordinates, Lagrange weights and phases in float64,
+kernel terms in the tables' precision, accumulation in the grid's precision.
+
+A per-tile shared-memory accumulation (as radimg/gpu/gridder.py does for the ES kernel) would
+cut the global atomics by the number of samples per tile; it is not written yet (the supports
+here, up to ~40 cells, make the shared tile large).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+try:  # guarded like radimg.gpu.gridder: radimg.gpu imports without numba.cuda
+    import numba
+    from numba import cuda
+except Exception:  # pragma: no cover
+    numba = None
+    cuda = None
+
+__all__ = ["kernels", "kernel_signatures", "kernel_shape", "grid_wproject", "degrid_wproject",
+           "DeviceTables", "upload_tables"]
+
+_BLOCK = 128  # threads per block
+_R_STEP = 4  # R and S of the local arrays are rounded up to these (fewer specialisations)
+_S_STEP = 8
+
+
+def _require_cuda():
+    if cuda is None:
+        from radimg.gpu._device import GpuUnavailableError
+
+        raise GpuUnavailableError("numba.cuda is not importable; pip install radimg[gpu]")
+
+
+if cuda is not None:
+    _device_fn = cuda.jit(device=True)
+
+    @_device_fn
+    def _lagrange4(x):
+        # weights of the nodes at -1, 0, 1, 2 for a point x in [0, 1)
+        return (-x * (x - 1.0) * (x - 2.0) / 6.0, (x + 1.0) * (x - 1.0) * (x - 2.0) / 2.0,
+                -(x + 1.0) * x * (x - 2.0) / 2.0, (x + 1.0) * x * (x - 1.0) / 6.0)
+
+    @_device_fn
+    def _support(hs, iw, fw):
+        h = max(hs[iw + 1], hs[iw + 2])
+        if fw < 0.0 or fw > 1.0:
+            h = max(h, max(hs[iw], hs[iw + 3]))
+        s = int(math.ceil(2.0 * h))
+        return max(s, 1)
+
+    @_device_fn
+    def _wp_setup(uvw, fscale, nchan, i, wk, xs, ys, dw0, ddw, hs_x, hs_y):
+        """radimg.kernels.wproject._sample_setup: (row, ch, flip, dw, iw, fw, Sx, Sy, ox, oy,
+        jx, jy)."""
+        row = i // nchan
+        ch = i - row * nchan
+        f = fscale[ch]
+        u = uvw[row, 0] * f
+        v = uvw[row, 1] * f
+        w = uvw[row, 2] * f
+        flip = w < 0.0
+        if flip:
+            u = -u
+            v = -v
+            w = -w
+        dw = w - wk
+        nw = hs_x.shape[0]
+        pw = (dw - dw0) / ddw
+        iw = int(math.floor(pw)) - 1
+        if iw < 0:
+            iw = 0
+        if iw > nw - 4:
+            iw = nw - 4
+        fw = pw - (iw + 1)
+        sx = _support(hs_x, iw, fw)
+        sy = _support(hs_y, iw, fw)
+        gx = u * xs
+        gy = v * ys
+        jx = int(math.ceil(gx - 0.5 * sx))
+        jy = int(math.ceil(gy - 0.5 * sy))
+        return row, ch, flip, dw, iw, fw, sx, sy, gx - jx, gy - jy, jx, jy
+
+    @_device_fn
+    def _fill_1d(tab, iw, fw, g, S, tmax, q, out):
+        """out[r, a] = kernel term r at offset g - a, a < S (radimg.kernels.wproject._fill_1d:
+        4-point Lagrange in dw times 4-point Lagrange in t)."""
+        w0, w1, w2, w3 = _lagrange4(fw)
+        p0 = (g + tmax) * q
+        ip = int(math.floor(p0))
+        c0, c1, c2, c3 = _lagrange4(p0 - ip)
+        base = ip - 1
+        for r in range(tab.shape[0]):
+            for a in range(S):
+                j = base - a * q
+                v0 = (w0 * tab[r, iw, j] + w1 * tab[r, iw + 1, j] + w2 * tab[r, iw + 2, j]
+                      + w3 * tab[r, iw + 3, j])
+                v1 = (w0 * tab[r, iw, j + 1] + w1 * tab[r, iw + 1, j + 1]
+                      + w2 * tab[r, iw + 2, j + 1] + w3 * tab[r, iw + 3, j + 1])
+                v2 = (w0 * tab[r, iw, j + 2] + w1 * tab[r, iw + 1, j + 2]
+                      + w2 * tab[r, iw + 2, j + 2] + w3 * tab[r, iw + 3, j + 2])
+                v3 = (w0 * tab[r, iw, j + 3] + w1 * tab[r, iw + 1, j + 3]
+                      + w2 * tab[r, iw + 2, j + 3] + w3 * tab[r, iw + 3, j + 3])
+                out[r, a] = c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3
+
+
+def _make_grid_kernel(nbc, maxr, maxs):
+    def wp_grid_kernel(uvw, fscale, vis, weight, use_weight, idx, wk, xs, ys, tab_x, tab_y,
+                       hs_x, hs_y, dw0, ddw, tmax, q, psi0, grid):
+        """grid: (nyp, 2 nxp) real view of the stack's complex grid; samples are added."""
+        n = cuda.grid(1)
+        if n >= idx.shape[0]:
+            return
+        nyp = grid.shape[0]
+        nxp = grid.shape[1] // 2
+        nchan = fscale.shape[0]
+        R = tab_x.shape[0]
+        ka = cuda.local.array((maxr, maxs), nbc)
+        kb = cuda.local.array((maxr, maxs), nbc)
+        row, ch, flip, dw, iw, fw, sx, sy, ox, oy, jx, jy = _wp_setup(
+            uvw, fscale, nchan, idx[n], wk, xs, ys, dw0, ddw, hs_x, hs_y)
+        val = vis[row, ch]
+        vr = val.real * 1.0
+        vi = val.imag * 1.0
+        if use_weight:
+            wt = weight[row, ch] * 1.0
+            vr *= wt
+            vi *= wt
+        if flip:
+            vi = -vi
+        ph = 2.0 * math.pi * dw * psi0
+        c = math.cos(ph)
+        s = -math.sin(ph)
+        vr, vi = vr * c - vi * s, vr * s + vi * c
+        _fill_1d(tab_x, iw, fw, ox, sx, tmax, q, ka)
+        _fill_1d(tab_y, iw, fw, oy, sy, tmax, q, kb)
+        x0 = jx % nxp
+        for b in range(sy):
+            yy = (jy + b) % nyp
+            for a in range(sx):
+                # sum_r conj(kb[r, b]) conj(ka[r, a]) = conj(sum_r kb ka)
+                kr = 0.0
+                ki = 0.0
+                for r in range(R):
+                    z = kb[r, b] * ka[r, a]
+                    kr += z.real
+                    ki += z.imag
+                ki = -ki
+                xx = (x0 + a) % nxp
+                cuda.atomic.add(grid, (yy, 2 * xx), vr * kr - vi * ki)
+                cuda.atomic.add(grid, (yy, 2 * xx + 1), vr * ki + vi * kr)
+
+    return wp_grid_kernel
+
+
+def _make_degrid_kernel(nbc, maxr, maxs):
+    def wp_degrid_kernel(uvw, fscale, grid, idx, wk, xs, ys, tab_x, tab_y, hs_x, hs_y, dw0,
+                         ddw, tmax, q, psi0, out):
+        """grid (nyp, nxp) complex; ``out[row, chan]`` is set for every sample in ``idx``."""
+        n = cuda.grid(1)
+        if n >= idx.shape[0]:
+            return
+        nyp = grid.shape[0]
+        nxp = grid.shape[1]
+        nchan = fscale.shape[0]
+        R = tab_x.shape[0]
+        ka = cuda.local.array((maxr, maxs), nbc)
+        kb = cuda.local.array((maxr, maxs), nbc)
+        part = cuda.local.array(maxr, numba.complex128)
+        row, ch, flip, dw, iw, fw, sx, sy, ox, oy, jx, jy = _wp_setup(
+            uvw, fscale, nchan, idx[n], wk, xs, ys, dw0, ddw, hs_x, hs_y)
+        _fill_1d(tab_x, iw, fw, ox, sx, tmax, q, ka)
+        _fill_1d(tab_y, iw, fw, oy, sy, tmax, q, kb)
+        x0 = jx % nxp
+        acc = 0j
+        for b in range(sy):
+            yy = (jy + b) % nyp
+            for r in range(R):
+                part[r] = 0j
+            for a in range(sx):
+                g = grid[yy, (x0 + a) % nxp]
+                for r in range(R):
+                    part[r] += g * ka[r, a]
+            for r in range(R):
+                acc += part[r] * kb[r, b]
+        ph = 2.0 * math.pi * dw * psi0
+        acc *= complex(math.cos(ph), math.sin(ph))
+        if flip:
+            acc = acc.conjugate()
+        out[row, ch] = acc
+
+    return wp_degrid_kernel
+
+
+class _Kernels(NamedTuple):
+    grid: object
+    degrid: object
+    maxr: int
+    maxs: int
+
+
+def kernel_shape(rank, smax):
+    """The (R, S) local-array sizes compiled for tables of ``rank`` terms and supports up to
+    ``smax`` cells (rounded up so a few specialisations serve every run)."""
+    maxr = _R_STEP * max(1, -(-int(rank) // _R_STEP))
+    maxs = _S_STEP * max(1, -(-int(smax) // _S_STEP))
+    return maxr, maxs
+
+
+@functools.cache
+def _kernels(real_dtype, maxr, maxs):
+    _require_cuda()
+    rdt = np.dtype(real_dtype)
+    if rdt not in (np.float32, np.float64):
+        raise TypeError(f"real dtype must be float32 or float64, got {rdt}")
+    nbc = numba.complex64 if rdt == np.float32 else numba.complex128
+    opts = {"fastmath": False}
+    return _Kernels(grid=cuda.jit(**opts)(_make_grid_kernel(nbc, maxr, maxs)),
+                    degrid=cuda.jit(**opts)(_make_degrid_kernel(nbc, maxr, maxs)),
+                    maxr=maxr, maxs=maxs)
+
+
+def kernels(real_dtype, rank, smax):
+    """The CUDA w-projection kernels for one precision and table shape (memoised; compiled on
+    first launch). ``rank``: the tables' R; ``smax``: the largest support in cells."""
+    return _kernels(np.dtype(real_dtype).type, *kernel_shape(rank, smax))
+
+
+def kernel_signatures(real_dtype, rank=4, smax=16):
+    """``{name: (python_function, signature)}`` as launched, for ``numba.cuda.compile_ptx``."""
+    _require_cuda()
+    rdt = np.dtype(real_dtype)
+    t = numba.types
+    r = numba.from_dtype(rdt)
+    c = t.complex64 if rdt == np.float32 else t.complex128
+    arr = t.Array
+    f64, i64 = t.float64, t.int64
+    k = kernels(rdt, rank, smax)
+    tabs = (arr(c, 3, "C"), arr(c, 3, "C"), arr(f64, 1, "C"), arr(f64, 1, "C"), f64, f64, f64,
+            i64, f64)
+    head = (arr(f64, 2, "C"), arr(f64, 1, "C"))
+    return {
+        "wp_grid": (k.grid.py_func, (*head, arr(c, 2, "C"), arr(r, 2, "C"), t.boolean,
+                                     arr(i64, 1, "C"), f64, f64, f64, *tabs, arr(r, 2, "C"))),
+        "wp_degrid": (k.degrid.py_func, (*head, arr(c, 2, "C"), arr(i64, 1, "C"), f64, f64,
+                                         f64, *tabs, arr(c, 2, "C"))),
+    }
+
+
+# ----------------------------------------------------------------------------- host side
+
+
+class DeviceTables(NamedTuple):
+    """:class:`radimg.kernels.wproject.WKernelTables` resident on the device (kernel part)."""
+
+    tab_x: object
+    tab_y: object
+    hs_x: object
+    hs_y: object
+    dw0: float
+    ddw: float
+    tmax: float
+    q: int
+    psi0: float
+    rank: int
+    smax: int
+
+
+def upload_tables(tables, xp, stats=None):
+    """Copy the kernel tables to the device once (small: ``2 R nw nt`` complex)."""
+    from radimg.gpu._device import to_device
+    from radimg.kernels.wproject import _smax
+
+    if isinstance(tables, DeviceTables):
+        return tables
+    return DeviceTables(
+        tab_x=to_device(tables.tab_x, xp, stats), tab_y=to_device(tables.tab_y, xp, stats),
+        hs_x=to_device(tables.hs_x, xp, stats, dtype=np.float64),
+        hs_y=to_device(tables.hs_y, xp, stats, dtype=np.float64),
+        dw0=float(tables.dw0), ddw=float(tables.ddw), tmax=float(tables.tmax), q=int(tables.q),
+        psi0=float(tables.psi0), rank=int(tables.rank), smax=int(_smax(tables)))
+
+
+def _blocks(n, block):
+    return (n + block - 1) // block
+
+
+def launch_grid(dt, uvw_d, fscale_d, vis_d, weight_d, use_weight, idx_d, wk, xs, ys, grid_r,
+                block=_BLOCK):
+    """Grid the samples ``idx_d`` of one stack into ``grid_r`` (real view), on the device."""
+    n = int(idx_d.shape[0])
+    if n == 0:
+        return
+    k = kernels(grid_r.dtype, dt.rank, dt.smax)
+    k.grid[_blocks(n, block), block](uvw_d, fscale_d, vis_d, weight_d, use_weight, idx_d,
+                                     float(wk), float(xs), float(ys), dt.tab_x, dt.tab_y,
+                                     dt.hs_x, dt.hs_y, dt.dw0, dt.ddw, dt.tmax, dt.q, dt.psi0,
+                                     grid_r)
+
+
+def launch_degrid(dt, uvw_d, fscale_d, grid_d, idx_d, wk, xs, ys, out_d, block=_BLOCK):
+    """Degrid the samples ``idx_d`` of one stack off ``grid_d`` into ``out_d[row, chan]``."""
+    n = int(idx_d.shape[0])
+    if n == 0:
+        return
+    rdt = np.float32 if grid_d.dtype == np.complex64 else np.float64
+    k = kernels(rdt, dt.rank, dt.smax)
+    k.degrid[_blocks(n, block), block](uvw_d, fscale_d, grid_d, idx_d, float(wk), float(xs),
+                                       float(ys), dt.tab_x, dt.tab_y, dt.hs_x, dt.hs_y, dt.dw0,
+                                       dt.ddw, dt.tmax, dt.q, dt.psi0, out_d)
+
+
+def _fscale(freq):
+    from radimg.kernels.wproject import C_LIGHT
+
+    return np.ascontiguousarray(np.atleast_1d(np.asarray(freq, dtype=np.float64)) / C_LIGHT)
+
+
+def grid_wproject(uvw, freq, vis, idx_sorted, tile_ptr, colour_ptr, wk, cell_rad, tables, grid,
+                  *, weight=None, block=_BLOCK, stats=None):
+    """GPU twin of :func:`radimg.kernels.wproject.grid_wproject` (same arguments; the tile
+    pointers are accepted for signature parity: the GPU needs no colouring, atomics resolve
+    the overlaps). Host arrays in: ``grid`` is updated in place and returned; device arrays
+    in: the device grid is updated in place."""
+    del tile_ptr, colour_ptr
+    from radimg.gpu._device import get_xp, is_host_array, to_device, to_host
+
+    xp = get_xp()
+    cdt = grid.dtype
+    rdt = np.float32 if cdt == np.complex64 else np.float64
+    host = is_host_array(grid, xp)
+    g = to_device(grid, xp, stats) if host else grid
+    dt = upload_tables(tables, xp, stats)
+    use_w = weight is not None
+    wgt = to_device(weight if use_w else np.ones((1, 1)), xp, stats, dtype=rdt)
+    nyp, nxp = g.shape
+    launch_grid(dt, to_device(uvw, xp, stats, dtype=np.float64), to_device(_fscale(freq), xp,
+                                                                           stats),
+                to_device(vis, xp, stats), wgt, use_w,
+                to_device(idx_sorted, xp, stats, dtype=np.int64), wk, nxp * cell_rad,
+                nyp * cell_rad, g.view(rdt), block)
+    if host:
+        grid[...] = to_host(g, xp, stats)
+        return grid
+    return g
+
+
+def degrid_wproject(uvw, freq, grid, idx, wk, cell_rad, tables, *, out=None, block=_BLOCK,
+                    stats=None):
+    """GPU twin of :func:`radimg.kernels.wproject.degrid_wproject`: (len(idx),) complex, or
+    ``out[row, chan]`` set for each sample when ``out`` is given. Host in, host out."""
+    from radimg.gpu._device import get_xp, is_host_array, to_device, to_host
+
+    xp = get_xp()
+    nyp, nxp = grid.shape
+    fs = _fscale(freq)
+    host = is_host_array(grid, xp)
+    g = to_device(grid, xp, stats) if host else grid
+    dt = upload_tables(tables, xp, stats)
+    idx = np.asarray(idx, dtype=np.int64) if host else idx
+    idx_d = to_device(idx, xp, stats, dtype=np.int64)
+    if out is None:
+        # one row per sample: degrid into a (nsel, 1) block addressed by a 1-channel layout
+        nrow, nchan = int(np.asarray(uvw).shape[0]), fs.size
+        o = xp.zeros((nrow, nchan), dtype=g.dtype)
+    else:
+        o = to_device(out, xp, stats) if is_host_array(out, xp) else out
+    launch_degrid(dt, to_device(uvw, xp, stats, dtype=np.float64), to_device(fs, xp, stats),
+                  g, idx_d, wk, nxp * cell_rad, nyp * cell_rad, o, block)
+    if out is None:
+        flat = o.reshape(-1)[idx_d]
+        return to_host(flat, xp, stats) if host else flat
+    if is_host_array(out, xp):
+        out[...] = to_host(o, xp, stats)
+        return out
+    return o
