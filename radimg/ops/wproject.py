@@ -75,7 +75,7 @@ def _kmeans(w_abs, k):
     return kmeans_w(w_abs, k, comm=None)
 
 
-def stack_centres(w_abs, k):
+def stack_centres(w_abs, k, comm=None):
     """k-means centres on |w| (paper section 4.1), then stacks whose residual range is far
     wider than the typical one are split into equal-width pieces.
 
@@ -83,17 +83,34 @@ def stack_centres(w_abs, k):
     distribution share wide stacks; their residual sets the size of the kernel tables and
     the largest supports. Splitting them caps ``|w - w_k|`` at twice the median stack
     half-width for a handful of extra FFTs.
+
+    With an MPI ``comm`` the samples ``w_abs`` are this rank's share: k-means is the
+    distributed one (radimg.parallel.kmeans) and the per-stack ranges are reduced, so every
+    rank gets the same centres, equal to the serial ones on all samples up to summation order.
     """
     w_abs = np.asarray(w_abs, dtype=np.float64).ravel()
-    centres, _ = _kmeans(w_abs, k)
+    if comm is None:
+        centres, _ = _kmeans(w_abs, k)
+        n_all = w_abs.size
+    else:
+        from radimg.parallel.kmeans import kmeans_w
+        from radimg.parallel.mpi import allreduce_scalar
+
+        centres, _ = kmeans_w(w_abs, k, comm=comm)
+        n_all = int(allreduce_scalar(comm, w_abs.size, "sum", np.int64))
     centres = np.unique(np.asarray(centres, dtype=np.float64))
-    if w_abs.size == 0 or centres.size == 0:
+    if n_all == 0 or centres.size == 0:
         return np.zeros(max(1, centres.size))
     labels = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), w_abs)
     lo = np.full(centres.size, np.inf)
     hi = np.full(centres.size, -np.inf)
     np.minimum.at(lo, labels, w_abs)
     np.maximum.at(hi, labels, w_abs)
+    if comm is not None:
+        from radimg.parallel.mpi import allreduce_array
+
+        allreduce_array(comm, lo, "min")
+        allreduce_array(comm, hi, "max")
     used = np.isfinite(lo)
     half = np.maximum(hi[used] - centres[used], centres[used] - lo[used])
     if centres.size < 3:
@@ -206,11 +223,18 @@ class WProjectOperator:
     weight_mask : ndarray (row, chan) bool or weights, optional
         Samples where it is False / 0 are dropped at construction: they take no part in
         k-means, carry no load, are never gridded and predict 0.
+    centres : ndarray (K,) float64, optional
+        Stack centres (wavelengths, sorted) to use instead of a local k-means: the
+        distributed operator passes the global ones (radimg.parallel.operator).
+    dw_range : (float, float), optional
+        Residual ``w - w_k`` range the kernel tables must cover, instead of the local one.
+    tables : WKernelTables, optional
+        Ready kernel tables (built for the same geometry, centres and ``dw_range``).
     """
 
     def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, nstacks="auto",
                  oversampling=2.0, nthreads=1, precision="double", fft="auto",
-                 weight_mask=None):
+                 weight_mask=None, centres=None, dw_range=None, tables=None):
         t0 = time.perf_counter()
         self.uvw = np.ascontiguousarray(uvw, dtype=np.float64)
         self.freq = np.ascontiguousarray(np.atleast_1d(freq), dtype=np.float64)
@@ -237,21 +261,27 @@ class WProjectOperator:
         w_abs = np.abs(w)
         vmask = None if weight_mask is None else (np.asarray(weight_mask).ravel() != 0)
         w_fit = w_abs if vmask is None else w_abs[vmask]
-        if nstacks == "auto":
-            nstacks = choose_nstacks(w_fit, self.npix_x, self.npix_y, self.cell, self.epsilon,
-                                     oversampling)
-        self.nstacks = int(nstacks)
-        self.centres = stack_centres(w_fit, self.nstacks)
+        if centres is None:
+            if nstacks == "auto":
+                nstacks = choose_nstacks(w_fit, self.npix_x, self.npix_y, self.cell,
+                                         self.epsilon, oversampling)
+            self.centres = stack_centres(w_fit, int(nstacks))
+        else:
+            self.centres = np.sort(np.asarray(centres, dtype=np.float64).ravel())
         self.nstacks = self.centres.size
         edges = 0.5 * (self.centres[1:] + self.centres[:-1])
         self.labels = np.searchsorted(edges, w_abs).astype(np.int32)
         dw = w_abs - self.centres[self.labels]
         dw = dw if vmask is None else dw[vmask]
         self._vmask = vmask
-        self.tables = wpk.build_wkernel_tables(
-            self.npix_x, self.npix_y, self.cell, self.nxp, self.nyp,
-            float(dw.min()) if dw.size else 0.0, float(dw.max()) if dw.size else 0.0,
-            _W_SHARE * self.epsilon, self.W, self.beta, dtype=self.cdtype)
+        if dw_range is None:
+            dw_range = (float(dw.min()) if dw.size else 0.0, float(dw.max()) if dw.size else 0.0)
+        self.dw_range = (float(dw_range[0]), float(dw_range[1]))
+        if tables is None:
+            tables = wpk.build_wkernel_tables(
+                self.npix_x, self.npix_y, self.cell, self.nxp, self.nyp, *self.dw_range,
+                _W_SHARE * self.epsilon, self.W, self.beta, dtype=self.cdtype)
+        self.tables = tables
         order = np.argsort(self.labels, kind="stable")
         if vmask is not None:
             order = order[vmask[order]]
@@ -379,6 +409,33 @@ class WProjectOperator:
             sx[~self._vmask] = 0
             sy[~self._vmask] = 0
         return sx.reshape(self.nrow, self.nchan), sy.reshape(self.nrow, self.nchan)
+
+    def sample_footprints(self, k, idx=None):
+        """First grid cell and extent of each sample's kernel footprint in stack ``k``.
+
+        Parameters
+        ----------
+        k : int
+        idx : ndarray (nsel,) int64, flat ``row * nchan + chan`` (default: the stack's samples)
+
+        Returns
+        -------
+        jx, jy : ndarray (nsel,) int64, first cell (mod ``nxp``, ``nyp``)
+        sx, sy : ndarray (nsel,) int32, support in cells; the kernel reads cells
+            ``(jy + b) % nyp, (jx + a) % nxp`` for ``a < sx``, ``b < sy`` (as the gridder
+            computes them, up to rounding in the last bit of the position).
+        """
+        idx = self.stack_idx[k] if idx is None else np.asarray(idx, dtype=np.int64)
+        fs = self.freq / C_LIGHT
+        row, ch = np.divmod(idx, self.nchan)
+        u = self.uvw[row, 0] * fs[ch]
+        v = self.uvw[row, 1] * fs[ch]
+        sgn = np.where(self.uvw[row, 2] * fs[ch] < 0, -1.0, 1.0)
+        sx, sy = wpk.sample_supports(self.uvw, self.freq, idx,
+                                     np.full(idx.size, self.centres[k]), self.tables)
+        jx = np.ceil((sgn * u) * (self.nxp * self.cell) - 0.5 * sx).astype(np.int64)
+        jy = np.ceil((sgn * v) * (self.nyp * self.cell) - 0.5 * sy).astype(np.int64)
+        return np.mod(jx, self.nxp), np.mod(jy, self.nyp), sx, sy
 
     def per_sample_load(self):
         """Kernel cells touched per sample, (row, chan) int64: the load that the balancer

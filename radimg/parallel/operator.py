@@ -108,16 +108,7 @@ class DistributedOperator:
         balance="cuts",
         max_message_bytes=MAX_MESSAGE_BYTES,
     ):
-        from radimg.ops.operator import WideFieldOperator
-
-        if mode == "wstack-wproject":
-            raise NotImplementedError(
-                "DistributedOperator does not support mode 'wstack-wproject' yet: "
-                "radimg/ops/wproject.py has a different stage API (image_to_stack_grid, "
-                "stack_grid_to_image) and picks its stacks by a local k-means with no way to "
-                "pass global stack centres; use mode='wstack'"
-            )
-        if mode not in ("none", "wstack"):
+        if mode not in ("none", "wstack", "wstack-wproject"):
             raise ValueError(f"unknown mode {mode!r}")
         self.comm = comm
         self.rank, self.size = comm_rank_size(comm)
@@ -135,6 +126,54 @@ class DistributedOperator:
             valid &= np.asarray(weight_mask) != 0
         self.freq = freq
         self.npix_x, self.npix_y = int(npix_x), int(npix_y)
+        self._balance = balance
+        kw = dict(
+            epsilon=epsilon,
+            nstacks=nstacks,
+            oversampling=oversampling,
+            nthreads=nthreads,
+            precision=precision,
+            fft=fft,
+            tile=tile,
+        )
+        if mode == "wstack-wproject":
+            touched = self._setup_wproject(uvw, freq, weight, valid, cell_rad, **kw)
+        else:
+            touched = self._setup_wstack(uvw, freq, weight, valid, cell_rad, **kw)
+        self._setup_exchange(touched)
+
+    # ------------------------------------------------------------------ set-up
+    def _move_rows(self, uvw, weight, valid, load, keys, nkeys):
+        """Sec. 4.1: balanced cut of the global (key, rank, row) order; rows move."""
+        nrow = uvw.shape[0]
+        comm = self.comm
+        dest, _ = prefix_sum_boundaries(comm, load, method=self._balance, keys=keys, nkeys=nkeys)
+        self._dest = np.asarray(dest, dtype=np.int64)
+        row0 = int(_exscan(comm, np.array([nrow], np.int64))[0])
+        moved = redistribute(
+            comm,
+            {
+                "uvw": uvw,
+                "weight": np.ascontiguousarray(weight),
+                "valid": valid,
+                "row_id": np.arange(row0, row0 + nrow, dtype=np.int64),
+            },
+            self._dest,
+            max_message_bytes=self.max_message_bytes,
+        )
+        self.uvw, self.weight, self.row_id = moved["uvw"], moved["weight"], moved["row_id"]
+        self.valid = moved["valid"]
+        self.nrow, self.nchan = self.uvw.shape[0], self.freq.size
+        self.nsamples = int(self.valid.sum())
+
+    def _setup_wstack(self, uvw, freq, weight, valid, cell_rad, *, epsilon, nstacks,
+                      oversampling, nthreads, precision, fft, tile):
+        """Modes ``none`` / ``wstack``: global geometry via anchor rows, equal per-sample load,
+        rows keyed by (first w-plane, gridder tile). Returns the touched tiles per plane."""
+        from radimg.ops.operator import WideFieldOperator
+
+        comm, mode = self.comm, self.mode
+        nchan = freq.size
         cx, cy = (cell_rad, cell_rad) if np.ndim(cell_rad) == 0 else cell_rad
 
         # ---- global |w| range and sample count (all ranks agree) ---------------------
@@ -169,6 +208,7 @@ class DistributedOperator:
         amask = np.zeros((2, nchan), dtype=bool)
         amask[0, ch_lo] = amask[1, ch_hi] = True
         self._anchors, self._amask = anchors, amask
+        self._extra_rows = 2  # the anchors ride along at the end of every (row, chan) array
         self._opkw = dict(
             epsilon=epsilon,
             mode=mode,
@@ -192,32 +232,13 @@ class DistributedOperator:
 
         # ---- 4.1: per-row load, ordering keys, balanced cut, Alltoallv ----------------
         per_sample = spec.W * spec.W * spec.Ww
-        nvalid_row = valid.sum(axis=1).astype(np.int64)
-        load = nvalid_row * per_sample
+        load = valid.sum(axis=1).astype(np.int64) * per_sample
         lay0 = geo.layout()
         ybounds, xbounds = lay0.ybounds, lay0.xbounds
         nty, ntx = ybounds.size - 1, xbounds.size - 1
         keys = self._row_keys(uvw, freq, valid, spec, ybounds, xbounds)
-        nkeys = spec.nplanes * nty * ntx
-        dest, _ = prefix_sum_boundaries(comm, load, method=balance, keys=keys, nkeys=nkeys)
-        self._dest = np.asarray(dest, dtype=np.int64)
-        row0 = int(_exscan(comm, np.array([nrow], np.int64))[0])
-        moved = redistribute(
-            comm,
-            {
-                "uvw": uvw,
-                "weight": np.ascontiguousarray(weight),
-                "valid": valid,
-                "row_id": np.arange(row0, row0 + nrow, dtype=np.int64),
-            },
-            self._dest,
-            max_message_bytes=self.max_message_bytes,
-        )
-        self.uvw, self.weight, self.row_id = moved["uvw"], moved["weight"], moved["row_id"]
-        self.valid = moved["valid"]
-        self.nrow, self.nchan = self.uvw.shape[0], nchan
-        self.load = int((self.valid.sum(axis=1) * per_sample).sum())
-        self.nsamples = int(self.valid.sum())
+        self._move_rows(uvw, weight, valid, load, keys, spec.nplanes * nty * ntx)
+        self.load = int(self.valid.sum() * per_sample)
 
         # ---- local serial operator with the global geometry ----------------------------
         op = WideFieldOperator(
@@ -233,20 +254,133 @@ class DistributedOperator:
             raise RuntimeError("local operator geometry differs from the global one")
         self.op = op
         self.cdtype, self.rdtype = op.cdtype, op.rdtype
-        nsel_local = self.nrow * nchan
-        self._lay = op.layout(np.arange(nsel_local, dtype=np.int64))
+        self._lay = op.layout(np.arange(self.nrow * nchan, dtype=np.int64))
         self.nplanes = spec.nplanes
+        self._grid_shape = (spec.nyp, spec.nxp)
         self.ybounds, self.xbounds = ybounds, xbounds
-        self._tile_cells = [self._cells_of_tile(t, nty, ntx) for t in range(nty * ntx)]
-
-        # ---- 4.2: touched tiles M_jk, plane owners, exchange plan ----------------------
-        P = self.nplanes
-        touched = [
+        return [
             np.flatnonzero(_g.touched_tiles(self._lay, p).ravel())
             if self.nsamples
             else np.zeros(0, np.int64)
-            for p in range(P)
+            for p in range(self.nplanes)
         ]
+
+    def _setup_wproject(self, uvw, freq, weight, valid, cell_rad, *, epsilon, nstacks,
+                        oversampling, nthreads, precision, fft, tile):
+        """Mode ``wstack-wproject`` (paper secs. 4.1-4.2 proper): global k-means stacks and
+        kernel tables, per-sample load = the kernel cells each sample touches (measured from
+        the tables, ~3x eq. 8), rows keyed by (stack, exchange tile). Returns the touched
+        exchange tiles per stack."""
+        from radimg.ops.wproject import WProjectOperator, choose_nstacks, stack_centres
+
+        comm = self.comm
+        nchan = freq.size
+        if oversampling == "auto":
+            oversampling = 2.0  # as WProjectOperator: its cost model trades stacks, not padding
+        self.oversampling = float(oversampling)
+        cell = float(np.atleast_1d(cell_rad)[0])
+        # |w| exactly as WProjectOperator computes it (bitwise the same k-means input)
+        w_abs = np.abs(uvw[:, 2:3] * freq[None, :] / C_LIGHT)[valid]
+        if nstacks == "auto":
+            # The serial cost model on a global subsample (all samples when few), decided on
+            # rank 0 and broadcast so every rank uses the same K.
+            sample = _global_subsample(comm, w_abs, 20000)
+            k = 0
+            if self.rank == 0:
+                k = choose_nstacks(
+                    sample, self.npix_x, self.npix_y, cell, float(epsilon), self.oversampling
+                )
+            nstacks = int(comm.bcast(k, root=0)) if comm is not None and self.size > 1 else k
+        centres = stack_centres(w_abs, int(nstacks), comm=comm)
+        labels = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), w_abs)
+        dw = w_abs - centres[labels]
+        mm = np.array([dw.min() if dw.size else np.inf, -(dw.max() if dw.size else -np.inf)])
+        allreduce_array(comm, mm, "min")
+        dw_range = (float(mm[0]), float(-mm[1])) if np.isfinite(mm[0]) else (0.0, 0.0)
+        opkw = dict(
+            epsilon=epsilon,
+            oversampling=self.oversampling,
+            nthreads=nthreads,
+            precision=precision,
+            fft=fft,
+            centres=centres,
+            dw_range=dw_range,
+        )
+        # Kernel tables: built once on rank 0 (an operator with no samples), broadcast, so
+        # every rank interpolates with bitwise the same kernels.
+        tables = None
+        if self.rank == 0:
+            tables = WProjectOperator(
+                np.zeros((0, 3)), freq, self.npix_x, self.npix_y, cell_rad, **opkw
+            ).tables
+        if comm is not None and self.size > 1:
+            tables = comm.bcast(tables, root=0)
+        opkw["tables"] = tables
+        self._extra_rows = 0
+
+        # ---- 4.1: real per-sample load, (stack, tile) keys, balanced cut, Alltoallv ----
+        op0 = WProjectOperator(
+            uvw, freq, self.npix_x, self.npix_y, cell_rad, weight_mask=valid, **opkw
+        )
+        nyp, nxp = op0.nyp, op0.nxp
+        smax = int(np.ceil(2.0 * max(tables.hs_x.max(), tables.hs_y.max()))) + 1
+        # Exchange tiles at least the largest footprint plus a one-cell guard on each side,
+        # so a footprint touches at most 2 x 2 of them.
+        self.ybounds = _even_bounds(nyp, max(int(tile), smax + 2))
+        self.xbounds = _even_bounds(nxp, max(int(tile), smax + 2))
+        nty, ntx = self.ybounds.size - 1, self.xbounds.size - 1
+        load_s = op0.per_sample_load()
+        load = load_s.sum(axis=1).astype(np.int64)
+        nrow = uvw.shape[0]
+        keys = np.zeros(nrow, np.int64)
+        if nrow:
+            cnt = valid.sum(axis=1)
+            cs = np.cumsum(valid, axis=1)
+            ch = np.argmax(cs >= np.maximum((cnt + 1) // 2, 1)[:, None], axis=1)
+            idx = np.arange(nrow, dtype=np.int64) * nchan + ch
+            lab = op0.labels[idx]
+            for k in np.unique(lab[cnt > 0]):
+                sel = np.flatnonzero((lab == k) & (cnt > 0))
+                jx, jy, _, _ = op0.sample_footprints(int(k), idx[sel])
+                tid = _tile_of(jy, self.ybounds) * ntx + _tile_of(jx, self.xbounds)
+                keys[sel] = int(k) * nty * ntx + tid
+        del op0
+        self._move_rows(uvw, weight, valid, load, keys, centres.size * nty * ntx)
+
+        # ---- local serial operator on the rows this rank now holds --------------------
+        op = WProjectOperator(
+            self.uvw, freq, self.npix_x, self.npix_y, cell_rad, weight_mask=self.valid, **opkw
+        )
+        self.op = op
+        self.spec = None
+        self.centres = op.centres
+        self.cdtype, self.rdtype = op.cdtype, op.rdtype
+        self.nplanes = op.nstacks
+        self._grid_shape = (nyp, nxp)
+        self.load = int(op.per_sample_load().sum())
+        touched = []
+        for k in range(self.nplanes):
+            mark = np.zeros((nty, ntx), dtype=bool)
+            if op.stack_idx[k].size:
+                jx, jy, sx, sy = op.sample_footprints(k)
+                txa = _tile_of((jx - 1) % nxp, self.xbounds)
+                txb = _tile_of((jx + sx) % nxp, self.xbounds)
+                tya = _tile_of((jy - 1) % nyp, self.ybounds)
+                tyb = _tile_of((jy + sy) % nyp, self.ybounds)
+                for ty in (tya, tyb):
+                    for tx in (txa, txb):
+                        mark[ty, tx] = True
+            touched.append(np.flatnonzero(mark.ravel()))
+        return touched
+
+    def _setup_exchange(self, touched):
+        """Sec. 4.2: plane (stack) owners, the tiles ``M_jk`` each rank needs, counts and
+        buffer offsets of the one Alltoallv per application. Set-up only."""
+        comm = self.comm
+        nyp, nxp = self._grid_shape
+        nty, ntx = self.ybounds.size - 1, self.xbounds.size - 1
+        self._tile_cells = [self._cells_of_tile(t) for t in range(nty * ntx)]
+        P = self.nplanes
         live = np.array([t.size > 0 for t in touched], dtype=np.int64)
         allreduce_array(comm, live, "max")
         live_planes = np.flatnonzero(live)
@@ -263,12 +397,12 @@ class DistributedOperator:
         got = comm.alltoall(req) if comm is not None and self.size > 1 else req
         # Owner side: for each source rank j, plane p: cells to send/accumulate.
         self._serve = [[(p, self._cells(t)) for p, t in got[j]] for j in range(self.size)]
-        rows_needed = {p: np.zeros(spec.nyp, dtype=bool) for p in self.my_planes}
+        rows_needed = {p: np.zeros(nyp, dtype=bool) for p in self.my_planes}
         for j in range(self.size):
             for p, t in got[j]:
                 for tid in t:
                     ty = int(tid) // ntx
-                    rows_needed[p][ybounds[ty] : ybounds[ty + 1]] = True
+                    rows_needed[p][self.ybounds[ty] : self.ybounds[ty + 1]] = True
         self._plane_rows = {p: np.flatnonzero(r) for p, r in rows_needed.items()}
         # Counts (elements of cdtype): forward send = what owners serve; recv = what we need.
         self._fwd_send = np.array(
@@ -279,7 +413,7 @@ class DistributedOperator:
             self._fwd_recv[self.owner[p]] += self._need_cells[p].size
         self._ntiles_send = sum(len(t) for j in range(self.size) for _, t in got[j])
         self._ntiles_recv = sum(touched[p].size for p in self.touched_planes)
-        self._scratch = op.new_grid()
+        self._scratch = np.zeros(self._grid_shape, dtype=self.cdtype)
         self._serve_by_plane = {p: [] for p in self.my_planes}
         for _, p, cells, off in self._send_offsets():
             self._serve_by_plane[p].append((cells, off))
@@ -289,6 +423,38 @@ class DistributedOperator:
         isz = np.dtype(self.cdtype).itemsize
         mb = np.array([max(self._fwd_send.sum(), self._fwd_recv.sum()) * isz], np.int64)
         self._max_bytes = int(allreduce_array(comm, mb, "max")[0])
+
+    # ------------------------------------------------------------------ stages
+    # The serial operators name their stages differently; these four are the only places
+    # the exchange touches them (plane p = w-plane in wstack, stack k in wstack-wproject).
+    def _owner_forward(self, image, p):
+        """``F Z S_p x`` on the owner: the plane's grid (rows that someone needs, at least)."""
+        if self.mode == "wstack-wproject":
+            return self.op.image_to_stack_grid(image, p)
+        return self.op.image_to_plane_grid(
+            image, p, out=self._scratch, rows=self._plane_rows[p]
+        )
+
+    def _owner_adjoint(self, grid, p, acc):
+        """``acc += Re S_p^H Z^H F^H grid`` on the owner."""
+        if self.mode == "wstack-wproject":
+            self.op.stack_grid_to_image(grid, p, out=acc)
+        else:
+            self.op.plane_grid_to_image(grid, p, out=acc)
+
+    def _degrid(self, grid, p, vis):
+        """``vis[row, chan] (+)= [GC]_p grid`` for this rank's samples of plane p."""
+        if self.mode == "wstack-wproject":
+            self.op.degrid_samples(grid, p, out=vis)
+        else:
+            self.op.degrid_samples(grid, p, idx=self._lay, out=vis)
+
+    def _grid(self, v, w, p, grid):
+        """``grid += [GC]_p^H (w v)`` for this rank's samples of plane p."""
+        if self.mode == "wstack-wproject":
+            self.op.grid_samples(v, p, out_grid=grid, weight=w)
+        else:
+            self.op.grid_samples(v, p, idx=self._lay, weight=w, out=grid)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -303,12 +469,12 @@ class DistributedOperator:
         ch = np.argmax(cs >= np.maximum(target, 1)[:, None], axis=1)
         return np.where(cnt > 0, _sample_keys(uvw, freq[ch], spec, ybounds, xbounds), 0)
 
-    def _cells_of_tile(self, tid, nty, ntx):
+    def _cells_of_tile(self, tid):
         ntx_ = self.xbounds.size - 1
         ty, tx = divmod(int(tid), ntx_)
         y0, y1 = self.ybounds[ty], self.ybounds[ty + 1]
         x0, x1 = self.xbounds[tx], self.xbounds[tx + 1]
-        yy = np.arange(y0, y1, dtype=np.int64)[:, None] * self.spec.nxp
+        yy = np.arange(y0, y1, dtype=np.int64)[:, None] * self._grid_shape[1]
         return (yy + np.arange(x0, x1, dtype=np.int64)[None, :]).ravel()
 
     def _cells(self, tiles):
@@ -320,7 +486,9 @@ class DistributedOperator:
         a = np.asarray(a)
         if a.shape != (self.nrow, self.nchan):
             raise ValueError(f"expected (row, chan) = {(self.nrow, self.nchan)}, got {a.shape}")
-        out = np.zeros((self.nrow + 2, self.nchan), dtype=dtype)
+        if self._extra_rows == 0:
+            return np.ascontiguousarray(a, dtype=dtype)
+        out = np.zeros((self.nrow + self._extra_rows, self.nchan), dtype=dtype)
         out[: self.nrow] = a
         return out
 
@@ -384,18 +552,18 @@ class DistributedOperator:
         if image.shape != (self.npix_y, self.npix_x):
             raise ValueError(f"image must be (npix_y, npix_x) = {(self.npix_y, self.npix_x)}")
         send = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
-        flat = self._scratch.reshape(-1)
         for p in self.my_planes:
-            self.op.image_to_plane_grid(image, p, out=self._scratch, rows=self._plane_rows[p])
+            g = self._owner_forward(image, p).reshape(-1)
             for cells, off in self._serve_by_plane[p]:
-                send[off : off + cells.size] = flat[cells]
+                send[off : off + cells.size] = g[cells]
         recv = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
         self._alltoallv(send, self._fwd_send, recv, self._fwd_recv)
-        vis = np.zeros((self.nrow + 2, self.nchan), dtype=self.cdtype)
+        vis = np.zeros((self.nrow + self._extra_rows, self.nchan), dtype=self.cdtype)
+        flat = self._scratch.reshape(-1)
         for p, off in self._recv_plan:
             cells = self._need_cells[p]
             flat[cells] = recv[off : off + cells.size]
-            self.op.degrid_samples(self._scratch, p, idx=self._lay, out=vis)
+            self._degrid(self._scratch, p, vis)
         return vis[: self.nrow]
 
     def _send_offsets(self):
@@ -423,13 +591,14 @@ class DistributedOperator:
         """Adjoint: vis (row, chan) of this rank's rows (times ``weight``) -> image
         (npix_y, npix_x), identical on every rank. Eq. 10; one Alltoallv + one Allreduce."""
         v = self._pad_rows(vis, self.cdtype)
-        w = None if weight is None else self._pad_rows(weight, np.asarray(weight).dtype)
+        wdt = self.rdtype if self.mode == "wstack-wproject" else None
+        w = None if weight is None else self._pad_rows(weight, wdt or np.asarray(weight).dtype)
         send = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
         flat = self._scratch.reshape(-1)
         for p, off in self._recv_plan:
             cells = self._need_cells[p]
             flat[cells] = 0
-            self.op.grid_samples(v, p, idx=self._lay, weight=w, out=self._scratch)
+            self._grid(v, w, p, self._scratch)
             send[off : off + cells.size] = flat[cells]
         recv = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
         self._alltoallv(send, self._fwd_recv, recv, self._fwd_send)
@@ -438,7 +607,7 @@ class DistributedOperator:
             self._scratch[...] = 0
             for cells, off in self._serve_by_plane[p]:
                 flat[cells] += recv[off : off + cells.size]
-            self.op.plane_grid_to_image(self._scratch, p, out=acc)
+            self._owner_adjoint(self._scratch, p, acc)
         allreduce_array(self.comm, acc, "sum")
         return acc.astype(self.rdtype, copy=False)
 
@@ -512,3 +681,35 @@ def _sample_keys(uvw, f, spec, ybounds, xbounds):
     else:
         q = np.zeros_like(tile)
     return q * ntiles + tile
+
+
+def _even_bounds(n, tile):
+    """Tile edges over ``n`` cells: ``max(1, n // tile)`` tiles, each at least ``tile`` cells
+    (when there are several), so a footprint of ``<= tile`` cells meets at most two."""
+    nt = max(1, int(n) // int(tile))
+    return (np.arange(nt + 1, dtype=np.int64) * int(n)) // nt
+
+
+def _tile_of(j, bounds):
+    """Tile index of cells ``j`` (already reduced mod the grid size)."""
+    return np.searchsorted(bounds, j, side="right") - 1
+
+
+def _global_subsample(comm, x, max_samples, seed=0):
+    """Seeded subsample of a distributed 1-D array, gathered on rank 0 (all of it when the
+    global size is at most ``max_samples``; else each rank's share in proportion to its size).
+    Other ranks get None."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    rank, size = comm_rank_size(comm)
+    if comm is None or size == 1:
+        parts = [x]
+    else:
+        n = comm.allgather(int(x.size))
+        tot = sum(n)
+        if tot > max_samples:
+            m = int(round(max_samples * x.size / tot))
+            x = np.random.default_rng(seed + rank).choice(x, m, replace=False) if m else x[:0]
+        parts = comm.gather(x, root=0)
+        if rank != 0:
+            return None
+    return np.concatenate(parts) if parts else np.zeros(0)

@@ -151,15 +151,3 @@ def test_split_messages_give_same_result(setup):
         and max(D.load_balance()["bytes_sent"]) > 100_000
     ):
         assert D.n_alltoallv > 1
-
-
-def test_wproject_mode_not_implemented():
-    from mpi4py import MPI
-
-    from radimg.parallel.operator import DistributedOperator
-
-    uvw, wgt, _, _, cell = _data()
-    with pytest.raises(NotImplementedError, match="wstack-wproject"):
-        DistributedOperator(
-            MPI.COMM_WORLD, uvw[:10], FREQ, wgt[:10], NPIX, NPIX, cell, mode="wstack-wproject"
-        )
