@@ -5,8 +5,12 @@ never load numpy-heavy modules, numba, h5py, casacore or mpi4py (pfb-imaging's r
 command imports what it needs inside its function.
 
 Exit codes: 0 success; 2 a user error (bad config, missing or existing file, permissions,
-unreadable MS or product), printed as ``radimg: error: <message>`` without a traceback;
-1 an unexpected exception (traceback printed); 130 interrupted.
+unreadable MS or product, an unsupported option combination), printed as
+``radimg: error: <message>`` without a traceback; 1 an unexpected exception (traceback
+printed, with ``[rank R/N]`` under MPI); 3 ``run`` stopped by SIGTERM/SIGUSR1 during
+deconvolution after writing a complete checkpoint (continue with ``--resume``);
+143 stopped by SIGTERM before anything could be checkpointed (no product); 130 interrupted
+(Ctrl-C).
 """
 
 from __future__ import annotations
@@ -24,6 +28,21 @@ __all__ = ["build_parser", "main"]
 EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_USER = 2
+EXIT_INTERRUPTED = 3  # = radimg.pipeline.EXIT_INTERRUPTED (not imported: --help stays light)
+
+_RUN_EPILOG = """\
+exit status:
+  0    product written
+  1    internal error (traceback with [rank R/N])
+  2    user error: the message names the config key or file
+  3    stopped by SIGTERM or SIGUSR1 during deconvolution after writing a complete
+       checkpoint (OUTPUT.ckpt.h5); continue with: radimg run CONFIG --resume
+       (same output.path, any number of ranks)
+  143  stopped by SIGTERM before deconvolution (nothing to checkpoint yet): no product,
+       nothing to resume; run again (SIGUSR1 there is only noted: deconvolution then stops
+       at its first checkpoint)
+Under Slurm ask for an early warning so the last major cycle can finish and checkpoint:
+sbatch --signal=USR1@300 ... (jobs/slurm/*.sbatch do; see jobs/README.md)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -53,7 +72,18 @@ def cmd_run(args) -> int:
     cfg = _resolve(args, extra)
     from radimg import pipeline
 
-    pipeline.run(cfg, resume=args.resume, verbose=_verbosity(args))
+    interrupted = getattr(pipeline, "JobInterrupted", ())
+    try:
+        pipeline.run(cfg, resume=args.resume, verbose=_verbosity(args))
+    except interrupted as exc:
+        if exc.rank == 0:
+            print(
+                f"radimg: {exc}; continue with: radimg run {args.config} --resume "
+                "(same output.path; any number of ranks)",
+                file=sys.stderr,
+                flush=True,
+            )
+        return exc.exit_code
     return EXIT_OK
 
 
@@ -293,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Image the MS of CONFIG into an HDF5 product: weights, w-stacks, load-balanced "
             "gridding, deconvolution, restore. With input.simulate: true the MS is simulated first."
         ),
+        epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", metavar="CONFIG", help="YAML config file")
     _add_set(p)
@@ -310,8 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory per rank, e.g. 8GiB (sets resources.mem_per_rank)",
     )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("-v", "--verbose", action="store_true", help="more progress output")
-    g.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="more output: in batch logs a progress line per step (chunk read, major "
+        "cycle) instead of one per RADIMG_PROGRESS_INTERVAL (30 s); tracebacks of user errors",
+    )
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress, log lines or timing table; warnings and errors only",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -415,7 +458,15 @@ def _user_error_types() -> tuple[type, ...]:
     exceptions was raised, the module is loaded; if not, importing it here would only slow
     the error path (and pull in casacore or h5py).
     """
-    types: list[type] = [FileExistsError, FileNotFoundError, PermissionError, NotADirectoryError]
+    # NotImplementedError: an option combination this build does not support (the message
+    # names the keys); the user must change the config, not report a bug.
+    types: list[type] = [
+        FileExistsError,
+        FileNotFoundError,
+        PermissionError,
+        NotADirectoryError,
+        NotImplementedError,
+    ]
     for mod, name in (
         ("radimg.config", "ConfigError"),
         ("radimg.io.ms", "MSError"),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
@@ -40,7 +41,9 @@ __all__ = [
     "StageTimer",
     "log",
     "peak_rss_bytes",
+    "records_table",
     "stage_table",
+    "timings_record",
 ]
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
@@ -91,11 +94,17 @@ class Progress:
         Default ``sys.stderr`` (keeps stdout for results such as the timing table).
     interval_s : float, optional
         Batch mode: least seconds between two lines (default ``RADIMG_PROGRESS_INTERVAL``
-        or 30). Interactive mode redraws at most 10 times a second.
+        or 30; 0, a line per step, when ``verbose`` is 2). Interactive mode redraws at most
+        10 times a second.
     tty : bool, optional
         Force interactive (True) or batch (False) style; default ``stream.isatty()``.
     clock : callable, optional
         Time source (tests pass a fake clock).
+    ticker : bool, optional
+        For one long call that reports no steps (gridding a whole image): a daemon thread
+        re-emits the line on the same schedule (batch: every ``interval_s``; terminal: the
+        elapsed time redrawn twice a second), so a log shows the job is alive. It runs while
+        the main thread is inside GIL-releasing code (numba ``nogil`` kernels, FFTW, MPI).
     """
 
     def __init__(
@@ -109,6 +118,7 @@ class Progress:
         interval_s: float | None = None,
         tty: bool | None = None,
         clock=time.monotonic,
+        ticker: bool = False,
     ):
         self.enabled = comm_rank == 0 and verbose >= NORMAL
         self.verbose = verbose
@@ -119,16 +129,40 @@ class Progress:
             isatty = getattr(self.stream, "isatty", None)
             tty = bool(isatty and isatty())
         self.tty = tty
-        self.interval_s = (
-            (0.1 if tty else _interval_from_env()) if interval_s is None else float(interval_s)
-        )
+        if interval_s is None:
+            # verbose batch output: a line for every step
+            interval_s = 0.1 if tty else (0.0 if verbose >= VERBOSE else _interval_from_env())
+        self.interval_s = float(interval_s)
         self.clock = clock
         self.n = 0
         self.postfix = ""
         self.t0 = clock()
-        self._last = None  # time of the last line printed
+        # time of the last line printed; a batch log's first line comes after interval_s
+        # (a stage shorter than that shows only its final line)
+        self._last = None if tty else self.t0
         self._closed = False
         self._width = 0
+        self._final_note = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        if ticker and self.enabled:
+            # a batch log gets a line every interval_s (10 s when every step is shown)
+            self._tick_interval = 0.0 if self.tty else (self.interval_s or 10.0)
+            period = 0.5 if self.tty else max(0.05, min(self._tick_interval, 5.0))
+            self._thread = threading.Thread(
+                target=self._tick_loop, args=(period,), name="radimg-progress", daemon=True
+            )
+            self._thread.start()
+
+    def _tick_loop(self, period: float) -> None:
+        while not self._stop.wait(period):
+            now = self.clock()
+            with self._lock:
+                if self._closed:
+                    return
+                if self._last is None or now - self._last >= self._tick_interval:
+                    self._emit(now, final=False)
 
     # ---- public -------------------------------------------------------------------------
 
@@ -141,29 +175,39 @@ class Progress:
             return
         now = self.clock()
         due = self._last is None or now - self._last >= self.interval_s
-        if due or (self.total is not None and self.n >= self.total):
-            self._emit(now, final=False)
+        # A terminal shows 100% at once; a batch log gets the last line from close().
+        if due or (self.tty and self.total is not None and self.n >= self.total):
+            with self._lock:
+                self._emit(now, final=False)
 
     def set(self, n: int, **postfix) -> None:
         """Set the count to ``n`` (for loops that know where they are, e.g. after resume)."""
         self.update(n - self.n, **postfix)
 
-    def note(self, msg: str) -> None:
-        """A verbose-only line that does not disturb the progress line."""
-        if not self.enabled or self.verbose < VERBOSE:
+    def note(self, msg: str, level: int = VERBOSE) -> None:
+        """A line (shown from verbosity ``level``, default verbose only) that does not
+        disturb the progress line."""
+        if not self.enabled or self.verbose < level:
             return
-        if self.tty and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-        print(f"{PREFIX} {self.label}: {msg}", file=self.stream, flush=True)
-        self._width = 0
+        with self._lock:
+            if self.tty and self._width:
+                self.stream.write("\r" + " " * self._width + "\r")
+            print(f"{PREFIX} {self.label}: {msg}", file=self.stream, flush=True)
+            self._width = 0
 
-    def close(self) -> None:
-        """Print the final line (counts, elapsed time); idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.enabled:
-            self._emit(self.clock(), final=True)
+    def close(self, note: str | None = None) -> None:
+        """Print the final line (counts, elapsed time); idempotent. ``note`` replaces the
+        default ``(done)``/``(stopped)`` ending, e.g. ``"(converged)"``."""
+        self._stop.set()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._final_note = note
+            if self.enabled:
+                self._emit(self.clock(), final=True)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
 
     def __enter__(self) -> Progress:
         return self
@@ -187,11 +231,15 @@ class Progress:
             if not final and 0 < self.n < self.total:
                 timing += f", ETA {_fmt_s(el / self.n * (self.total - self.n))}"
         else:
-            counts = f"{self.n}"
+            counts = f"{self.n}" if self.n else ""
             timing = _fmt_s(el)
         if final:
-            timing += " (done)" if self.total is None or self.n >= self.total else " (stopped)"
-        line = f"{self.label} {counts} {timing}"
+            if self._final_note is not None:
+                timing += f" {self._final_note}" if self._final_note else ""
+            else:
+                full = self.total is None or self.n >= self.total
+                timing += " (done)" if full else " (stopped)"
+        line = f"{self.label} {counts} {timing}" if counts else f"{self.label} {timing}"
         return f"{line}, {self.postfix}" if self.postfix else line
 
     def _emit(self, now: float, final: bool) -> None:
@@ -219,16 +267,22 @@ def peak_rss_bytes() -> int:
 
 
 class StageTimer:
-    """Wall-clock seconds per stage and the peak RSS reached by the end of each stage.
+    """Wall-clock seconds per stage, the peak RSS reached by the end of each stage, and
+    numeric counters, for one rank.
 
-    A drop-in for the pipeline's ``Timer``: ``with t.stage("psf"): ...``; ``t.stages`` maps
-    stage -> seconds (summed over repeats), ``t.peak_mem`` stage -> bytes.
+    ``with t.stage("psf"): ...``; ``t.stages`` maps stage -> seconds (summed over repeats),
+    ``t.peak_mem`` stage -> bytes. ``t.count(name, n)`` adds to a counter (e.g. host<->device
+    bytes, major cycles) and ``t.set_counter(name, v)`` sets one; every counter becomes a row
+    of :func:`stage_table` (shown in bytes when its name contains "bytes") and an entry of the
+    product's ``timings_json`` (``counters_per_rank``).
     """
 
     def __init__(self, clock=time.perf_counter):
         self.clock = clock
+        self.t0 = clock()
         self.stages: dict[str, float] = {}
         self.peak_mem: dict[str, int] = {}
+        self.counters: dict[str, float] = {}
 
     @contextmanager
     def stage(self, name: str):
@@ -238,6 +292,59 @@ class StageTimer:
         finally:
             self.stages[name] = self.stages.get(name, 0.0) + self.clock() - t0
             self.peak_mem[name] = peak_rss_bytes()
+
+    def count(self, name: str, n: float = 1) -> None:
+        """Add ``n`` to the counter ``name`` (created at 0)."""
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def set_counter(self, name: str, value: float) -> None:
+        """Set the counter ``name`` (for figures that are not sums, e.g. bytes per cycle)."""
+        self.counters[name] = value
+
+    def record(self) -> dict:
+        """This rank's figures, JSON-able, for ``comm.gather`` and :func:`timings_record`:
+        ``seconds`` (stage -> s, plus ``total`` since construction), ``peak_rss_bytes``,
+        ``stage_peak_rss_bytes`` (stage -> bytes) and ``counters``."""
+        seconds = dict(self.stages)
+        seconds["total"] = self.clock() - self.t0
+        return {
+            "seconds": seconds,
+            "peak_rss_bytes": peak_rss_bytes(),
+            "stage_peak_rss_bytes": dict(self.peak_mem),
+            "counters": dict(self.counters),
+        }
+
+
+def timings_record(per_rank: Sequence[Mapping]) -> dict:
+    """The product's ``/run`` ``timings_json`` object from every rank's
+    :meth:`StageTimer.record` (gathered on rank 0).
+
+    Keys: ``rank0`` (stage -> s), ``per_rank`` (list of stage -> s, each with ``total`` and
+    ``peak_rss_bytes``), ``peak_rss_bytes_per_rank``, ``stage_peak_rss_bytes_per_rank`` and
+    ``counters_per_rank`` (list of name -> number; empty dicts when nothing was counted).
+    """
+    rows = []
+    for r in per_rank:
+        row = dict(r["seconds"])
+        row["peak_rss_bytes"] = int(r["peak_rss_bytes"])
+        rows.append(row)
+    return {
+        "unit": "s",
+        "rank0": dict(per_rank[0]["seconds"]) if per_rank else {},
+        "per_rank": rows,
+        "peak_rss_bytes_per_rank": [int(r["peak_rss_bytes"]) for r in per_rank],
+        "stage_peak_rss_bytes_per_rank": [dict(r["stage_peak_rss_bytes"]) for r in per_rank],
+        "counters_per_rank": [dict(r.get("counters", {})) for r in per_rank],
+    }
+
+
+def records_table(per_rank: Sequence[Mapping]) -> str:
+    """:func:`stage_table` of every rank's :meth:`StageTimer.record`."""
+    return stage_table(
+        [r["seconds"] for r in per_rank],
+        [r["peak_rss_bytes"] for r in per_rank],
+        [r.get("counters", {}) for r in per_rank],
+    )
 
 
 def _human_bytes(n: float) -> str:
@@ -251,11 +358,20 @@ def _human_bytes(n: float) -> str:
 MAX_RANK_COLUMNS = 8
 
 
+def _counter_cell(name: str, v: float) -> str:
+    if "bytes" in name:
+        return _human_bytes(v)
+    if float(v).is_integer() and abs(v) < 1e15:
+        return f"{int(v):,}"
+    return f"{v:.4g}"
+
+
 def stage_table(
     per_rank_timings: Sequence[Mapping[str, float]],
     per_rank_peak_mem: Sequence[float] | None = None,
+    per_rank_counters: Sequence[Mapping[str, float]] | None = None,
 ) -> str:
-    """A text table of seconds per stage and rank, and peak memory per rank.
+    """A text table of seconds per stage and rank, counters, and peak memory per rank.
 
     Parameters
     ----------
@@ -264,6 +380,9 @@ def stage_table(
         stage a rank lacks counts as 0.
     per_rank_peak_mem : sequence (rank) of float, optional
         Peak resident memory per rank, bytes (``comm.gather(peak_rss_bytes(), root=0)``).
+    per_rank_counters : sequence (rank) of mapping name -> number, optional
+        :attr:`StageTimer.counters` of each rank: one row per name after the stages
+        (bytes when the name contains "bytes"; a counter a rank lacks counts as 0).
 
     Returns
     -------
@@ -276,16 +395,26 @@ def stage_table(
     if n == 0:
         return "(no timings)"
     stages = list(dict.fromkeys(k for t in per_rank_timings for k in t))
-    rows: list[tuple[str, list[float], bool]] = [
-        (s, [float(t.get(s, 0.0)) for t in per_rank_timings], False) for s in stages
+    # kind: "s" seconds, "mem" peak memory (ruled off), "count" a counter row
+    rows: list[tuple[str, list[float], str]] = [
+        (s, [float(t.get(s, 0.0)) for t in per_rank_timings], "s") for s in stages
     ]
+    if per_rank_counters is not None:
+        if len(per_rank_counters) != n:
+            raise ValueError(f"per_rank_counters has {len(per_rank_counters)} entries, timings {n}")
+        names = list(dict.fromkeys(k for c in per_rank_counters for k in c))
+        rows += [(c, [float(x.get(c, 0)) for x in per_rank_counters], "count") for c in names]
     if per_rank_peak_mem is not None:
         if len(per_rank_peak_mem) != n:
             raise ValueError(f"per_rank_peak_mem has {len(per_rank_peak_mem)} entries, timings {n}")
-        rows.append(("peak memory", [float(m) for m in per_rank_peak_mem], True))
+        rows.append(("peak memory", [float(m) for m in per_rank_peak_mem], "mem"))
 
-    def cell(v: float, mem: bool) -> str:
-        return _human_bytes(v) if mem else f"{v:.2f} s"
+    def cell(v: float, kind: str, name: str = "") -> str:
+        if kind == "mem":
+            return _human_bytes(v)
+        if kind == "count":
+            return _counter_cell(name, v)
+        return f"{v:.2f} s"
 
     def ratio(vals: list[float]) -> str:
         mean = sum(vals) / len(vals)
@@ -294,20 +423,20 @@ def stage_table(
     if n <= MAX_RANK_COLUMNS:
         header = ["stage", *(f"rank {r}" for r in range(n))] + (["max/mean"] if n > 1 else [])
         body = [
-            [name, *(cell(v, mem) for v in vals)] + ([ratio(vals)] if n > 1 else [])
-            for name, vals, mem in rows
+            [name, *(cell(v, kind, name) for v in vals)] + ([ratio(vals)] if n > 1 else [])
+            for name, vals, kind in rows
         ]
     else:
         header = [f"stage (over {n} ranks)", "min", "mean", "max", "max/mean"]
         body = [
             [
                 name,
-                cell(min(vals), mem),
-                cell(sum(vals) / n, mem),
-                cell(max(vals), mem),
+                cell(min(vals), kind, name),
+                cell(sum(vals) / n, kind, name),
+                cell(max(vals), kind, name),
                 ratio(vals),
             ]
-            for name, vals, mem in rows
+            for name, vals, kind in rows
         ]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
@@ -319,8 +448,10 @@ def stage_table(
 
     sep = ["-" * w for w in widths]
     lines = [fmt(header), fmt(sep)]
-    for r, (_, _, mem) in zip(body, rows, strict=False):
-        if mem:
+    prev = "s"
+    for r, (_, _, kind) in zip(body, rows, strict=False):
+        if kind != prev:  # rule off counters and memory from the stage seconds
             lines.append(fmt(sep))
+        prev = kind
         lines.append(fmt(r))
     return "\n".join(lines)

@@ -290,3 +290,51 @@ def test_format_plan_many_ranks_shows_distribution():
     assert f"per rank, balanced ({n} ranks):" in text
     assert "max/mean" in text and "1.0 GiB" in text
     assert len(text.splitlines()) < 10  # no row per rank
+
+
+def test_unsupported_combination_is_a_user_error(monkeypatch, demo, capsys):
+    """NotImplementedError (an option combination this build lacks) exits 2, not 1."""
+
+    def run(cfg, **kw):
+        raise NotImplementedError("wterm.mode: 'wstack-wproject' is not supported with X")
+
+    fake_module(monkeypatch, "radimg.pipeline", run=run)
+    assert cli.main(["run", demo]) == 2
+    err = capsys.readouterr().err
+    assert err == "radimg: error: wterm.mode: 'wstack-wproject' is not supported with X\n"
+
+
+def test_interrupted_run_exits_3_and_says_how_to_resume(monkeypatch, demo, capsys):
+    class JobInterrupted(Exception):
+        exit_code = 3
+
+        def __init__(self, msg, rank):
+            super().__init__(msg)
+            self.rank = rank
+
+    for rank, shown in ((0, True), (1, False)):
+
+        def run(cfg, rank=rank, **kw):
+            raise JobInterrupted("stopped by SIGTERM after major cycle 2; the checkpoint x", rank)
+
+        fake_module(monkeypatch, "radimg.pipeline", run=run, JobInterrupted=JobInterrupted)
+        assert cli.main(["run", demo]) == 3 == cli.EXIT_INTERRUPTED
+        err = capsys.readouterr().err
+        if shown:
+            assert "SIGTERM after major cycle 2" in err
+            assert f"radimg run {demo} --resume" in err
+        else:
+            assert err == ""  # one message per job, from rank 0
+
+
+def test_run_help_documents_exit_codes_and_signals():
+    r = radimg_cmd("run", "--help")
+    assert r.returncode == 0
+    for s in ("exit status", "3 ", "--resume", "SIGTERM", "SIGUSR1", "143", "--signal=USR1"):
+        assert s in r.stdout, s
+
+
+def test_exit_code_constants_agree():
+    from radimg import pipeline
+
+    assert cli.EXIT_INTERRUPTED == pipeline.EXIT_INTERRUPTED == pipeline.JobInterrupted.exit_code

@@ -66,3 +66,81 @@ def test_stage_timer_records_time_and_peak_memory():
         x = bytearray(20 * 2**20)
     assert st.stages["a"] >= 0 and st.peak_mem["a"] >= len(x)
     assert peak_rss_bytes() >= st.peak_mem["a"] - 1
+
+
+def test_counters_become_rows_in_bytes_or_counts():
+    t = [{"read": 1.0}, {"read": 1.0}]
+    c = [{"h2d bytes": 3 * 2**20, "major cycles": 4}, {"h2d bytes": 2**20}]
+    text = stage_table(t, [2**30, 2**30], c)
+    lines = text.splitlines()
+    h2d = next(ln for ln in lines if ln.startswith("h2d bytes"))
+    assert "3.0 MiB" in h2d and "1.0 MiB" in h2d and "1.50" in h2d
+    cyc = next(ln for ln in lines if ln.startswith("major cycles"))
+    assert cyc.split()[2:4] == ["4", "0"]  # a rank without the counter shows 0
+    # stages, counters and memory are ruled off from each other
+    assert sum(1 for ln in lines if set(ln.replace(" ", "")) == {"-"}) == 3
+    with pytest.raises(ValueError):
+        stage_table(t, None, [{}])
+
+
+def test_stage_timer_record_and_product_record():
+    from radimg.progress import records_table, timings_record
+
+    clk = Clock()
+    st = StageTimer(clock=clk)
+    with st.stage("psf"):
+        clk.t += 2.0
+    st.count("h2d bytes", 100)
+    st.count("h2d bytes", 28)
+    st.set_counter("major cycles", 3)
+    clk.t += 1.0
+    rec = st.record()
+    assert rec["seconds"] == {"psf": 2.0, "total": 3.0}
+    assert rec["counters"] == {"h2d bytes": 128, "major cycles": 3}
+    assert rec["peak_rss_bytes"] > 0 and rec["stage_peak_rss_bytes"]["psf"] > 0
+    j = timings_record([rec, rec])
+    assert j["rank0"] == {"psf": 2.0, "total": 3.0}
+    assert j["per_rank"][1]["total"] == 3.0 and j["per_rank"][1]["peak_rss_bytes"] > 0
+    assert j["counters_per_rank"] == [rec["counters"]] * 2
+    assert len(j["peak_rss_bytes_per_rank"]) == 2
+    text = records_table([rec, rec])
+    assert "psf" in text and "h2d bytes" in text and "peak memory" in text
+
+
+def test_ticker_reports_a_long_silent_call_in_batch_lines():
+    import time
+
+    s = io.StringIO()
+    with Progress(
+        0, None, "gridding dirty image", stream=s, tty=False, interval_s=0.1, ticker=True
+    ):
+        time.sleep(0.55)
+    lines = s.getvalue().splitlines()
+    assert 3 <= len(lines) <= 8, lines
+    assert all(ln.startswith("[radimg] gridding dirty image ") for ln in lines)
+    assert lines[-1].endswith("(done)") and " 0 " not in lines[0]
+    quiet = io.StringIO()
+    with Progress(0, None, "x", stream=quiet, verbose=0, tty=False, interval_s=0.1, ticker=True):
+        time.sleep(0.2)
+    assert quiet.getvalue() == ""
+
+
+def test_close_note_and_verbose_batch_prints_every_step():
+    s, clk = io.StringIO(), Clock()
+    p = Progress(0, 20, "major cycle", stream=s, tty=False, verbose=2, clock=clk)
+    for _ in range(3):
+        clk.t += 1
+        p.update(1)
+    p.note("major 3: peak 0.1 Jy", level=1)
+    p.close("(interrupted)")
+    lines = s.getvalue().splitlines()
+    assert len(lines) == 5, lines
+    assert lines[-1].endswith("(interrupted)") and "3/20" in lines[-1]
+    assert lines[3] == "[radimg] major cycle: major 3: peak 0.1 Jy"
+    # normal verbosity: a batch log's first line only after the interval, then the final one
+    s2, clk2 = io.StringIO(), Clock()
+    with Progress(0, 5, "reading rows", stream=s2, tty=False, interval_s=30, clock=clk2) as q:
+        for _ in range(5):
+            clk2.t += 1
+            q.update(1)
+    assert s2.getvalue().count("\n") == 1 and "5/5 100%" in s2.getvalue()

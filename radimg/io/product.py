@@ -40,6 +40,8 @@ __all__ = [
     "info_text",
     "make_wcs_info",
     "read_product",
+    "remove_stale_temporaries",
+    "stale_temporaries",
     "write_product",
 ]
 
@@ -269,8 +271,56 @@ def _tmp_name(path: str) -> str:
     return os.path.join(d, f".{base}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def _fsync_path(path: str, directory: bool = False) -> None:
+    """Flush a file (or a directory entry) to stable storage; best effort (some filesystems
+    refuse fsync on directories)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def stale_temporaries(path: str | os.PathLike) -> list[str]:
+    """Temporary files that an interrupted writer of ``path`` left behind (a job killed
+    with SIGKILL while writing); the final ``path`` itself is never half-written."""
+    d, base = os.path.split(os.path.abspath(os.fspath(path)))
+    prefix = f".{base}.tmp-"
+    try:
+        return sorted(os.path.join(d, n) for n in os.listdir(d) if n.startswith(prefix))
+    except OSError:
+        return []
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[str]:
+    """Delete :func:`stale_temporaries` of ``path``; returns the paths removed. Call it only
+    where no other process writes ``path`` (the start of a run, on rank 0)."""
+    removed = []
+    for p in stale_temporaries(path):
+        try:
+            os.unlink(p)
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
 def _place(tmp: str, path: str, overwrite: bool) -> None:
-    """Move the finished temporary file to ``path`` atomically."""
+    """Move the finished temporary file to ``path`` atomically (data flushed first, so a
+    crash of the machine cannot leave a renamed but empty file)."""
+    _fsync_path(tmp)
+    try:
+        _place_unsynced(tmp, path, overwrite)
+    finally:
+        _fsync_path(os.path.dirname(path) or ".", directory=True)
+
+
+def _place_unsynced(tmp: str, path: str, overwrite: bool) -> None:
     if overwrite:
         os.replace(tmp, path)
         return

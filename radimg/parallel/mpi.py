@@ -8,8 +8,12 @@ There is deliberately no module-level ``COMM_WORLD``; every distributed function
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import traceback
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -17,6 +21,9 @@ __all__ = [
     "get_comm",
     "is_root",
     "install_abort_handler",
+    "abort_on_exception",
+    "report_exception",
+    "StopSignals",
     "allreduce_array",
     "bcast_array",
     "comm_rank_size",
@@ -42,6 +49,32 @@ def is_root(comm, root: int = 0) -> bool:
     return comm_rank_size(comm)[0] == root
 
 
+def report_exception(comm, exc_type, exc, tb, stream=None) -> None:
+    """Write a traceback to stderr with every line prefixed ``[rank R/N]``, and flush."""
+    rank, size = comm_rank_size(comm)
+    prefix = f"[rank {rank}/{size}] "
+    out = stream if stream is not None else sys.stderr
+    try:
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        lines = [f"{prefix}uncaught {exc_type.__name__} on rank {rank}; aborting job"]
+        lines += [prefix + line for line in text.rstrip("\n").split("\n")]
+        out.write("\n".join(lines) + "\n")
+        out.flush()
+        sys.stdout.flush()
+    except Exception:  # noqa: BLE001 - never let reporting prevent the abort
+        pass
+
+
+def abort_on_exception(comm, exc: BaseException, exit_code: int = 1, stream=None) -> None:
+    """Report ``exc`` with its rank and end the whole job with ``comm.Abort(exit_code)``.
+
+    For code that catches exceptions itself (the CLI does): an exception raised on one rank
+    only must not leave the other ranks blocked in their next collective.
+    """
+    report_exception(comm, type(exc), exc, exc.__traceback__, stream)
+    comm.Abort(exit_code)
+
+
 def install_abort_handler(comm, exit_code: int = 1, stream=None) -> None:
     """Make an uncaught exception on any rank abort the whole job.
 
@@ -50,27 +83,198 @@ def install_abort_handler(comm, exit_code: int = 1, stream=None) -> None:
     ``[rank R/N]``, to stderr, flushes, and calls ``comm.Abort(exit_code)``.
     ``KeyboardInterrupt`` aborts too (a Ctrl-C on one rank must not hang the rest).
     """
-    rank, size = comm_rank_size(comm)
-    prefix = f"[rank {rank}/{size}] "
     previous = sys.excepthook
 
     def _hook(exc_type, exc, tb):
-        out = stream if stream is not None else sys.stderr
-        try:
-            text = "".join(traceback.format_exception(exc_type, exc, tb))
-            lines = [f"{prefix}uncaught {exc_type.__name__} on rank {rank}; aborting job"]
-            lines += [prefix + line for line in text.rstrip("\n").split("\n")]
-            out.write("\n".join(lines) + "\n")
-            out.flush()
-            sys.stdout.flush()
-        except Exception:  # noqa: BLE001 - never let reporting prevent the abort
-            pass
+        report_exception(comm, exc_type, exc, tb, stream)
         if comm is None:
             previous(exc_type, exc, tb)
             return
         comm.Abort(exit_code)
 
     sys.excepthook = _hook
+
+
+# --------------------------------------------------------------------------------------
+# SIGTERM / SIGUSR1: stop at a safe point, agreed by all ranks
+# --------------------------------------------------------------------------------------
+
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+class StopSignals:
+    """SIGTERM and SIGUSR1 (Slurm's time limit and its ``--signal=USR1@T`` early warning)
+    on any rank, turned into a stop that every rank agrees on.
+
+    Inside :meth:`deferred` (deconvolution: a checkpoint can be written) a signal only sets
+    this rank's flag; the loop calls :meth:`stop_requested` at the end of each major cycle,
+    an Allreduce(MAX) of the flags, so all ranks stop after the same cycle. Outside it
+    (reading, gridding: nothing to save) SIGTERM ends the job at once: the rank prints why
+    and calls ``comm.Abort(143)`` (128 + SIGTERM), like a process the signal killed, but
+    with the reason on stderr and no rank left waiting. SIGUSR1 there only sets the flag:
+    it is Slurm's early warning (``--signal=USR1@T``), sent T seconds before the limit or
+    at once when the limit is shorter than T, and the run may still finish or reach its
+    first checkpoint in that time.
+
+    The signal is seen by a watcher thread through ``signal.set_wakeup_fd``, not by a Python
+    handler in the main thread, so it acts within milliseconds even while the main thread is
+    inside a long GIL-releasing call (numba ``nogil`` gridding, FFTW, MPI waits). Install and
+    restore from the main thread.
+
+    Parameters
+    ----------
+    comm : mpi4py communicator or None (serial: no reduction; hard stop is ``os._exit``).
+    stream : text stream for the messages (default ``sys.stderr``).
+    """
+
+    def __init__(self, comm, stream=None):
+        self.comm = comm
+        self.rank, self.size = comm_rank_size(comm)
+        self.stream = stream
+        self.signum: int | None = None  # the first stop signal this rank received
+        self._flag = threading.Event()
+        self._deferred = threading.Event()
+        self._old_handlers: dict = {}
+        self._old_fd = None
+        self._pipe = None
+        self._thread = None
+
+    # ---- set-up ---------------------------------------------------------------------
+
+    def install(self) -> StopSignals:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("StopSignals.install must run in the main thread")
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        self._pipe = (r, w)
+        self._old_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        for name in STOP_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                # A no-op Python handler: it replaces the default action (terminate) and
+                # makes the C-level handler write the signal number to the wakeup fd.
+                self._old_handlers[sig] = signal.signal(sig, _ignore_in_main_thread)
+        self._thread = threading.Thread(target=self._watch, name="radimg-signals", daemon=True)
+        self._thread.start()
+        return self
+
+    def restore(self) -> None:
+        """Put back the previous handlers and wakeup fd; stops the watcher thread."""
+        if self._pipe is None:
+            return
+        for sig, old in self._old_handlers.items():
+            signal.signal(sig, old)
+        signal.set_wakeup_fd(self._old_fd if self._old_fd is not None else -1)
+        os.close(self._pipe[1])  # the watcher reads EOF and ends
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        os.close(self._pipe[0])
+        self._pipe = None
+
+    def __enter__(self) -> StopSignals:
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+    # ---- use ------------------------------------------------------------------------
+
+    def defer(self, on: bool = True) -> None:
+        """From now on (``on``) a stop signal only sets the flag (see :meth:`stop_requested`);
+        ``defer(False)`` makes it stop the job at once again."""
+        if on:
+            self._deferred.set()
+        else:
+            self._deferred.clear()
+
+    @contextmanager
+    def deferred(self):
+        """:meth:`defer` for the duration of a block."""
+        self.defer(True)
+        try:
+            yield self
+        finally:
+            self.defer(False)
+
+    @property
+    def received(self) -> bool:
+        """Whether this rank has received a stop signal (local, no communication)."""
+        return self._flag.is_set()
+
+    def stop_requested(self) -> bool:
+        """Collective: True on every rank when any rank has received a stop signal."""
+        local = 1 if self._flag.is_set() else 0
+        if self.comm is None:
+            return bool(local)
+        from mpi4py import MPI
+
+        return bool(self.comm.allreduce(local, op=MPI.MAX))
+
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "a stop signal"
+
+    # ---- internals ------------------------------------------------------------------
+
+    def _say(self, msg: str) -> None:
+        out = self.stream if self.stream is not None else sys.stderr
+        try:
+            out.write(f"[rank {self.rank}/{self.size}] {msg}\n")
+            out.flush()
+        except Exception:  # noqa: BLE001 - reporting must not prevent stopping
+            pass
+
+    def _watch(self) -> None:
+        wanted = {int(s) for s in self._old_handlers}
+        r = self._pipe[0]
+        while True:
+            try:
+                data = os.read(r, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                if signum not in wanted:
+                    continue
+                if self.signum is None:
+                    self.signum = signum
+                name = signal.Signals(signum).name
+                if self._deferred.is_set():
+                    if not self._flag.is_set():
+                        self._say(
+                            f"{name} received: stopping after the current major cycle "
+                            "with a checkpoint"
+                        )
+                    self._flag.set()
+                elif signum == getattr(signal, "SIGUSR1", None):
+                    # An early warning (sbatch --signal=USR1@T), not a kill: carry on, and
+                    # stop at the first checkpoint if deconvolution is reached in time.
+                    if not self._flag.is_set():
+                        self._say(
+                            f"{name} received: carrying on; deconvolution will stop at its "
+                            "first checkpoint"
+                        )
+                    self._flag.set()
+                else:
+                    self._hard_stop(signum, name)
+
+    def _hard_stop(self, signum: int, name: str) -> None:
+        code = 128 + signum
+        self._say(
+            f"{name} received before deconvolution could checkpoint: stopping now "
+            f"(exit {code}); no product written, nothing to resume"
+        )
+        try:
+            sys.stdout.flush()
+        except Exception:  # noqa: BLE001
+            pass
+        if self.comm is None or self.size == 1:
+            os._exit(code)
+        self.comm.Abort(code)
+
+
+def _ignore_in_main_thread(signum, frame):  # noqa: ARG001 - signal handler signature
+    """The watcher thread acts on stop signals; the main thread carries on."""
 
 
 def _mpi_op(op: str):
