@@ -24,13 +24,8 @@ accumulation in the grid's precision (float32 for complex64, float64 for complex
 Compiled kernels are memoised per dtype (:func:`kernels`; africanus ``rime/cuda/phase.py``):
 the shared-memory dtype is a compile-time constant of each specialisation.
 
-TODO(w-projection): a CUDA twin of ``radimg/kernels/wproject.py`` (``grid_wproject`` /
-``degrid_wproject``: compact rank-R 1-D tables ``tab_x``, ``tab_y`` over (sub-cell offset,
-dw), 4-point Lagrange in both, per-sample support from ``hs_x``/``hs_y``) is not written yet:
-that module's kernel interface was still changing when this one was (uncommitted edits to
-its signatures). The structure here carries over: one block per tile chunk, the per-sample
-``2 R S`` table lookups into ``cuda.local`` arrays, ``R S^2`` multiply-adds into the same
-shared-memory tile, tables resident on the device (they are small: R * nw * nt complex).
+The w-projection residual kernels of ``wstack-wproject`` (compact rank-R tables) have their
+own CUDA twins in :mod:`radimg.gpu.wproject`.
 """
 
 from __future__ import annotations
