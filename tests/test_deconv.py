@@ -69,27 +69,69 @@ def test_mask_confines_components():
     assert model[48, 48] == pytest.approx(2.0, rel=0.05)
 
 
-def test_multiscale_recovers_extended_flux():
+def _extended_sky(n):
+    """Two Gaussian blobs (3 + 2 Jy) and two point sources (1 + 0.5 Jy): 6.5 Jy in all."""
+    y, x = np.mgrid[0:n, 0:n]
+
+    def blob(cy, cx, s, f):
+        b = np.exp(-0.5 * ((y - cy) ** 2 + (x - cx) ** 2) / s**2)
+        return b * f / b.sum()
+
+    c = n // 2
+    sky = blob(c + 2, c - 3, 4.0, 3.0) + blob(c - 18, c + 17, 6.0, 2.0)
+    sky[c + 22, c - 18] += 1.0
+    sky[c + 12, c + 22] += 0.5
+    return sky
+
+
+@pytest.mark.parametrize("scales", [[0, 8], [0, 4, 8], [0, 4, 8, 16]])
+def test_multiscale_recovers_extended_flux_better_than_hogbom(scales):
+    """Closed loop: blobs + points convolved with a PSF; multiscale gets the total flux to 2%
+    (it used to over-recover 3.38 of 3 Jy with [0, 4, 8, 16]), keeps its residual equal to
+    dirty - PSF * model (FFT oracle), and leaves less residual on the blobs than Hogbom.
+    At N = 96 scale 16 (kernel 48 px wide) is more than half the image and is left out."""
+    n = N
+    psf = _psf(n)
+    sky = _extended_sky(n)
+    y, x = np.mgrid[0:n, 0:n]
+    blobs = np.hypot(y - (n // 2 - 8), x - (n // 2 + 7)) < 25
+    out = {}
+    for name in ("hogbom", "multiscale"):
+        res = _conv(sky, psf)
+        model = np.zeros_like(res)
+        kw = dict(gain=0.2, stop=2e-3, niter=20000)
+        mask = np.ones(res.shape, bool)
+        if name == "hogbom":
+            hogbom_minor(res, psf, model, mask, **kw)
+        else:
+            nc = multiscale_minor(res, psf, model, mask, scales_pix=scales, scale_bias=0.6, **kw)
+            assert nc < 20000
+        assert np.abs(res - _conv(sky - model, psf)).max() <= 1e-10
+        assert np.abs(res).max() <= 3e-3  # 2e-3 asked; a runaway guard may end it early
+        out[name] = (model.sum(), np.sqrt(np.mean(res[blobs] ** 2)))
+    assert out["multiscale"][0] == pytest.approx(sky.sum(), rel=0.02)
+    assert out["multiscale"][1] < 0.7 * out["hogbom"][1]
+
+
+def test_multiscale_point_sources_stay_on_scale_zero():
+    """A point source scores the same on every scale, so the bias keeps it at scale 0: the
+    model stays a point (no flux smeared over a kernel)."""
     psf = _psf()
-    y, x = np.mgrid[0:N, 0:N]
-    blob = np.exp(-0.5 * ((y - 50) ** 2 + (x - 45) ** 2) / 4.0**2)
-    blob *= 3.0 / blob.sum()
-    res = _conv(blob, psf)
+    sky, res = _dirty({(48, 48): 2.0}, psf)
     model = np.zeros_like(res)
-    n = multiscale_minor(
+    multiscale_minor(
         res,
         psf,
         model,
         np.ones(res.shape, bool),
-        scales_pix=[0, 8],
+        scales_pix=[0, 4, 8],
         scale_bias=0.6,
         gain=0.2,
-        stop=2e-3,
+        stop=1e-3,
         niter=3000,
     )
-    assert n < 3000
-    assert model.sum() == pytest.approx(3.0, rel=0.05)
-    assert np.abs(res).max() <= 2.5e-3
+    assert model[47:50, 47:50].sum() == pytest.approx(2.0, rel=2e-3)
+    assert np.abs(model).sum() == pytest.approx(2.0, rel=5e-3)
 
 
 def test_fit_beam_recovers_gaussian_and_restore_units():

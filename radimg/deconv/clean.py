@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 
+_KERNEL_CUT = 1.5  # scale kernels are cut at this many FWHM from their centre
+
 # ----------------------------------------------------------------------------- kernels
 
 
@@ -118,40 +120,24 @@ def _clark_active_kernel(res, patch, comp, ay, ax, gain, stop, niter):
 
 
 @njit(**JIT_OPTIONS)
-def _multiscale_kernel(rs, bab, kerns, peaks, bias, model, mask, gain, stop, niter):
-    """Cornwell (2008) multiscale CLEAN.
-
-    rs : (S, ny, nx) residual smoothed by each scale kernel.
-    bab : (S, S, ny, nx) PSF smoothed by kernels a and b (peak at centre).
-    kerns : (S, ny, nx) scale kernels (unit sum, centred).
-    peaks : (S,) bab[a, a] at the centre (normalises the component amplitude).
-    bias : (S,) scale weights (<= 1) applied to the peak search.
-    Stop when the point-scale residual peak (rs[0] is the unsmoothed residual when scale 0 is
-    present) falls to ``stop``.
-    """
-    ns = rs.shape[0]
+def _subminor_kernel(img, psf2, comp, mask, norm, gain, stop, niter):
+    """Hogbom on one scale: components (amplitude ``gain * img[p] / norm``) go to comp[p]
+    and ``amp * psf2`` shifted to p is subtracted from ``img``; stop at |peak| <= stop, or
+    when the peak rises to twice where it started (a runaway: ``psf2`` is cut to the image,
+    so it is not exactly positive definite)."""
     n = 0
+    start = -1.0
     while n < niter:
-        by = -1
-        bx = -1
-        bs = -1
-        best = -1.0
-        for s in range(ns):
-            py, px, val = _peak(rs[s], mask)
-            if py >= 0 and bias[s] * abs(val) > best:
-                best = bias[s] * abs(val)
-                by = py
-                bx = px
-                bs = s
-        if bs < 0:
+        py, px, val = _peak(img, mask)
+        if py < 0 or abs(val) <= stop:
             break
-        _, _, v0 = _peak(rs[0], mask)
-        if abs(v0) <= stop and abs(rs[bs][by, bx]) <= stop:
+        if start < 0.0:
+            start = abs(val)
+        elif abs(val) > 2.0 * start:
             break
-        amp = gain * rs[bs][by, bx] / peaks[bs]
-        _sub_shifted(model, kerns[bs], -amp, by, bx)
-        for t in range(ns):
-            _sub_shifted(rs[t], bab[bs, t], amp, by, bx)
+        amp = gain * val / norm
+        comp[py, px] += amp
+        _sub_shifted(img, psf2, amp, py, px)
         n += 1
     return n
 
@@ -269,49 +255,130 @@ def scale_kernels(scales_pix, shape):
         else:
             sig = s / (2.0 * np.sqrt(2.0 * np.log(2.0)))
             k = np.exp(-0.5 * r2 / sig**2)
-            k[r2 > (1.5 * s) ** 2] = 0.0
+            k[r2 > (_KERNEL_CUT * s) ** 2] = 0.0
             out[i] = k / k.sum()
     return out
 
 
-def multiscale_minor(residual, psf, model, mask, *, scales_pix, scale_bias, gain, stop, niter):
+def multiscale_minor(
+    residual,
+    psf,
+    model,
+    mask,
+    *,
+    scales_pix,
+    scale_bias,
+    gain,
+    stop,
+    niter,
+    subminor_gain=0.2,
+):
     """Multiscale CLEAN (Cornwell 2008) on the scales ``scales_pix`` (pixels, 0 = point).
 
-    Scale ``s`` is searched with weight ``1 - scale_bias * s / max(scales)`` (Cornwell's
-    bias toward small scales). Returns the number of components; ``residual`` and ``model``
-    are updated in place.
+    Kernels ``K_a`` have unit sum (``scale_kernels``), so a component of amplitude ``A`` at
+    scale ``a`` adds flux ``A`` to the model. With ``I_a = K_a * R`` (R the residual) and
+    ``B_a = K_a * B`` (B the PSF), one pass is:
+
+    1. find the peak of ``bias_a * |I_a| / B_a(0)`` over scales and pixels, where
+       ``bias_a = 1 - scale_bias * s_a / max(s)``. ``I_a(p) / B_a(0)`` is the flux a point
+       source at ``p`` would have, so a point source scores the same on every scale and the
+       bias (<= 1) sends it to scale 0; an extended source scores higher on the scale that
+       matches it.
+    2. sub-minor loop on the chosen scale only (Hogbom on ``I_a`` with the doubly convolved
+       PSF ``B_aa = K_a * K_a * B``), component amplitude ``gain * I_a(p) / B_a(0)`` (WSClean's
+       normalisation: exact for a point source, smaller than the flux for an extended one,
+       so it never overshoots); it stops at ``(1 - subminor_gain)`` of its start peak.
+    3. the new components, convolved with ``K_a``, are added to the model and subtracted from
+       ``R`` by an FFT convolution with the PSF, so ``R`` stays exactly ``dirty - B * model``
+       (no drift of per-scale images and no edge inconsistency) and step 1 restarts from
+       freshly convolved ``I_a``.
+
+    Stops when the biased peak is <= ``stop`` (which bounds |R| too, as scale 0 has bias 1)
+    or after ``niter`` components. Returns the number of components; ``residual`` and
+    ``model`` are updated in place.
     """
-    scales = sorted(set(int(s) for s in scales_pix))
-    if scales[0] != 0:
-        scales = [0, *scales]
-    kerns = scale_kernels(scales, residual.shape)
-    ns = len(scales)
-    rs = np.empty((ns, *residual.shape))
-    for a in range(ns):
-        rs[a] = residual if scales[a] == 0 else _fft_conv(residual, kerns[a])
-    bab = np.empty((ns, ns, *residual.shape))
-    ka_psf = [psf if scales[a] == 0 else _fft_conv(psf, kerns[a]) for a in range(ns)]
-    for a in range(ns):
-        for b in range(a, ns):
-            bab[a, b] = ka_psf[a] if scales[b] == 0 else _fft_conv(ka_psf[a], kerns[b])
-            bab[b, a] = bab[a, b]
-    cy, cx = residual.shape[0] // 2, residual.shape[1] // 2
-    peaks = np.array([bab[a, a, cy, cx] for a in range(ns)])
+    scales = sorted(set(int(s) for s in scales_pix) | {0})
+    shape = residual.shape
+    cy, cx = shape[0] // 2, shape[1] // 2
+    kerns = scale_kernels(scales, shape)
+    kpsf = [psf if s == 0 else _fft_conv(psf, kerns[a]) for a, s in enumerate(scales)]
+    peak_a = np.array([float(k[cy, cx]) for k in kpsf])  # B_a(0)
+    psf2 = {}  # B_aa, made when a scale is first chosen
     smax = max(scales) or 1
     bias = np.array([1.0 - scale_bias * s / smax for s in scales])
-    n = int(
-        _multiscale_kernel(
-            rs,
-            bab,
-            kerns,
-            peaks,
-            bias,
-            model,
-            mask.astype(np.uint8),
-            float(gain),
-            float(stop),
-            int(niter),
+    # a scale-s component must lie a kernel radius inside the image (as WSClean's scale
+    # border): near the edge K_a * R is cut and B_aa no longer predicts how a component
+    # changes it, and the sub-minor loop would chase that mismatch
+    masks = []
+    for s in scales:
+        m = mask.astype(np.uint8)
+        b = int(np.ceil(_KERNEL_CUT * s))
+        if b > 0:
+            m[:b] = 0
+            m[-b:] = 0
+            m[:, :b] = 0
+            m[:, -b:] = 0
+        masks.append(m)
+    # a kernel wider than half the image cannot be cleaned: K_a * R and B_aa are then mostly
+    # edge effects (and the loop runs away); such scales are left out
+    active = [
+        bias[a] > 0.0 and 2 * int(np.ceil(_KERNEL_CUT * s)) < min(shape) / 2
+        for a, s in enumerate(scales)
+    ]
+    done = 0
+    last = None  # (scale, model, residual, components) before the last pass
+    floor = np.inf  # lowest biased peak so far
+    while done < niter:
+        best, ba, imgs = -1.0, -1, {}
+        for a, s in enumerate(scales):
+            if not active[a]:
+                continue
+            img = residual.copy() if s == 0 else _fft_conv(residual, kerns[a])
+            py, _, val = _peak(img, masks[a])
+            if py < 0:
+                continue
+            score = bias[a] * abs(val) / peak_a[a]
+            imgs[a] = img
+            if score > best:
+                best, ba = score, a
+        if last is not None and best > 1.5 * floor:
+            # runaway after the last pass (B_aa and the PSF are cut to the image, so they
+            # mispredict how components far off centre change K_a * R): undo that pass and
+            # leave its scale out; at scale 0 this minor cycle ends (the major cycle goes on)
+            a, m0, r0, n0 = last
+            model[...] = m0
+            residual[...] = r0
+            done -= n0
+            last = None
+            if scales[a] == 0:
+                break
+            active[a] = False
+            continue
+        floor = min(floor, best)
+        if ba < 0 or best <= stop:
+            break
+        if ba not in psf2:
+            psf2[ba] = kpsf[ba] if scales[ba] == 0 else _fft_conv(kpsf[ba], kerns[ba])
+        # sub-minor threshold in units of I_a
+        sub_stop = max(stop, (1.0 - subminor_gain) * best) * peak_a[ba] / bias[ba]
+        comp = np.zeros(shape)
+        n = int(
+            _subminor_kernel(
+                imgs[ba],
+                psf2[ba],
+                comp,
+                masks[ba],
+                float(psf2[ba][cy, cx]),
+                float(gain),
+                float(sub_stop),
+                int(niter - done),
+            )
         )
-    )
-    residual[...] = rs[0]
-    return n
+        if n == 0:
+            break
+        last = (ba, model.copy(), residual.copy(), n)
+        inc = comp if scales[ba] == 0 else _fft_conv(comp, kerns[ba])
+        model += inc
+        residual -= _fft_conv(inc, psf)
+        done += n
+    return done
