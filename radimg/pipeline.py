@@ -541,7 +541,7 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
     )
     # The GPU operator runs on each rank's own rows (samples stay resident on the device);
     # the load-balanced tile exchange is CPU-only for now.
-    distributed = wcfg["mode"] in ("none", "wstack") and not use_gpu
+    distributed = wcfg["mode"] in ("none", "wstack", "wstack-wproject") and not use_gpu
     with timer.stage("operator setup"):
         if distributed:
             # Pratley & McEwen (2019) sec. 4: rows move so every rank carries the same

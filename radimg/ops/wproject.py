@@ -166,7 +166,7 @@ def predicted_cost(w_abs, k, npix_x, npix_y, cell_rad, epsilon, oversampling=2.0
 
 
 def choose_nstacks(w_abs, npix_x, npix_y, cell_rad, epsilon, oversampling=2.0, kmax=64,
-                   max_samples=20000, seed=0):
+                   max_samples=20000, seed=0, n_total=None):
     """Number of w-stacks that minimises the predicted time of one operator application.
 
     Parameters
@@ -178,16 +178,19 @@ def choose_nstacks(w_abs, npix_x, npix_y, cell_rad, epsilon, oversampling=2.0, k
         Largest K tried.
     max_samples : int
         The kernel cost is estimated from a seeded random subset of this size (scaled up).
+    n_total : int, optional
+        Number of samples that ``w_abs`` stands for when it is already a subsample (the
+        distributed operator gathers one): the kernel cost is scaled to it.
 
     Returns
     -------
     int
     """
     w_abs = np.abs(np.asarray(w_abs, dtype=np.float64).ravel())
-    scale = 1.0
+    scale = 1.0 if n_total is None or w_abs.size == 0 else float(n_total) / w_abs.size
     if w_abs.size > max_samples:
         rng = np.random.default_rng(seed)
-        scale = w_abs.size / max_samples
+        scale *= w_abs.size / max_samples
         w_abs = rng.choice(w_abs, max_samples, replace=False)
     best, best_cost = 1, np.inf
     for k in range(1, kmax + 1):

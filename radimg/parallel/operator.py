@@ -284,11 +284,12 @@ class DistributedOperator:
         if nstacks == "auto":
             # The serial cost model on a global subsample (all samples when few), decided on
             # rank 0 and broadcast so every rank uses the same K.
-            sample = _global_subsample(comm, w_abs, 20000)
+            sample, n_all = _global_subsample(comm, w_abs, 20000)
             k = 0
             if self.rank == 0:
                 k = choose_nstacks(
-                    sample, self.npix_x, self.npix_y, cell, float(epsilon), self.oversampling
+                    sample, self.npix_x, self.npix_y, cell, float(epsilon), self.oversampling,
+                    n_total=n_all,
                 )
             nstacks = int(comm.bcast(k, root=0)) if comm is not None and self.size > 1 else k
         centres = stack_centres(w_abs, int(nstacks), comm=comm)
@@ -697,19 +698,18 @@ def _tile_of(j, bounds):
 
 def _global_subsample(comm, x, max_samples, seed=0):
     """Seeded subsample of a distributed 1-D array, gathered on rank 0 (all of it when the
-    global size is at most ``max_samples``; else each rank's share in proportion to its size).
-    Other ranks get None."""
+    global size is at most ``max_samples``; else each rank's share in proportion to its size),
+    and the global size. Other ranks get ``(None, size)``. One rank: the array itself (the
+    serial callee subsamples it the same way as the serial operator)."""
     x = np.asarray(x, dtype=np.float64).ravel()
     rank, size = comm_rank_size(comm)
     if comm is None or size == 1:
-        parts = [x]
-    else:
-        n = comm.allgather(int(x.size))
-        tot = sum(n)
-        if tot > max_samples:
-            m = int(round(max_samples * x.size / tot))
-            x = np.random.default_rng(seed + rank).choice(x, m, replace=False) if m else x[:0]
-        parts = comm.gather(x, root=0)
-        if rank != 0:
-            return None
-    return np.concatenate(parts) if parts else np.zeros(0)
+        return x, int(x.size)
+    tot = int(sum(comm.allgather(int(x.size))))
+    if tot > max_samples:
+        m = int(round(max_samples * x.size / tot))
+        x = np.random.default_rng(seed + rank).choice(x, m, replace=False) if m else x[:0]
+    parts = comm.gather(x, root=0)
+    if rank != 0:
+        return None, tot
+    return np.concatenate(parts), tot
