@@ -34,6 +34,7 @@ import math
 
 import numpy as np
 
+from radimg.deconv.major import stop_requested
 from radimg.parallel.mpi import allreduce_array, bcast_array, comm_rank_size
 
 __all__ = ["SARA", "admm", "epsilon_bound", "power_norm"]
@@ -205,6 +206,7 @@ def admm(
     checkpoint_every=0,
     on_checkpoint=None,
     stop_after=0,
+    stop_check=None,
     log=None,
 ):
     """PURIFY ADMM (see the module docstring).
@@ -229,11 +231,16 @@ def admm(
     checkpoint_every : int, call ``on_checkpoint(state)`` every k iterations (0 = never).
     stop_after : int, return after this many iterations of this call (0 = no limit), with
         ``state["stopped"] = True``.
+    stop_check : callable() -> bool or None. Collective: called on every rank every
+        ``checkpoint_every`` iterations (every iteration when that is 0), after the
+        checkpoint is written (with ``checkpoint_every`` 0 a checkpoint is written when it
+        fires); True returns with ``state["stopped"]`` and ``state["interrupted"]`` True
+        (rank 0's answer is broadcast). None: never.
 
     Returns
     -------
     x : ndarray (npix_y, npix_x) float64, the model (Jy/pixel).
-    state : dict with keys x, z, u, weights, it, round, tau, done, stopped.
+    state : dict with keys x, z, u, weights, it, round, tau, done, stopped, interrupted.
     """
     sara = sara or SARA(shape, comm=comm)
     mu = 1.0 / op_norm
@@ -260,6 +267,7 @@ def admm(
     phx = fwd(x)
     ran = 0
     state["stopped"] = False
+    state["interrupted"] = False
     while not state["done"] and state["it"] < niter:
         res = phx - y_w
         s = res + z
@@ -290,8 +298,15 @@ def admm(
             else:
                 state["done"] = True
         state["x"], state["z"] = x, z
-        if checkpoint_every and on_checkpoint is not None and state["it"] % checkpoint_every == 0:
+        at_interval = not checkpoint_every or state["it"] % checkpoint_every == 0
+        if checkpoint_every and on_checkpoint is not None and at_interval:
             on_checkpoint(state)
+        if at_interval and not state["done"] and stop_requested(comm, stop_check):
+            state["stopped"] = True
+            state["interrupted"] = True
+            if on_checkpoint is not None and not checkpoint_every:
+                on_checkpoint(state)  # so --resume can continue from here
+            break
         if stop_after and ran >= stop_after and not state["done"]:
             state["stopped"] = True
             if on_checkpoint is not None and not (

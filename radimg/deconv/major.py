@@ -15,7 +15,7 @@ from radimg.deconv.clean import clark_minor, hogbom_minor, multiscale_minor
 from radimg.deconv.image import auto_mask, mad_sigma
 from radimg.parallel.mpi import bcast_array
 
-__all__ = ["cotton_schwab", "new_clean_state"]
+__all__ = ["cotton_schwab", "new_clean_state", "stop_requested"]
 
 
 def new_clean_state(shape):
@@ -61,6 +61,7 @@ def cotton_schwab(
     user_mask=None,
     state=None,
     on_checkpoint=None,
+    stop_check=None,
     log=None,
 ):
     """CLEAN with Cotton-Schwab major cycles.
@@ -75,10 +76,16 @@ def cotton_schwab(
     user_mask : bool ndarray or None (clean everywhere).
     state : dict from ``new_clean_state`` or a checkpoint.
     on_checkpoint : callable(state), called after major cycles as ``checkpoint_every`` says.
+    stop_check : callable() -> bool or None. Collective: called on every rank at the end of
+        each major cycle, after the checkpoint (if any) is written; True stops the loop with
+        ``state["stopped"] = state["interrupted"] = True`` (e.g. on SIGTERM), writing a
+        checkpoint first if this cycle wrote none. Rank 0's answer is broadcast, so all
+        ranks stop together. None: never.
 
     Returns
     -------
-    model, residual, state : ``state["stopped"]`` is True when ``stop_after_major`` ended it.
+    model, residual, state : ``state["stopped"]`` is True when ``stop_after_major`` or
+    ``stop_check`` ended it (``state["interrupted"]``: ``stop_check`` did).
 
     Stopping (evaluated before each minor cycle): peak |residual| in the mask <= max(
     threshold_jy, auto_threshold * MAD sigma), ``niter`` components in total, or ``nmajor``
@@ -91,6 +98,7 @@ def cotton_schwab(
     base_mask = np.ones(residual.shape, bool) if user_mask is None else np.asarray(user_mask, bool)
     ran = 0
     state["stopped"] = False
+    state["interrupted"] = False
     every = int(p.get("checkpoint_every", 0))
     stop_after = int(p.get("stop_after_major", 0))
     while True:
@@ -134,9 +142,27 @@ def cotton_schwab(
         state["nmajor"] += 1
         ran += 1
         stopping = bool(stop_after and ran >= stop_after)
-        if on_checkpoint is not None and ((every and state["nmajor"] % every == 0) or stopping):
+        wrote = on_checkpoint is not None and ((every and state["nmajor"] % every == 0) or stopping)
+        if wrote:
             on_checkpoint(state)
         if stopping:
             state["stopped"] = True
             break
+        if stop_requested(comm, stop_check):
+            state["stopped"] = True
+            state["interrupted"] = True
+            if on_checkpoint is not None and not wrote:
+                on_checkpoint(state)  # so --resume can continue from here
+            break
     return state["model"], residual, state
+
+
+def stop_requested(comm, stop_check):
+    """Collective: ``stop_check()`` on every rank, rank 0's answer broadcast (so a signal
+    seen by one rank only cannot split the ranks). False when ``stop_check`` is None."""
+    if stop_check is None:
+        return False
+    flag = bool(stop_check())
+    if comm is not None:
+        flag = bool(comm.bcast(flag, root=0))
+    return flag
