@@ -237,3 +237,27 @@ def test_admm_recovers_extended_sky_at_30db():
     print(f"ADMM reconstruction SNR {snr:.2f} dB after {st['it']} iterations")
     assert snr >= 30.0
     assert xr.min() >= 0.0
+
+
+@pytest.mark.parametrize("kshape", [(7, 7), (8, 6), (31, 40), (96, 96)])
+def test_conv_centred_matches_direct_convolution(kshape):
+    """The numpy-FFT convolution used by restore, Clark and multiscale against scipy's direct
+    (non-FFT) convolve2d, odd and even kernels, non-square."""
+    from scipy.signal import convolve2d
+
+    from radimg.deconv.image import _good_size, conv_centred
+
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((50, 37))
+    k = rng.standard_normal(kshape)
+    cy, cx = kshape[0] // 2, kshape[1] // 2
+    want = convolve2d(a, k, mode="full")[cy : cy + 50, cx : cx + 37]
+    assert np.abs(conv_centred(a, k) - want).max() <= 1e-12 * np.abs(want).max()
+    for n in (1, 7, 97, 1000, 1025):
+        g = _good_size(n)
+        m = g
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        assert m == 1 and g >= n
+        assert all(_good_size(j) == g for j in range(n, g + 1))  # nothing 5-smooth between

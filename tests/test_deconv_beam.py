@@ -75,3 +75,20 @@ def test_fit_uses_the_main_lobe_only():
     got = fit_beam(g + pedestal, CELL_DEG)
     assert got[0] == pytest.approx(5 * CELL_DEG, rel=0.03)
     assert got[1] == pytest.approx(4 * CELL_DEG, rel=0.03)
+
+
+@pytest.mark.parametrize("width", [3.0, 25.0])  # 25: the lobe outgrows the first window
+def test_main_lobe_matches_scipy_label(width):
+    """The windowed numpy flood fill equals scipy.ndimage.label's component of the centre."""
+    from scipy.ndimage import label
+
+    from radimg.deconv.image import _main_lobe
+
+    rng = np.random.default_rng(4)
+    n = 128
+    y, x = np.mgrid[0:n, 0:n] - n // 2
+    psf = np.exp(-0.5 * (x**2 + 0.6 * y**2 + 0.5 * x * y) / width**2)
+    psf += 0.3 * rng.standard_normal((n, n)) * np.exp(-0.5 * (np.hypot(x, y) / (3 * width)) ** 2)
+    psf /= psf[n // 2, n // 2]
+    lab, _ = label(psf > 0.35)
+    assert np.array_equal(_main_lobe(psf), lab == lab[n // 2, n // 2])

@@ -146,14 +146,11 @@ def _subminor_kernel(img, psf2, comp, mask, norm, gain, stop, niter):
 
 
 def _fft_conv(a, k):
-    """Linear convolution of image ``a`` with a centred kernel ``k`` of the same shape."""
-    from scipy.signal import fftconvolve
+    """Linear convolution of image ``a`` with a centred kernel ``k`` (``k[ky//2, kx//2]``
+    maps ``a[p]`` onto ``p``; an even-sized kernel is not shifted by half a pixel)."""
+    from radimg.deconv.image import conv_centred
 
-    # "same" would centre an even-sized kernel half a pixel off: cut the full result so
-    # k[ky // 2, kx // 2] maps a[p] onto p exactly
-    cy, cx = k.shape[0] // 2, k.shape[1] // 2
-    full = fftconvolve(a, k, mode="full")
-    return full[cy : cy + a.shape[0], cx : cx + a.shape[1]]
+    return conv_centred(a, k)
 
 
 def hogbom_minor(residual, psf, model, mask, *, gain, stop, niter):

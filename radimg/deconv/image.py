@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "auto_mask",
     "box_mask",
+    "conv_centred",
     "fit_beam",
     "gaussian_beam_image",
     "load_mask",
@@ -110,13 +111,75 @@ def auto_mask(model, grow_pix=1):
     return m
 
 
-def _main_lobe(psf, level=0.35):
-    """Pixels of the PSF main lobe: connected to the centre and above ``level``."""
-    from scipy.ndimage import label
+def _connected_to_centre(above, cy, cx):
+    """Pixels 4-connected to (cy, cx) through ``above``, grown one ring per pass (numpy)."""
+    out = np.zeros_like(above)
+    out[cy, cx] = above[cy, cx]
+    while True:
+        g = out.copy()
+        g[1:] |= out[:-1]
+        g[:-1] |= out[1:]
+        g[:, 1:] |= out[:, :-1]
+        g[:, :-1] |= out[:, 1:]
+        g &= above
+        if np.array_equal(g, out):
+            return out
+        out = g
 
-    cy, cx = psf.shape[0] // 2, psf.shape[1] // 2
-    lab, _ = label(psf > level * psf[cy, cx])
-    return lab == lab[cy, cx]
+
+def _main_lobe(psf, level=0.35):
+    """Pixels of the PSF main lobe: above ``level`` of the peak and connected to the centre
+    (CASA's ``psfcutoff`` 0.35 convention). Searched in a window around the centre that
+    doubles while the lobe touches its edge (no full-image labelling)."""
+    ny, nx = psf.shape
+    cy, cx = ny // 2, nx // 2
+    h = 16
+    while True:
+        y0, y1 = max(0, cy - h), min(ny, cy + h + 1)
+        x0, x1 = max(0, cx - h), min(nx, cx + h + 1)
+        above = psf[y0:y1, x0:x1] > level * psf[cy, cx]
+        lobe = _connected_to_centre(above, cy - y0, cx - x0)
+        whole = y0 == 0 and x0 == 0 and y1 == ny and x1 == nx
+        touches = lobe[0].any() or lobe[-1].any() or lobe[:, 0].any() or lobe[:, -1].any()
+        if whole or not touches:
+            out = np.zeros(psf.shape, bool)
+            out[y0:y1, x0:x1] = lobe
+            return out
+        h *= 2
+
+
+def _fit_centred_gaussian(dx, dy, val, p0, iters=100):
+    """Least squares of ``exp(-0.5 (a dx^2 + b dy^2 + 2 c dx dy)) - val`` over (a, b, c) by
+    Levenberg-Marquardt (3 parameters: numpy is enough, and scipy.optimize would cost a
+    second of import time in every run)."""
+    basis = np.stack([dx * dx, dy * dy, 2.0 * dx * dy], axis=1)
+
+    def resid(p):
+        g = np.exp(-0.5 * (basis @ p))
+        return g - val, g
+
+    p = np.asarray(p0, dtype=np.float64)
+    r, g = resid(p)
+    cost = float(r @ r)
+    lam = 1e-3
+    for _ in range(iters):
+        jac = -0.5 * g[:, None] * basis
+        jtj = jac.T @ jac
+        jtr = jac.T @ r
+        step = np.linalg.solve(jtj + lam * np.diag(np.diag(jtj)), -jtr)
+        pn = p + step
+        rn, gn = resid(pn)
+        cn = float(rn @ rn)
+        if cn < cost:
+            small = np.abs(step).max() <= 1e-12 * max(np.abs(pn).max(), 1e-300)
+            p, r, g, cost, lam = pn, rn, gn, cn, lam * 0.3
+            if small or cost == 0.0:
+                break
+        else:
+            lam *= 10.0
+            if lam > 1e12:
+                break
+    return p
 
 
 def fit_beam(psf, cell_deg):
@@ -131,8 +194,6 @@ def fit_beam(psf, cell_deg):
     -------
     (bmaj_deg, bmin_deg, bpa_deg) : FWHM axes and position angle east of north, degrees.
     """
-    from scipy.optimize import least_squares
-
     psf = np.asarray(psf, dtype=np.float64)
     cy, cx = psf.shape[0] // 2, psf.shape[1] // 2
     lobe = _main_lobe(psf)
@@ -141,7 +202,7 @@ def fit_beam(psf, cell_deg):
 
         raise ConfigError(
             f"image.cell_arcsec: the PSF main lobe covers only {int(lobe.sum())} pixel(s), so "
-            f"the synthesised beam is not sampled by {cell_deg * 3600:.4g}\" pixels and no "
+            f'the synthesised beam is not sampled by {cell_deg * 3600:.4g}" pixels and no '
             "restoring beam can be fitted; use a cell of at most a third of the beam width"
         )
     ys, xs = np.nonzero(lobe)
@@ -153,13 +214,8 @@ def fit_beam(psf, cell_deg):
     cxx = max(np.sum(w * dx * dx) / w.sum(), 0.25)
     cyy = max(np.sum(w * dy * dy) / w.sum(), 0.25)
 
-    def model(p):
-        a, b, c = p  # inverse covariance [[a, c], [c, b]] via a Cholesky-free form
-        return np.exp(-0.5 * (a * dx * dx + b * dy * dy + 2.0 * c * dx * dy))
-
-    p0 = np.array([1.0 / cxx, 1.0 / cyy, 0.0])
-    sol = least_squares(lambda p: model(p) - val, p0, method="lm")
-    a, b, c = sol.x
+    # inverse covariance [[a, c], [c, b]]
+    a, b, c = _fit_centred_gaussian(dx, dy, val, [1.0 / cxx, 1.0 / cyy, 0.0])
     inv = np.array([[a, c], [c, b]])
     cov = np.linalg.inv(inv)
     evals, evecs = np.linalg.eigh(cov)
@@ -189,14 +245,42 @@ def gaussian_beam_image(shape, beam_deg, cell_deg):
     return np.exp(-0.5 * ((pmaj / smaj) ** 2 + (pmin / smin) ** 2))
 
 
+def _good_size(n):
+    """Smallest 2^a 3^b 5^c >= n (fast FFT length)."""
+    best = 1 << max(0, int(n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def conv_centred(a, k):
+    """Linear convolution of image ``a`` with a kernel ``k`` whose centre ``k[ky//2, kx//2]``
+    maps ``a[p]`` onto ``p``; the result has ``a``'s shape (numpy real FFTs of a fast
+    size; no scipy.signal, whose import alone costs seconds)."""
+    a = np.asarray(a, dtype=np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    sy = _good_size(a.shape[0] + k.shape[0] - 1)
+    sx = _good_size(a.shape[1] + k.shape[1] - 1)
+    f = np.fft.rfft2(a, (sy, sx))
+    f *= np.fft.rfft2(k, (sy, sx))
+    full = np.fft.irfft2(f, (sy, sx))
+    cy, cx = k.shape[0] // 2, k.shape[1] // 2
+    return full[cy : cy + a.shape[0], cx : cx + a.shape[1]]
+
+
 def restore(model, residual, beam_deg, cell_deg):
     """Restored image (Jy/beam) = model (Jy/pixel) convolved with the peak-1 restoring beam
     plus the residual (Jy/beam)."""
-    from scipy.signal import fftconvolve
-
-    g = gaussian_beam_image(model.shape, beam_deg, cell_deg)
     # crop the kernel to where it matters so the FFT stays small
     cy, cx = model.shape[0] // 2, model.shape[1] // 2
     r = int(min(cy, cx, max(8, 5 * beam_deg[0] / cell_deg)))
-    k = g[cy - r : cy + r + 1, cx - r : cx + r + 1]
-    return fftconvolve(model, k, mode="same") + residual
+    g = gaussian_beam_image((2 * r + 1, 2 * r + 1), beam_deg, cell_deg)
+    return conv_centred(model, g) + residual
