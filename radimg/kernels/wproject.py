@@ -283,7 +283,9 @@ def build_wkernel_tables(npix_x, npix_y, cell_rad, nxp, nyp, dw_min, dw_max, eps
     tab_x, tab_y, t = tabulate(4, tmax)
     hs_x, hs_y, _ = _half_supports(tab_x, tab_y, t, dws, W, tol_abs, tmax)
     tfine = float(math.ceil(max(hs_x.max(), hs_y.max()) + 0.25 + 3.0))
-    if tfine > tmax:
+    # The coarse pass must see the envelope fall inside its table; the fine table may then
+    # reach a few cells further (up to M / 2, where periodic images would start to overlap).
+    if max(hs_x.max(), hs_y.max()) > tmax - 1.0 or 2.0 * tfine > M:
         raise RuntimeError(f"w-kernel half support {max(hs_x.max(), hs_y.max()):.1f} exceeds "
                            f"its table ({tmax}); this is a bug in the tmax estimate")
     tmax = tfine
