@@ -280,6 +280,8 @@ def plan(
     method: str = "cuts",
     wproject: bool = True,
     n_images: int = 3,
+    support_model: str = "eq8",
+    centres=None,
 ) -> dict:
     """Stacks, per-rank load, memory and communication for naive vs balanced distribution.
 
@@ -316,6 +318,15 @@ def plan(
         Cut rule of :func:`radimg.parallel.balance.balanced_assignment`.
     wproject : bool
         False for w-stacking only / no w-correction: every sample has support ``J_min``.
+    support_model : {"eq8", "tables"}
+        ``"eq8"``: the paper's support rule with ``J_min`` (for the paper's own set-up).
+        ``"tables"``: the supports and kernel-table size of radimg's ``wstack-wproject``
+        operator, read off its real kernel tables
+        (:func:`radimg.parallel.balance.wproject_supports`; ~3x eq. 8 per axis, ``J_min``
+        is the operator's ES support for ``epsilon``). What ``radimg plan`` uses.
+    centres : ndarray, optional
+        Stack centres (wavelengths) to use instead of k-means with ``nstacks`` (e.g. the
+        operator's own choice, :func:`radimg.ops.wproject.stack_centres`).
 
     Returns
     -------
@@ -352,14 +363,35 @@ def plan(
     total_samples = int(counts.sum())
     centres_bin = 0.5 * (edges[1:] + edges[:-1])
 
-    # k-means on the histogram (bin centres weighted by counts) -> stacks (paper sec. 5).
-    centres, bin_stack = kmeans_w(centres_bin, nst, valid=counts.astype(np.float64))
+    if centres is None:
+        # k-means on the histogram (bin centres weighted by counts) -> stacks (paper sec. 5).
+        centres, bin_stack = kmeans_w(centres_bin, nst, valid=counts.astype(np.float64))
+    else:
+        # given stacks, labelled as WProjectOperator labels its samples
+        centres = np.sort(np.asarray(centres, dtype=np.float64).ravel())
+        nst = centres.size
+        bin_stack = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), centres_bin)
     dw = centres_bin - centres[bin_stack]
-    if wproject:
+    table_bytes_real = None
+    if support_model not in ("eq8", "tables"):
+        raise ValueError(f"support_model must be 'eq8' or 'tables', not {support_model!r}")
+    if wproject and support_model == "tables":
+        from radimg.parallel.balance import wproject_supports
+
+        sx, sy, tinfo = wproject_supports(
+            centres_bin, centres[bin_stack], npix_x, npix_y, cell_rad, epsilon,
+            oversampling, precision, valid=counts > 0,
+        )
+        J_min = tinfo["W"]
+        support = np.maximum(sx, sy)
+        bin_load = sx * sy
+        table_bytes_real = tinfo["table_bytes"]
+    elif wproject:
         support = sample_support(dw, J_min, l_max, npad_cell_rad, combine)
+        bin_load = support * support
     else:
         support = np.full(dw.shape, J_min, np.int64)
-    bin_load = support * support
+        bin_load = support * support
     bin_load = np.where(counts > 0, bin_load, 0).astype(np.int64)
 
     # Ordered by (stack, w): bins are already in w order and labels are monotone in w.
@@ -431,7 +463,10 @@ def plan(
             a2a = 0
             tile_mem = np.zeros(n_ranks, np.int64)  # the owner grids straight into its stack grid
         present = samples_rk > 0
-        if kernel_storage == "table":
+        if kernel_storage == "table" and table_bytes_real is not None:
+            # one set of tables covers every stack; each rank with samples holds it
+            kern = (samples > 0) * np.int64(table_bytes_real)
+        elif kernel_storage == "table":
             kern = (present * table_bytes_k[None, :]).sum(axis=1)
         elif kernel_storage == "sparse":
             kern = load * 2 * (cbytes + 8)
@@ -477,7 +512,8 @@ def plan(
             "occupied_tiles": n_occ,
             "precision": precision,
             "kernel_storage": kernel_storage,
-            "support_rule": combine,
+            "support_rule": combine if support_model == "eq8" else "kernel tables",
+            "support_model": support_model,
             "assignment": method,
             "w_bins": int(counts.size),
         },
@@ -583,39 +619,32 @@ def _ms_w_sample(path, spw=0, max_rows=_MAX_SAMPLE_ROWS):
     return nrows * freq.size, w, u, v
 
 
-def _simulate_w_sample(sim: dict, seed=0):
-    """Cheap w/uv estimate for ``input.simulate``: no MS written, no ephemeris.
+def _simulate_w_sample(sim: dict, max_times=50):
+    """(n_samples, w, u, v) of the observation ``input.simulate`` would write, no MS written.
 
-    Baselines of a ``~sqrt(2) * max_baseline_m`` circularly symmetric random layout observed
-    from hour angles ``ha_start..ha_stop`` at the configured declination; nrows from the
-    number of antennas (MWA 128, VLA 27, MeerKAT 64 when the layout cannot be read) and
-    integrations. It is an estimate for sizing, not the simulated data.
+    The simulator's own geometry (layout, hour angles, J2000 uvw; radimg.sim) at up to
+    ``max_times`` of its integrations, so stacks, supports and tiles are those of the run.
     """
-    rng = np.random.default_rng(seed)
-    tel = str(sim.get("telescope", "mwa")).lower()
-    nant, bmax = {"mwa": (128, 3000.0), "vla": (27, 36000.0), "meerkat": (64, 8000.0)}.get(
-        tel, (64, 5000.0)
-    )
-    nbl = nant * (nant - 1) // 2
-    ha0, ha1 = float(sim.get("ha_start_h", -0.5)), float(sim.get("ha_stop_h", 0.5))
-    ntime = max(1, int(round((ha1 - ha0) * 3600.0 / float(sim.get("integration_s", 20.0)))))
-    nchan = int(sim.get("nchan", 4))
-    f0 = float(sim.get("freq_hz", 1.5e8))
-    df = float(sim.get("chan_width_hz", 1e6))
-    freq = f0 + df * np.arange(nchan)
-    dec = math.radians(float(sim.get("dec_deg", -27.0)))
-    nb = min(nbl, 2000)
-    xyz = rng.normal(size=(nb, 3)) * (bmax / 3.0) * np.array([1.0, 1.0, 0.1])
-    nt = min(ntime, 50)
-    ha = np.radians(np.linspace(ha0, ha1, nt) * 15.0)
-    sh, ch = np.sin(ha)[:, None], np.cos(ha)[:, None]
-    X, Y, Z = xyz[:, 0][None, :], xyz[:, 1][None, :], xyz[:, 2][None, :]
-    u = sh * X + ch * Y
-    v = -math.sin(dec) * ch * X + math.sin(dec) * sh * Y + math.cos(dec) * Z
-    w = math.cos(dec) * ch * X - math.cos(dec) * sh * Y + math.sin(dec) * Z
+    from radimg.sim.layouts import load_layout
+    from radimg.sim.simulate import _resolve, baselines
+    from radimg.sim.uvw import antenna_uvw, array_longitude, hour_angle_times
+
+    cfg = _resolve(dict(sim))
+    layout = load_layout(cfg["telescope"])
+    ra0, dec0 = math.radians(float(cfg["ra_deg"])), math.radians(float(cfg["dec_deg"]))
+    nchan = int(cfg["nchan"])
+    freq = float(cfg["freq_hz"]) + np.arange(nchan) * float(cfg["chan_width_hz"])
+    lon = array_longitude(layout.positions)
+    mjd = hour_angle_times(cfg["ha_start_h"], cfg["ha_stop_h"], float(cfg["integration_s"]),
+                           ra0, lon)
+    a1, a2 = baselines(len(layout.names))
+    n_samples = a1.size * mjd.size * nchan
+    sub = mjd[:: max(1, -(-mjd.size // max_times))]
+    au = antenna_uvw(layout.positions, sub, ra0, dec0)  # (time, ant, 3)
+    uvw = (au[:, a1] - au[:, a2]).reshape(-1, 3)
     lam = freq / C_LIGHT
-    f = lambda a: (a.ravel()[:, None] * lam[None, :]).ravel()  # noqa: E731
-    return nbl * ntime * nchan, f(w), f(u), f(v)
+    f = lambda a: (a[:, None] * lam[None, :]).ravel()  # noqa: E731
+    return n_samples, f(uvw[:, 2]), f(uvw[:, 0]), f(uvw[:, 1])
 
 
 def _tile_prob_from_uv(u, v, npad_x, npad_y, cell_rad, tile):
@@ -654,6 +683,19 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
         source = f"MS {inp['ms']} (UVW subsample)"
     mode = wt.get("mode", "wstack-wproject")
     nstacks = 1 if mode == "none" else wt.get("nstacks", "auto")
+    centres = None
+    eps = float(wt.get("epsilon", 1e-5))
+    if mode == "wstack-wproject":
+        # The stacks the operator itself would choose (cost model, k-means, tail splits),
+        # from the w subsample; supports come from its real kernel tables.
+        from radimg.ops.wproject import choose_nstacks, stack_centres
+
+        w_abs = np.abs(np.asarray(w, dtype=np.float64))
+        if nstacks in (None, "auto"):
+            nstacks = choose_nstacks(
+                w_abs, npix_x, npix_y, cell_rad, eps, oversampling, n_total=int(n_samples)
+            )
+        centres = stack_centres(w_abs, int(nstacks))
     if mem_per_rank_bytes is None:
         mem_per_rank_bytes = (cfg.get("resources") or {}).get("mem_per_rank")
         if isinstance(mem_per_rank_bytes, str):
@@ -665,7 +707,7 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
         npix=(npix_x, npix_y),
         cell_arcsec=float(img["cell_arcsec"]),
         nstacks=nstacks,
-        epsilon=float(wt.get("epsilon", 1e-5)),
+        epsilon=eps,
         w=w,
         n_samples=int(n_samples),
         tile_prob=_tile_prob_from_uv(u, v, npad_x, npad_y, cell_rad, tile),
@@ -675,6 +717,8 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
         mem_per_rank=mem_per_rank_bytes,
         wproject=(mode == "wstack-wproject"),
         nbins=20_000,
+        support_model="tables" if mode == "wstack-wproject" else "eq8",
+        centres=centres,
     )
     result["source"] = source
     return result
