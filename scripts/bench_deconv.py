@@ -1,11 +1,22 @@
 #!/usr/bin/env python
 """Cleaned image, radimg vs WSClean, on the same simulated MS.
 
-Both image the same MS with matched size, cell, natural weighting, gain, mgain, niter and an
-absolute threshold (WSClean ``-threshold``; radimg ``threshold_jy``, auto threshold off), and
-Hogbom CLEAN with Cotton-Schwab major cycles. Reported: wall time of each (one process / two
-threads each), and agreement of the restored images: Pearson correlation, peak-flux ratio,
-and the positions (parabolic peak fit) and peak fluxes of every simulated source.
+Both image the same MS with matched size, cell, weighting (``--weighting``, natural by
+default, passed to both: WSClean's own default is uniform), gain, mgain, niter and an absolute
+threshold (WSClean ``-threshold``; radimg ``threshold_jy``, auto threshold off), and Hogbom
+CLEAN with Cotton-Schwab major cycles. Reported:
+
+- wall time of each (one process / two threads each) and where it goes: radimg's stage
+  timings from the product (setup, PSF + dirty, per-major-cycle predict and image, minor
+  cycles, restore, start-up + product write) and WSClean's own inversion / prediction /
+  deconvolution totals from its log;
+- the PSFs (max difference, pixel by pixel) and the restoring beams: radimg's fit (main lobe
+  above 0.35 of the peak, CASA's convention), WSClean's header, and this script's replica of
+  WSClean 3.1's fit (a whole box, where unsigned index arithmetic leaves only the x >= 0,
+  y >= 0 quadrant in the model) on WSClean's PSF, which reproduces WSClean's numbers;
+- agreement of the restored images: Pearson correlation (also with WSClean's model restored
+  with radimg's beam, so the beam convention is taken out), peak-flux ratio, and the
+  positions (parabolic peak fit) and peak fluxes of every simulated source.
 
     .venv/bin/python scripts/bench_deconv.py --npix 512 --out bench_deconv.json
 """
@@ -14,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -44,6 +57,56 @@ def _peak_fit(img, x, y, r=3):
     return px + dx, py + dy, float(img[py, px])
 
 
+def _wsclean31_beam_fit(psf, box=64):
+    """WSClean 3.1's PSF fit reproduced: least squares of a centred peak-1 Gaussian over a
+    ``box``-pixel box (its final box is ~10 x bmaj), where ``(size_t yi - int y_mid)`` wraps
+    for yi < y_mid, so the model is 0 outside the x >= 0, y >= 0 quadrant. Returns (bmaj,
+    bmin, bpa) in pixels / degrees, BPA north through east (x runs west)."""
+    from radimg.deconv.image import _fit_centred_gaussian
+
+    c, h = psf.shape[0] // 2, box // 2
+    sub = psf[c - h : c + h, c - h : c + h]
+    yy, xx = np.mgrid[-h:h, -h:h].astype(float)
+    q = (xx >= 0) & (yy >= 0)
+    # outside q the model is 0 whatever the parameters: only q takes part in the fit
+    a, b, cc = _fit_centred_gaussian(xx[q], yy[q], sub[q], [0.25, 0.25, 0.0])
+    ev, evec = np.linalg.eigh(np.linalg.inv([[a, cc], [cc, b]]))
+    f = 2.0 * math.sqrt(2.0 * math.log(2.0))
+    pa = math.degrees(-math.atan2(evec[0, 1], evec[1, 1])) % 180.0
+    return math.sqrt(ev[1]) * f, math.sqrt(ev[0]) * f, pa
+
+
+def _pa_diff(a, b):
+    return abs((a - b + 90.0) % 180.0 - 90.0)
+
+
+def _hms(t):
+    h, m, sec = t.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(sec)
+
+
+def _radimg_breakdown(timings, wall):
+    """Seconds per part of a radimg run from the product's rank-0 stage timings."""
+    t = dict(timings)
+    get = t.get
+    major = get("major: predict", 0.0) + get("major: image", 0.0)
+    minor = get("deconvolve", 0.0) - major - get("restore", 0.0) - get("checkpoint", 0.0)
+    out = {
+        "setup (read, operator, weights)": get("read", 0.0)
+        + get("operator setup", 0.0)
+        + get("weights", 0.0)
+        + get("simulate", 0.0),
+        "psf + dirty": get("psf", 0.0) + get("dirty", 0.0),
+        "major: predict": get("major: predict", 0.0),
+        "major: image": get("major: image", 0.0),
+        "minor cycles (+ bookkeeping)": max(0.0, minor),
+        "restore (beam fit + convolution)": get("restore", 0.0),
+        "checkpoint": get("checkpoint", 0.0),
+    }
+    out["start-up, product write, other"] = wall - sum(out.values())
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--npix", type=int, default=512)
@@ -52,6 +115,7 @@ def main(argv=None):
     ap.add_argument("--threshold-jy", type=float, default=0.01)
     ap.add_argument("--noise-jy", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--weighting", default="natural", choices=["natural", "uniform"])
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default="bench_deconv.json")
     args = ap.parse_args(argv)
@@ -85,7 +149,7 @@ def main(argv=None):
             "seed": 1,
             "sources": sources,
         },
-        "image": {"npix": n, "cell_arcsec": cell, "weighting": "natural"},
+        "image": {"npix": n, "cell_arcsec": cell, "weighting": args.weighting},
         "wterm": {"mode": "wstack", "epsilon": 1e-5},
         "gridder": {"precision": "double", "nthreads": args.threads},
         "deconvolution": {
@@ -123,14 +187,13 @@ def main(argv=None):
         sys.exit("wsclean not found: apt-get install wsclean")
     ws = [
         exe,
-        "-quiet",
         "-size",
         str(n),
         str(n),
         "-scale",
         f"{cell}asec",
         "-weight",
-        "natural",
+        args.weighting,
         "-niter",
         str(args.niter),
         "-gain",
@@ -153,8 +216,13 @@ def main(argv=None):
         sys.exit(w.stdout + w.stderr)
     from astropy.io import fits
 
+    from radimg.deconv.image import restore
+
     ws_img = np.squeeze(fits.getdata(work / "ws-image.fits")).astype(float)
     hdr = fits.getheader(work / "ws-image.fits")
+    ws_psf = np.squeeze(fits.getdata(work / "ws-psf.fits")).astype(float)
+    ws_model = np.squeeze(fits.getdata(work / "ws-model.fits")).astype(float)
+    ws_res = np.squeeze(fits.getdata(work / "ws-residual.fits")).astype(float)
     ours_img = ours["images"]["restored"].astype(float)
     corr = float(np.corrcoef(ours_img.ravel(), ws_img.ravel())[0, 1])
     srcs = []
@@ -171,25 +239,69 @@ def main(argv=None):
                 "offset_pix": float(np.hypot(ox - wx, oy - wy)),
             }
         )
+    cell_deg = cell / 3600.0
+    beam = [ours["wcs"][k] for k in ("bmaj_deg", "bmin_deg", "bpa_deg")]
+    ws_beam = [hdr.get("BMAJ"), hdr.get("BMIN"), hdr.get("BPA")]
+    rep = _wsclean31_beam_fit(ws_psf)
+    ws_same_beam = restore(ws_model, ws_res, beam, cell_deg)
+    corr_same = float(np.corrcoef(ours_img.ravel(), ws_same_beam.ravel())[0, 1])
+    m = re.search(
+        r"Inversion: ([0-9:.]+), prediction: ([0-9:.]+), deconvolution: ([0-9:.]+)", w.stdout
+    )
+    ws_parts = (
+        {
+            "inversion (cpu-summed as logged)": _hms(m.group(1)),
+            "prediction": _hms(m.group(2)),
+            "deconvolution": _hms(m.group(3)),
+        }
+        if m
+        else {}
+    )
+    nmaj = re.search(r"(\d+) major iterations were performed", w.stdout)
+    dec = json.loads(str(ours["run"].get("deconvolution_json", "{}")))
     res = {
         "npix": n,
         "cell_arcsec": cell,
+        "weighting": args.weighting,
         "niter": args.niter,
         "threshold_jy": args.threshold_jy,
         "threads": args.threads,
         "wall_s": {"radimg": t_radimg, "wsclean": t_ws},
-        "restored_correlation": corr,
-        "peak_ratio": float(ours_img.max() / ws_img.max()),
-        "beam_deg": {
-            "radimg": [ours["wcs"][k] for k in ("bmaj_deg", "bmin_deg", "bpa_deg")],
-            "wsclean": [hdr.get("BMAJ"), hdr.get("BMIN"), hdr.get("BPA")],
+        "ratio_radimg_over_wsclean": t_radimg / t_ws,
+        "breakdown_s": {
+            "radimg": _radimg_breakdown(ours["timings"]["rank0"], t_radimg),
+            "wsclean": ws_parts,
         },
+        "major_cycles": {"radimg": dec.get("major_cycles"), "wsclean": nmaj and int(nmaj.group(1))},
+        "components": dec.get("components"),
+        "psf_max_abs_diff": float(np.abs(ours["images"]["psf"].astype(float) - ws_psf).max()),
+        "restored_correlation": corr,
+        "restored_correlation_same_beam": corr_same,
+        "peak_ratio": float(ours_img.max() / ws_img.max()),
+        "beam_deg": {"radimg": beam, "wsclean": ws_beam},
+        "beam_arcmin": {
+            "radimg": [beam[0] * 60, beam[1] * 60, beam[2]],
+            "wsclean": [ws_beam[0] * 60, ws_beam[1] * 60, ws_beam[2]],
+            "wsclean31_replica_on_ws_psf": [rep[0] * cell / 60, rep[1] * cell / 60, rep[2]],
+        },
+        "bpa_diff_deg_mod180": _pa_diff(beam[2], ws_beam[2]),
         "residual_rms": {
             "radimg": float(ours["images"]["residual"].std()),
-            "wsclean": float(np.squeeze(fits.getdata(work / "ws-residual.fits")).std()),
+            "wsclean": float(ws_res.std()),
         },
         "sources": srcs,
     }
+    b = res["breakdown_s"]["radimg"]
+    print(f"wall: radimg {t_radimg:.2f} s, wsclean {t_ws:.2f} s ({t_radimg / t_ws:.2f}x)")
+    print("radimg breakdown: " + ", ".join(f"{k} {v:.2f} s" for k, v in b.items()))
+    print("wsclean (its log): " + ", ".join(f"{k} {v:.2f} s" for k, v in ws_parts.items()))
+    ba = res["beam_arcmin"]
+    print(
+        "beam (arcmin, deg): radimg {:.3f} x {:.3f} @ {:.2f}; wsclean {:.3f} x {:.3f} @ {:.2f}; "
+        "wsclean-3.1 replica {:.3f} x {:.3f} @ {:.2f}".format(
+            *ba["radimg"], *ba["wsclean"], *ba["wsclean31_replica_on_ws_psf"]
+        )
+    )
     print(json.dumps(res, indent=1))
     pathlib.Path(args.out).write_text(json.dumps(res, indent=1))
 
