@@ -121,7 +121,7 @@ def _timing_worker(args):
         mode=args.mode,
         epsilon=args.epsilon,
         oversampling=2.0,
-        precision="double",
+        precision=args.precision,
     )
     comm.Barrier()
     t_setup = time.perf_counter() - t0
@@ -140,21 +140,60 @@ def _timing_worker(args):
         th_.append(t1 - t0)
         td_.append(time.perf_counter() - t1)
     lb = op.load_balance()
+    serial = None
+    if size == 1 and args.serial_baseline:
+        # The serial operator on the same samples (1 thread): the distributed one at 1 rank
+        # should cost the same; the speed-up is quoted against the faster of the two.
+        if args.mode == "wstack-wproject":
+            from radimg.ops.wproject import WProjectOperator as _Op
+
+            skw = {}
+        else:
+            from radimg.ops.operator import WideFieldOperator as _Op
+
+            skw = {"mode": args.mode}
+        t0 = time.perf_counter()
+        sop = _Op(uvw, freq, npix, npix, cell, epsilon=args.epsilon, oversampling=2.0,
+                  precision=args.precision, weight_mask=wgt != 0, **skw)
+        s_setup = time.perf_counter() - t0
+        svis = np.ones((uvw.shape[0], nchan), dtype=sop.cdtype)
+        simg = sop.hdot(svis, wgt)
+        sop.dot(simg)
+        sh, sd = [], []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            simg = sop.hdot(svis, wgt)
+            t1 = time.perf_counter()
+            sop.dot(simg)
+            sh.append(t1 - t0)
+            sd.append(time.perf_counter() - t1)
+        serial = {"setup_s": s_setup, "hdot_s": min(sh), "dot_s": min(sd)}
+    if args.mode == "wstack-wproject":
+        support, grid = int(op.op.W), list(op._grid_shape)
+    else:
+        support, grid = int(op.spec.W), [op.spec.nyp, op.spec.nxp]
     if rank == 0:
         print(
             "TIMING "
             + json.dumps(
                 {
                     "ranks": size,
+                    "threads_per_rank": 1,
+                    "mode": args.mode,
+                    "precision": args.precision,
+                    "epsilon": args.epsilon,
                     "samples": int(sum(lb["nsamples"])),
                     "nplanes": op.nplanes,
-                    "support": op.spec.W,
-                    "padded_grid": [op.spec.nyp, op.spec.nxp],
+                    "support": support,
+                    "padded_grid": grid,
+                    "load_total": int(sum(lb["load"])),
+                    "samples_per_rank": lb["nsamples"],
                     "setup_s": t_setup,
                     "hdot_s": min(th_),
                     "dot_s": min(td_),
                     "load_max_over_mean": lb["load_max_over_mean"],
                     "bytes_per_apply": sum(lb["bytes_sent"]),
+                    "serial_operator": serial,
                 }
             ),
             flush=True,
@@ -199,7 +238,9 @@ def run_timing(args):
         str(args.wmax),
         "--repeat",
         str(args.repeat),
-    ]
+        "--precision",
+        args.precision,
+    ] + (["--serial-baseline"] if args.serial_baseline else [])
     res = {}
     for n in (1, 2):
         p = subprocess.run(
@@ -222,8 +263,15 @@ def run_timing(args):
     print(
         f"DistributedOperator timing: {r1['samples']:.3g} samples, mode {args.mode}, "
         f"eps {args.epsilon:g}, {args.npix}^2 image, {r1['nplanes']} planes, W={r1['support']}, "
-        f"padded grid {r1['padded_grid'][0]}x{r1['padded_grid'][1]}; 1 thread per rank"
+        f"padded grid {r1['padded_grid'][0]}x{r1['padded_grid'][1]}, {args.precision}; "
+        "1 thread per rank (2 ranks x 1 thread vs 1 rank x 1 thread)"
     )
+    if r1.get("serial_operator"):
+        so = r1["serial_operator"]
+        print(
+            f"serial operator, 1 process x 1 thread: setup {so['setup_s']:.2f} s, "
+            f"hdot {so['hdot_s']:.2f} s, dot {so['dot_s']:.2f} s"
+        )
     head = f"{'ranks':>5} {'setup s':>9} {'hdot s':>9} {'dot s':>9} {'hdot+dot s':>11} {'speed-up':>9} {'load max/mean':>14} {'a2a MB/apply':>13}"
     print(head)
     print("-" * len(head))
@@ -263,7 +311,13 @@ def main(argv=None):
         help="--timing: multiply the sample count (e.g. 0.05 for a quick run)",
     )
     ap.add_argument("--samples", type=float, default=1e7, help="--timing: samples (row x chan)")
-    ap.add_argument("--mode", choices=("none", "wstack"), default="wstack")
+    ap.add_argument("--mode", choices=("none", "wstack", "wstack-wproject"), default="wstack")
+    ap.add_argument("--precision", choices=("single", "double"), default="double")
+    ap.add_argument(
+        "--serial-baseline",
+        action="store_true",
+        help="--timing: also time the serial operator in the 1-rank launch",
+    )
     ap.add_argument("--epsilon", type=float, default=1e-4)
     ap.add_argument("--npix", type=int, default=512)
     ap.add_argument("--fov-deg", type=float, default=10.0)
