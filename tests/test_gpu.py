@@ -119,7 +119,7 @@ def test_kernels_match_cpu_under_cuda_simulator():
 
 
 def test_gpu_pipeline_under_cuda_simulator():
-    """``radimg run`` with ``gridder.device: gpu`` (modes wstack and wstack-wproject) on the
+    """``radimg run`` with ``gridder.device: gpu`` (modes none and wstack-wproject) on the
     simulator: products equal the CPU run's to 1e-5 (single) and the timing record shows only
     images crossing host <-> device after set-up (tests/gpu_sim/sim_pipeline.py)."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", RADIMG_GPU_SIMULATOR="1")

@@ -284,7 +284,7 @@ class GpuWideFieldOperator(_ResidentOperator):
         """``F Z`` of the chirped, corrected device image ``img_corr`` for plane ``p``."""
         grid = self.new_grid() if out is None else out
         k = self._kernels
-        k.zero[_gg._grid2d(grid.shape), _gg._BLOCK2D](grid)
+        grid.fill(0)  # a cupy fill (one memset-like kernel); numpy under the simulator
         k.image_to_plane[_gg._grid2d(img_corr.shape), _gg._BLOCK2D](
             img_corr, self.cell_x, self.cell_y, float(self.planes[p]), float(self.spec.nshift),
             grid)

@@ -4,7 +4,7 @@ through the pipeline, and the GPU product equal to the CPU product.
 Run by tests/test_gpu.py in a subprocess with ``NUMBA_ENABLE_CUDASIM=1`` (before numba is
 imported) and ``RADIMG_GPU_SIMULATOR=1`` (the pipeline accepts the simulator as a device).
 Tiny on purpose (the simulator runs every CUDA thread as a Python thread): a one-integration
-VLA-D snapshot (351 baselines, 1 channel) imaged at 32^2 over a ~3 deg field.
+VLA-D snapshot at 75 MHz (351 baselines, 1 channel) imaged at 32^2 over a 2 deg field.
 """
 
 import json
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 NPIX = 32
 SOURCES = [
     {"ra_deg": 0.0, "dec_deg": 34.0, "flux_jy": 2.0},
-    {"ra_deg": 1.2, "dec_deg": 34.6, "flux_jy": 1.0},
+    {"ra_deg": 0.6, "dec_deg": 34.4, "flux_jy": 1.0},
 ]
 
 
@@ -31,11 +31,11 @@ def _config(tmp, name, device, mode, simulate, **over):
 
     raw = {
         "input": {"simulate": simulate, "ms": str(tmp / "sim.ms")},
-        "simulate": {"telescope": "vla", "ra_deg": 0.0, "dec_deg": 34.0, "freq_hz": 1.5e8,
+        "simulate": {"telescope": "vla", "ra_deg": 0.0, "dec_deg": 34.0, "freq_hz": 7.5e7,
                      "nchan": 1, "chan_width_hz": 1.0e6, "ha_start_h": -0.01,
                      "ha_stop_h": 0.01, "integration_s": 120.0, "noise_jy": 0.0, "seed": 3,
                      "sources": SOURCES},
-        "image": {"npix": NPIX, "cell_arcsec": 360.0, "weighting": "natural"},
+        "image": {"npix": NPIX, "cell_arcsec": 240.0, "weighting": "natural"},
         "wterm": {"mode": mode, "epsilon": 1.0e-4},
         "gridder": {"device": device, "precision": "single", "nthreads": 1},
         "deconvolution": {"algorithm": "clean", "niter": 30, "gain": 0.2, "mgain": 0.5,
@@ -64,11 +64,13 @@ def _product(path):
 @pytest.fixture(scope="module")
 def ms_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gpusim")
-    _run(_config(tmp, "cpu_wstack", "cpu", "wstack", True))  # also writes the MS
+    _run(_config(tmp, "cpu_none", "cpu", "none", True))  # also writes the MS
     return tmp
 
 
-@pytest.mark.parametrize("mode", ["wstack", "wstack-wproject"])
+# mode wstack runs the same GPU kernels as none (plus the w-plane axis), compared with the CPU
+# operator in sim_gridder.py; here it would cost minutes of simulator time.
+@pytest.mark.parametrize("mode", ["none", "wstack-wproject"])
 def test_gpu_pipeline_product_equals_cpu(ms_dir, mode):
     """Every image of the GPU run equals the CPU run's to 1e-5 of its peak (single precision),
     and the GPU run's timing record shows a major cycle moving one model image (float64) in
@@ -85,7 +87,9 @@ def test_gpu_pipeline_product_equals_cpu(ms_dir, mode):
         peak = max(float(np.abs(a).max()), 1e-30)
         assert float(np.abs(a - b).max()) <= 1e-5 * peak, (name, np.abs(a - b).max() / peak)
     assert np.abs(cpu["model"]).max() > 0  # CLEAN found components: a real major cycle ran
-    (c,) = timings["counters_per_rank"]
+    # counters live in StageTimer's per-rank counters, or in the per-rank timings dict of a
+    # pipeline that still uses the plain Timer
+    (c,) = timings.get("counters_per_rank") or timings["per_rank"]
     assert c["device_major_cycles"] >= 1
     assert c["h2d_bytes_per_cycle"] == NPIX * NPIX * 8
     assert c["d2h_bytes_per_cycle"] == NPIX * NPIX * 4
