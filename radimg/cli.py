@@ -78,13 +78,24 @@ def cmd_run(args) -> int:
     except interrupted as exc:
         if exc.rank == 0:
             print(
-                f"radimg: {exc}; continue with: radimg run {args.config} --resume "
-                "(same output.path; any number of ranks)",
+                f"radimg: {exc}; continue with: {_resume_command(args)} (any number of ranks)",
                 file=sys.stderr,
                 flush=True,
             )
         return exc.exit_code
     return EXIT_OK
+
+
+def _resume_command(args) -> str:
+    """The ``radimg run`` command line that continues this run from its checkpoint."""
+    import shlex
+
+    parts = ["radimg", "run", args.config]
+    for item in args.set or []:
+        parts += ["--set", item]
+    if args.mem_per_rank is not None:
+        parts += ["--mem-per-rank", args.mem_per_rank]
+    return shlex.join([*parts, "--resume"])
 
 
 def cmd_simulate(args) -> int:
@@ -486,10 +497,19 @@ def _message(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings for an operator, not a developer: ``radimg: warning: <message>`` (the
+    message names the config key), without the source line."""
+    print(f"radimg: warning: {message}", file=file or sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``radimg``; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    import warnings
+
+    warnings.showwarning = _show_warning
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

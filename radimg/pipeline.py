@@ -8,7 +8,19 @@ renamed when complete.
 
 User errors (bad config, bad MS, unwritable output) are detected collectively and raised as
 the same exception on every rank, so the CLI can exit cleanly with status 2 everywhere.
-Anything unexpected on one rank aborts the whole job through the abort handler.
+Anything unexpected on one rank aborts the whole job (``abort_on_exception``): the rank's
+traceback, prefixed ``[rank R/N]``, then ``MPI_Abort``, so no rank waits in a collective.
+
+SIGTERM/SIGUSR1 (Slurm's time limit, ``--signal=USR1@T``) on any rank: during deconvolution
+every rank stops after the same major cycle, a complete checkpoint is written and the run
+raises :class:`JobInterrupted` (the CLI exits 3 and says how to resume); before that
+(reading, gridding) the job ends at once with exit 128 + signal number and no product
+(``radimg.parallel.mpi.StopSignals``).
+
+Progress and timings: rank 0 reports long stages (``radimg.progress.Progress``: a redrawn
+line on a terminal, periodic plain lines in batch); every rank's ``StageTimer`` records
+seconds per stage, peak memory and counters, printed as one table at the end and stored in
+the product's ``/run`` ``timings_json``.
 """
 
 from __future__ import annotations
@@ -17,28 +29,52 @@ import json
 import os
 import time
 import warnings
-from contextlib import contextmanager
 
 import numpy as np
 
 from radimg import __version__
+from radimg.progress import Progress, StageTimer, records_table, timings_record
+from radimg.progress import log as progress_log
 
 ARCSEC = np.pi / (180.0 * 3600.0)
 
+#: Exit status of a run stopped by SIGTERM/SIGUSR1 after writing a checkpoint (cli.py).
+EXIT_INTERRUPTED = 3
 
-class Timer:
-    """Per-stage wall-clock timings (seconds), kept in insertion order."""
+#: Test-only fault injection (tests/test_failure.py), e.g. "rank=1,stage=dirty" (raise) or
+#: "rank=all,stage=major,sleep=1.5" (slow every major cycle). Never set it in production.
+FAULT_ENV = "RADIMG_FAULT_INJECT"
 
-    def __init__(self):
-        self.stages: dict[str, float] = {}
 
-    @contextmanager
-    def stage(self, name):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - t0
+def _fault_point(rank, stage):
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    kv = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
+    if kv.get("stage") != stage or kv.get("rank", "all") not in ("all", str(rank)):
+        return
+    if "sleep" in kv:
+        time.sleep(float(kv["sleep"]))
+        return
+    raise RuntimeError(
+        f"{FAULT_ENV}: injected fault on rank {rank} at stage {stage!r} (t={time.time():.3f})"
+    )
+
+
+class JobInterrupted(Exception):
+    """A stop signal ended the run after a complete checkpoint (every rank raises it).
+
+    ``signal_name``, ``checkpoint`` (path), ``exit_code`` (:data:`EXIT_INTERRUPTED`) and
+    ``rank`` (the CLI prints the message on rank 0 only).
+    """
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message, *, signal_name, checkpoint, rank):
+        super().__init__(message)
+        self.signal_name = signal_name
+        self.checkpoint = checkpoint
+        self.rank = rank
 
 
 class CollectiveError(RuntimeError):
@@ -90,8 +126,7 @@ def threads_per_rank(comm, requested="auto"):
 
 
 def _log(comm, verbose, msg):
-    if comm.rank == 0 and verbose >= 1:
-        print(f"[radimg] {msg}", flush=True)
+    progress_log(comm.rank, verbose, msg)
 
 
 def _simulate_if_needed(cfg, verbose):
@@ -126,6 +161,28 @@ def _check_memory_plan(cfg, n_ranks):
             f"resources.mem_per_rank: the plan for {n_ranks} rank(s) needs more than "
             f"{cfg['resources']['mem_per_rank']} per rank; use more ranks, a smaller image or "
             f"a larger limit.\n{message}"
+        )
+
+
+def _warn_if_aliased(comm, data, cell_rad, cell_arcsec):
+    """Warn (rank 0) when the cell is too coarse for the longest baselines: samples with
+    |u| or |v| > 1 / (2 cell) lie beyond the uv grid's Nyquist limit and fold back (alias)
+    onto shorter spacings, and the PSF main lobe spans fewer than two pixels."""
+    from mpi4py import MPI
+
+    lam = 299792458.0 / float(np.max(data.freq))
+    uv = np.abs(data.uvw[:, :2]).max(axis=1) / lam if data.uvw.size else np.zeros(0)
+    limit = 0.5 / cell_rad
+    n_over = comm.allreduce(int(np.count_nonzero(uv > limit)), op=MPI.SUM)
+    uv_max = comm.allreduce(float(uv.max()) if uv.size else 0.0, op=MPI.MAX)
+    n_rows = comm.allreduce(int(uv.size), op=MPI.SUM)
+    if n_over and comm.rank == 0:
+        warnings.warn(
+            f"image.cell_arcsec: {cell_arcsec:g} arcsec is too coarse for the longest "
+            f"baselines ({uv_max:.0f} wavelengths need <= {limit / uv_max * cell_arcsec:.3g} "
+            f"arcsec): {n_over} of {n_rows} rows lie beyond the uv grid and alias; the PSF is "
+            "undersampled. Use a smaller cell for a faithful image.",
+            stacklevel=3,
         )
 
 
@@ -183,6 +240,12 @@ def _check_resumable(ckpt_path, cfg):
             )
 
 
+def _loop_end(state):
+    if state.get("interrupted"):
+        return "(interrupted)"
+    return "(stopped early)" if state.get("stopped") else "(done)"
+
+
 def _deconvolve(ctx, dirty, psf, timer):
     """CLEAN (Cotton-Schwab) or ADMM on the distributed operator; returns
     ({model, residual, restored}, beam_deg, extra /run attributes)."""
@@ -197,9 +260,25 @@ def _deconvolve(ctx, dirty, psf, timer):
     shape = dirty.shape
     verbose = ctx["verbose"]
     do_ckpt = bool(cfg["output"]["checkpoint"]) or dcfg["stop_after_major"] > 0
+    signals = ctx["signals"]
+    written = {"at": None}  # counters of the latest checkpoint written
 
     def log(msg):
         _log(comm, verbose, msg)
+
+    def stop_check():
+        # Collective (the loop calls it on every rank after a checkpoint): Allreduce(MAX)
+        # of the stop-signal flags, so every rank stops after the same cycle.
+        return signals.stop_requested()
+
+    def interrupted(at):
+        return JobInterrupted(
+            f"stopped by {signals.signal_name()} after {at}; the checkpoint "
+            f"{ctx['ckpt_path']} is complete",
+            signal_name=signals.signal_name(),
+            checkpoint=ctx["ckpt_path"],
+            rank=comm.rank,
+        )
 
     rdt = np.real(vis).dtype
 
@@ -247,9 +326,7 @@ def _deconvolve(ctx, dirty, psf, timer):
             }
             residual = residual_of(state["model"])
 
-        def on_ckpt(st):
-            if not do_ckpt:
-                return
+        def write_ckpt(st):
             arrays = (
                 {} if st["auto_mask"] is None else {"auto_mask": st["auto_mask"].astype(np.uint8)}
             )
@@ -269,9 +346,24 @@ def _deconvolve(ctx, dirty, psf, timer):
                     counters=counters,
                     arrays=arrays,
                 )
+            written["at"] = ("clean", st["nmajor"], st["iters"])
+
+        def on_ckpt(st):
+            if do_ckpt:
+                write_ckpt(st)
+
+        prog = Progress(comm.rank, dcfg["nmajor"], "major cycle", verbose=verbose)
+        prog.n = state["nmajor"]
+
+        def cycle_residual(model):
+            _fault_point(comm.rank, "major")
+            r = residual_of(model)
+            timer.count("major cycles")
+            prog.update(1)
+            return r
 
         model, residual, state = cotton_schwab(
-            residual_of,
+            cycle_residual,
             residual,
             psf,
             dcfg,
@@ -279,8 +371,14 @@ def _deconvolve(ctx, dirty, psf, timer):
             user_mask=mask,
             state=state,
             on_checkpoint=on_ckpt,
-            log=log,
+            stop_check=stop_check,
+            log=lambda msg: prog.note(msg, level=1, labelled=False),
         )
+        prog.close(_loop_end(state))
+        if state.get("interrupted"):
+            if written["at"] != ("clean", state["nmajor"], state["iters"]):
+                write_ckpt(state)
+            raise interrupted(f"major cycle {state['nmajor']}")
         summary = {
             "algorithm": "clean",
             "major_cycles": state["nmajor"],
@@ -330,9 +428,7 @@ def _deconvolve(ctx, dirty, psf, timer):
             }
         log(f"ADMM: ||Phi_w||^2 = {op_norm:.6g}, epsilon = {eps:.6g} ({m} samples)")
 
-        def on_ckpt(st):
-            if not do_ckpt:
-                return
+        def write_ckpt(st):
             per_rank = {f"u/{b}": st["u"][b] for b in sara.mine}
             if st["weights"] is not None:
                 per_rank.update({f"weights/{b}": st["weights"][b] for b in sara.mine})
@@ -358,9 +454,29 @@ def _deconvolve(ctx, dirty, psf, timer):
                     row_id=ctx["row_id"],
                     nrows_total=ctx["nrows_total"],
                 )
+            written["at"] = ("admm", st["it"], st["round"])
+
+        def on_ckpt(st):
+            if do_ckpt:
+                write_ckpt(st)
+
+        prog = Progress(comm.rank, dcfg["niter"], "ADMM iteration", verbose=verbose)
+        prog.n = 0 if state is None else state["it"]
+        fwd_calls = [0]
+
+        def fwd_loop(x):
+            # admm() calls fwd once before its loop, then once per iteration
+            fwd_calls[0] += 1
+            if fwd_calls[0] > 1:
+                _fault_point(comm.rank, "major")
+                timer.count("ADMM iterations")
+            out = fwd(x)
+            if fwd_calls[0] > 1:
+                prog.update(1)
+            return out
 
         model, state = admm(
-            fwd,
+            fwd_loop,
             adj,
             y_w,
             shape,
@@ -377,8 +493,14 @@ def _deconvolve(ctx, dirty, psf, timer):
             checkpoint_every=dcfg["checkpoint_every"] if do_ckpt else 0,
             on_checkpoint=on_ckpt,
             stop_after=dcfg["stop_after_major"],
-            log=log,
+            stop_check=stop_check,
+            log=lambda msg: prog.note(msg, level=1, labelled=False),
         )
+        prog.close(_loop_end(state))
+        if state.get("interrupted"):
+            if written["at"] != ("admm", state["it"], state["round"]):
+                write_ckpt(state)
+            raise interrupted(f"ADMM iteration {state['it']}")
         residual = residual_of(model)
         summary = {
             "algorithm": "admm",
@@ -404,6 +526,26 @@ def _deconvolve(ctx, dirty, psf, timer):
     return images, beam, {"deconvolution_json": json.dumps(summary)}
 
 
+def _user_errors():
+    """Exceptions raised collectively (the same on every rank): they may propagate to the
+    CLI on every rank without any rank left waiting."""
+    from radimg.config import ConfigError
+    from radimg.io.ms import MSError
+    from radimg.io.product import ProductError
+
+    return (
+        JobInterrupted,
+        ConfigError,
+        MSError,
+        ProductError,
+        FileExistsError,
+        FileNotFoundError,
+        PermissionError,
+        NotADirectoryError,
+        NotImplementedError,
+    )
+
+
 def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | None:
     """Run the imaging job described by the resolved config ``cfg`` on every rank.
 
@@ -422,15 +564,41 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
     -------
     str or None
         The product path on rank 0, None elsewhere.
+
+    Raises
+    ------
+    JobInterrupted
+        On every rank, when SIGTERM/SIGUSR1 stopped deconvolution after a checkpoint.
+    ConfigError, MSError, ProductError, OSError, NotImplementedError
+        User errors, raised on every rank alike. Any other exception on a rank of a
+        multi-rank job is reported with its rank and aborts the job (``MPI_Abort(1)``).
     """
-    from radimg.parallel.mpi import get_comm, install_abort_handler
+    from radimg.parallel.mpi import (
+        StopSignals,
+        abort_on_exception,
+        get_comm,
+        install_abort_handler,
+    )
 
     if comm is None:
         comm = get_comm()
     install_abort_handler(comm)
-    timer = Timer()
-    t_start = time.perf_counter()
+    timer = StageTimer()
+    signals = StopSignals(comm).install()
+    try:
+        return _run(cfg, resume, verbose, comm, timer, signals)
+    except BaseException as exc:
+        if comm.size > 1 and not isinstance(exc, _user_errors()):
+            # One rank failed (or was interrupted) alone: end the job now rather than
+            # leave the other ranks in their next collective.
+            abort_on_exception(comm, exc, 130 if isinstance(exc, KeyboardInterrupt) else 1)
+        raise
+    finally:
+        signals.restore()
 
+
+def _run(cfg, resume, verbose, comm, timer, signals):
+    """The body of :func:`run` (same arguments, plus this rank's timer and stop signals)."""
     from radimg.config import to_yaml
     from radimg.io import ms as msio
     from radimg.io.product import check_output_path, write_product
@@ -467,6 +635,11 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
     # Refuse an unusable output before any expensive work. A resumed run replaces the
     # product its interrupted part wrote.
     _collective_check(comm, check_output_path, out_cfg["path"], out_cfg["overwrite"] or resume)
+    if comm.rank == 0:
+        from radimg.io.product import remove_stale_temporaries
+
+        for p in remove_stale_temporaries(out_cfg["path"]) + remove_stale_temporaries(ckpt_path):
+            _log(comm, verbose, f"removed {p}, left by an interrupted run")
 
     with timer.stage("simulate"):
         if in_cfg["simulate"]:
@@ -485,6 +658,7 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
             raise msio.MSError(f"{in_cfg['ms']}: the Measurement Set has zero rows")
         start, stop = msio.row_ranges(meta["nrows"], comm.size)[comm.rank]
         err, data = None, None
+        prog = Progress(comm.rank, stop - start, "reading rows (rank 0)", verbose=verbose)
         try:
             data = msio.read_ms(
                 in_cfg["ms"],
@@ -494,9 +668,13 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
                 spw=in_cfg["spw"],
                 field=in_cfg["field"],
                 precision=gcfg["precision"],
+                on_chunk=lambda done, total: prog.set(done),
             )
+            prog.set(stop - start)
         except (ValueError, OSError) as exc:
             err = exc
+        prog.close("" if err is None else "(failed)")
+        _fault_point(comm.rank, "read")
         _any_rank_error(comm, err)
         n_bad = comm.allreduce(int(data.n_nonfinite_flagged))
         n_good = comm.allreduce(int(np.count_nonzero(data.weight)))
@@ -528,6 +706,7 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
             )
     npix_x, npix_y = fft_friendly(npix_x), fft_friendly(npix_y)
     cell_rad = float(img_cfg["cell_arcsec"]) * ARCSEC
+    _warn_if_aliased(comm, data, cell_rad, img_cfg["cell_arcsec"])
 
     nthreads = threads_per_rank(comm, gcfg["nthreads"])
     opkw = dict(
@@ -558,6 +737,7 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
         del data.vis
 
     with timer.stage("weights"):
+        _fault_point(comm.rank, "weights")
         from radimg.ops.weighting import density_grid, imaging_weights
 
         scheme = img_cfg["weighting"]
@@ -604,9 +784,17 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
             comm.Allreduce(img, out, op=MPI.SUM)  # AllSumAll (eq. 7)
             return out
 
-    with timer.stage("psf"):
+    with (
+        timer.stage("psf"),
+        Progress(comm.rank, None, "gridding PSF", verbose=verbose, ticker=True),
+    ):
+        _fault_point(comm.rank, "psf")
         psf = image_of(np.ones_like(vis)) / wsum
-    with timer.stage("dirty"):
+    with (
+        timer.stage("dirty"),
+        Progress(comm.rank, None, "gridding dirty image", verbose=verbose, ticker=True),
+    ):
+        _fault_point(comm.rank, "dirty")
         dirty = image_of(vis) / wsum
     _log(comm, verbose, f"dirty image peak {dirty.max():.4g} Jy/beam, PSF peak {psf.max():.4f}")
 
@@ -630,15 +818,18 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
             resume=resume,
             verbose=verbose,
             cell_deg=float(np.degrees(cell_rad)),
+            signals=signals,
         )
+        # From here a stop signal ends the job after the next checkpoint (JobInterrupted),
+        # or, once deconvolution is over, after the product is written.
+        signals.defer(True)
         with timer.stage("deconvolve"):
             deconv_images, beam, extra_attrs = _deconvolve(ctx, dirty, psf, timer)
         images.update(deconv_images)
         wcs_info.update(bmaj_deg=beam[0], bmin_deg=beam[1], bpa_deg=beam[2])
 
-    timings = dict(timer.stages)
-    timings["total"] = time.perf_counter() - t_start
-    all_timings = comm.gather(timings, root=0)
+    signals.defer(True)  # the product is seconds away: finish it rather than lose it
+    records = comm.gather(timer.record(), root=0)
     n_local = int(np.count_nonzero(wgt))
     lb = comm.gather({"samples": n_local}, root=0)
     lb_dist = op.load_balance() if distributed else None
@@ -659,7 +850,7 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
             "config_yaml": to_yaml(cfg),
             "radimg_version": __version__,
             "n_ranks": comm.size,
-            "timings_json": json.dumps({"rank0": timings, "per_rank": all_timings}),
+            "timings_json": json.dumps(timings_record(records)),
             "load_balance_json": json.dumps(lb_record),
         }
         run_attrs.update(extra_attrs)
@@ -673,7 +864,7 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
 
             export_fits(out_cfg["path"], out_cfg["fits_dir"])
         if verbose >= 1:
-            print(_timing_table(all_timings), flush=True)
+            print(records_table(records), flush=True)
             print(
                 f"[radimg] load balance ({lb_record['scheme']}): samples per rank "
                 f"{lb_record['samples_per_rank']}, max/mean load {lb_record['max_over_mean']:.4f}",
@@ -682,12 +873,3 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
             print(f"[radimg] wrote {out_cfg['path']}", flush=True)
     comm.Barrier()
     return product
-
-
-def _timing_table(per_rank):
-    names = list(per_rank[0].keys())
-    head = f"{'stage':<16}" + "".join(f"{'rank ' + str(r):>10}" for r in range(len(per_rank)))
-    lines = [head]
-    for n in names:
-        lines.append(f"{n:<16}" + "".join(f"{t.get(n, 0.0):>9.2f}s" for t in per_rank))
-    return "\n".join(lines)

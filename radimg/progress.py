@@ -184,15 +184,16 @@ class Progress:
         """Set the count to ``n`` (for loops that know where they are, e.g. after resume)."""
         self.update(n - self.n, **postfix)
 
-    def note(self, msg: str, level: int = VERBOSE) -> None:
+    def note(self, msg: str, level: int = VERBOSE, labelled: bool = True) -> None:
         """A line (shown from verbosity ``level``, default verbose only) that does not
-        disturb the progress line."""
+        disturb the progress line; ``labelled`` puts the progress label before it."""
         if not self.enabled or self.verbose < level:
             return
         with self._lock:
             if self.tty and self._width:
                 self.stream.write("\r" + " " * self._width + "\r")
-            print(f"{PREFIX} {self.label}: {msg}", file=self.stream, flush=True)
+            text = f"{self.label}: {msg}" if labelled else msg
+            print(f"{PREFIX} {text}", file=self.stream, flush=True)
             self._width = 0
 
     def close(self, note: str | None = None) -> None:

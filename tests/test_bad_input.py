@@ -281,6 +281,17 @@ def test_truncated_ms_data_file(ms, tmp_path, which):
     refused(r, "trunc.ms", product=tmp_path / "out" / "run.h5")
 
 
+def test_corrupt_table_descriptor(ms, tmp_path):
+    """Garbage over the main table's descriptor (table.dat), size unchanged."""
+    bad = tmp_path / "corrupt.ms"
+    shutil.copytree(ms, bad)
+    with open(bad / "table.dat", "r+b") as f:
+        f.seek(64)
+        f.write(np.random.default_rng(1).integers(0, 256, 256, dtype=np.uint8).tobytes())
+    cfg = write_config(tmp_path, ms=bad)
+    refused(radimg("run", cfg, timeout=120), "corrupt.ms", product=tmp_path / "out" / "run.h5")
+
+
 def test_missing_subtable(ms, tmp_path):
     bad = tmp_path / "nospw.ms"
     shutil.copytree(ms, bad)
@@ -289,7 +300,28 @@ def test_missing_subtable(ms, tmp_path):
     refused(radimg("run", cfg), "nospw.ms", "SPECTRAL_WINDOW", product=tmp_path / "out" / "run.h5")
 
 
+def test_memory_plan_over_budget_prints_the_plan(ms, tmp_path):
+    cfg = write_config(tmp_path, ms=ms)
+    r = radimg("run", cfg, "--mem-per-rank", "1MiB")
+    refused(r, "resources.mem_per_rank", "1MiB", product=tmp_path / "out" / "run.h5")
+    for part in ("DOES NOT FIT", "samples", "stack_grids", "more ranks needed"):
+        assert part in r.stderr, (part, r.stderr)
+
+
 # ---- warnings, not refusals --------------------------------------------------------------
+
+
+def test_cell_too_coarse_for_the_baselines_warns_of_aliasing(ms, tmp_path):
+    # MWA's ~2.9 km baselines at 150 MHz need cells <= ~75 arcsec; 600 arcsec aliases
+    cfg = write_config(tmp_path, ms=ms, **{"image.cell_arcsec": 600.0})
+    r = radimg("run", cfg)
+    assert r.returncode == 0, r.stderr
+    assert "radimg: warning: image.cell_arcsec: 600 arcsec is too coarse" in r.stderr, r.stderr
+    assert "alias" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "out" / "run.h5").exists()
+    fine = write_config(tmp_path, name="fine.yaml", ms=ms, **{"image.cell_arcsec": 60.0})
+    r = radimg("run", fine)
+    assert r.returncode == 0 and "alias" not in r.stderr, r.stderr
 
 
 def test_npix_not_fft_friendly_is_rounded_up_with_a_warning(ms, tmp_path):

@@ -318,11 +318,15 @@ def test_interrupted_run_exits_3_and_says_how_to_resume(monkeypatch, demo, capsy
             raise JobInterrupted("stopped by SIGTERM after major cycle 2; the checkpoint x", rank)
 
         fake_module(monkeypatch, "radimg.pipeline", run=run, JobInterrupted=JobInterrupted)
-        assert cli.main(["run", demo]) == 3 == cli.EXIT_INTERRUPTED
+        argv = ["run", demo, "--set", "output.path=/x y/r.h5", "--set", "image.npix=256"]
+        assert cli.main(argv) == 3 == cli.EXIT_INTERRUPTED
         err = capsys.readouterr().err
         if shown:
             assert "SIGTERM after major cycle 2" in err
-            assert f"radimg run {demo} --resume" in err
+            resume = (
+                f"radimg run {demo} --set 'output.path=/x y/r.h5' --set image.npix=256 --resume"
+            )
+            assert resume in err, err
         else:
             assert err == ""  # one message per job, from rank 0
 

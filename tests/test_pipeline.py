@@ -54,9 +54,7 @@ def radimg(*args, ranks=None, timeout=300):
         cmd = [MPIEXEC, "-n", str(ranks), *cmd]
     env = dict(os.environ)
     env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
-    return subprocess.run(
-        cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
-    )
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +98,22 @@ def test_run_result_independent_of_rank_count(sim_dir):
     ref = read_product(sim_dir / "out" / "run.h5")["images"]
     for n in (2, 3):
         out = sim_dir / f"r{n}.h5"
-        r = radimg(
-            "run", sim_dir / "cfg.yaml", "--set", f"output.path={out}", ranks=n
-        )
+        r = radimg("run", sim_dir / "cfg.yaml", "--set", f"output.path={out}", ranks=n)
         assert r.returncode == 0, r.stdout + r.stderr
-        got = read_product(out)["images"]
+        prod = read_product(out)
+        got = prod["images"]
         for name in ("dirty", "psf"):
             scale = np.abs(ref[name]).max()
             assert np.abs(got[name] - ref[name]).max() <= 1e-6 * scale, (n, name)
+        # the stage table at the end, and the same figures per rank in the product
+        table = r.stdout[r.stdout.index("stage") :]
+        assert f"rank {n - 1}" in table and "max/mean" in table and "peak memory" in table
+        for stage in ("read", "operator setup", "weights", "psf", "dirty", "total"):
+            assert f"\n{stage} " in table, stage
+        t = prod["timings"]
+        assert len(t["per_rank"]) == len(t["peak_rss_bytes_per_rank"]) == n
+        assert all(p["peak_rss_bytes"] > 2**20 and p["dirty"] > 0 for p in t["per_rank"])
+        assert t["counters_per_rank"] == [{}] * n
 
 
 def test_export_fits_opens_with_astropy(sim_dir, tmp_path):
@@ -158,7 +164,11 @@ def test_not_an_ms(tmp_path):
 def test_missing_data_column(sim_dir, tmp_path):
     cfg = small_config(
         tmp_path,
-        **{"input.simulate": False, "input.ms": str(sim_dir / "sim.ms"), "input.datacolumn": "CORRECTED_DATA"},
+        **{
+            "input.simulate": False,
+            "input.ms": str(sim_dir / "sim.ms"),
+            "input.datacolumn": "CORRECTED_DATA",
+        },
     )
     _expect_refusal(radimg("run", cfg), "CORRECTED_DATA", product=tmp_path / "out" / "run.h5")
 
@@ -183,7 +193,9 @@ def test_zero_rows(tmp_path):
         antenna_names=lay.names,
     )
     cfg = small_config(tmp_path, **{"input.simulate": False, "input.ms": str(ms)})
-    _expect_refusal(radimg("run", cfg), "empty.ms", "zero rows", product=tmp_path / "out" / "run.h5")
+    _expect_refusal(
+        radimg("run", cfg), "empty.ms", "zero rows", product=tmp_path / "out" / "run.h5"
+    )
 
 
 @pytest.mark.parametrize("ranks", [None, 2])
@@ -220,7 +232,12 @@ def test_output_exists_refused_without_overwrite(sim_dir, tmp_path):
     out.write_bytes(b"precious")
     cfg = small_config(
         tmp_path,
-        **{"input.simulate": False, "input.ms": str(sim_dir / "sim.ms"), "output.path": str(out), "output.overwrite": False},
+        **{
+            "input.simulate": False,
+            "input.ms": str(sim_dir / "sim.ms"),
+            "output.path": str(out),
+            "output.overwrite": False,
+        },
     )
     _expect_refusal(radimg("run", cfg), "exists.h5")
     assert out.read_bytes() == b"precious"
@@ -231,7 +248,11 @@ def test_output_dir_not_writable(sim_dir, tmp_path):
     blocker.write_text("x")
     cfg = small_config(
         tmp_path,
-        **{"input.simulate": False, "input.ms": str(sim_dir / "sim.ms"), "output.path": str(blocker / "run.h5")},
+        **{
+            "input.simulate": False,
+            "input.ms": str(sim_dir / "sim.ms"),
+            "output.path": str(blocker / "run.h5"),
+        },
     )
     _expect_refusal(radimg("run", cfg), str(blocker))
 
@@ -290,3 +311,27 @@ def test_gpu_requested_without_gpu_fails_at_start(tmp_path):
     cfg = small_config(tmp_path, **{"gridder.device": "gpu"})
     r = radimg("run", cfg, ranks=2)
     _expect_refusal(r, "gridder.device", product=tmp_path / "out" / "run.h5")
+
+
+def test_quiet_prints_nothing_but_warnings_and_verbose_more(sim_dir, tmp_path):
+    cfg = small_config(tmp_path, **{"input.simulate": False, "input.ms": str(sim_dir / "sim.ms")})
+    r = radimg("run", cfg, "-q", ranks=2)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    assert all(ln.startswith("radimg: warning:") for ln in r.stderr.splitlines()), r.stderr
+    normal = radimg("run", cfg)
+    assert normal.returncode == 0, normal.stderr
+    assert "peak memory" in normal.stdout and "[radimg] wrote" in normal.stdout
+    assert "[radimg] gridding dirty image" in normal.stderr  # the stage's final line
+    verbose = radimg("run", cfg, "-v")
+    assert verbose.returncode == 0, verbose.stderr
+    assert verbose.stderr.count("[radimg] reading rows") > normal.stderr.count(
+        "[radimg] reading rows"
+    )
+
+
+def test_info_shows_the_stage_table(sim_dir):
+    r = radimg("info", sim_dir / "out" / "run.h5")
+    assert r.returncode == 0, r.stderr
+    assert "timings (per rank):" in r.stdout and "peak memory" in r.stdout
+    assert "dirty" in r.stdout.split("timings (per rank):")[1]

@@ -131,12 +131,14 @@ def test_close_note_and_verbose_batch_prints_every_step():
     for _ in range(3):
         clk.t += 1
         p.update(1)
-    p.note("major 3: peak 0.1 Jy", level=1)
+    p.note("peak 0.1 Jy", level=1)
+    p.note("major 3: peak 0.1 Jy", level=1, labelled=False)
     p.close("(interrupted)")
     lines = s.getvalue().splitlines()
-    assert len(lines) == 5, lines
+    assert len(lines) == 6, lines
     assert lines[-1].endswith("(interrupted)") and "3/20" in lines[-1]
-    assert lines[3] == "[radimg] major cycle: major 3: peak 0.1 Jy"
+    assert lines[3] == "[radimg] major cycle: peak 0.1 Jy"
+    assert lines[4] == "[radimg] major 3: peak 0.1 Jy"
     # normal verbosity: a batch log's first line only after the interval, then the final one
     s2, clk2 = io.StringIO(), Clock()
     with Progress(0, 5, "reading rows", stream=s2, tty=False, interval_s=30, clock=clk2) as q:

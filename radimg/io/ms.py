@@ -337,6 +337,7 @@ def _read_ms(
     spw: int = 0,
     field: int = 0,
     precision: str = "single",
+    on_chunk=None,
 ) -> VisData:
     """Read Stokes I visibilities, weights and uvw of one row range of a Measurement Set.
 
@@ -360,6 +361,8 @@ def _read_ms(
         Spectral window and field to select.
     precision : {"single", "double"}
         complex64/float32 or complex128/float64 output.
+    on_chunk : callable(rows_done, rows_in_range), optional
+        Called before each chunk is read (progress reporting).
 
     Returns
     -------
@@ -410,6 +413,8 @@ def _read_ms(
         n_bad = 0
         ws_checked = {}
         for a in range(start, stop, chunk_rows):
+            if on_chunk is not None:
+                on_chunk(a - start, stop - start)
             n = min(chunk_rows, stop - a)
             ddid = t.getcol("DATA_DESC_ID", a, n)
             fid = t.getcol("FIELD_ID", a, n)

@@ -627,6 +627,31 @@ def _size(nbytes: int) -> str:
     return ""
 
 
+def _timings_table(obj) -> str | None:
+    """The run's stage table (``radimg.progress.stage_table``) from ``timings_json`` as
+    ``radimg run`` writes it; None for any other layout (then shown as a tree)."""
+    from radimg.progress import stage_table
+
+    if not (isinstance(obj, dict) and "peak_rss_bytes_per_rank" in obj):
+        return None  # an older or hand-made layout
+    per_rank = obj.get("per_rank")
+    if not (isinstance(per_rank, list) and per_rank and all(isinstance(r, dict) for r in per_rank)):
+        return None
+    try:
+        seconds = [{k: float(v) for k, v in r.items() if k != "peak_rss_bytes"} for r in per_rank]
+        mem = (
+            [r["peak_rss_bytes"] for r in per_rank]
+            if all("peak_rss_bytes" in r for r in per_rank)
+            else None
+        )
+        counters = obj.get("counters_per_rank")
+        if not (isinstance(counters, list) and len(counters) == len(per_rank)):
+            counters = None
+        return stage_table(seconds, mem, counters)
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
 def info_text(path: str | os.PathLike) -> str:
     """What a product holds, as text for ``radimg info``.
 
@@ -696,6 +721,11 @@ def info_text(path: str | os.PathLike) -> str:
             obj = json.loads(run.get(attr, "{}"))
         except (TypeError, ValueError):
             obj = run.get(attr)
+        table = _timings_table(obj) if attr == "timings_json" else None
+        if table is not None:
+            lines.append("  timings (per rank):")
+            lines += ["    " + ln for ln in table.splitlines()]
+            continue
         lines.append(f"  {title}:" + ("" if obj else " none recorded"))
         _fmt_tree(obj, 4, lines)
     other = {k: v for k, v in run.items() if k not in RUN_KEYS}

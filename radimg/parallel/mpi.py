@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from contextlib import contextmanager
 
@@ -49,6 +50,11 @@ def is_root(comm, root: int = 0) -> bool:
     return comm_rank_size(comm)[0] == root
 
 
+# Before MPI_Abort: let the launcher forward what this rank just wrote to stderr (hydra
+# kills the ranks and may drop output still in its pipes).
+IO_DRAIN_S = 0.3
+
+
 def report_exception(comm, exc_type, exc, tb, stream=None) -> None:
     """Write a traceback to stderr with every line prefixed ``[rank R/N]``, and flush."""
     rank, size = comm_rank_size(comm)
@@ -72,6 +78,7 @@ def abort_on_exception(comm, exc: BaseException, exit_code: int = 1, stream=None
     only must not leave the other ranks blocked in their next collective.
     """
     report_exception(comm, type(exc), exc, exc.__traceback__, stream)
+    time.sleep(IO_DRAIN_S)
     comm.Abort(exit_code)
 
 
@@ -90,6 +97,7 @@ def install_abort_handler(comm, exit_code: int = 1, stream=None) -> None:
         if comm is None:
             previous(exc_type, exc, tb)
             return
+        time.sleep(IO_DRAIN_S)
         comm.Abort(exit_code)
 
     sys.excepthook = _hook
@@ -202,16 +210,21 @@ class StopSignals:
         return self._flag.is_set()
 
     def stop_requested(self) -> bool:
-        """Collective: True on every rank when any rank has received a stop signal."""
-        local = 1 if self._flag.is_set() else 0
-        if self.comm is None:
-            return bool(local)
-        from mpi4py import MPI
+        """Collective: True on every rank when any rank has received a stop signal (then
+        :meth:`signal_name` names the same signal everywhere)."""
+        local = int(self.signum or 0) if self._flag.is_set() else 0
+        if self.comm is not None:
+            from mpi4py import MPI
 
-        return bool(self.comm.allreduce(local, op=MPI.MAX))
+            local = int(self.comm.allreduce(local, op=MPI.MAX))
+        if local:
+            self._agreed = local
+        return bool(local)
 
     def signal_name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else "a stop signal"
+        """The stop signal agreed by the last :meth:`stop_requested` (else this rank's)."""
+        num = getattr(self, "_agreed", None) or self.signum
+        return signal.Signals(num).name if num else "a stop signal"
 
     # ---- internals ------------------------------------------------------------------
 
@@ -270,6 +283,7 @@ class StopSignals:
             pass
         if self.comm is None or self.size == 1:
             os._exit(code)
+        time.sleep(IO_DRAIN_S)
         self.comm.Abort(code)
 
 
