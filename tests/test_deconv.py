@@ -261,3 +261,19 @@ def test_conv_centred_matches_direct_convolution(kshape):
                 m //= p
         assert m == 1 and g >= n
         assert all(_good_size(j) == g for j in range(n, g + 1))  # nothing 5-smooth between
+
+
+def test_spectral_conv_matches_conv_centred():
+    """Cached-spectrum convolutions (one image spectrum shared by several kernels of
+    different sizes) equal one-off ``conv_centred`` calls."""
+    from radimg.deconv.image import SpectralConv, conv_centred
+
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((40, 52))
+    ks = [rng.standard_normal(s) for s in ((1, 1), (9, 9), (40, 52), (13, 6))]
+    sc = SpectralConv(a.shape, ks)
+    spec = sc.spectrum(a)
+    for i, k in enumerate(ks):
+        want = conv_centred(a, k)
+        assert np.abs(sc.apply(spec, i) - want).max() <= 1e-12 * np.abs(want).max()
+        assert np.abs(sc(a, i) - want).max() <= 1e-12 * np.abs(want).max()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from radimg.deconv.image import SpectralConv
 from radimg.kernels._jit import JIT_OPTIONS
 
 __all__ = [
@@ -145,14 +146,6 @@ def _subminor_kernel(img, psf2, comp, mask, norm, gain, stop, niter):
 # ----------------------------------------------------------------------------- wrappers
 
 
-def _fft_conv(a, k):
-    """Linear convolution of image ``a`` with a centred kernel ``k`` (``k[ky//2, kx//2]``
-    maps ``a[p]`` onto ``p``; an even-sized kernel is not shifted by half a pixel)."""
-    from radimg.deconv.image import conv_centred
-
-    return conv_centred(a, k)
-
-
 def hogbom_minor(residual, psf, model, mask, *, gain, stop, niter):
     """Hogbom CLEAN until the peak |residual| in ``mask`` is <= ``stop`` or ``niter``.
 
@@ -199,6 +192,7 @@ def clark_minor(residual, psf, model, mask, *, gain, stop, niter, patch_half=32)
     h = int(min(patch_half, cy, cx))
     patch = np.ascontiguousarray(psf[cy - h : cy + h + 1, cx - h : cx + h + 1])
     side = psf_sidelobe_outside(psf, h)
+    conv_psf = None  # PSF spectrum, made at the first full-residual update
     done = 0
     while done < niter:
         r = np.where(mask, np.abs(residual), 0.0)
@@ -232,7 +226,9 @@ def clark_minor(residual, psf, model, mask, *, gain, stop, niter, patch_half=32)
         model += comp
 
         # the full residual update (Clark's "major" step inside the minor cycle)
-        residual -= _fft_conv(comp, psf)
+        if conv_psf is None:
+            conv_psf = SpectralConv(residual.shape, [psf])
+        residual -= conv_psf(comp)
         done += n
     return done
 
@@ -298,7 +294,14 @@ def multiscale_minor(
     shape = residual.shape
     cy, cx = shape[0] // 2, shape[1] // 2
     kerns = scale_kernels(scales, shape)
-    kpsf = [psf if s == 0 else _fft_conv(psf, kerns[a]) for a, s in enumerate(scales)]
+    # kernels cropped to their support: the FFTs are N + kernel, not 2N
+    small = []
+    for a, s in enumerate(scales):
+        b = int(np.ceil(_KERNEL_CUT * s))
+        small.append(np.ascontiguousarray(kerns[a][cy - b : cy + b + 1, cx - b : cx + b + 1]))
+    conv_k = SpectralConv(shape, small)
+    conv_psf = SpectralConv(shape, [psf])
+    kpsf = [psf if s == 0 else conv_k(psf, a) for a, s in enumerate(scales)]
     peak_a = np.array([float(k[cy, cx]) for k in kpsf])  # B_a(0)
     psf2 = {}  # B_aa, made when a scale is first chosen
     smax = max(scales) or 1
@@ -327,10 +330,11 @@ def multiscale_minor(
     floor = np.inf  # lowest biased peak so far
     while done < niter:
         best, ba, imgs = -1.0, -1, {}
+        spec = conv_k.spectrum(residual)  # one forward FFT serves every scale
         for a, s in enumerate(scales):
             if not active[a]:
                 continue
-            img = residual.copy() if s == 0 else _fft_conv(residual, kerns[a])
+            img = residual.copy() if s == 0 else conv_k.apply(spec, a)
             py, _, val = _peak(img, masks[a])
             if py < 0:
                 continue
@@ -355,7 +359,7 @@ def multiscale_minor(
         if ba < 0 or best <= stop:
             break
         if ba not in psf2:
-            psf2[ba] = kpsf[ba] if scales[ba] == 0 else _fft_conv(kpsf[ba], kerns[ba])
+            psf2[ba] = kpsf[ba] if scales[ba] == 0 else conv_k(kpsf[ba], ba)
         # sub-minor threshold in units of I_a
         sub_stop = max(stop, (1.0 - subminor_gain) * best) * peak_a[ba] / bias[ba]
         comp = np.zeros(shape)
@@ -374,8 +378,8 @@ def multiscale_minor(
         if n == 0:
             break
         last = (ba, model.copy(), residual.copy(), n)
-        inc = comp if scales[ba] == 0 else _fft_conv(comp, kerns[ba])
+        inc = comp if scales[ba] == 0 else conv_k(comp, ba)
         model += inc
-        residual -= _fft_conv(inc, psf)
+        residual -= conv_psf(inc)
         done += n
     return done

@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "auto_mask",
     "box_mask",
+    "SpectralConv",
     "conv_centred",
     "fit_beam",
     "gaussian_beam_image",
@@ -281,6 +282,35 @@ def conv_centred(a, k):
     full = np.fft.irfft2(f, (sy, sx))
     cy, cx = k.shape[0] // 2, k.shape[1] // 2
     return full[cy : cy + a.shape[0], cx : cx + a.shape[1]]
+
+
+class SpectralConv:
+    """``conv_centred`` of images of one ``shape`` with fixed kernels, the kernels' spectra
+    computed once (minor cycles convolve with the same PSF / scale kernels many times).
+    All kernels share one fast FFT size, so an image's spectrum (``spectrum``) serves every
+    kernel (``apply``)."""
+
+    def __init__(self, shape, kernels):
+        self.shape = tuple(shape)
+        ks = [np.asarray(k, dtype=np.float64) for k in kernels]
+        self.size = (
+            _good_size(self.shape[0] + max(k.shape[0] for k in ks) - 1),
+            _good_size(self.shape[1] + max(k.shape[1] for k in ks) - 1),
+        )
+        self.centre = [(k.shape[0] // 2, k.shape[1] // 2) for k in ks]
+        self.spectra = [np.fft.rfft2(k, self.size) for k in ks]
+
+    def spectrum(self, a):
+        return np.fft.rfft2(np.asarray(a, dtype=np.float64), self.size)
+
+    def apply(self, spec, i):
+        """The image whose spectrum is ``spec`` convolved with kernel ``i``."""
+        full = np.fft.irfft2(spec * self.spectra[i], self.size)
+        cy, cx = self.centre[i]
+        return full[cy : cy + self.shape[0], cx : cx + self.shape[1]]
+
+    def __call__(self, a, i=0):
+        return self.apply(self.spectrum(a), i)
 
 
 def restore(model, residual, beam_deg, cell_deg):
