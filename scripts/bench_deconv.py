@@ -89,7 +89,7 @@ def _radimg_breakdown(timings, wall):
     """Seconds per part of a radimg run from the product's rank-0 stage timings."""
     t = dict(timings)
     get = t.get
-    major = get("major: predict", 0.0) + get("major: image", 0.0)
+    major = get("major: predict", 0.0) + get("major: image", 0.0) + get("major: residual", 0.0)
     minor = get("deconvolve", 0.0) - major - get("restore", 0.0) - get("checkpoint", 0.0)
     out = {
         "setup (read, operator, weights)": get("read", 0.0)
@@ -99,6 +99,7 @@ def _radimg_breakdown(timings, wall):
         "psf + dirty": get("psf", 0.0) + get("dirty", 0.0),
         "major: predict": get("major: predict", 0.0),
         "major: image": get("major: image", 0.0),
+        "major: residual (GPU operator)": get("major: residual", 0.0),
         "minor cycles (+ bookkeeping)": max(0.0, minor),
         "restore (beam fit + convolution)": get("restore", 0.0),
         "checkpoint": get("checkpoint", 0.0),
