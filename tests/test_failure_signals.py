@@ -80,3 +80,19 @@ def test_sigterm_outside_deferral_ends_the_process_at_once_with_143():
     assert "not stopped" not in out
     assert "SIGTERM received before deconvolution could checkpoint" in err
     assert "nothing to resume" in err
+
+
+def test_install_outside_the_main_thread_is_a_no_op():
+    import threading
+
+    box = {}
+
+    def body():
+        s = StopSignals(None).install()
+        box["flag"] = s.stop_requested()
+        s.restore()
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join(10)
+    assert box == {"flag": False}
