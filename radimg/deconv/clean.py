@@ -235,8 +235,8 @@ def clark_minor(residual, psf, model, mask, *, gain, stop, niter, patch_half=32)
 
 def scale_kernels(scales_pix, shape):
     """Unit-sum, centred scale kernels (S, ny, nx): scale 0 is a delta; scale s > 0 is
-    Cornwell's tapered paraboloid of radius s/2... here a Gaussian with FWHM ``s`` pixels
-    cut at 3 FWHM (smooth in uv, so the cross PSFs stay compact)."""
+    a Gaussian with FWHM ``s`` pixels (instead of Cornwell's tapered paraboloid) cut at a
+    radius of ``_KERNEL_CUT`` FWHM (smooth in uv, so the cross PSFs stay compact)."""
     ny, nx = shape
     cy, cx = ny // 2, nx // 2
     y, x = np.mgrid[0:ny, 0:nx]
@@ -277,17 +277,23 @@ def multiscale_minor(
        source at ``p`` would have, so a point source scores the same on every scale and the
        bias (<= 1) sends it to scale 0; an extended source scores higher on the scale that
        matches it.
-    2. sub-minor loop on the chosen scale only (Hogbom on ``I_a`` with the doubly convolved
-       PSF ``B_aa = K_a * K_a * B``), component amplitude ``gain * I_a(p) / B_a(0)`` (WSClean's
-       normalisation: exact for a point source, smaller than the flux for an extended one,
-       so it never overshoots); it stops at ``(1 - subminor_gain)`` of its start peak.
+    2. sub-minor loop on the chosen scale only: Hogbom on ``I_a`` with the doubly convolved
+       PSF ``B_aa = K_a * K_a * B``, component amplitude ``gain * I_a(p) / B_aa(0)`` (each
+       step removes the fraction ``gain`` of the peak of ``I_a``: exact for a source shaped
+       like ``K_a``; it would overestimate a point source by ``B_a(0) / B_aa(0)``, which is
+       why step 1 scores point flux and the bias keeps points on scale 0). It stops at
+       ``(1 - subminor_gain)`` of its start peak.
     3. the new components, convolved with ``K_a``, are added to the model and subtracted from
        ``R`` by an FFT convolution with the PSF, so ``R`` stays exactly ``dirty - B * model``
        (no drift of per-scale images and no edge inconsistency) and step 1 restarts from
        freshly convolved ``I_a``.
 
     Stops when the biased peak is <= ``stop`` (which bounds |R| too, as scale 0 has bias 1)
-    or after ``niter`` components. Returns the number of components; ``residual`` and
+    or after ``niter`` components. Guards: scale-s components stay a kernel radius inside
+    the image, scales whose kernel is wider than half the image are left out, and a pass
+    after which the biased peak exceeds 1.5 x the lowest seen is undone (its scale dropped;
+    at scale 0 the minor cycle ends): PSF and ``B_aa`` are cut to the image, so far off
+    centre they are not exact and CLEAN could run away. Returns the number of components; ``residual`` and
     ``model`` are updated in place.
     """
     scales = sorted(set(int(s) for s in scales_pix) | {0})
