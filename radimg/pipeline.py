@@ -287,6 +287,10 @@ def _deconvolve(ctx, dirty, psf, timer):
             return op.dot(np.ascontiguousarray(model, dtype=rdt))
 
     def residual_of(model):
+        if getattr(op, "resident", False):  # GPU (issue #7): one image in, one image out
+            with timer.stage("major: residual"):
+                m = np.ascontiguousarray(model, dtype=np.float64)
+                return image_of(None, local=lambda: op.residual_image(m)) / wsum
         r = vis - predict(model)
         with timer.stage("major: image"):
             return image_of(r) / wsum
@@ -777,9 +781,15 @@ def _run(cfg, resume, verbose, comm, timer, signals):
             op = make_operator(
                 uvw, data.freq, npix_x, npix_y, cell_rad, weight_mask=wgt != 0, **opkw
             )
+            if use_gpu:
+                # Issue #7: samples and imaging weights go to the device once; the PSF, the
+                # dirty image and every major-cycle residual then move only images.
+                op.set_data(vis, wgt)
 
-        def image_of(v, w=wgt):
-            img = np.ascontiguousarray(op.hdot(v, w), dtype=np.float64)
+        def image_of(v, w=wgt, local=None):
+            # local: the GPU operator's image of its resident samples (v is then unused)
+            img = op.hdot(v, w) if local is None else local()
+            img = np.ascontiguousarray(img, dtype=np.float64)
             out = np.empty_like(img)
             comm.Allreduce(img, out, op=MPI.SUM)  # AllSumAll (eq. 7)
             return out
@@ -789,13 +799,14 @@ def _run(cfg, resume, verbose, comm, timer, signals):
         Progress(comm.rank, None, "gridding PSF", verbose=verbose, ticker=True),
     ):
         _fault_point(comm.rank, "psf")
-        psf = image_of(np.ones_like(vis)) / wsum
+        psf = (image_of(None, local=op.psf_image) if use_gpu
+               else image_of(np.ones_like(vis))) / wsum
     with (
         timer.stage("dirty"),
         Progress(comm.rank, None, "gridding dirty image", verbose=verbose, ticker=True),
     ):
         _fault_point(comm.rank, "dirty")
-        dirty = image_of(vis) / wsum
+        dirty = (image_of(None, local=op.dirty_image) if use_gpu else image_of(vis)) / wsum
     _log(comm, verbose, f"dirty image peak {dirty.max():.4g} Jy/beam, PSF peak {psf.max():.4f}")
 
     images = {"dirty": dirty, "psf": psf}
@@ -829,6 +840,9 @@ def _run(cfg, resume, verbose, comm, timer, signals):
         wcs_info.update(bmaj_deg=beam[0], bmin_deg=beam[1], bpa_deg=beam[2])
 
     signals.defer(True)  # the product is seconds away: finish it rather than lose it
+    if use_gpu:  # host <-> device bytes (set-up, per major cycle) as timing-table rows
+        for name, val in op.transfer_summary().items():
+            timer.set_counter(name, val)
     records = comm.gather(timer.record(), root=0)
     n_local = int(np.count_nonzero(wgt))
     lb = comm.gather({"samples": n_local}, root=0)
