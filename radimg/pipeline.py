@@ -41,8 +41,9 @@ ARCSEC = np.pi / (180.0 * 3600.0)
 #: Exit status of a run stopped by SIGTERM/SIGUSR1 after writing a checkpoint (cli.py).
 EXIT_INTERRUPTED = 3
 
-#: Test-only fault injection (tests/test_failure.py), e.g. "rank=1,stage=dirty" (raise) or
-#: "rank=all,stage=major,sleep=1.5" (slow every major cycle). Never set it in production.
+#: Test-only fault injection (tests/test_failure.py), e.g. "rank=1,stage=dirty" (raise
+#: RuntimeError; "error=NotImplementedError" for that type) or "rank=all,stage=major,sleep=1.5"
+#: (slow every major cycle). Never set it in production.
 FAULT_ENV = "RADIMG_FAULT_INJECT"
 
 
@@ -56,7 +57,8 @@ def _fault_point(rank, stage):
     if "sleep" in kv:
         time.sleep(float(kv["sleep"]))
         return
-    raise RuntimeError(
+    error = {"NotImplementedError": NotImplementedError}.get(kv.get("error"), RuntimeError)
+    raise error(
         f"{FAULT_ENV}: injected fault on rank {rank} at stage {stage!r} (t={time.time():.3f})"
     )
 
@@ -591,6 +593,17 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
     signals = StopSignals(comm).install()
     try:
         return _run(cfg, resume, verbose, comm, timer, signals)
+    except NotImplementedError as exc:
+        # An option combination this build lacks: the user changes the config (exit 2).
+        keys = ", ".join(
+            f"{sect}.{key}={cfg[sect][key]}"
+            for sect, key in (
+                ("wterm", "mode"),
+                ("gridder", "device"),
+                ("deconvolution", "algorithm"),
+            )
+        )
+        raise _config_error(f"unsupported combination ({keys}): {exc}") from exc
     except BaseException as exc:
         if comm.size > 1 and not isinstance(exc, _user_errors()):
             # One rank failed (or was interrupted) alone: end the job now rather than

@@ -381,3 +381,14 @@ def test_sigterm_during_admm_checkpoints_then_resume_matches(obs, tmp_path):
     assert rc == 0, stdout + err
     _same(read_product(out)["images"], read_product(ref)["images"])
     assert _ms_digest(obs["ms"]) == obs["digest"]
+
+
+def test_not_implemented_on_every_rank_is_a_user_error_naming_the_keys(obs, tmp_path):
+    out = tmp_path / "out" / "ni.h5"
+    cfg = _config(tmp_path, obs["ms"], out)
+    fault = "rank=all,stage=weights,error=NotImplementedError"
+    rc, stdout, err, _ = _run(["run", cfg], ranks=2, fault=fault)
+    assert rc == 2, stdout + err
+    assert "radimg: error: unsupported combination (wterm.mode=wstack" in err, err
+    assert "gridder.device=cpu" in err and "deconvolution.algorithm=clean" in err, err
+    assert "Traceback" not in err and not out.exists()
