@@ -145,3 +145,21 @@ def test_admm_stop_check_without_checkpoint_interval_writes_one():
         on_checkpoint=lambda s: saved.append(s["it"]),
     )
     assert st["it"] == 3 and st["interrupted"] and saved == [3]
+
+
+def test_read_checkpoint_refuses_a_product_that_is_not_one(tmp_path):
+    """A plain product (no checkpoint counters) and a missing file are clear errors."""
+    from radimg.deconv.checkpoint import read_checkpoint
+    from radimg.io.product import ProductError, make_wcs_info, write_product
+
+    p = tmp_path / "plain.h5"
+    write_product(
+        p,
+        {"model": np.zeros((4, 4))},
+        make_wcs_info(4, 4, 1e-4, (0.0, -0.5), 1.5e8),
+        {"config_yaml": "", "n_ranks": 1, "timings_json": "{}", "load_balance_json": "{}"},
+    )
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        read_checkpoint(p)
+    with pytest.raises(ProductError):
+        read_checkpoint(tmp_path / "missing.h5")

@@ -173,14 +173,17 @@ def read_checkpoint(path, row_id=None, vis_names=()):
     """
     import h5py
 
+    f = None
     try:
         f = h5py.File(os.fspath(path), "r")
         f["run"].attrs["checkpoint_json"]
     except (OSError, KeyError):
+        if f is not None:
+            f.close()
         from radimg.io.product import read_product
 
         read_product(path, images=False)  # raises the product's own error, naming the file
-        raise
+        raise ValueError(f"{os.fspath(path)} is a radimg product but not a checkpoint") from None
     with f:
         run = f["run"].attrs
         counters = json.loads(_text(run["checkpoint_json"]))
