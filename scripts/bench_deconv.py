@@ -293,8 +293,18 @@ def main(argv=None):
         "sources": srcs,
     }
     b = res["breakdown_s"]["radimg"]
+    nm = max(1, dec.get("major_cycles") or 1)
+    res["per_major_cycle_s"] = {
+        "predict": b["major: predict"] / nm,
+        "image": b["major: image"] / nm,
+        "minor": b["minor cycles (+ bookkeeping)"] / nm,
+    }
     print(f"wall: radimg {t_radimg:.2f} s, wsclean {t_ws:.2f} s ({t_radimg / t_ws:.2f}x)")
     print("radimg breakdown: " + ", ".join(f"{k} {v:.2f} s" for k, v in b.items()))
+    print(
+        "radimg per major cycle: "
+        + ", ".join(f"{k} {v:.3f} s" for k, v in res["per_major_cycle_s"].items())
+    )
     print("wsclean (its log): " + ", ".join(f"{k} {v:.2f} s" for k, v in ws_parts.items()))
     ba = res["beam_arcmin"]
     print(
