@@ -658,8 +658,8 @@ def _run(cfg, resume, verbose, comm, timer, signals):
         for p in remove_stale_temporaries(out_cfg["path"]) + remove_stale_temporaries(ckpt_path):
             _log(comm, verbose, f"removed {p}, left by an interrupted run")
 
-    with timer.stage("simulate"):
-        if in_cfg["simulate"]:
+    if in_cfg["simulate"]:  # a stage of the table only when there is one
+        with timer.stage("simulate"):
             made = _collective_check(comm, _simulate_if_needed, cfg, verbose)
             if made:
                 _log(comm, verbose, f"simulated observation written to {in_cfg['ms']}")
