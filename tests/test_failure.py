@@ -33,7 +33,7 @@ from small_sim import small_observation
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # launches mpiexec itself
 
 N = 128
 CELL = 60.0
