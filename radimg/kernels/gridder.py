@@ -50,8 +50,6 @@ __all__ = [
     "touched_tiles",
     "plane_to_image",
     "image_to_plane",
-    "prepare_vis",
-    "finish_vis",
 ]
 
 C_LIGHT = 299792458.0
@@ -359,175 +357,6 @@ def _sample_uvw(uvw, fscale, nchan, i):
     return row, ch, flip, u, v, w
 
 
-@numba.njit(**PARALLEL_JIT_OPTIONS)
-def _grid_plane_kernel(uvw, fscale, vis, weight, use_weight, raw, idx, p0, slot_start,
-                       slot_pmin, slot_pmax, colour_start, spec_f, W, Ww, p, coef, coefw, gr):
-    """gr: interleaved real view (nyp, 2 nxp) of the complex grid. ``raw``: vis already holds
-    weight, reflection and w-shift phase (see :func:`prepare_vis`)."""
-    nyp = gr.shape[0]
-    nxp = gr.shape[1] // 2
-    nchan = fscale.size
-    xscale, yscale, w0, dw, nshift = spec_f[0], spec_f[1], spec_f[4], spec_f[5], spec_f[6]
-    twopi = 2.0 * math.pi
-    W2 = 2 * W
-    for c in range(4):
-        for s in numba.prange(colour_start[c], colour_start[c + 1]):
-            if slot_pmin[s] > p or slot_pmax[s] < p:
-                continue
-            lo, hi = _run_for_plane(p0, slot_start[s], slot_start[s + 1], p, Ww)
-            if lo >= hi:
-                continue
-            ku = np.empty(W)
-            kv = np.empty(W)
-            kx2 = np.empty(W2, dtype=gr.dtype)
-            for k in range(lo, hi):
-                row, ch, flip, u, v, w = _sample_uvw(uvw, fscale, nchan, idx[k])
-                kw = 1.0
-                if Ww > 1:
-                    kw = _wtap(coefw, Ww, (w - w0) / dw, p)
-                    if kw == 0.0:
-                        continue
-                val = complex(vis[row, ch])
-                if not raw:
-                    if use_weight:
-                        val *= weight[row, ch]
-                    if flip:
-                        val = val.conjugate()
-                    if nshift != 0.0 and Ww > 1:
-                        ph = twopi * w * nshift
-                        val *= complex(math.cos(ph), -math.sin(ph))
-                val *= kw
-                jx0 = _taps(coef, W, u * xscale, ku) % nxp
-                jy = _taps(coef, W, v * yscale, kv) % nyp
-                vr, vi = val.real, val.imag
-                for b in range(W):
-                    kx2[2 * b] = vr * ku[b]
-                    kx2[2 * b + 1] = vi * ku[b]
-                x0 = 2 * jx0
-                nfirst = min(W2, 2 * nxp - x0)  # interleaved entries before the wrap
-                for a in range(W):
-                    ka = kv[a]
-                    grow = gr[jy]
-                    for q in range(nfirst):
-                        grow[x0 + q] += ka * kx2[q]
-                    for q in range(nfirst, W2):
-                        grow[q - nfirst] += ka * kx2[q]
-                    jy += 1
-                    if jy == nyp:
-                        jy = 0
-
-
-@numba.njit(**PARALLEL_JIT_OPTIONS)
-def _degrid_plane_kernel(uvw, fscale, gr, raw, idx, p0, slot_start, slot_pmin, slot_pmax,
-                         spec_f, W, Ww, p, coef, coefw, out):
-    """``raw``: add kernel-weighted sums only (no w-shift phase, no reflection conjugate); the
-    caller applies both once after the last plane (see :func:`finish_vis`)."""
-    nyp = gr.shape[0]
-    nxp = gr.shape[1] // 2
-    nchan = fscale.size
-    xscale, yscale, w0, dw, nshift = spec_f[0], spec_f[1], spec_f[4], spec_f[5], spec_f[6]
-    twopi = 2.0 * math.pi
-    W2 = 2 * W
-    nslots = slot_start.size - 1
-    for s in numba.prange(nslots):
-        if slot_pmin[s] > p or slot_pmax[s] < p:
-            continue
-        lo, hi = _run_for_plane(p0, slot_start[s], slot_start[s + 1], p, Ww)
-        if lo >= hi:
-            continue
-        ku = np.empty(W)
-        kv = np.empty(W)
-        acc2 = np.empty(W2, dtype=gr.dtype)
-        for k in range(lo, hi):
-            row, ch, flip, u, v, w = _sample_uvw(uvw, fscale, nchan, idx[k])
-            kw = 1.0
-            if Ww > 1:
-                kw = _wtap(coefw, Ww, (w - w0) / dw, p)
-                if kw == 0.0:
-                    continue
-            jx0 = _taps(coef, W, u * xscale, ku) % nxp
-            jy = _taps(coef, W, v * yscale, kv) % nyp
-            x0 = 2 * jx0
-            nfirst = min(W2, 2 * nxp - x0)
-            for q in range(W2):
-                acc2[q] = 0.0
-            for a in range(W):
-                ka = kv[a]
-                grow = gr[jy]
-                for q in range(nfirst):
-                    acc2[q] += ka * grow[x0 + q]
-                for q in range(nfirst, W2):
-                    acc2[q] += ka * grow[q - nfirst]
-                jy += 1
-                if jy == nyp:
-                    jy = 0
-            re = 0.0
-            im = 0.0
-            for b in range(W):
-                re += acc2[2 * b] * ku[b]
-                im += acc2[2 * b + 1] * ku[b]
-            acc = complex(re * kw, im * kw)
-            if not raw:
-                if nshift != 0.0 and Ww > 1:
-                    ph = twopi * w * nshift
-                    acc *= complex(math.cos(ph), math.sin(ph))
-                if flip:
-                    acc = acc.conjugate()
-            out[row, ch] += acc
-
-
-@numba.njit(**PARALLEL_JIT_OPTIONS)
-def _prepare_kernel(uvw, fscale, vis, weight, use_weight, nshift, inverse, out):
-    """Per sample (row, chan): forward (``inverse=False``) out = conj?(vis * weight) *
-    exp(-2 pi i |w| nshift) (conjugate where w < 0); ``inverse``: out = conj?(vis *
-    exp(+2 pi i |w| nshift)), the phase and reflection that degridding applies."""
-    nrow, nchan = vis.shape
-    twopi = 2.0 * math.pi
-    for r in numba.prange(nrow):
-        for ch in range(nchan):
-            w = uvw[r, 2] * fscale[ch]
-            flip = w < 0.0
-            aw = -w if flip else w
-            val = complex(vis[r, ch])
-            if not inverse:
-                if use_weight:
-                    val *= weight[r, ch]
-                if flip:
-                    val = val.conjugate()
-                if nshift != 0.0:
-                    ph = twopi * aw * nshift
-                    val *= complex(math.cos(ph), -math.sin(ph))
-            else:
-                if nshift != 0.0:
-                    ph = twopi * aw * nshift
-                    val *= complex(math.cos(ph), math.sin(ph))
-                if flip:
-                    val = val.conjugate()
-            out[r, ch] = val
-
-
-def prepare_vis(spec: GridSpec, uvw, freq, vis, weight=None, out=None, nthreads=1):
-    """vis (times weight) with reflection and w-shift phase applied, for ``raw`` gridding."""
-    if out is None:
-        out = np.empty(vis.shape, dtype=_complex_dtype(vis.dtype))
-    use_weight = weight is not None
-    wgt = weight if use_weight else np.ones((1, 1), dtype=np.float64)
-    _set_threads(nthreads)
-    nshift = spec.nshift if spec.wstack else 0.0
-    _prepare_kernel(uvw, np.asarray(freq, np.float64) / C_LIGHT, vis, wgt, use_weight,
-                    float(nshift), False, out)
-    return out
-
-
-def finish_vis(spec: GridSpec, uvw, freq, vis, nthreads=1):
-    """In place: apply the w-shift phase and reflection to ``raw`` degridded sums."""
-    _set_threads(nthreads)
-    nshift = spec.nshift if spec.wstack else 0.0
-    _prepare_kernel(uvw, np.asarray(freq, np.float64) / C_LIGHT, vis,
-                    np.ones((1, 1), dtype=np.float64), False, float(nshift), True, vis)
-    return vis
-
-
 # ------------------------------------------------------------------ prepared (sorted) path
 #
 # An operator application grids or degrids every sample on Ww planes. Gathering uvw and vis
@@ -737,8 +566,11 @@ def _complex_dtype(dt):
 
 
 def grid_plane(layout: SampleLayout, spec: GridSpec, uvw, freq, vis, p=0, *, weight=None,
-               out=None, nthreads=1, raw=False):
+               out=None, nthreads=1):
     """Grid the layout's samples that touch w-plane ``p`` (adjoint of :func:`degrid_plane`).
+
+    One plane through the prepared path (:func:`prepare_samples` + :func:`grid_plane_prepared`);
+    an operator applying many planes prepares once and calls the latter per plane.
 
     Parameters
     ----------
@@ -751,7 +583,6 @@ def grid_plane(layout: SampleLayout, spec: GridSpec, uvw, freq, vis, p=0, *, wei
     weight : ndarray (row, chan) float, optional; multiplies vis.
     out : ndarray (nyp, nxp) complex, optional; the samples are *added* to it.
     nthreads : int
-    raw : bool, vis comes from :func:`prepare_vis` (weight, reflection, phase applied).
 
     Returns
     -------
@@ -762,36 +593,26 @@ def grid_plane(layout: SampleLayout, spec: GridSpec, uvw, freq, vis, p=0, *, wei
         out = np.zeros((spec.nyp, spec.nxp), dtype=cdt)
     if out.shape != (spec.nyp, spec.nxp) or not out.flags.c_contiguous:
         raise ValueError("out must be a C-contiguous (nyp, nxp) array")
-    use_weight = weight is not None and not raw
-    wgt = weight if use_weight else np.ones((1, 1), dtype=np.float64)
-    coef, coefw = _coefs(spec)
-    _set_threads(nthreads)
-    _grid_plane_kernel(uvw, np.asarray(freq, np.float64) / C_LIGHT, vis, wgt, use_weight,
-                       bool(raw), layout.idx, layout.p0, layout.slot_start, layout.slot_pmin,
-                       layout.slot_pmax, layout.colour_start, _spec_f(spec), spec.W, spec.Ww,
-                       int(p), coef, coefw, _real_view(out))
-    return out
+    coords, vals = prepare_samples(layout, spec, uvw, freq, vis, weight, nthreads)
+    return grid_plane_prepared(layout, spec, coords, vals.astype(out.dtype, copy=False), p, out,
+                               nthreads)
 
 
 def degrid_plane(layout: SampleLayout, spec: GridSpec, uvw, freq, grid, p=0, *, out=None,
-                 nthreads=1, raw=False):
+                 nthreads=1):
     """Degrid plane ``p`` at the layout's samples, *adding* to ``out`` (row, chan).
 
     ``out`` defaults to zeros of the grid's complex dtype; samples outside the layout are left
-    untouched. ``raw``: add without the w-shift phase and reflection (apply
-    :func:`finish_vis` once after the last plane).
+    untouched. One plane through the prepared path (:func:`prepare_samples`,
+    :func:`degrid_plane_prepared`, :func:`finish_samples`).
     """
     nrow, nchan = uvw.shape[0], np.atleast_1d(freq).size
     if out is None:
         out = np.zeros((nrow, nchan), dtype=grid.dtype)
-    grid = np.ascontiguousarray(grid)
-    coef, coefw = _coefs(spec)
-    _set_threads(nthreads)
-    _degrid_plane_kernel(uvw, np.asarray(freq, np.float64) / C_LIGHT, _real_view(grid),
-                         bool(raw), layout.idx, layout.p0, layout.slot_start, layout.slot_pmin,
-                         layout.slot_pmax, _spec_f(spec), spec.W, spec.Ww, int(p), coef, coefw,
-                         out)
-    return out
+    coords, _ = prepare_samples(layout, spec, uvw, freq, nthreads=nthreads)
+    acc = np.zeros(layout.idx.size, dtype=_complex_dtype(grid.dtype))
+    degrid_plane_prepared(layout, spec, coords, grid, p, acc, nthreads)
+    return finish_samples(layout, spec, uvw, freq, acc, out, nthreads)
 
 
 # ----------------------------------------------------------------------------- image domain

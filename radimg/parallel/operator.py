@@ -1,12 +1,18 @@
 """Distributed measurement operator (Pratley & McEwen 2019, section 4, eqs. 9-10).
 
-``DistributedOperator`` wraps the serial :class:`radimg.ops.operator.WideFieldOperator`
-(modes ``none`` and ``wstack``) and splits its stages between ranks:
+``DistributedOperator`` wraps a serial operator and splits its stages between ranks:
+:class:`radimg.ops.operator.WideFieldOperator` for modes ``none`` and ``wstack`` (a "plane"
+below is a w-plane), :class:`radimg.ops.wproject.WProjectOperator` for ``wstack-wproject``
+(a "plane" is a k-means w-stack). One exchange serves both; only set-up and four stage
+calls (``_owner_forward``, ``_owner_adjoint``, ``_grid``, ``_degrid``) differ. ``wstack``
+grids through the gridder's prepared path (coordinates gathered once per application).
 
 1. **Samples** (sec. 4.1): every row's load is the operator's per-sample kernel work
-   (``W**2`` cells in 2-D, ``W**2 * Ww`` with w-stacking: the same for every unflagged
-   sample; flagged samples cost 0). Rows are ordered by (first w-plane, grid tile) of their
-   middle unflagged channel and the global prefix sum of loads is cut evenly
+   (``wstack``: ``W**2`` cells in 2-D, ``W**2 * Ww`` with w-stacking, the same for every
+   unflagged sample; ``wstack-wproject``: ``S_x * S_y`` cells from the real kernel tables,
+   ``WProjectOperator.per_sample_load``, growing with ``|w - w_k|``; flagged samples cost
+   0). Rows are ordered by (plane, grid tile) of their middle unflagged channel and the
+   global prefix sum of loads is cut evenly
    (:func:`radimg.parallel.redistribute.prefix_sum_boundaries`); rows move with
    :func:`radimg.parallel.redistribute.redistribute` (Alltoallv, int64 counts).
 2. **Planes** (sec. 4.2): every w-plane that some sample touches has one owner rank (live
@@ -21,7 +27,16 @@
    per plane, pack their touched tiles, ONE Alltoallv to the owners, owners sum and
    transform, images are summed with one Allreduce (AllSumAll).
 
-Global geometry: the serial operator derives its w-planes from the ``|w|`` range of the
+``wstack-wproject`` geometry: stack centres from the distributed k-means (plus the serial
+operator's tail splits, ``stack_centres(..., comm)``); ``nstacks: auto`` from the serial cost
+model on a gathered global subsample (rank 0 decides, broadcast); the residual range
+``w - w_k`` is reduced over ranks and the kernel tables are built once on rank 0 and
+broadcast, so every rank grids with bitwise the same kernels as each other. Exchange tiles
+are at least the largest kernel support + 2 cells (w-projection supports are wider than the
+ES kernel's), so a footprint, with a one-cell guard against rounding, meets at most 2 x 2
+tiles; ``M_jk`` is marked from each sample's footprint (``sample_footprints``).
+
+Global geometry (``none``/``wstack``): the serial operator derives its w-planes from the ``|w|`` range of the
 samples it is given. Every rank must use the same planes, so the global ``|w|`` range is
 agreed with Allreduce and two extra "anchor" rows carrying exactly the global minimum and
 maximum ``|w|`` (each unmasked in one channel only) are appended to the local uvw before the
@@ -443,19 +458,42 @@ class DistributedOperator:
         else:
             self.op.plane_grid_to_image(grid, p, out=acc)
 
-    def _degrid(self, grid, p, vis):
+    # wstack: the gridder's prepared path, as the serial operator's dot/hdot: sample
+    # coordinates (and weighted, reflected, phase-shifted values) are gathered once per
+    # application in layout order, the per-plane kernels stream through them.
+    def _degrid_begin(self):
+        if self.mode == "wstack-wproject":
+            return None
+        lay, spec, op = self._lay, self.spec, self.op
+        coords, _ = _g.prepare_samples(lay, spec, op.uvw, op.freq, nthreads=op.nthreads)
+        return coords, np.zeros(lay.nsamples, dtype=self.cdtype)
+
+    def _degrid(self, ctx, grid, p, vis):
         """``vis[row, chan] (+)= [GC]_p grid`` for this rank's samples of plane p."""
         if self.mode == "wstack-wproject":
             self.op.degrid_samples(grid, p, out=vis)
         else:
-            self.op.degrid_samples(grid, p, idx=self._lay, out=vis)
+            _g.degrid_plane_prepared(self._lay, self.spec, ctx[0], grid, p, ctx[1],
+                                     self.op.nthreads)
 
-    def _grid(self, v, w, p, grid):
+    def _degrid_end(self, ctx, vis):
+        if ctx is not None:
+            op = self.op
+            _g.finish_samples(self._lay, self.spec, op.uvw, op.freq, ctx[1], vis, op.nthreads)
+
+    def _grid_begin(self, v, w):
+        if self.mode == "wstack-wproject":
+            return None
+        lay, spec, op = self._lay, self.spec, self.op
+        return _g.prepare_samples(lay, spec, op.uvw, op.freq, v, w, op.nthreads)
+
+    def _grid(self, ctx, v, w, p, grid):
         """``grid += [GC]_p^H (w v)`` for this rank's samples of plane p."""
         if self.mode == "wstack-wproject":
             self.op.grid_samples(v, p, out_grid=grid, weight=w)
         else:
-            self.op.grid_samples(v, p, idx=self._lay, weight=w, out=grid)
+            _g.grid_plane_prepared(self._lay, self.spec, ctx[0], ctx[1], p, grid,
+                                   self.op.nthreads)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -561,10 +599,12 @@ class DistributedOperator:
         self._alltoallv(send, self._fwd_send, recv, self._fwd_recv)
         vis = np.zeros((self.nrow + self._extra_rows, self.nchan), dtype=self.cdtype)
         flat = self._scratch.reshape(-1)
+        ctx = self._degrid_begin()
         for p, off in self._recv_plan:
             cells = self._need_cells[p]
             flat[cells] = recv[off : off + cells.size]
-            self._degrid(self._scratch, p, vis)
+            self._degrid(ctx, self._scratch, p, vis)
+        self._degrid_end(ctx, vis)
         return vis[: self.nrow]
 
     def _send_offsets(self):
@@ -596,10 +636,11 @@ class DistributedOperator:
         w = None if weight is None else self._pad_rows(weight, wdt or np.asarray(weight).dtype)
         send = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
         flat = self._scratch.reshape(-1)
+        ctx = self._grid_begin(v, w)
         for p, off in self._recv_plan:
             cells = self._need_cells[p]
             flat[cells] = 0
-            self._grid(v, w, p, self._scratch)
+            self._grid(ctx, v, w, p, self._scratch)
             send[off : off + cells.size] = flat[cells]
         recv = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
         self._alltoallv(send, self._fwd_recv, recv, self._fwd_send)
