@@ -357,10 +357,13 @@ class GpuWProjectOperator(_ResidentOperator):
     ``S_k`` and ``Z`` (chirp, taper, padding) are cupy glue, ``F`` is cuFFT, and ``[GC]_k``
     runs in the CUDA kernels of :mod:`radimg.gpu.wproject`.
 
-    Extra keyword argument: ``block`` (threads per block of the sample kernels, default 128).
+    Extra keyword arguments: ``block`` (threads per block of the sample kernels, default 128),
+    ``max_shared`` (shared-memory budget per block in bytes for the tiled gridding kernel; 0
+    forces the global-atomics path).
     """
 
-    def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, block=_gwp._BLOCK, **kwargs):
+    def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, block=_gwp._BLOCK,
+                 max_shared=_gwp.SHARED_BYTES, **kwargs):
         from radimg.ops.wproject import WProjectOperator
 
         self.xp = xp = get_xp()  # raises GpuUnavailableError before any work
@@ -380,9 +383,20 @@ class GpuWProjectOperator(_ResidentOperator):
         self._uvw = to_device(cpu.uvw, xp, st, dtype=np.float64)
         self._fscale = to_device(cpu.freq / _gg.C_LIGHT, xp, st, dtype=np.float64)
         self._tables = _gwp.upload_tables(cpu.tables, xp, st)
-        # samples of each stack in the CPU's tile order (neighbouring threads, nearby cells)
-        self._idx = [to_device(cpu._layout(k, None)[0], xp, st, dtype=np.int64)
-                     for k in range(self.nstacks)]
+        # Samples of each stack sorted by grid tile (neighbouring threads, nearby cells): the
+        # shared-memory tiles when the region fits max_shared, else the CPU's tile order.
+        tile = _gwp.shared_tile(self._tables.smax, self.rdtype, max_shared)
+        self._tiles = [None] * self.nstacks
+        self._idx = []
+        for k in range(self.nstacks):
+            if tile is not None:
+                tiles = _gwp.upload_tiles(_gwp.tile_chunks(
+                    cpu.uvw, cpu.freq, cpu.stack_idx[k], cpu.centres[k], self.cell, self.nxp,
+                    self.nyp, cpu.tables, *tile), xp, st)
+                self._tiles[k] = tiles
+                self._idx.append(tiles.idx)
+            else:
+                self._idx.append(to_device(cpu._layout(k, None)[0], xp, st, dtype=np.int64))
         self._nm1 = to_device(cpu._nm1, xp, st, dtype=np.float64)
         self._amp = to_device(cpu._amp, xp, st, dtype=np.float64)
         self._rows = to_device(cpu._rows, xp, st, dtype=np.int64)
@@ -440,9 +454,13 @@ class GpuWProjectOperator(_ResidentOperator):
                 else out)
         rdt = np.dtype(self.rdtype)
         wgt = weight if weight is not None else self.xp.ones((1, 1), dtype=rdt)
-        _gwp.launch_grid(self._tables, self._uvw, self._fscale, vis, wgt, weight is not None,
-                         self._idx[k], self.centres[k], self.nxp * self.cell,
-                         self.nyp * self.cell, grid.view(rdt), self._block)
+        args = (self._tables, self._uvw, self._fscale, vis, wgt, weight is not None)
+        geo = (self.centres[k], self.nxp * self.cell, self.nyp * self.cell, grid.view(rdt),
+               self._block)
+        if self._tiles[k] is not None:
+            _gwp.launch_grid_tiles(*args, self._tiles[k], *geo)
+        else:
+            _gwp.launch_grid(*args, self._idx[k], *geo)
         return grid
 
     # ------------------------------------------------------------------ operator

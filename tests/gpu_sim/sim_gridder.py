@@ -176,10 +176,13 @@ def wp_problem(problem):
     return dict(problem, wp_ops=ops, mask=mask)
 
 
+@pytest.mark.parametrize("max_shared", [gg.SHARED_BYTES, 0], ids=["shared", "global"])
 @pytest.mark.parametrize("precision", ["single", "double"])
-def test_wproject_kernels_match_cpu(wp_problem, precision):
+def test_wproject_kernels_match_cpu(wp_problem, precision, max_shared):
     """The CUDA w-projection grid / degrid kernels equal radimg.kernels.wproject's, per stack
-    (1e-5 single, 1e-10 double), with the tables' real rank and supports."""
+    (1e-5 single, 1e-10 double), with the tables' real rank and supports; gridding through
+    shared-memory tiles (tiles split over several blocks: chunk=4) and through global
+    atomics."""
     from radimg.gpu import wproject as gwp
     from radimg.kernels import wproject as wpk
 
@@ -196,7 +199,13 @@ def test_wproject_kernels_match_cpu(wp_problem, precision):
         wpk.grid_wproject(uvw, freq, vis, idx_s, tile_ptr, colour_ptr, op.centres[k], op.cell,
                           op.tables, ref, weight=wgt)
         got = gwp.grid_wproject(uvw, freq, vis, idx_s, tile_ptr, colour_ptr, op.centres[k],
-                                op.cell, op.tables, np.zeros_like(ref), weight=wgt, block=16)
+                                op.cell, op.tables, np.zeros_like(ref), weight=wgt, block=16,
+                                max_shared=max_shared, chunk=4)
+        if max_shared:
+            t, rw = gwp.shared_tile(gwp.upload_tables(op.tables, np).smax, op.rdtype)
+            tiles = gwp.tile_chunks(uvw, freq, idx_s, op.centres[k], op.cell, op.nxp,
+                                    op.nyp, op.tables, t, rw, chunk=4)
+            assert tiles.nwork > len(np.unique(tiles.work_tile, axis=0))  # split tiles
         assert np.abs(ref).max() > 0 and got.dtype == ref.dtype
         assert _rel(got, ref) < tol, k
         grid = (rng.normal(size=ref.shape) + 1j * rng.normal(size=ref.shape)).astype(op.cdtype)
@@ -215,8 +224,9 @@ def test_wproject_kernels_match_cpu(wp_problem, precision):
         assert _rel(out_got, out_ref) < tol, k
 
 
-@pytest.mark.parametrize("precision", ["single", "double"])
-def test_wproject_operator_matches_cpu(wp_problem, precision):
+@pytest.mark.parametrize("precision,max_shared", [("single", gg.SHARED_BYTES),
+                                                  ("double", 0)])
+def test_wproject_operator_matches_cpu(wp_problem, precision, max_shared):
     """GpuWProjectOperator (mode wstack-wproject) equals the CPU WProjectOperator: hdot, dot
     (masked sample predicts 0), adjointness."""
     from radimg.gpu.operator import make_operator
@@ -224,7 +234,8 @@ def test_wproject_operator_matches_cpu(wp_problem, precision):
     cpu = wp_problem["wp_ops"][precision]
     gpu = make_operator(wp_problem["uvw"], wp_problem["freq"], NPIX, NPIX, CELL,
                         mode="wstack-wproject", epsilon=1e-4, nstacks=2, precision=precision,
-                        weight_mask=wp_problem["mask"], block=16)
+                        weight_mask=wp_problem["mask"], block=16, max_shared=max_shared)
+    assert (gpu._tiles[0] is not None) == bool(max_shared)
     assert gpu.nstacks == cpu.nstacks and np.array_equal(gpu.centres, cpu.centres)
     tol = 1e-5 if precision == "single" else 1e-10
     vis, wgt, img = wp_problem["vis"], wp_problem["wgt"], wp_problem["img"]
