@@ -290,3 +290,31 @@ def test_major_cycle_loop_moves_no_samples(wp_problem, mode):
     d = gpu.dirty_image()
     assert gpu.transfers.call_h2d == 0
     assert _rel(d, cpu.hdot(vis, wgt)) < 1e-5
+
+
+def test_wproject_shared_path_accumulates_in_shared_memory(wp_problem, monkeypatch):
+    """On the shared path every footprint cell goes to shared memory (none falls back to a
+    global atomic); only the tiles' non-zero cells reach the grid. Counted through the
+    simulator's atomic add."""
+    from numba.cuda.simulator import kernelapi
+
+    from radimg.gpu import wproject as gwp
+
+    counts = {"shared": 0, "global": 0}
+    orig = kernelapi.FakeCUDAAtomic.add
+
+    def add(self, array, index, val):
+        counts["global" if np.ndim(array) == 2 else "shared"] += 1
+        return orig(self, array, index, val)
+
+    monkeypatch.setattr(kernelapi.FakeCUDAAtomic, "add", add)
+    op = wp_problem["wp_ops"]["single"]
+    idx_s, tile_ptr, colour_ptr = op._layout(0, None)
+    args = (wp_problem["uvw"], wp_problem["freq"], wp_problem["vis"].astype(op.cdtype), idx_s,
+            tile_ptr, colour_ptr, op.centres[0], op.cell, op.tables)
+    g = gwp.grid_wproject(*args, np.zeros((op.nyp, op.nxp), op.cdtype), block=16)
+    shared, flushed = counts["shared"], counts["global"]
+    counts.update({"shared": 0, "global": 0})
+    gwp.grid_wproject(*args, np.zeros_like(g), block=16, max_shared=0)
+    assert shared > 0 and shared == counts["global"]  # every footprint cell, once
+    assert 0 < flushed < shared  # the tiles' cells, not every footprint cell
