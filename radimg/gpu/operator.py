@@ -21,10 +21,12 @@ gridding itself runs in the numba.cuda kernels of :mod:`radimg.gpu.gridder`.
 w-projection residual kernels (radimg/gpu/wproject.py) with the CPU operator's stacks and
 tables, resident like everything else.
 
-The pipeline's major cycle calls, for every backend that has them, :meth:`set_data` once and
-then :meth:`psf_image`, :meth:`dirty_image` and :meth:`residual_image` (local, unnormalised
-images: the pipeline sums them over ranks and divides by the global weight sum), and puts
-:meth:`transfer_summary` (bytes host -> device and back per major cycle) in its timings.
+With ``gridder.device: gpu`` the pipeline (radimg/pipeline.py) calls :meth:`set_data` once,
+then :meth:`psf_image`, :meth:`dirty_image` and, every major cycle, :meth:`residual_image`
+(local, unnormalised images: it sums them over ranks and divides by the global weight sum),
+and puts :meth:`transfer_summary` (bytes host -> device and back, set-up and per major cycle)
+in each rank's timing counters. ADMM still calls ``dot`` / ``hdot`` with host data vectors
+(its iterates live on the host), so its iterations move samples.
 """
 
 from __future__ import annotations
