@@ -25,14 +25,16 @@ import sys
 import time
 
 
-def plan_table(max_ranks=1024, nbins=100_000, kernel_storage="table", method="cuts"):
+def plan_table(max_ranks=1024, nbins=100_000, kernel_storage="table", method="cuts",
+               support_model="eq8", min_ranks=2, epsilon=1e-5):
     from radimg.parallel.plan import paper_plan, paper_setup
 
     rows = []
-    n = 2
+    n = min_ranks
     while n <= max_ranks:
         t0 = time.perf_counter()
-        p = paper_plan(n, nbins=nbins, kernel_storage=kernel_storage, method=method)
+        p = paper_plan(n, nbins=nbins, kernel_storage=kernel_storage, method=method,
+                       support_model=support_model, epsilon=epsilon)
         dt = time.perf_counter() - t0
         b, nv = p["balanced"], p["naive"]
         rows.append(
@@ -40,6 +42,8 @@ def plan_table(max_ranks=1024, nbins=100_000, kernel_storage="table", method="cu
                 "n_ranks": n,
                 "nstacks": p["stacks"]["nstacks"],
                 "max_support": max(p["stacks"]["max_support"]),
+                "J_min": p["geometry"]["J_min"],
+                "total_load": sum(p["balanced"]["load_per_rank"]),
                 "balanced_max_over_mean": b["max_over_mean"],
                 "naive_max_over_mean": nv["max_over_mean"],
                 "balanced_peak_memory_bytes": b["peak_memory_bytes"],
@@ -57,6 +61,8 @@ def plan_table(max_ranks=1024, nbins=100_000, kernel_storage="table", method="cu
         "setup": paper_setup(),
         "kernel_storage": kernel_storage,
         "assignment": method,
+        "support_model": support_model,
+        "epsilon": epsilon,
         "rows": rows,
     }
 
@@ -67,9 +73,17 @@ def format_table(res):
         f"{'ranks':>6} {'stacks':>6} {'Jmax':>5} {'naive max/mean':>15} {'balanced max/mean':>18} "
         f"{'naive peak GiB':>15} {'balanced peak GiB':>18} {'a2a GiB/apply':>14}"
     )
+    sm = res.get("support_model", "eq8")
+    jm = res["rows"][0]["J_min"] if res["rows"] else 4
+    supp = (
+        "supports of eq. 8"
+        if sm == "eq8"
+        else f"supports from radimg's w-kernel tables at eps {res['epsilon']:g}"
+    )
     lines = [
-        'Pratley & McEwen (2019) set-up: 2e9 samples, 1024^2 x 90", J_min = 4, '
-        f"w ~ N(0, 200) |w| <= 600; kernels: {res['kernel_storage']}; cuts: {res['assignment']}",
+        f'Pratley & McEwen (2019) set-up: 2e9 samples, 1024^2 x 90", J_min = {jm}, '
+        f"w ~ N(0, 200) |w| <= 600; {supp}; kernels: {res['kernel_storage']}; "
+        f"cuts: {res['assignment']}",
         head,
         "-" * len(head),
     ]
@@ -294,6 +308,14 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--max-ranks", type=int, default=1024)
+    ap.add_argument("--min-ranks", type=int, default=2)
+    ap.add_argument(
+        "--support-model",
+        choices=("eq8", "tables"),
+        default="eq8",
+        help="plan table: paper eq. 8 with J_min = 4 (default), or the supports of radimg's "
+        "wstack-wproject kernel tables at --epsilon (slow below ~64 ranks: wide stacks)",
+    )
     ap.add_argument("--nbins", type=int, default=100_000, help="w histogram bins (default 1e5)")
     ap.add_argument("--kernel-storage", choices=("table", "sparse"), default="table")
     ap.add_argument("--method", choices=("cuts", "paper"), default="cuts", help="balanced cut rule")
@@ -318,18 +340,23 @@ def main(argv=None):
         action="store_true",
         help="--timing: also time the serial operator in the 1-rank launch",
     )
-    ap.add_argument("--epsilon", type=float, default=1e-4)
+    ap.add_argument("--epsilon", type=float, default=None,
+                    help="accuracy (default 1e-4 for --timing, 1e-5 for --support-model tables)")
     ap.add_argument("--npix", type=int, default=512)
     ap.add_argument("--fov-deg", type=float, default=10.0)
     ap.add_argument("--wmax", type=float, default=300.0, help="--timing: max |w| (wavelengths)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=1800.0, help="--timing: per launch (s)")
     args = ap.parse_args(argv)
+    if args.timing or args.timing_worker:
+        args.epsilon = 1e-4 if args.epsilon is None else args.epsilon
     if args.timing_worker:
         return _timing_worker(args)
     if args.timing:
         return run_timing(args)
-    res = plan_table(args.max_ranks, args.nbins, args.kernel_storage, args.method)
+    res = plan_table(args.max_ranks, args.nbins, args.kernel_storage, args.method,
+                     args.support_model, args.min_ranks,
+                     1e-5 if args.epsilon is None else args.epsilon)
     print(format_table(res))
     if args.json:
         with open(args.json, "w") as f:

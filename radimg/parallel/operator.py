@@ -90,9 +90,11 @@ class DistributedOperator:
     weight : ndarray (row, chan); 0 where flagged. Only ``weight != 0`` matters here (the
         mask and the loads); the imaging weights are passed to :meth:`hdot`.
     npix_x, npix_y, cell_rad : image geometry (as the serial operator).
-    epsilon, mode, nstacks, oversampling, nthreads, precision, fft : as ``make_operator``.
+    epsilon, mode, nstacks, oversampling, nthreads, precision, fft : as ``make_operator``
+        (mode ``none``, ``wstack`` or ``wstack-wproject``).
     weight_mask : optional extra (row, chan) mask, combined with ``weight != 0``.
-    tile : exchange tile size in cells (raised to the kernel support), default 64.
+    tile : exchange tile size in cells (raised to the kernel support; for wstack-wproject
+        to the largest w-kernel support + 2), default 64.
     balance : ``"cuts"`` (default) or ``"paper"``, see ``prefix_sum_boundaries``.
     max_message_bytes : split Alltoallv messages above this many bytes.
 
