@@ -127,7 +127,7 @@ def sample_load(dw, J_min, l_max, npad_cell_rad, combine="max", valid=None):
 
 
 def wproject_supports(w_abs, wk, npix_x, npix_y, cell_rad, epsilon, oversampling=2.0,
-                      precision="double", valid=None):
+                      precision="double", valid=None, tables=None):
     """Real 1-D supports of the ``wstack-wproject`` kernels (what the operator grids with).
 
     Eq. 8 (:func:`sample_support`) underestimates the support about 3x: the anti-aliasing
@@ -142,6 +142,7 @@ def wproject_supports(w_abs, wk, npix_x, npix_y, cell_rad, epsilon, oversampling
     wk : ndarray (n,) float64, centre of each one's stack
     npix_x, npix_y, cell_rad, epsilon, oversampling, precision : as WProjectOperator
     valid : ndarray (n,) bool, optional; entries that are False do not widen the tables
+    tables : WKernelTables, optional; ready tables covering the residual range (not rebuilt)
 
     Returns
     -------
@@ -160,7 +161,7 @@ def wproject_supports(w_abs, wk, npix_x, npix_y, cell_rad, epsilon, oversampling
     geo = WProjectOperator(
         np.zeros((0, 3)), [wpk.C_LIGHT], npix_x, npix_y, cell_rad, epsilon=epsilon,
         oversampling=oversampling, precision=precision,
-        centres=np.unique(wk) if wk.size else np.zeros(1), dw_range=dw_range,
+        centres=np.unique(wk) if wk.size else np.zeros(1), dw_range=dw_range, tables=tables,
     )
     t = geo.tables
     uvw = np.zeros((w_abs.size, 3))

@@ -15,20 +15,51 @@ depend on w (to the accuracy of this model), the per-sample load along the tile 
 random mix of the same stack's loads and per-rank totals agree up to sampling noise; the tile
 order is used here only to estimate which grid tiles each rank touches.
 
-Memory model per rank (bytes; each term listed in ``memory_breakdown``):
-- ``samples``: uvw (3 x float64) + vis (complex of ``precision``) + weight (real of
-  ``precision``) + stack index (int32) per sample held.
-- ``grid_tiles``: the tiles ``M_jk`` of every stack k a rank grids into (eq. 9), tile x tile
-  complex cells each, including a kernel margin of ``ceil(support_max / 2)`` cells.
-- ``stack_grids``: the full padded grid of every stack the rank owns (stack k -> rank
-  ``k mod n_ranks``, for both schemes) for ``S_k``, ``Z``, ``F``.
-- ``images``: replicated images (dirty/residual, model, psf) in ``precision``.
+Memory model per rank (bytes; each term listed in ``memory_breakdown``). It counts what
+``radimg run`` holds at its peak, the PSF / dirty-image ``hdot`` (or a major-cycle ``dot``) of
+:class:`radimg.parallel.operator.DistributedOperator`; ``c`` / ``r`` are the complex / real
+item sizes of ``precision``, ``G`` the padded grid's cells, ``P`` the image's pixels:
+
+- ``samples``: every per-sample array alive then, ``s * B_s + rows * B_r`` for the rank's
+  ``s`` samples and ``rows = s / nchan`` rows (:data:`SAMPLE_BYTES`). ``none``/``wstack``:
+  vis, imaging weight, redistributed weight, weight as read (4 x ``c``/``r``), the valid and
+  operator masks (2), two sample layouts (the serial operator's and the distributed one's,
+  int64 index + int32 plane each: 24), and inside ``hdot`` the PSF's ``ones_like(vis)``, the
+  row-padded vis and weight copies (``c + c + r``), ``prepare_samples`` coordinates (24) and
+  values (``c``); per row uvw as read, redistributed and the serial operator's copy with the
+  anchors (3 x 24), ``row_id`` and the destination rank (2 x 8). ``wstack-wproject``: vis,
+  PSF ones (2 ``c``), three weights (3 ``r``), masks (2), stack labels (4), stack index and
+  the per-stack tile layout cached by ``grid_samples`` (2 x 8); per row uvw as read and
+  redistributed, ``row_id``, destination (64).
+- ``grid_tiles``: the tile exchange. Every cell a rank receives (tiles ``M_jk`` of every
+  stack/plane it touches, its own stacks included: owners serve themselves through the same
+  Alltoallv) and every cell it serves as owner is held twice: in the send or receive buffer
+  of ``dot``/``hdot`` (``c``, both alive around the Alltoallv) and as an int64 cell index kept
+  from set-up (``_need_cells``, ``_serve``: 8). So ``(recv_cells + send_cells) * (c + 8)``.
+- ``stack_grids``: full padded grids held at once. Owned stacks are transformed one at a
+  time, so this does NOT grow with the number of stacks owned: the scratch grid
+  (``c``) and the int64 cell index of every tile (``_tile_cells``, 8) per cell, plus owner
+  FFT work (:data:`OWNER_GRIDS`: ``wstack-wproject`` holds the zero-padded grid and the FFT
+  output, and in ``dot`` the previous stack's grid while the next is made; ``none``/``wstack``
+  transform in the scratch grid, column slabs copied once by the FFT).
+- ``images``: replicated images and image-sized work arrays, :data:`IMAGE_ARRAYS` float64
+  images (dirty, psf, the ``hdot`` accumulator and its temporaries, the operator's
+  correction / chirp factors).
 - ``kernels``: ``kernel_storage="table"`` (default): compact 1-D radial w-kernel tables,
   ``n_planes_k x (support_max_k / 2) x 64`` complex per stack present, with
   ``n_planes_k = 1 + ceil(16 * max|dw_k| * (1 - sqrt(1 - l_max^2)))`` (16 planes per turn of
-  edge phase). ``"sparse"``: PURIFY-style precomputed [GC] and [GC]^H, two complex values plus
+  edge phase); with ``support_model="tables"`` the real tables' size (every rank holds one
+  copy). ``"sparse"``: PURIFY-style precomputed [GC] and [GC]^H, two complex values plus
   an int64 column index per touched cell (``load`` cells), the storage of the paper's
   section 5 (21 GB per node there).
+
+The exchanged cells come from the tile model below (uv occupancy, kernel margin, one stack
+per plane), or, from :func:`plan_from_config`, from the operator's own tiling replayed on the
+uvw subsample (:func:`operator_exchange`: w-planes of ``wstack`` with their ``Ww`` spread,
+exchange tiles and footprints of ``wstack-wproject``). What the model leaves out: the
+Python/numba/MPI process itself (~150-250 MiB, measured by scripts/bench_memory.py as the
+baseline), the reader's chunk buffers and set-up transients that stay below the peak.
+scripts/bench_memory.py compares the model with the measured peak RSS.
 
 Communication per operator application (``comm_bytes_per_apply``, summed over all ranks): the
 Alltoallv of grid tiles between the stack owner and the ranks that grid it (one direction:
@@ -59,6 +90,56 @@ __all__ = [
 C_LIGHT = 299792458.0
 ARCSEC = math.pi / (180.0 * 3600.0)
 _DEFAULT_NBINS = 100_000
+
+# Memory model constants (see the module docstring; pinned by tests/test_plan_memory.py).
+# Per-sample bytes are (n_complex, n_real, fixed); per-row bytes are fixed.
+SAMPLE_BYTES = {
+    "wstack": ((4, 4, 2 + 24 + 24), 3 * 24 + 2 * 8),
+    "wstack-wproject": ((2, 3, 2 + 4 + 2 * 8), 2 * 24 + 2 * 8),
+}
+OWNER_GRIDS = {"wstack": 1, "wstack-wproject": 2}  # extra full grids (c) of an owner's FFTs
+IMAGE_ARRAYS = {"wstack": 7, "wstack-wproject": 6}  # float64 images held at the peak
+
+
+def _mkey(mode):
+    return "wstack-wproject" if mode == "wstack-wproject" else "wstack"
+
+
+def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, planes_owned,
+                 grid_cells, image_pixels, kernel_bytes):
+    """Per-rank memory terms (bytes) of the model in the module docstring.
+
+    Parameters
+    ----------
+    mode : {"none", "wstack", "wstack-wproject"}
+    precision : {"single", "double"}
+    samples, recv_cells, send_cells, planes_owned, kernel_bytes : ndarray (rank,) int
+    nchan : int, channels per row
+    grid_cells, image_pixels : int, padded grid cells and image pixels
+
+    Returns
+    -------
+    dict term -> ndarray (rank,) int64 (``samples``, ``grid_tiles``, ``stack_grids``,
+    ``images``, ``kernels``)
+    """
+    c = 8 if precision == "single" else 16
+    r = c // 2
+    m = _mkey(mode)
+    (nc, nr, fixed), per_row = SAMPLE_BYTES[m]
+    s = np.asarray(samples, dtype=np.int64)
+    rows = -(-s // max(1, int(nchan)))
+    owned = np.asarray(planes_owned, dtype=np.int64)
+    n = s.size
+    owner_grids = np.minimum(owned, OWNER_GRIDS[m])
+    return {
+        "samples": s * (nc * c + nr * r + fixed) + rows * per_row,
+        "grid_tiles": (np.asarray(recv_cells, np.int64) + np.asarray(send_cells, np.int64))
+        * (c + 8),
+        "stack_grids": np.int64(grid_cells) * ((c + 8) + owner_grids * c),
+        "images": np.full(n, IMAGE_ARRAYS[m] * int(image_pixels) * 8, np.int64),
+        "kernels": np.asarray(kernel_bytes, dtype=np.int64),
+    }
+
 
 
 def paper_setup() -> dict:
@@ -282,6 +363,10 @@ def plan(
     n_images: int = 3,
     support_model: str = "eq8",
     centres=None,
+    mode: str | None = None,
+    nchan: int = 1,
+    exchange: dict | None = None,
+    tables=None,
 ) -> dict:
     """Stacks, per-rank load, memory and communication for naive vs balanced distribution.
 
@@ -327,6 +412,17 @@ def plan(
     centres : ndarray, optional
         Stack centres (wavelengths) to use instead of k-means with ``nstacks`` (e.g. the
         operator's own choice, :func:`radimg.ops.wproject.stack_centres`).
+    mode : {"none", "wstack", "wstack-wproject"}, optional
+        Operator whose memory is modelled (default from ``wproject``).
+    nchan : int
+        Channels per row (per-row arrays are shared by a row's samples); 1 counts them per
+        sample (an upper bound).
+    exchange : dict, optional
+        The balanced scheme's real exchange (:func:`operator_exchange`): per-rank
+        ``recv_cells``, ``send_cells``, ``remote_cells``, ``planes_owned``, ``samples``;
+        replaces the tile model's cells in the memory and communication figures.
+    tables : WKernelTables, optional
+        Ready kernel tables for ``support_model="tables"`` (not rebuilt).
 
     Returns
     -------
@@ -380,7 +476,7 @@ def plan(
 
         sx, sy, tinfo = wproject_supports(
             centres_bin, centres[bin_stack], npix_x, npix_y, cell_rad, epsilon,
-            oversampling, precision, valid=counts > 0,
+            oversampling, precision, valid=counts > 0, tables=tables,
         )
         J_min = tinfo["W"]
         support = np.maximum(sx, sy)
@@ -432,12 +528,11 @@ def plan(
     occupied = (tile_prob > 0).astype(np.int64)
     n_occ = int(occupied.sum())
     tile_bytes = tile * tile * cbytes
-    grid_bytes = npad_x * npad_y * cbytes
-    image_bytes = n_images * npix_x * npix_y * rbytes
-    sample_bytes = 24 + cbytes + rbytes + 4
+    if mode is None:
+        mode = "wstack-wproject" if wproject else "wstack"
     planes = 1 + np.ceil(16.0 * stack_dwmax * (1.0 - math.sqrt(1.0 - l_max * l_max)))
     table_bytes_k = (planes * np.maximum(1, stack_smax // 2) * 64 * cbytes).astype(np.int64)
-    owned_grids = np.bincount(owner, minlength=n_ranks).astype(np.int64) * grid_bytes
+    owned_stacks = np.bincount(owner, minlength=n_ranks).astype(np.int64)
 
     def scheme(samples_rk, load_rk, naive):
         load = load_rk.sum(axis=1)
@@ -458,10 +553,24 @@ def plan(
                     )
             remote = tiles_rk * (owner[None, :] != np.arange(n_ranks)[:, None])
             a2a = int(remote.sum()) * tile_bytes
-            tile_mem = tiles_rk.sum(axis=1) * tile_bytes
         else:
-            a2a = 0
-            tile_mem = np.zeros(n_ranks, np.int64)  # the owner grids straight into its stack grid
+            a2a = 0  # each rank owns the stack it grids; its tiles only travel to itself
+            for k in range(nst):
+                if stack_samples[k]:
+                    margin = -(-int(math.ceil(stack_smax[k] / 2)) // tile)
+                    tiles_rk[owner[k], k] = _tiles_touched(
+                        0.0, 1.0, tile_cum, occupied, margin, ntx, ntiles
+                    )
+        recv_cells = tiles_rk.sum(axis=1) * tile * tile
+        send_cells = np.bincount(
+            owner, weights=tiles_rk.sum(axis=0), minlength=n_ranks
+        ).astype(np.int64) * tile * tile
+        owned = owned_stacks
+        if exchange is not None and not naive:
+            recv_cells = np.asarray(exchange["recv_cells"], np.int64)
+            send_cells = np.asarray(exchange["send_cells"], np.int64)
+            owned = np.asarray(exchange["planes_owned"], np.int64)
+            a2a = int(np.sum(exchange["remote_cells"])) * cbytes
         present = samples_rk > 0
         if kernel_storage == "table" and table_bytes_real is not None:
             # one set of tables covers every stack; each rank with samples holds it
@@ -472,13 +581,12 @@ def plan(
             kern = load * 2 * (cbytes + 8)
         else:
             raise ValueError("kernel_storage must be 'table' or 'sparse'")
-        breakdown = {
-            "samples": (samples * sample_bytes).astype(np.int64),
-            "grid_tiles": tile_mem.astype(np.int64),
-            "stack_grids": owned_grids,
-            "images": np.full(n_ranks, image_bytes, np.int64),
-            "kernels": kern.astype(np.int64),
-        }
+        breakdown = memory_terms(
+            mode, precision, samples=samples, nchan=nchan, recv_cells=recv_cells,
+            send_cells=send_cells, planes_owned=owned,
+            grid_cells=(exchange or {}).get("grid_cells", npad_x * npad_y),
+            image_pixels=npix_x * npix_y, kernel_bytes=kern,
+        )
         mem = sum(breakdown.values())
         allreduce = 2 * (n_ranks - 1) * (npix_x * npix_y * rbytes) if n_ranks > 1 else 0
         mean = load.mean() if n_ranks else 0.0
@@ -490,6 +598,7 @@ def plan(
             "memory_per_rank_bytes": mem.tolist(),
             "peak_memory_bytes": int(mem.max()),
             "memory_breakdown": {k: v.tolist() for k, v in breakdown.items()},
+            "exchange_cells": {"recv": recv_cells.tolist(), "send": send_cells.tolist()},
             "comm_bytes_per_apply": int(a2a + allreduce),
             "comm_breakdown": {
                 "alltoall_tiles_bytes": int(a2a),
@@ -595,6 +704,26 @@ def paper_plan(n_ranks: int, nbins: int = _DEFAULT_NBINS, tile: int = 64, **kw) 
 # --------------------------------------------------------------------------------------
 
 _MAX_SAMPLE_ROWS = 200_000
+_MAX_EXCHANGE_SAMPLES = 400_000
+
+
+def _tables_covering(w, centres, npix_x, npix_y, cell_rad, epsilon, oversampling, precision,
+                     nbins=20_000):
+    """Kernel tables for the residual range of the samples ``w`` AND of the plan's w-bin
+    centres (the histogram's half-bin offsets), so both lookups stay inside the tables."""
+    from radimg.kernels import wproject as wpk
+    from radimg.ops.wproject import WProjectOperator
+
+    wabs = np.abs(np.asarray(w, dtype=np.float64))
+    hw = 0.5 * (wabs.max() if wabs.size else 1.0) / nbins
+    lab = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), wabs)
+    dw = wabs - centres[lab]
+    lo = float(min(dw.min(), 0.0)) - hw if dw.size else -hw
+    hi = float(max(dw.max(), 0.0)) + hw if dw.size else hw
+    return WProjectOperator(
+        np.zeros((0, 3)), [wpk.C_LIGHT], npix_x, npix_y, cell_rad, epsilon=epsilon,
+        oversampling=oversampling, precision=precision, centres=centres, dw_range=(lo, hi),
+    ).tables
 
 
 def _ms_w_sample(path, spw=0, max_rows=_MAX_SAMPLE_ROWS):
@@ -616,7 +745,7 @@ def _ms_w_sample(path, spw=0, max_rows=_MAX_SAMPLE_ROWS):
     u = (uvw[:, 0:1] * lam[None, :]).ravel()
     v = (uvw[:, 1:2] * lam[None, :]).ravel()
     w = (uvw[:, 2:3] * lam[None, :]).ravel()
-    return nrows * freq.size, w, u, v
+    return nrows * freq.size, w, u, v, freq.size
 
 
 def _simulate_w_sample(sim: dict, max_times=50):
@@ -644,7 +773,7 @@ def _simulate_w_sample(sim: dict, max_times=50):
     uvw = (au[:, a1] - au[:, a2]).reshape(-1, 3)
     lam = freq / C_LIGHT
     f = lambda a: (a[:, None] * lam[None, :]).ravel()  # noqa: E731
-    return n_samples, f(uvw[:, 2]), f(uvw[:, 0]), f(uvw[:, 1])
+    return n_samples, f(uvw[:, 2]), f(uvw[:, 0]), f(uvw[:, 1]), nchan
 
 
 def _tile_prob_from_uv(u, v, npad_x, npad_y, cell_rad, tile):
@@ -676,10 +805,10 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
     npad_y = 2 * math.ceil(oversampling * npix_y / 2)
     tile = 64
     if inp.get("simulate"):
-        n_samples, w, u, v = _simulate_w_sample(cfg.get("simulate", {}))
+        n_samples, w, u, v, nchan = _simulate_w_sample(cfg.get("simulate", {}))
         source = "estimate from the simulate: section"
     else:
-        n_samples, w, u, v = _ms_w_sample(inp["ms"], int(inp.get("spw", 0)))
+        n_samples, w, u, v, nchan = _ms_w_sample(inp["ms"], int(inp.get("spw", 0)))
         source = f"MS {inp['ms']} (UVW subsample)"
     mode = wt.get("mode", "wstack-wproject")
     nstacks = 1 if mode == "none" else wt.get("nstacks", "auto")
@@ -702,6 +831,18 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
             from radimg.config import parse_bytes
 
             mem_per_rank_bytes = parse_bytes(mem_per_rank_bytes)
+    precision = gr.get("precision", "single")
+    # The operator's own exchange on a seeded subsample (exchange tiles are >= 64 cells).
+    sub = np.arange(w.size)
+    if w.size > _MAX_EXCHANGE_SAMPLES:
+        sub = np.sort(np.random.default_rng(0).choice(w.size, _MAX_EXCHANGE_SAMPLES, False))
+    exchange = operator_exchange(
+        u[sub], v[sub], w[sub], n_ranks, int(n_samples), "wstack" if mode == "wstack" else mode,
+        npix_x, npix_y, cell_rad, epsilon=eps, nstacks=nstacks, oversampling=oversampling,
+        precision=precision, centres=centres,
+        tables=_tables_covering(w, centres, npix_x, npix_y, cell_rad, eps, oversampling,
+                                precision) if mode == "wstack-wproject" else None,
+    )
     result = plan(
         n_ranks=n_ranks,
         npix=(npix_x, npix_y),
@@ -711,7 +852,7 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
         w=w,
         n_samples=int(n_samples),
         tile_prob=_tile_prob_from_uv(u, v, npad_x, npad_y, cell_rad, tile),
-        precision=gr.get("precision", "single"),
+        precision=precision,
         oversampling=oversampling,
         tile=tile,
         mem_per_rank=mem_per_rank_bytes,
@@ -719,6 +860,159 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
         nbins=20_000,
         support_model="tables" if mode == "wstack-wproject" else "eq8",
         centres=centres,
+        mode=mode,
+        nchan=int(nchan),
+        exchange=exchange,
+        tables=exchange.get("tables"),
     )
+    result["exchange"] = {k: v for k, v in exchange.items() if k != "tables"}
     result["source"] = source
     return result
+
+
+def _exchange_counts(rank, plane, tile, n_ranks, nplanes, tile_cells):
+    """Cells each rank receives / serves / sends to others from (rank, plane, tile) marks."""
+    code = np.unique((rank.astype(np.int64) * nplanes + plane) * tile_cells.size + tile)
+    rk, rest = np.divmod(code, nplanes * tile_cells.size)
+    pl, tl = np.divmod(rest, tile_cells.size)
+    live = np.zeros(nplanes, bool)
+    live[pl] = True
+    owner = np.full(nplanes, -1, np.int64)
+    owner[live] = np.arange(int(live.sum())) % n_ranks
+    cells = tile_cells[tl]
+    recv = np.bincount(rk, weights=cells, minlength=n_ranks).astype(np.int64)
+    send = np.bincount(owner[pl], weights=cells, minlength=n_ranks).astype(np.int64)
+    remote = np.bincount(rk, weights=cells * (owner[pl] != rk), minlength=n_ranks)
+    owned = np.bincount(owner[live], minlength=n_ranks).astype(np.int64)
+    return recv, send, remote.astype(np.int64), owned
+
+
+def _balanced_ranks(keys, load, n_ranks):
+    """Rank of each sample: samples ordered by key, the load prefix sum cut evenly."""
+    order = np.argsort(keys, kind="stable")
+    cum = np.cumsum(load[order].astype(np.float64))
+    tot = cum[-1] if cum.size else 0.0
+    rk = np.zeros(keys.size, np.int64)
+    if tot > 0:
+        mid = cum - 0.5 * load[order]
+        rk[order] = np.minimum((mid * n_ranks / tot).astype(np.int64), n_ranks - 1)
+    return rk
+
+
+def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_rad, *,
+                      epsilon=1e-5, nstacks="auto", oversampling=2.0, precision="single",
+                      centres=None, tile=64, tables=None):
+    """The distributed operator's tile exchange replayed on a uvw subsample (no MPI).
+
+    Samples (wavelengths; any sign) are keyed as :class:`DistributedOperator` keys its rows
+    (first w-plane and gridder tile for ``none``/``wstack``, stack and exchange tile of the
+    footprint for ``wstack-wproject``), cut into ``n_ranks`` equal-load ranges and marked on
+    the tiles each rank's samples touch per plane (``wstack``: the plane range of each tile's
+    samples and the next tile along each axis, :func:`radimg.kernels.gridder.touched_tiles`;
+    ``wstack-wproject``: the 2 x 2 tiles around each footprint). Planes are dealt round-robin
+    over the live ones. A subsample can only miss tiles, so cells are a lower bound (tiles
+    are >= 64 cells, so a dense uv coverage is found by a subsample of ~10**5 points).
+
+    Returns
+    -------
+    dict with per-rank lists ``recv_cells``, ``send_cells``, ``remote_cells``,
+    ``planes_owned``, ``samples`` (scaled to ``n_samples``) and ``grid_cells``, ``nplanes``,
+    ``tile_shape``; for ``wstack-wproject`` also ``tables`` (the kernel tables built).
+    """
+    u, v, w = (np.asarray(a, dtype=np.float64).ravel() for a in (u, v, w))
+    uvw = np.stack([u, v, w], axis=1)
+    fc = np.array([C_LIGHT])  # freq = c: uvw in wavelengths are the "metres" themselves
+    out = {}
+    if mode == "wstack-wproject":
+        from radimg.ops.wproject import WProjectOperator
+        from radimg.parallel.operator import _even_bounds, _tile_of
+
+        wabs = np.abs(w)
+        lab = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), wabs)
+        dw = wabs - centres[lab]
+        op = WProjectOperator(
+            uvw, fc, npix_x, npix_y, cell_rad, epsilon=epsilon, oversampling=oversampling,
+            precision=precision, centres=centres, tables=tables,
+            dw_range=(float(dw.min()), float(dw.max())) if dw.size else (0.0, 0.0),
+        )
+        t = op.tables
+        nyp, nxp = op.nyp, op.nxp
+        smax = int(np.ceil(2.0 * max(t.hs_x.max(), t.hs_y.max()))) + 1
+        yb = _even_bounds(nyp, max(int(tile), smax + 2))
+        xb = _even_bounds(nxp, max(int(tile), smax + 2))
+        nty, ntx = yb.size - 1, xb.size - 1
+        nplanes = op.nstacks
+        keys = np.zeros(w.size, np.int64)
+        load = np.zeros(w.size, np.int64)
+        marks = []
+        for k in range(nplanes):
+            idx = op.stack_idx[k]
+            if idx.size == 0:
+                continue
+            jx, jy, sx, sy = op.sample_footprints(k)
+            keys[idx] = k * nty * ntx + _tile_of(jy, yb) * ntx + _tile_of(jx, xb)
+            load[idx] = sx.astype(np.int64) * sy
+            marks.append((idx, k, [(_tile_of((jy - 1) % nyp, yb), _tile_of((jx - 1) % nxp, xb)),
+                                   (_tile_of((jy + sy) % nyp, yb), _tile_of((jx + sx) % nxp, xb))]))
+        rk = _balanced_ranks(keys, load, n_ranks)
+        R, Pl, T = [], [], []
+        for idx, k, ((tya, txa), (tyb, txb)) in marks:
+            for ty in (tya, tyb):
+                for tx in (txa, txb):
+                    R.append(rk[idx])
+                    Pl.append(np.full(idx.size, k, np.int64))
+                    T.append(ty * ntx + tx)
+        out["tables"] = t
+    else:
+        from radimg.ops.operator import WideFieldOperator
+        from radimg.parallel.operator import _sample_keys
+
+        wabs = np.abs(w)
+        anchors = np.zeros((2, 3))
+        anchors[:, 2] = (wabs.min(), wabs.max()) if wabs.size else (0.0, 0.0)
+        geo = WideFieldOperator(
+            anchors, fc, npix_x, npix_y, cell_rad, epsilon=epsilon, mode=mode, nstacks=nstacks,
+            oversampling=oversampling, precision=precision, fft="numpy", tile=tile,
+        )
+        spec = geo.spec
+        lay = geo.layout()
+        yb, xb = lay.ybounds, lay.xbounds
+        nty, ntx = yb.size - 1, xb.size - 1
+        nyp, nxp, nplanes = spec.nyp, spec.nxp, spec.nplanes
+        keys = _sample_keys(uvw, np.full(w.size, C_LIGHT), spec, yb, xb)
+        rk = _balanced_ranks(keys, np.ones(w.size, np.int64), n_ranks)
+        p0, tl = np.divmod(keys, nty * ntx)
+        # per (rank, tile): the plane range of its samples (touched_tiles' slot_pmin/pmax)
+        g = rk * (nty * ntx) + tl
+        ug, inv = np.unique(g, return_inverse=True)
+        pmin = np.full(ug.size, nplanes, np.int64)
+        pmax = np.zeros(ug.size, np.int64)
+        np.minimum.at(pmin, inv, p0)
+        np.maximum.at(pmax, inv, p0 + spec.Ww - 1)
+        grk, gtl = np.divmod(ug, nty * ntx)
+        ty, tx = np.divmod(gtl, ntx)
+        span = pmax - pmin + 1
+        rep = np.repeat(np.arange(ug.size), span)
+        pl = pmin[rep] + (np.arange(rep.size) - np.repeat(np.cumsum(span) - span, span))
+        R, Pl, T = [], [], []
+        for dy in (0, 1):
+            for dx in (0, 1):
+                R.append(grk[rep])
+                Pl.append(pl)
+                T.append(((ty[rep] + dy) % nty) * ntx + (tx[rep] + dx) % ntx)
+    ycell, xcell = np.diff(yb), np.diff(xb)
+    tile_cells = (ycell[:, None] * xcell[None, :]).ravel().astype(np.int64)
+    if R:
+        R, Pl, T = (np.concatenate(a) for a in (R, Pl, T))
+    else:
+        R = Pl = T = np.zeros(0, np.int64)
+    recv, send, remote, owned = _exchange_counts(R, Pl, T, n_ranks, nplanes, tile_cells)
+    counts = np.bincount(rk, minlength=n_ranks).astype(np.float64)
+    samples = _largest_remainder(counts, int(n_samples)) if counts.sum() else counts
+    out.update(
+        recv_cells=recv.tolist(), send_cells=send.tolist(), remote_cells=remote.tolist(),
+        planes_owned=owned.tolist(), samples=np.asarray(samples, np.int64).tolist(),
+        grid_cells=int(nyp * nxp), nplanes=int(nplanes),
+        tile_shape=(int(ycell.max()), int(xcell.max())),
+    )
+    return out
