@@ -401,16 +401,31 @@ def _deconvolve(ctx, dirty, psf, timer):
         else:
             sw = np.sqrt(np.clip(weight, 0.0, None))  # WEIGHT = 1 / sigma^2
         sw = np.where(ctx["wgt"] != 0, sw, 0.0)
-        y_w = sw * vis
         m = comm.allreduce(int(np.count_nonzero(sw)))
         eps = epsilon_bound(m)
+        resident = getattr(op, "resident", False)
+        if resident:
+            # GPU (issue #7): y_w, z and the residuals stay on the device; per iteration one
+            # image goes in (wdot) and one comes out (whdot)
+            xp, y_w = op.xp, op.set_whitening(sw)
 
-        def fwd(x):
-            return sw * predict(x)
+            def fwd(x):
+                with timer.stage("major: predict"):
+                    return op.wdot(x)
 
-        def adj(v):
-            with timer.stage("major: image"):
-                return image_of(v, sw)
+            def adj(v):
+                with timer.stage("major: image"):
+                    return image_of(None, local=lambda: op.whdot(v))
+
+        else:
+            xp, y_w = np, sw * vis
+
+            def fwd(x):
+                return sw * predict(x)
+
+            def adj(v):
+                with timer.stage("major: image"):
+                    return image_of(v, sw)
 
         sara = SARA(shape, levels=dcfg["admm_levels"], comm=comm)
         state = None
@@ -422,7 +437,7 @@ def _deconvolve(ctx, dirty, psf, timer):
             op_norm = float(c["op_norm"])
             state = {
                 "x": ck["image"],
-                "z": ex["z"].astype(y_w.dtype),
+                "z": op.vis_to_device(ex["z"]) if resident else ex["z"].astype(y_w.dtype),
                 "u": {b: np.asarray(ex[f"u/{b}"], dtype=np.float64) for b in sara.mine},
                 "weights": None
                 if not c["reweighted"]
@@ -456,7 +471,7 @@ def _deconvolve(ctx, dirty, psf, timer):
                     run_attrs=run_attrs,
                     counters=counters,
                     per_rank=per_rank,
-                    vis_arrays={"z": st["z"]},
+                    vis_arrays={"z": op.vis_to_host(st["z"]) if resident else st["z"]},
                     row_id=ctx["row_id"],
                     nrows_total=ctx["nrows_total"],
                 )
@@ -501,6 +516,7 @@ def _deconvolve(ctx, dirty, psf, timer):
             stop_after=dcfg["stop_after_major"],
             stop_check=stop_check,
             log=lambda msg: prog.note(msg, level=1, labelled=False),
+            xp=xp,
         )
         prog.close(_loop_end(state))
         if state.get("interrupted"):
@@ -791,8 +807,10 @@ def _run(cfg, resume, verbose, comm, timer, signals):
             else:
                 from radimg.ops.operator import make_operator
 
+            # GPU: wstack-wproject takes global w-stacks over comm, like the CPU operator
             op = make_operator(
-                uvw, data.freq, npix_x, npix_y, cell_rad, weight_mask=wgt != 0, **opkw
+                uvw, data.freq, npix_x, npix_y, cell_rad, weight_mask=wgt != 0, **opkw,
+                **({"comm": comm} if use_gpu else {}),
             )
             if use_gpu:
                 # Issue #7: samples and imaging weights go to the device once; the PSF, the
@@ -853,7 +871,7 @@ def _run(cfg, resume, verbose, comm, timer, signals):
         wcs_info.update(bmaj_deg=beam[0], bmin_deg=beam[1], bpa_deg=beam[2])
 
     signals.defer(True)  # the product is seconds away: finish it rather than lose it
-    if use_gpu:  # host <-> device bytes (set-up, per major cycle) as timing-table rows
+    if use_gpu:  # host <-> device bytes (set-up, per cycle / ADMM iteration): timing rows
         for name, val in op.transfer_summary().items():
             timer.set_counter(name, val)
     records = comm.gather(timer.record(), root=0)

@@ -118,10 +118,26 @@ def test_kernels_match_cpu_under_cuda_simulator():
     assert " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1], tail
 
 
+def test_admm_on_device_under_cuda_simulator():
+    """ADMM with the resident GPU operator (tests/gpu_sim/sim_admm.py): after set-up every
+    power-method and ADMM iteration moves one image each way, never samples (1000 samples,
+    8000 bytes, against 1024-byte images), and the model equals CPU ADMM's to 1e-5 of peak."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+         "tests/gpu_sim/sim_admm.py"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=1200)
+    tail = (r.stdout + r.stderr)[-6000:]
+    assert r.returncode == 0, tail
+    assert " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1], tail
+
+
 def test_gpu_pipeline_under_cuda_simulator():
-    """``radimg run`` with ``gridder.device: gpu`` (modes none and wstack-wproject) on the
-    simulator: products equal the CPU run's to 1e-5 (single) and the timing record shows only
-    images crossing host <-> device after set-up (tests/gpu_sim/sim_pipeline.py)."""
+    """``radimg run`` with ``gridder.device: gpu`` (CLEAN in modes none and wstack-wproject,
+    ADMM in mode none) on the simulator: products equal the CPU run's to 1e-5 (single) and the
+    timing record shows only images crossing host <-> device after set-up
+    (tests/gpu_sim/sim_pipeline.py)."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", RADIMG_GPU_SIMULATOR="1")
     env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
     r = subprocess.run(
@@ -131,6 +147,22 @@ def test_gpu_pipeline_under_cuda_simulator():
     tail = (r.stdout + r.stderr)[-6000:]
     assert r.returncode == 0, tail
     assert " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1], tail
+
+
+def test_gpu_wproject_global_stacks_two_ranks_under_cuda_simulator():
+    """GPU w-projection with ``comm`` at 2 ranks (tests/gpu_sim/sim_mpi_wproject.py): the
+    global w-stacks make the summed image and the prediction equal a one-rank operator on all
+    samples to 1e-10 (double), where per-rank stacks differ from it at the epsilon level."""
+    mpiexec = pathlib.Path(sys.executable).with_name("mpiexec")
+    if not mpiexec.exists():
+        pytest.skip("no mpiexec next to the interpreter (pip install mpich)")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", OMP_NUM_THREADS="1")
+    env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
+    r = subprocess.run([str(mpiexec), "-n", "2", sys.executable,
+                        "tests/gpu_sim/sim_mpi_wproject.py"],
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
+    assert "WPROJECT-RANKS-OK ranks=2" in r.stdout, r.stdout
 
 
 # ----------------------------------------------------------------------------- PTX
@@ -271,11 +303,11 @@ def test_gpu_residual_moves_only_images(gpu_problem):
     for _ in range(3):
         gpu.residual_image(img)
         st = gpu.stats
-        assert st["h2d_bytes_last_call"] == img.size * 8
+        assert st["h2d_bytes_last_call"] == img.size * 4  # float32 model (single)
         assert st["d2h_bytes_last_call"] == img.size * 4
     summary = gpu.transfer_summary()
     assert summary["device_major_cycles"] == 3
-    assert summary["h2d_bytes_total"] - summary["h2d_bytes_setup"] == 3 * img.size * 8
+    assert summary["h2d_bytes_total"] - summary["h2d_bytes_setup"] == 3 * img.size * 4
 
 
 @pytest.mark.gpu

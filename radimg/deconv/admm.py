@@ -26,6 +26,12 @@ reweighting arrays of its own bases) and ``Psi u`` is summed over ranks. The ima
 broadcast from rank 0 after each update so it is bit-identical on every rank. The operator
 comes in as callables, so this module never imports MPI; ``comm`` (mpi4py or None) is used
 through ``radimg.parallel.mpi``.
+
+Array module: the vis-space vectors (``y_w``, ``z``, the residual, the l2-ball projection and
+the norms) use ``xp`` (numpy, or cupy when the operator keeps samples on a GPU: issue #7,
+radimg/gpu/operator.py ``wdot`` / ``whdot``), with operations both modules have; ``fwd``
+returns and ``adj`` takes ``xp`` arrays. Images and the SARA prox (PyWavelets) are numpy, so per
+iteration one image crosses to the device and one comes back, plus the norms' scalars.
 """
 
 from __future__ import annotations
@@ -133,8 +139,9 @@ def _max_op():
     return _mpi_op("max")
 
 
-def _vis_norm2(comm, a):
-    loc = float(np.vdot(a, a).real)
+def _vis_norm2(comm, a, xp=np):
+    # vdot flattens in numpy and cupy; float() brings one scalar back from a device
+    loc = float(xp.vdot(a, a).real)
     if comm is None:
         return loc
     # one number; broadcast from rank 0 so decisions agree bit for bit
@@ -208,14 +215,16 @@ def admm(
     stop_after=0,
     stop_check=None,
     log=None,
+    xp=None,
 ):
     """PURIFY ADMM (see the module docstring).
 
     Parameters
     ----------
-    fwd : callable image -> this rank's whitened vis ``Phi_w x`` (row, chan) complex.
-    adj : callable vis -> image ``Phi_w^H v`` summed over ranks, float64.
-    y_w : ndarray (row, chan) complex, whitened data of this rank's rows.
+    fwd : callable image -> this rank's whitened vis ``Phi_w x`` (row, chan) complex, an
+        ``xp`` array.
+    adj : callable ``xp`` vis -> image ``Phi_w^H v`` summed over ranks, float64 (numpy).
+    y_w : ``xp`` array (row, chan) complex, whitened data of this rank's rows.
     shape : (npix_y, npix_x).
     eps : float, l2 bound on the whitened residual.
     op_norm : float, ``||Phi_w||^2``.
@@ -236,12 +245,16 @@ def admm(
         checkpoint is written (with ``checkpoint_every`` 0 a checkpoint is written when it
         fires); True returns with ``state["stopped"]`` and ``state["interrupted"]`` True
         (rank 0's answer is broadcast). None: never.
+    log : callable(str) or None, progress messages.
+    xp : array module of the vis-space vectors (numpy when None; cupy for device-resident
+        samples). ``state["z"]`` is an ``xp`` array.
 
     Returns
     -------
     x : ndarray (npix_y, npix_x) float64, the model (Jy/pixel).
     state : dict with keys x, z, u, weights, it, round, tau, done, stopped, interrupted.
     """
+    xp = np if xp is None else xp
     sara = sara or SARA(shape, comm=comm)
     mu = 1.0 / op_norm
     if state is None:
@@ -249,7 +262,7 @@ def admm(
         tau = kappa * sara.max_abs(dirty) * mu
         state = {
             "x": np.zeros(shape),
-            "z": np.zeros_like(y_w),
+            "z": xp.zeros_like(y_w),
             "u": {b: np.zeros(sara.shape[0] * sara.shape[1]) for b in sara.mine},
             "weights": None,
             "it": 0,
@@ -271,7 +284,7 @@ def admm(
     while not state["done"] and state["it"] < niter:
         res = phx - y_w
         s = res + z
-        ns = math.sqrt(_vis_norm2(comm, s))
+        ns = math.sqrt(_vis_norm2(comm, s, xp))
         v = s * min(1.0, eps / ns) if ns > 0 else s
         g = adj(res - v + z)
         xt = x - mu * g
@@ -284,7 +297,7 @@ def admm(
         x = xn
         state["it"] += 1
         ran += 1
-        rnorm = math.sqrt(_vis_norm2(comm, phx - y_w))
+        rnorm = math.sqrt(_vis_norm2(comm, phx - y_w, xp))
         rel = dx / nx if nx > 0 else 0.0
         if log is not None and (state["it"] % 10 == 0 or state["it"] == 1):
             log(f"ADMM it {state['it']}: rel change {rel:.2e}, ||r|| {rnorm:.4g} (eps {eps:.4g})")

@@ -24,9 +24,20 @@ tables, resident like everything else.
 With ``gridder.device: gpu`` the pipeline (radimg/pipeline.py) calls :meth:`set_data` once,
 then :meth:`psf_image`, :meth:`dirty_image` and, every major cycle, :meth:`residual_image`
 (local, unnormalised images: it sums them over ranks and divides by the global weight sum),
-and puts :meth:`transfer_summary` (bytes host -> device and back, set-up and per major cycle)
-in each rank's timing counters. ADMM still calls ``dot`` / ``hdot`` with host data vectors
-(its iterates live on the host), so its iterations move samples.
+and puts :meth:`transfer_summary` (bytes host -> device and back, set-up, per major cycle and
+per ADMM iteration) in each rank's timing counters.
+
+ADMM (radimg/deconv/admm.py) keeps its visibility-space vectors on the device too: the
+pipeline calls :meth:`set_whitening` once (the whitening factors go over, the whitened data
+``y_w`` is made on the device from the resident samples) and then :meth:`wdot` (host image in,
+device vis out) and :meth:`whdot` (device vis in, local host image out); the residual, the dual
+variable, the l2-ball projection and the norms are array-module generic in admm.py (``xp``).
+Per ADMM iteration one image goes in and one comes out (plus the two norms' scalars, which
+these counters leave out); the SARA prox (PyWavelets) works on host images. A checkpoint moves
+the dual variable ``z`` to the host (:meth:`vis_to_host`), a resume moves it back
+(:meth:`vis_to_device`): counted in the totals, outside the per-iteration counters.
+
+Images go to the device in the operator's precision (float32 for ``precision: single``).
 """
 
 from __future__ import annotations
@@ -42,12 +53,30 @@ __all__ = ["GpuWideFieldOperator", "GpuWProjectOperator", "make_operator"]
 
 def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="wstack",
                   nstacks="auto", oversampling=2.0, nthreads=1, precision="double", fft="auto",
-                  weight_mask=None, **kwargs):
+                  weight_mask=None, comm=None, **kwargs):
     """GPU twin of :func:`radimg.ops.operator.make_operator` (same arguments).
 
-    Raises :class:`radimg.gpu.GpuUnavailableError` when no GPU is usable.
+    ``comm`` (mpi4py or None; collective when given): mode ``wstack-wproject`` takes the
+    global w-stacks and kernel tables of all ranks' samples
+    (:func:`radimg.parallel.operator.wproject_stacks`, as the CPU distributed operator does)
+    instead of stacks fitted to this rank's samples, so images do not depend on the rank count
+    beyond summation order. Raises :class:`radimg.gpu.GpuUnavailableError` when no GPU is
+    usable.
     """
     if mode == "wstack-wproject":
+        get_xp()  # no GPU: refuse before any collective work
+        if comm is not None and "centres" not in kwargs:
+            from radimg.parallel.operator import wproject_stacks
+
+            uvw = np.ascontiguousarray(uvw, dtype=np.float64)
+            freq = np.atleast_1d(np.asarray(freq, dtype=np.float64))
+            valid = (np.ones((uvw.shape[0], freq.size), bool) if weight_mask is None
+                     else np.asarray(weight_mask) != 0)
+            geo = wproject_stacks(comm, uvw, freq, valid, npix_x, npix_y, cell_rad,
+                                  epsilon=epsilon, nstacks=nstacks, oversampling=oversampling,
+                                  nthreads=nthreads, precision=precision, fft=fft)
+            return GpuWProjectOperator(uvw, freq, npix_x, npix_y, cell_rad,
+                                       weight_mask=weight_mask, **geo, **kwargs)
         return GpuWProjectOperator(uvw, freq, npix_x, npix_y, cell_rad, epsilon=epsilon,
                                    nstacks=nstacks, oversampling=oversampling,
                                    nthreads=nthreads, precision=precision, fft=fft,
@@ -73,6 +102,9 @@ class _ResidentOperator:
         self._wsum = 0.0
         self.data_h2d_bytes = 0
         self._cycles = []  # (h2d, d2h) bytes of each residual() call: one per major cycle
+        self._sw = None  # ADMM whitening factors (device), after set_whitening()
+        self._admm_fwd = []  # (h2d, d2h) bytes of each wdot() call
+        self._admm_adj = []  # (h2d, d2h) bytes of each whdot() call
 
     @property
     def resident(self):
@@ -134,18 +166,75 @@ class _ResidentOperator:
 
     def transfer_summary(self):
         """Host <-> device bytes for the timing table: set-up (geometry, tables, samples,
-        weights, once), per major cycle (the largest :meth:`residual` call; every cycle moves
-        the same) and totals."""
+        weights, ADMM whitening factors, once), per major cycle (the largest :meth:`residual`
+        call; every cycle moves the same), per ADMM iteration when ADMM ran (the largest
+        :meth:`wdot` plus the largest :meth:`whdot`: an ADMM or power-method iteration calls
+        each once; ``device_admm_applies`` counts the :meth:`wdot` calls) and totals."""
         h2d = [c[0] for c in self._cycles]
         d2h = [c[1] for c in self._cycles]
-        return {
+        out = {
             "h2d_bytes_setup": int(self.setup_h2d_bytes + self.data_h2d_bytes),
             "h2d_bytes_per_cycle": int(max(h2d, default=0)),
             "d2h_bytes_per_cycle": int(max(d2h, default=0)),
             "device_major_cycles": len(self._cycles),
-            "h2d_bytes_total": int(self.transfers.total_h2d),
-            "d2h_bytes_total": int(self.transfers.total_d2h),
         }
+        if self._admm_fwd or self._admm_adj:
+            f, a = self._admm_fwd, self._admm_adj
+            out["h2d_bytes_per_admm_iteration"] = int(
+                max((c[0] for c in f), default=0) + max((c[0] for c in a), default=0))
+            out["d2h_bytes_per_admm_iteration"] = int(
+                max((c[1] for c in f), default=0) + max((c[1] for c in a), default=0))
+            out["device_admm_applies"] = len(f)
+        out["h2d_bytes_total"] = int(self.transfers.total_h2d)
+        out["d2h_bytes_total"] = int(self.transfers.total_d2h)
+        return out
+
+    # ------------------------------------------------------------------ ADMM (whitened)
+    # ADMM's operator is Phi_w = diag(sw) Phi (radimg/deconv/admm.py); its vis-space vectors
+    # live on the device, its images (SARA prox, PyWavelets) on the host.
+    def set_whitening(self, sw):
+        """Copy ADMM's whitening factors ``sw`` (row, chan) real to the device once (set-up
+        bytes) and return the whitened data ``y_w = sw * y`` (device, cdtype) made from the
+        resident samples."""
+        self._need_data()
+        self.transfers.begin()
+        self._sw = self._dev_weight(sw)
+        self.data_h2d_bytes += self.transfers.call_h2d
+        return self._sw * self._vis
+
+    def wdot(self, image):
+        """``Phi_w x``: host image (npix_y, npix_x) in (one image host -> device in the
+        operator's precision), device vis (row, chan) cdtype out."""
+        self._need_whitening()
+        self.transfers.begin()
+        vis = self._dot_dev(self._image_in(image))
+        vis *= self._sw
+        self._admm_fwd.append((self.transfers.call_h2d, self.transfers.call_d2h))
+        return vis
+
+    def whdot(self, vis):
+        """Local ``Phi_w^H v`` (host, unnormalised, rdtype) of a device vis (row, chan): one
+        image device -> host, no sample data."""
+        self._need_whitening()
+        self.transfers.begin()
+        vis = self.xp.ascontiguousarray(vis, dtype=self.cdtype)
+        img = to_host(self._hdot_dev(vis, self._sw), self.xp, self.transfers)
+        self._admm_adj.append((self.transfers.call_h2d, self.transfers.call_d2h))
+        return img
+
+    def vis_to_host(self, vis):
+        """A device vis vector to the host (ADMM checkpoints: the dual variable), counted."""
+        self.transfers.begin()
+        return to_host(vis, self.xp, self.transfers)
+
+    def vis_to_device(self, vis):
+        """A host vis vector to the device in cdtype (ADMM resume), counted."""
+        self.transfers.begin()
+        return self._dev_vis(np.asarray(vis))
+
+    def _need_whitening(self):
+        if self._sw is None:
+            raise RuntimeError("call set_data(vis, weight) and set_whitening(sw) first")
 
     def _need_data(self):
         if self._vis is None:
@@ -173,7 +262,8 @@ class _ResidentOperator:
     def _image_in(self, image):
         if image.shape != (self.npix_y, self.npix_x):
             raise ValueError(f"image must be (npix_y, npix_x) = {(self.npix_y, self.npix_x)}")
-        return to_device(image, self.xp, self.transfers, dtype=np.float64)
+        # in the operator's precision: the CPU pipeline rounds the model to it too (predict)
+        return to_device(image, self.xp, self.transfers, dtype=self.rdtype)
 
     # ------------------------------------------------------------------ operator
     def dot(self, image):
@@ -210,8 +300,9 @@ class GpuWideFieldOperator(_ResidentOperator):
     Public: ``dot(image) -> vis``, ``hdot(vis, weight=None) -> image`` (host arrays in, host
     arrays out; device arrays in, device arrays out), :meth:`set_data` plus :meth:`dirty`,
     :meth:`psf`, :meth:`residual` (and the pipeline's :meth:`psf_image`, :meth:`dirty_image`,
-    :meth:`residual_image`, :meth:`transfer_summary`) for resident data, the stage methods and
-    ``stats``.
+    :meth:`residual_image`, :meth:`transfer_summary`) for resident data, :meth:`set_whitening`,
+    :meth:`wdot`, :meth:`whdot` for ADMM with device-resident vis-space vectors, the stage
+    methods and ``stats``.
 
     Extra keyword arguments: ``block`` (threads per block, default 128), ``max_shared``
     (shared-memory budget per block in bytes; 0 forces the global-atomics path).

@@ -61,7 +61,7 @@ from radimg.parallel.redistribute import (
     redistribute,
 )
 
-__all__ = ["DistributedOperator"]
+__all__ = ["DistributedOperator", "wproject_stacks"]
 
 C_LIGHT = _g.C_LIGHT
 
@@ -288,52 +288,15 @@ class DistributedOperator:
         kernel tables, per-sample load = the kernel cells each sample touches (measured from
         the tables, ~3x eq. 8), rows keyed by (stack, exchange tile). Returns the touched
         exchange tiles per stack."""
-        from radimg.ops.wproject import WProjectOperator, choose_nstacks, stack_centres
+        from radimg.ops.wproject import WProjectOperator
 
         comm = self.comm
         nchan = freq.size
-        if oversampling == "auto":
-            oversampling = 2.0  # as WProjectOperator: its cost model trades stacks, not padding
-        self.oversampling = float(oversampling)
-        cell = float(np.atleast_1d(cell_rad)[0])
-        # |w| exactly as WProjectOperator computes it (bitwise the same k-means input)
-        w_abs = np.abs(uvw[:, 2:3] * freq[None, :] / C_LIGHT)[valid]
-        if nstacks == "auto":
-            # The serial cost model on a global subsample (all samples when few), decided on
-            # rank 0 and broadcast so every rank uses the same K.
-            sample, n_all = _global_subsample(comm, w_abs, 20000)
-            k = 0
-            if self.rank == 0:
-                k = choose_nstacks(
-                    sample, self.npix_x, self.npix_y, cell, float(epsilon), self.oversampling,
-                    n_total=n_all,
-                )
-            nstacks = int(comm.bcast(k, root=0)) if comm is not None and self.size > 1 else k
-        centres = stack_centres(w_abs, int(nstacks), comm=comm)
-        labels = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), w_abs)
-        dw = w_abs - centres[labels]
-        mm = np.array([dw.min() if dw.size else np.inf, -(dw.max() if dw.size else -np.inf)])
-        allreduce_array(comm, mm, "min")
-        dw_range = (float(mm[0]), float(-mm[1])) if np.isfinite(mm[0]) else (0.0, 0.0)
-        opkw = dict(
-            epsilon=epsilon,
-            oversampling=self.oversampling,
-            nthreads=nthreads,
-            precision=precision,
-            fft=fft,
-            centres=centres,
-            dw_range=dw_range,
-        )
-        # Kernel tables: built once on rank 0 (an operator with no samples), broadcast, so
-        # every rank interpolates with bitwise the same kernels.
-        tables = None
-        if self.rank == 0:
-            tables = WProjectOperator(
-                np.zeros((0, 3)), freq, self.npix_x, self.npix_y, cell_rad, **opkw
-            ).tables
-        if comm is not None and self.size > 1:
-            tables = comm.bcast(tables, root=0)
-        opkw["tables"] = tables
+        opkw = wproject_stacks(comm, uvw, freq, valid, self.npix_x, self.npix_y, cell_rad,
+                               epsilon=epsilon, nstacks=nstacks, oversampling=oversampling,
+                               nthreads=nthreads, precision=precision, fft=fft)
+        self.oversampling = opkw["oversampling"]
+        centres, tables = opkw["centres"], opkw["tables"]
         self._extra_rows = 0
 
         # ---- 4.1: real per-sample load, (stack, tile) keys, balanced cut, Alltoallv ----
@@ -737,6 +700,61 @@ def _even_bounds(n, tile):
 def _tile_of(j, bounds):
     """Tile index of cells ``j`` (already reduced mod the grid size)."""
     return np.searchsorted(bounds, j, side="right") - 1
+
+
+def wproject_stacks(comm, uvw, freq, valid, npix_x, npix_y, cell_rad, *, epsilon, nstacks,
+                    oversampling, nthreads=1, precision="double", fft="auto"):
+    """Global w-stacks of mode ``wstack-wproject`` (paper sec. 4.1) from this rank's samples.
+
+    Collective. Returns the :class:`radimg.ops.wproject.WProjectOperator` keyword arguments
+    (``centres``, ``dw_range``, ``tables`` and the rest) that give every rank the same stacks
+    and bitwise the same kernel tables, so images do not depend on how rows are dealt to
+    ranks beyond summation order. ``valid`` : ndarray (row, chan) bool, the samples that count.
+    Used by :class:`DistributedOperator` and the GPU operator (radimg/gpu/operator.py).
+    """
+    from radimg.ops.wproject import WProjectOperator, choose_nstacks, stack_centres
+
+    rank, size = comm_rank_size(comm)
+    if oversampling == "auto":
+        oversampling = 2.0  # as WProjectOperator: its cost model trades stacks, not padding
+    oversampling = float(oversampling)
+    cell = float(np.atleast_1d(cell_rad)[0])
+    # |w| exactly as WProjectOperator computes it (bitwise the same k-means input)
+    w_abs = np.abs(uvw[:, 2:3] * freq[None, :] / C_LIGHT)[valid]
+    if nstacks == "auto":
+        # The serial cost model on a global subsample (all samples when few), decided on
+        # rank 0 and broadcast so every rank uses the same K.
+        sample, n_all = _global_subsample(comm, w_abs, 20000)
+        k = 0
+        if rank == 0:
+            k = choose_nstacks(
+                sample, npix_x, npix_y, cell, float(epsilon), oversampling, n_total=n_all,
+            )
+        nstacks = int(comm.bcast(k, root=0)) if comm is not None and size > 1 else k
+    centres = stack_centres(w_abs, int(nstacks), comm=comm)
+    labels = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), w_abs)
+    dw = w_abs - centres[labels]
+    mm = np.array([dw.min() if dw.size else np.inf, -(dw.max() if dw.size else -np.inf)])
+    allreduce_array(comm, mm, "min")
+    dw_range = (float(mm[0]), float(-mm[1])) if np.isfinite(mm[0]) else (0.0, 0.0)
+    opkw = dict(
+        epsilon=epsilon,
+        oversampling=oversampling,
+        nthreads=nthreads,
+        precision=precision,
+        fft=fft,
+        centres=centres,
+        dw_range=dw_range,
+    )
+    # Kernel tables: built once on rank 0 (an operator with no samples), broadcast, so
+    # every rank interpolates with bitwise the same kernels.
+    tables = None
+    if rank == 0:
+        tables = WProjectOperator(np.zeros((0, 3)), freq, npix_x, npix_y, cell_rad, **opkw).tables
+    if comm is not None and size > 1:
+        tables = comm.bcast(tables, root=0)
+    opkw["tables"] = tables
+    return opkw
 
 
 def _global_subsample(comm, x, max_samples, seed=0):

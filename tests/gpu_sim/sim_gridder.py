@@ -149,7 +149,7 @@ def test_residual_moves_only_images(problem):
     assert gpu.stats["h2d_bytes_last_call"] == vis.size * (8 + 4)  # complex64 + float32
     res = gpu.residual(img)
     st = gpu.stats
-    assert st["h2d_bytes_last_call"] == img.size * 8  # the float64 model image
+    assert st["h2d_bytes_last_call"] == img.size * 4  # the model, in float32 (single)
     assert st["d2h_bytes_last_call"] == img.size * 4  # the float32 residual
     ref = cpu.hdot(vis - cpu.dot(img), wgt) / wgt.sum()
     assert _rel(res, ref) < 1e-5
@@ -252,7 +252,7 @@ def test_wproject_operator_matches_cpu(wp_problem, precision, max_shared):
 @pytest.mark.parametrize("mode", ["none", "wstack-wproject"])
 def test_major_cycle_loop_moves_no_samples(wp_problem, mode):
     """Data residency over a major-cycle loop: after set_data, each of N residual_image()
-    calls moves exactly one model image (float64) host -> device and one residual image
+    calls moves exactly one model image (float32: single) host -> device and one residual image
     device -> host, never a sample-sized buffer; the residuals equal the CPU operator's."""
     from radimg.gpu.operator import make_operator
     from radimg.ops.operator import make_operator as make_cpu
@@ -276,13 +276,13 @@ def test_major_cycle_loop_moves_no_samples(wp_problem, mode):
         model[rng.integers(NPIX), rng.integers(NPIX)] += rng.uniform(0.5, 1.0)
         res = gpu.residual_image(model)
         h2d, d2h = gpu.transfers.call_h2d, gpu.transfers.call_d2h
-        assert h2d == img_bytes * 8 and d2h == img_bytes * 4
+        assert h2d == img_bytes * 4 and d2h == img_bytes * 4
         ref = cpu.hdot(vis - cpu.dot(model), wgt)
         assert _rel(res, ref) < 1e-5
     s = gpu.transfer_summary()
     assert s["device_major_cycles"] == ncycles
-    assert s["h2d_bytes_total"] - before == ncycles * img_bytes * 8
-    assert s["h2d_bytes_per_cycle"] == img_bytes * 8
+    assert s["h2d_bytes_total"] - before == ncycles * img_bytes * 4
+    assert s["h2d_bytes_per_cycle"] == img_bytes * 4
     assert s["d2h_bytes_per_cycle"] == img_bytes * 4
     # PSF and dirty image from the resident samples: image out, nothing in
     gpu.psf_image()
