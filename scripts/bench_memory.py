@@ -80,8 +80,9 @@ def main(argv=None):
     workdir = args.workdir or tempfile.mkdtemp(prefix="radimg-bench-mem-")
     obs = {"demo": [f"input.ms={workdir}/demo.ms"]}
     if args.large:
-        obs["large"] = [f"input.ms={workdir}/large.ms", "simulate.nchan=16",
-                        "simulate.ha_stop_h=0.5", "image.npix=2048", "image.cell_arcsec=40"]
+        # 2x the demo's samples (8 channels), 4x its pixels over the same field
+        obs["large"] = [f"input.ms={workdir}/large.ms", "simulate.nchan=8",
+                        "image.npix=2048", "image.cell_arcsec=36"]
     ranks = [int(x) for x in args.ranks.split(",")]
     modes = args.modes.split(",")
     base = {n: baseline_rss(n) for n in ranks}

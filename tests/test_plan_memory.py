@@ -52,6 +52,7 @@ def _terms(obs, op, ex, mode, precision):
         mode, precision, samples=ex["samples"], nchan=1, recv_cells=ex["recv_cells"],
         send_cells=ex["send_cells"], planes_owned=ex["planes_owned"],
         grid_cells=ex["grid_cells"], image_pixels=NPIX * NPIX, kernel_bytes=[kern],
+        max_stack_samples=ex.get("max_stack_samples"),
     )
 
 
@@ -68,6 +69,9 @@ def test_exchange_replay_equals_operator(obs, mode):
     assert ex["nplanes"] == op.nplanes
     assert ex["grid_cells"] == int(np.prod(op._grid_shape))
     assert ex["samples"] == [op.nsamples]
+    if mode == "wstack-wproject":
+        biggest = max(i.size for i in op.op.stack_idx)
+        assert ex["max_stack_samples"] == [biggest]
     assert ex["recv_cells"][0] > 0
 
 

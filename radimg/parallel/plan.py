@@ -30,7 +30,10 @@ item sizes of ``precision``, ``G`` the padded grid's cells, ``P`` the image's pi
   anchors (3 x 24), ``row_id`` and the destination rank (2 x 8). ``wstack-wproject``: vis,
   PSF ones (2 ``c``), three weights (3 ``r``), masks (2), stack labels (4), stack index and
   the per-stack tile layout cached by ``grid_samples`` (2 x 8); per row uvw as read and
-  redistributed, ``row_id``, destination (64).
+  redistributed, ``row_id``, destination (64); plus, for the samples of the rank's largest
+  stack, the work arrays of building its tile layout in the first ``hdot``
+  (:data:`LAYOUT_TRANSIENT_BYTES`: row/channel, u/v/w, sign, supports, first cells, tiles,
+  sort key and permutation, ~140 bytes).
 - ``grid_tiles``: the tile exchange. Every cell a rank receives (tiles ``M_jk`` of every
   stack/plane it touches, its own stacks included: owners serve themselves through the same
   Alltoallv) and every cell it serves as owner is held twice: in the send or receive buffer
@@ -44,7 +47,7 @@ item sizes of ``precision``, ``G`` the padded grid's cells, ``P`` the image's pi
   transform in the scratch grid, column slabs copied once by the FFT).
 - ``images``: replicated images and image-sized work arrays, :data:`IMAGE_ARRAYS` float64
   images (dirty, psf, the ``hdot`` accumulator and its temporaries, the operator's
-  correction / chirp factors).
+  correction / chirp factors, the local and summed weighting density grids).
 - ``kernels``: ``kernel_storage="table"`` (default): compact 1-D radial w-kernel tables,
   ``n_planes_k x (support_max_k / 2) x 64`` complex per stack present, with
   ``n_planes_k = 1 + ceil(16 * max|dw_k| * (1 - sqrt(1 - l_max^2)))`` (16 planes per turn of
@@ -98,7 +101,8 @@ SAMPLE_BYTES = {
     "wstack-wproject": ((2, 3, 2 + 4 + 2 * 8), 2 * 24 + 2 * 8),
 }
 OWNER_GRIDS = {"wstack": 1, "wstack-wproject": 2}  # extra full grids (c) of an owner's FFTs
-IMAGE_ARRAYS = {"wstack": 7, "wstack-wproject": 6}  # float64 images held at the peak
+IMAGE_ARRAYS = {"wstack": 9, "wstack-wproject": 8}  # float64 images held at the peak
+LAYOUT_TRANSIENT_BYTES = 140  # per sample of the largest stack: wproject tile_layout work
 
 
 def _mkey(mode):
@@ -106,7 +110,7 @@ def _mkey(mode):
 
 
 def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, planes_owned,
-                 grid_cells, image_pixels, kernel_bytes):
+                 grid_cells, image_pixels, kernel_bytes, max_stack_samples=None):
     """Per-rank memory terms (bytes) of the model in the module docstring.
 
     Parameters
@@ -116,6 +120,8 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
     samples, recv_cells, send_cells, planes_owned, kernel_bytes : ndarray (rank,) int
     nchan : int, channels per row
     grid_cells, image_pixels : int, padded grid cells and image pixels
+    max_stack_samples : ndarray (rank,) int, optional
+        Samples of the rank's largest stack (``wstack-wproject``; default: all its samples).
 
     Returns
     -------
@@ -131,8 +137,12 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
     owned = np.asarray(planes_owned, dtype=np.int64)
     n = s.size
     owner_grids = np.minimum(owned, OWNER_GRIDS[m])
+    per_sample = s * (nc * c + nr * r + fixed) + rows * per_row
+    if m == "wstack-wproject":
+        big = s if max_stack_samples is None else np.asarray(max_stack_samples, np.int64)
+        per_sample = per_sample + big * LAYOUT_TRANSIENT_BYTES
     return {
-        "samples": s * (nc * c + nr * r + fixed) + rows * per_row,
+        "samples": per_sample,
         "grid_tiles": (np.asarray(recv_cells, np.int64) + np.asarray(send_cells, np.int64))
         * (c + 8),
         "stack_grids": np.int64(grid_cells) * ((c + 8) + owner_grids * c),
@@ -566,10 +576,12 @@ def plan(
             owner, weights=tiles_rk.sum(axis=0), minlength=n_ranks
         ).astype(np.int64) * tile * tile
         owned = owned_stacks
+        big = samples_rk.max(axis=1) if nst else None
         if exchange is not None and not naive:
             recv_cells = np.asarray(exchange["recv_cells"], np.int64)
             send_cells = np.asarray(exchange["send_cells"], np.int64)
             owned = np.asarray(exchange["planes_owned"], np.int64)
+            big = exchange.get("max_stack_samples")
             a2a = int(np.sum(exchange["remote_cells"])) * cbytes
         present = samples_rk > 0
         if kernel_storage == "table" and table_bytes_real is not None:
@@ -585,7 +597,7 @@ def plan(
             mode, precision, samples=samples, nchan=nchan, recv_cells=recv_cells,
             send_cells=send_cells, planes_owned=owned,
             grid_cells=(exchange or {}).get("grid_cells", npad_x * npad_y),
-            image_pixels=npix_x * npix_y, kernel_bytes=kern,
+            image_pixels=npix_x * npix_y, kernel_bytes=kern, max_stack_samples=big,
         )
         mem = sum(breakdown.values())
         allreduce = 2 * (n_ranks - 1) * (npix_x * npix_y * rbytes) if n_ranks > 1 else 0
@@ -704,7 +716,7 @@ def paper_plan(n_ranks: int, nbins: int = _DEFAULT_NBINS, tile: int = 64, **kw) 
 # --------------------------------------------------------------------------------------
 
 _MAX_SAMPLE_ROWS = 200_000
-_MAX_EXCHANGE_SAMPLES = 400_000
+_MAX_EXCHANGE_SAMPLES = 1_000_000  # tiles still converge at 4e5 (-4 % cells); replay ~2 s at 1e6
 
 
 def _tables_covering(w, centres, npix_x, npix_y, cell_rad, epsilon, oversampling, precision,
@@ -955,6 +967,9 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
             marks.append((idx, k, [(_tile_of((jy - 1) % nyp, yb), _tile_of((jx - 1) % nxp, xb)),
                                    (_tile_of((jy + sy) % nyp, yb), _tile_of((jx + sx) % nxp, xb))]))
         rk = _balanced_ranks(keys, load, n_ranks)
+        per_rs = np.zeros((n_ranks, nplanes), np.int64)
+        np.add.at(per_rs, (rk, op.labels), 1)
+        out["max_stack_sub"] = per_rs.max(axis=1)
         R, Pl, T = [], [], []
         for idx, k, ((tya, txa), (tyb, txb)) in marks:
             for ty in (tya, tyb):
@@ -1009,6 +1024,10 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
     recv, send, remote, owned = _exchange_counts(R, Pl, T, n_ranks, nplanes, tile_cells)
     counts = np.bincount(rk, minlength=n_ranks).astype(np.float64)
     samples = _largest_remainder(counts, int(n_samples)) if counts.sum() else counts
+    if "max_stack_sub" in out:  # scaled from the subsample like the rank's samples
+        out["max_stack_samples"] = (
+            out.pop("max_stack_sub") * int(n_samples) // max(w.size, 1)
+        ).astype(np.int64).tolist()
     out.update(
         recv_cells=recv.tolist(), send_cells=send.tolist(), remote_cells=remote.tolist(),
         planes_owned=owned.tolist(), samples=np.asarray(samples, np.int64).tolist(),
