@@ -232,7 +232,11 @@ def _es_poly_coeffs_cached(W, beta):
     coef = np.empty((D + 1, W))
     for a in range(W):
         c = np.polynomial.chebyshev.chebfit(mu, es_kernel(2.0 * (s + a) / W - 1.0, W, beta), D)
-        coef[:, a] = np.polynomial.chebyshev.cheb2poly(c)[::-1]  # highest degree first
+        # cheb2poly drops trailing (highest-degree) coefficients that come out exactly 0
+        mono = np.zeros(n)
+        p = np.polynomial.chebyshev.cheb2poly(c)
+        mono[: len(p)] = p
+        coef[:, a] = mono[::-1]  # highest degree first
     # The kernel is even: tap W-1-a at mu is tap a at -mu. Impose it exactly (the fits agree
     # to rounding), so the gridder may evaluate even and odd parts once for both taps.
     sign = (-1.0) ** (D - np.arange(D + 1))
