@@ -27,6 +27,7 @@ import pytest
 import yaml
 from failure_util import (
     Job,
+    alive,
     failure_config,
     max_rel_diff,
     mpiexec_path,
@@ -80,6 +81,31 @@ def test_exception_on_one_rank_ends_the_job(obs, tmp_path, stage):
     assert "[rank 1/3]" in err and "Traceback" in err, err
     assert not out.exists()
     assert temporaries(out.parent) == []
+    assert ms_digest(obs["ms"]) == obs["digest"]
+
+
+def test_ranks_end_when_the_launcher_dies(obs, tmp_path):
+    """kill -9 of hydra's proxy alone (what kills the ranks when one fails): the ranks it
+    leaves behind, re-parented, end themselves instead of waiting in MPI for ever."""
+    import pathlib as _p
+
+    out = tmp_path / "out" / "orphan.h5"
+    cfg = failure_config(tmp_path, obs["ms"], out)
+    # every rank sleeps 60 s in the PSF stage, where the proxy is killed
+    job = Job(["run", cfg], ranks=2, fault="rank=all,stage=psf,sleep=60")
+    pids = rank_pids(job.p.pid)
+    job.wait_for(lambda: "gridding PSF" in job.text, 120, "the PSF stage")
+    proxies = [pid for pid in job.tree
+               if b"hydra_pmi_proxy" in _p.Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert proxies, "no hydra_pmi_proxy under mpiexec"
+    for pid in proxies:
+        os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    while any(alive(pid) for pid in pids.values()):
+        assert time.monotonic() - t0 < 20.0, "ranks outlived their launcher by 20 s"
+        time.sleep(0.1)
+    job.finish(30)
+    assert not out.exists() and temporaries(out.parent) == []
     assert ms_digest(obs["ms"]) == obs["digest"]
 
 

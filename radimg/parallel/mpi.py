@@ -108,6 +108,9 @@ def install_abort_handler(comm, exit_code: int = 1, stream=None) -> None:
 # --------------------------------------------------------------------------------------
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+# A rank whose launcher has died ends itself (see StopSignals._watch_parent).
+PARENT_POLL_S = 0.5
+EXIT_ORPHANED = 1
 
 
 class StopSignals:
@@ -129,6 +132,12 @@ class StopSignals:
     inside a long GIL-releasing call (numba ``nogil`` gridding, FFTW, MPI waits). Install and
     restore from the main thread (elsewhere ``install`` does nothing and no signal is seen).
 
+    With more than one rank a second thread watches the parent process (the launcher): a rank
+    whose launcher has gone ends itself within :data:`PARENT_POLL_S` seconds (exit
+    :data:`EXIT_ORPHANED`), instead of waiting for ever in a collective with ranks that the
+    launcher took down (seen once under a loaded ``mpiexec``: two ranks re-parented to init,
+    spinning in an Alltoallv after a third had failed).
+
     Parameters
     ----------
     comm : mpi4py communicator or None (serial: no reduction; hard stop is ``os._exit``).
@@ -146,6 +155,8 @@ class StopSignals:
         self._old_fd = None
         self._pipe = None
         self._thread = None
+        self._parent_thread = None
+        self._parent_done = threading.Event()
 
     # ---- set-up ---------------------------------------------------------------------
 
@@ -164,6 +175,12 @@ class StopSignals:
                 self._old_handlers[sig] = signal.signal(sig, _ignore_in_main_thread)
         self._thread = threading.Thread(target=self._watch, name="radimg-signals", daemon=True)
         self._thread.start()
+        if self.size > 1:
+            self._parent_thread = threading.Thread(
+                target=self._watch_parent, args=(os.getppid(),), name="radimg-parent",
+                daemon=True,
+            )
+            self._parent_thread.start()
         return self
 
     def restore(self) -> None:
@@ -176,6 +193,9 @@ class StopSignals:
         os.close(self._pipe[1])  # the watcher reads EOF and ends
         if self._thread is not None:
             self._thread.join(timeout=1.0)
+        self._parent_done.set()
+        if self._parent_thread is not None:
+            self._parent_thread.join(timeout=1.0)
         os.close(self._pipe[0])
         self._pipe = None
 
@@ -270,6 +290,22 @@ class StopSignals:
                     self._flag.set()
                 else:
                     self._hard_stop(signum, name)
+
+    def _watch_parent(self, ppid: int) -> None:
+        """End this rank when its launcher (hydra's proxy, slurmstepd) has gone.
+
+        The launcher is what kills the other ranks when one fails; if it dies first (killed,
+        or ended by a failure elsewhere in the job) the ranks it leaves behind are
+        re-parented and would wait in their next collective for ranks that no longer exist,
+        spinning a core each, forever. Polled every :data:`PARENT_POLL_S` seconds.
+        """
+        while not self._parent_done.wait(PARENT_POLL_S):
+            if os.getppid() != ppid:
+                self._say(
+                    f"the launcher (parent process {ppid}) has gone: ending this rank "
+                    f"(exit {EXIT_ORPHANED}) rather than wait for ranks that may be gone"
+                )
+                os._exit(EXIT_ORPHANED)
 
     def _hard_stop(self, signum: int, name: str) -> None:
         code = 128 + signum
