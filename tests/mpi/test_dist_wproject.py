@@ -14,7 +14,10 @@ pytestmark = pytest.mark.mpi
 
 N_ROWS, NPIX, FOV_DEG = 1500, 96, 22.0
 FREQ = np.array([1.0e8, 1.3e8])
-TOL = {"double": 1e-10, "single": 1e-6}
+# The issue asks for 1e-6. In double precision the distributed and serial sums differ only
+# in summation order, but the w-projection corrections amplify rounding: a fresh-clone CI
+# run measured 1.1e-10 (2, 3 ranks) and 1.7e-10 (4 ranks) where other runs pass 1e-10.
+TOL = {"double": 1e-8, "single": 1e-6}
 EPS = {"double": 1e-5, "single": 1e-4}
 
 
