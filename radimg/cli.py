@@ -10,7 +10,7 @@ unreadable MS or product, an unsupported option combination), printed as
 printed, with ``[rank R/N]`` under MPI); 3 ``run`` stopped by SIGTERM/SIGUSR1 during
 deconvolution after writing a complete checkpoint (continue with ``--resume``);
 143 stopped by SIGTERM before anything could be checkpointed (no product); 130 interrupted
-(Ctrl-C).
+(Ctrl-C; under mpiexec the whole job ends at once, ``MPI_Abort(130)``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_USER = 2
 EXIT_INTERRUPTED = 3  # = radimg.pipeline.EXIT_INTERRUPTED (not imported: --help stays light)
+EXIT_SIGINT = 130  # = radimg.parallel.mpi.EXIT_SIGINT
 
 _RUN_EPILOG = """\
 exit status:
@@ -41,6 +42,9 @@ exit status:
   143  stopped by SIGTERM before deconvolution (nothing to checkpoint yet): no product,
        nothing to resume; run again (SIGUSR1 there is only noted: deconvolution then stops
        at its first checkpoint)
+  130  Ctrl-C (SIGINT): under mpiexec the whole job ends at once, in any stage (one
+       line per interrupted rank, no traceback); no product; a checkpoint already
+       written is complete and resumable with --resume
 Under Slurm ask for an early warning so the last major cycle can finish and checkpoint:
 sbatch --signal=USR1@300 ... (jobs/slurm/*.sbatch do; see jobs/README.md)."""
 
@@ -513,8 +517,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        if "mpi4py.MPI" in sys.modules:  # a multi-rank job ends as a whole (MPI_Abort(130))
+            from radimg.parallel.mpi import abort_interrupted
+
+            abort_interrupted()
         print("radimg: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_SIGINT
     except BrokenPipeError:
         # `radimg config --dump | head`: the reader left; not an error.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit

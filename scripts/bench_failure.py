@@ -15,6 +15,14 @@ it), through the same helpers (tests/failure_util.py) and the same test-only fau
   by 1.5 s of injected sleep). Expected: every rank stops after the same cycle, exit 3, a
   complete checkpoint, no product; ``--resume`` (at ``--resume-ranks``) then ends with the
   images of the uninterrupted reference run.
+- ``sigint-mpiexec-psf`` / ``sigint-mpiexec-clean``: SIGINT to mpiexec (Ctrl-C in a
+  terminal; hydra forwards it to every rank) while the ranks sleep in the PSF stage / after
+  the first checkpoint. Expected: exit 130 at once, one line per rank and no traceback, no
+  product; in CLEAN the checkpoint written before stays complete and ``--resume`` ends
+  with the reference images.
+- ``sigint-rank-psf`` / ``sigint-rank-clean``: SIGINT to rank 1 alone while it waits in a
+  collective for rank 0, which sleeps 60 s (PSF stage / first major cycle). Expected: exit
+  130 at once (not when rank 0 arrives), rank 1 says why, no product, no checkpoint.
 - ``kill9``: SIGKILL to every process of the job (mpiexec, proxy, ranks) 2 s after the
   first checkpoint. Expected: no product, a complete checkpoint; ``--resume`` ends with the
   reference images.
@@ -207,6 +215,45 @@ class Bench:
         rec["resume"] = self._resume(cfg, out, self.args.resume_ranks)
         return self._judge(rec, rc_ok=rec["exit_status"] == 3, want_ckpt="complete")
 
+    def sigint(self, target, stage):
+        """SIGINT to mpiexec (``target="mpiexec"``) or to rank 1 waiting for a slow rank 0
+        (``"rank"``), in the PSF stage or in CLEAN."""
+        name = f"sigint-{target}-{stage}"
+        if self.args.ranks < 2:
+            return {"ok": False, "why": [f"{name} needs --ranks >= 2"]}
+        _, out, cfg = self._fresh(name)
+        ckpt = pathlib.Path(str(out) + ".ckpt.h5")
+        slow = "all" if target == "mpiexec" else "0"
+        if stage == "psf":
+            fault, ready = f"rank={slow},stage=psf,sleep=60", "gridding PSF"
+        elif target == "mpiexec":
+            fault, ready = SLOW_MAJOR, None  # ready: the first checkpoint
+        else:
+            fault, ready = "rank=0,stage=major,sleep=60", "major 0: peak"
+        job = fu.Job(["run", cfg], ranks=self.args.ranks, fault=fault)
+        pids = fu.rank_pids(job.p.pid)
+        if ready is None:
+            job.wait_for(ckpt.exists, 300, "the first checkpoint")
+        else:
+            job.wait_for(lambda: ready in job.text, 300, ready)
+        if target == "rank":
+            time.sleep(2.0)  # rank 1 finishes its share and waits for rank 0 in MPI
+        t0 = time.time()
+        os.kill(job.p.pid if target == "mpiexec" else pids[1], signal.SIGINT)
+        # well inside rank 0's 60 s sleep: an end here means nobody waited for it
+        _, _, err, _ = job.finish(30)
+        rec = self._record(job, t0, out)
+        speakers = range(self.args.ranks) if target == "mpiexec" else [1]
+        rec["reason_printed"] = "Traceback" not in err and all(
+            f"[rank {r}/{self.args.ranks}] SIGINT (Ctrl-C) received: ending the job now" in err
+            for r in speakers
+        )
+        want_ckpt = "absent"
+        if target == "mpiexec" and stage == "clean":
+            want_ckpt = "complete"
+            rec["resume"] = self._resume(cfg, out, self.args.resume_ranks)
+        return self._judge(rec, rc_ok=rec["exit_status"] == 130, want_ckpt=want_ckpt)
+
     def kill9(self):
         _, out, cfg = self._fresh("kill9")
         ckpt = pathlib.Path(str(out) + ".ckpt.h5")
@@ -272,6 +319,10 @@ SCENARIOS = {
     "exception-major": lambda b: b.exception("major"),
     "sigterm-psf": Bench.sigterm_psf,
     "sigterm-clean": Bench.sigterm_clean,
+    "sigint-mpiexec-psf": lambda b: b.sigint("mpiexec", "psf"),
+    "sigint-mpiexec-clean": lambda b: b.sigint("mpiexec", "clean"),
+    "sigint-rank-psf": lambda b: b.sigint("rank", "psf"),
+    "sigint-rank-clean": lambda b: b.sigint("rank", "clean"),
     "kill9": Bench.kill9,
     "kill9-mpiexec": Bench.kill9_mpiexec,
 }

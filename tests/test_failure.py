@@ -7,6 +7,8 @@
   the checkpoint is complete, exit 3, no product; ``--resume`` then ends with the image of
   an uninterrupted run (1e-6);
 - SIGTERM before deconvolution: exit 143 at once, no product;
+- Ctrl-C (SIGINT to mpiexec, or to one rank waiting in a collective), in the PSF stage and
+  in CLEAN: exit 130 at once, one line per rank, no traceback, no process left, no product;
 - ``kill -9`` of the whole job after a checkpoint: no product at the final path;
   ``--resume`` ends with the image of an uninterrupted run;
 - the input Measurement Set is byte-identical after each of these.
@@ -235,3 +237,100 @@ def test_not_implemented_on_every_rank_is_a_user_error_naming_the_keys(obs, tmp_
     assert "radimg: error: unsupported combination (wterm.mode=wstack" in err, err
     assert "gridder.device=cpu" in err and "deconvolution.algorithm=clean" in err, err
     assert "Traceback" not in err and not out.exists()
+
+
+# Ctrl-C (SIGINT) under mpiexec: exit 130, the whole job ends at once, one line per rank
+# that saw it and no traceback. SIGINT to mpiexec is what Ctrl-C in a terminal does (hydra
+# forwards it to every rank); SIGINT to one rank is what `kill -INT PID` does.
+INTERRUPT_LINE = "SIGINT (Ctrl-C) received: ending the job now (exit 130)"
+
+
+def _interrupted(job, out, ranks):
+    """The job ended with 130, no traceback, the reason on each of ``ranks``, and left
+    no process, no product and no temporary."""
+    rc, stdout, err, _ = job.finish(20)  # JobError if any process of the job is left
+    assert rc == 130, stdout + err
+    for r in ranks:
+        assert f"[rank {r}/2] {INTERRUPT_LINE}" in err, err
+    assert "Traceback" not in err, err
+    assert not out.exists() and temporaries(out.parent) == []
+
+
+@pytest.mark.parametrize("stage", ["psf", "clean"])
+def test_ctrl_c_to_mpiexec_ends_the_job_with_130(obs, tmp_path, stage):
+    from radimg.deconv.checkpoint import read_checkpoint
+
+    out = tmp_path / "out" / "int.h5"
+    ckpt = pathlib.Path(str(out) + ".ckpt.h5")
+    cfg = failure_config(tmp_path, obs["ms"], out)
+    if stage == "psf":
+        job = Job(["run", cfg], ranks=2, fault="rank=all,stage=psf,sleep=30")
+        job.wait_for(lambda: "gridding PSF" in job.text, 120, "the PSF stage")
+    else:
+        job = Job(["run", cfg], ranks=2, fault="rank=all,stage=major,sleep=1.5")
+        job.wait_for(ckpt.exists, 120, "the first checkpoint")
+    os.kill(job.p.pid, signal.SIGINT)
+    _interrupted(job, out, ranks=(0, 1))
+    if stage == "clean":  # the checkpoint written before Ctrl-C is complete (--resume)
+        c = read_checkpoint(ckpt)["counters"]
+        assert c["nmajor"] >= 1 and not c["done"], c
+    assert ms_digest(obs["ms"]) == obs["digest"]
+
+
+@pytest.mark.parametrize("stage", ["psf", "clean"])
+def test_ctrl_c_to_one_rank_waiting_in_a_collective_ends_the_job(obs, tmp_path, stage):
+    """Rank 0 sleeps 60 s (PSF stage, or the first major cycle) while rank 1 waits for it
+    in a collective; SIGINT to rank 1 must end the job now, not when rank 0 arrives (a
+    KeyboardInterrupt is raised only once the MPI call returns)."""
+    out = tmp_path / "out" / "int1.h5"
+    cfg = failure_config(tmp_path, obs["ms"], out)
+    fault, line = {
+        "psf": ("rank=0,stage=psf,sleep=60", "gridding PSF"),
+        "clean": ("rank=0,stage=major,sleep=60", "major 0: peak"),
+    }[stage]
+    job = Job(["run", cfg], ranks=2, fault=fault)
+    pids = rank_pids(job.p.pid)
+    job.wait_for(lambda: line in job.text, 120, line)
+    time.sleep(2.0)  # rank 1 finishes its share (< 0.5 s) and waits for rank 0
+    os.kill(pids[1], signal.SIGINT)
+    _interrupted(job, out, ranks=(1,))
+    assert ms_digest(obs["ms"]) == obs["digest"]
+
+
+def test_ctrl_c_at_start_up_aborts_a_multi_rank_job(monkeypatch):
+    """A KeyboardInterrupt that reaches the CLI (before the run's signal handling, e.g. in
+    the imports) ends a multi-rank job with MPI_Abort(130); serially, or before MPI is
+    initialised, the CLI just exits 130."""
+    import io
+    import sys
+    import types
+
+    from radimg.parallel import mpi
+
+    aborted = []
+
+    class Comm:
+        def __init__(self, size):
+            self.size = size
+
+        def Get_rank(self):
+            return 1
+
+        def Get_size(self):
+            return self.size
+
+        def Abort(self, code):
+            aborted.append(code)
+
+    monkeypatch.setattr(mpi, "IO_DRAIN_S", 0.0)
+    fake = types.SimpleNamespace(Is_initialized=lambda: True, Is_finalized=lambda: False)
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", fake)
+    for size, want in ((1, []), (2, [130])):
+        fake.COMM_WORLD = Comm(size)
+        err = io.StringIO()
+        mpi.abort_interrupted(stream=err)
+        assert aborted == want
+        assert err.getvalue() == ("" if size == 1 else f"[rank 1/2] {mpi.INTERRUPT_MESSAGE}\n")
+    monkeypatch.delitem(sys.modules, "mpi4py.MPI")
+    mpi.abort_interrupted()  # MPI never initialised: nothing to abort
+    assert aborted == [130]

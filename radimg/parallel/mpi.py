@@ -25,6 +25,7 @@ __all__ = [
     "abort_on_exception",
     "report_exception",
     "StopSignals",
+    "abort_interrupted",
     "allreduce_array",
     "bcast_array",
     "comm_rank_size",
@@ -61,6 +62,10 @@ def report_exception(comm, exc_type, exc, tb, stream=None) -> None:
     prefix = f"[rank {rank}/{size}] "
     out = stream if stream is not None else sys.stderr
     try:
+        if issubclass(exc_type, KeyboardInterrupt):  # Ctrl-C: the reason, not a traceback
+            out.write(f"{prefix}{INTERRUPT_MESSAGE}\n")
+            out.flush()
+            return
         text = "".join(traceback.format_exception(exc_type, exc, tb))
         lines = [f"{prefix}uncaught {exc_type.__name__} on rank {rank}; aborting job"]
         lines += [prefix + line for line in text.rstrip("\n").split("\n")]
@@ -80,6 +85,28 @@ def abort_on_exception(comm, exc: BaseException, exit_code: int = 1, stream=None
     report_exception(comm, type(exc), exc, exc.__traceback__, stream)
     time.sleep(IO_DRAIN_S)
     comm.Abort(exit_code)
+
+
+def abort_interrupted(stream=None) -> None:
+    """After a ``KeyboardInterrupt`` outside the run's signal handling (start-up, imports):
+    in a multi-rank job, print the one-line reason and end every rank with
+    ``MPI_Abort(130)`` rather than exit this rank alone while the others wait in their next
+    collective. Returns (the caller exits 130) when MPI was never initialised or the job
+    has one rank; never initialises MPI itself."""
+    mod = sys.modules.get("mpi4py.MPI")
+    if mod is None:
+        return
+    try:
+        if not mod.Is_initialized() or mod.Is_finalized():
+            return
+        comm = mod.COMM_WORLD
+        if comm.Get_size() < 2:
+            return
+    except Exception:  # noqa: BLE001 - fall back to a plain exit 130
+        return
+    report_exception(comm, KeyboardInterrupt, KeyboardInterrupt(), None, stream)
+    time.sleep(IO_DRAIN_S)
+    comm.Abort(EXIT_SIGINT)
 
 
 def install_abort_handler(comm, exit_code: int = 1, stream=None) -> None:
@@ -108,6 +135,14 @@ def install_abort_handler(comm, exit_code: int = 1, stream=None) -> None:
 # --------------------------------------------------------------------------------------
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+# Ctrl-C: with more than one rank the watcher thread ends the job at once (MPI_Abort(130)),
+# also from inside a collective or a GIL-releasing call, where a KeyboardInterrupt would
+# wait until the call returns (as long as the slowest rank takes to reach it).
+EXIT_SIGINT = 130
+INTERRUPT_MESSAGE = (
+    f"SIGINT (Ctrl-C) received: ending the job now (exit {EXIT_SIGINT}); no product "
+    "written; a checkpoint already written, if any, is complete (radimg run CONFIG --resume)"
+)
 # A rank whose launcher has died ends itself (see StopSignals._watch_parent).
 PARENT_POLL_S = 0.5
 EXIT_ORPHANED = 1
@@ -131,6 +166,10 @@ class StopSignals:
     handler in the main thread, so it acts within milliseconds even while the main thread is
     inside a long GIL-releasing call (numba ``nogil`` gridding, FFTW, MPI waits). Install and
     restore from the main thread (elsewhere ``install`` does nothing and no signal is seen).
+
+    With more than one rank SIGINT (Ctrl-C) is the watcher's too: it ends the job at once
+    in every stage, ``MPI_Abort(130)`` after one line (:data:`INTERRUPT_MESSAGE`), also
+    while the main thread waits in a collective for a slower rank.
 
     With more than one rank a second thread watches the parent process (the launcher): a rank
     whose launcher has gone ends itself within :data:`PARENT_POLL_S` seconds (exit
@@ -173,6 +212,12 @@ class StopSignals:
                 # A no-op Python handler: it replaces the default action (terminate) and
                 # makes the C-level handler write the signal number to the wakeup fd.
                 self._old_handlers[sig] = signal.signal(sig, _ignore_in_main_thread)
+        if self.size > 1:
+            # Ctrl-C ends the job from the watcher thread (:data:`INTERRUPT_MESSAGE`); serial
+            # runs keep KeyboardInterrupt (the CLI prints "radimg: interrupted", exit 130).
+            self._old_handlers[signal.SIGINT] = signal.signal(
+                signal.SIGINT, _ignore_in_main_thread
+            )
         self._thread = threading.Thread(target=self._watch, name="radimg-signals", daemon=True)
         self._thread.start()
         if self.size > 1:
@@ -269,6 +314,9 @@ class StopSignals:
             for signum in data:
                 if signum not in wanted:
                     continue
+                if signum == signal.SIGINT:
+                    self._interrupt()
+                    continue
                 if self.signum is None:
                     self.signum = signum
                 name = signal.Signals(signum).name
@@ -306,6 +354,18 @@ class StopSignals:
                     f"(exit {EXIT_ORPHANED}) rather than wait for ranks that may be gone"
                 )
                 os._exit(EXIT_ORPHANED)
+
+    def _interrupt(self) -> None:
+        """Ctrl-C (size > 1 only): end the whole job now with ``MPI_Abort(130)``, in every
+        stage. A terminal user who presses Ctrl-C wants the prompt back, not one more major
+        cycle; the graceful stop with a checkpoint is SIGTERM's (``scancel``, ``kill``)."""
+        self._say(INTERRUPT_MESSAGE)
+        try:
+            sys.stdout.flush()
+        except Exception:  # noqa: BLE001
+            pass
+        time.sleep(IO_DRAIN_S)
+        self.comm.Abort(EXIT_SIGINT)
 
     def _hard_stop(self, signum: int, name: str) -> None:
         code = 128 + signum
