@@ -22,10 +22,13 @@ grids through the gridder's prepared path (coordinates gathered once per applica
    support; the gridder's own tiling). ``M_jk`` = tiles of plane ``k`` that rank ``j``'s
    samples touch, kernel spill into the next tile included (``touched_tiles``). It is
    computed once and sent to the owners at set-up. Forward: owners compute their planes
-   (only the grid rows someone needs), pack the requested tiles, ONE Alltoallv for all planes,
-   receivers scatter tiles into a scratch grid and degrid. Adjoint: ranks grid their samples
-   per plane, pack their touched tiles, ONE Alltoallv to the owners, owners sum and
-   transform, images are summed with one Allreduce (AllSumAll).
+   (only the grid rows someone needs), pack the tiles other ranks requested, ONE Alltoallv
+   for all planes, receivers scatter tiles into a scratch grid and degrid. Adjoint: ranks
+   grid their samples per plane, pack their touched tiles, ONE Alltoallv to the owners,
+   owners sum and transform, images are summed with one Allreduce (AllSumAll). A rank's
+   own planes skip the buffers: its samples degrid from / grid onto the owner's grid
+   directly (so at one rank the buffers are empty). Tiles are held as int32 tile ids and
+   copied as row slices (``_pack_tiles``); no per-cell index is kept.
 
 ``wstack-wproject`` geometry: stack centres from the distributed k-means (plus the serial
 operator's tail splits, ``stack_centres(..., comm)``); ``nstacks: auto`` from the serial cost
@@ -50,9 +53,11 @@ Alltoallv (so at most ``ceil(bytes / limit)`` calls; one call below the limit).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from radimg.kernels import gridder as _g
+from radimg.kernels._jit import JIT_OPTIONS
 from radimg.parallel.mpi import allreduce_array, comm_rank_size
 from radimg.parallel.redistribute import (
     MAX_MESSAGE_BYTES,
@@ -64,6 +69,7 @@ from radimg.parallel.redistribute import (
 __all__ = ["DistributedOperator", "wproject_stacks"]
 
 C_LIGHT = _g.C_LIGHT
+_PACK, _UNPACK, _ADD, _ZERO = 0, 1, 2, 3  # _pack_tiles modes
 
 
 def _anchor_w(target, f, below):
@@ -356,11 +362,17 @@ class DistributedOperator:
 
     def _setup_exchange(self, touched):
         """Sec. 4.2: plane (stack) owners, the tiles ``M_jk`` each rank needs, counts and
-        buffer offsets of the one Alltoallv per application. Set-up only."""
+        buffer offsets of the one Alltoallv per application. Set-up only.
+
+        Tiles are kept as int32 tile ids per (plane, peer) and packed / unpacked as row
+        slices of the grid (``_pack_tiles``), so no per-cell index is held. A rank's own
+        planes never enter the send/receive buffers: its samples grid / degrid straight
+        on the owner's grid."""
         comm = self.comm
-        nyp, nxp = self._grid_shape
-        nty, ntx = self.ybounds.size - 1, self.xbounds.size - 1
-        self._tile_cells = [self._cells_of_tile(t) for t in range(nty * ntx)]
+        nyp = self._grid_shape[0]
+        ntx = self.xbounds.size - 1
+        self._tile_ncells = (np.diff(self.ybounds)[:, None] * np.diff(self.xbounds)[None, :]
+                             ).ravel().astype(np.int64)
         P = self.nplanes
         live = np.array([t.size > 0 for t in touched], dtype=np.int64)
         allreduce_array(comm, live, "max")
@@ -369,15 +381,12 @@ class DistributedOperator:
         self.owner[live_planes] = np.arange(live_planes.size) % self.size
         self.my_planes = [int(p) for p in live_planes if self.owner[p] == self.rank]
         self.touched_planes = [p for p in range(P) if touched[p].size]
-        # Receiver side: cells of plane p this rank needs, in (plane, tile) order.
-        self._need_cells = {p: self._cells(touched[p]) for p in self.touched_planes}
+        self._touched = {p: touched[p].astype(np.int32) for p in self.touched_planes}
         # Tell owners what we need (set-up only; pickled lists of (plane, tiles)).
         req = [[] for _ in range(self.size)]
         for p in self.touched_planes:
-            req[self.owner[p]].append((p, touched[p].astype(np.int32)))
+            req[self.owner[p]].append((p, self._touched[p]))
         got = comm.alltoall(req) if comm is not None and self.size > 1 else req
-        # Owner side: for each source rank j, plane p: cells to send/accumulate.
-        self._serve = [[(p, self._cells(t)) for p, t in got[j]] for j in range(self.size)]
         rows_needed = {p: np.zeros(nyp, dtype=bool) for p in self.my_planes}
         for j in range(self.size):
             for p, t in got[j]:
@@ -385,25 +394,49 @@ class DistributedOperator:
                     ty = int(tid) // ntx
                     rows_needed[p][self.ybounds[ty] : self.ybounds[ty + 1]] = True
         self._plane_rows = {p: np.flatnonzero(r) for p, r in rows_needed.items()}
-        # Counts (elements of cdtype): forward send = what owners serve; recv = what we need.
-        self._fwd_send = np.array(
-            [sum(c.size for _, c in self._serve[j]) for j in range(self.size)], dtype=np.int64
-        )
-        self._fwd_recv = np.zeros(self.size, dtype=np.int64)
-        for p in self.touched_planes:
-            self._fwd_recv[self.owner[p]] += self._need_cells[p].size
-        self._ntiles_send = sum(len(t) for j in range(self.size) for _, t in got[j])
-        self._ntiles_recv = sum(touched[p].size for p in self.touched_planes)
-        self._scratch = np.zeros(self._grid_shape, dtype=self.cdtype)
+        # Owner side: per owned plane, [(tiles, offset)] of the other ranks' requests, in
+        # send-buffer order (by destination, then its list order).
+        self._fwd_send = np.zeros(self.size, dtype=np.int64)
         self._serve_by_plane = {p: [] for p in self.my_planes}
-        for _, p, cells, off in self._send_offsets():
-            self._serve_by_plane[p].append((cells, off))
-        self._recv_plan = self._recv_offsets()
+        off = 0
+        for j in range(self.size):
+            if j == self.rank:
+                continue
+            for p, t in got[j]:
+                t = np.asarray(t, dtype=np.int32)
+                n = int(self._tile_ncells[t].sum())
+                self._serve_by_plane[p].append((t, off))
+                self._fwd_send[j] += n
+                off += n
+        # Receiver side: [(plane, tiles, offset)] of other ranks' planes, in receive-buffer
+        # order (by source owner, then plane ascending).
+        self._fwd_recv = np.zeros(self.size, dtype=np.int64)
+        self._recv_plan = []
+        off = 0
+        for s in range(self.size):
+            if s == self.rank:
+                continue
+            for p in self.touched_planes:
+                if self.owner[p] == s:
+                    n = int(self._tile_ncells[self._touched[p]].sum())
+                    self._recv_plan.append((p, self._touched[p], off))
+                    self._fwd_recv[s] += n
+                    off += n
+        self._own_touched = [p for p in self.my_planes if p in self._touched]
+        self._ntiles_send = sum(len(t) for j in range(self.size) if j != self.rank
+                                for _, t in got[j])
+        self._ntiles_recv = sum(t.size for _, t, _ in self._recv_plan)
+        self._scratch = np.zeros(self._grid_shape, dtype=self.cdtype)
         # Largest per-rank exchange buffer (bytes) over all ranks: decides once whether the
         # per-application Alltoallv must be split into rounds (no collective needed later).
         isz = np.dtype(self.cdtype).itemsize
         mb = np.array([max(self._fwd_send.sum(), self._fwd_recv.sum()) * isz], np.int64)
         self._max_bytes = int(allreduce_array(comm, mb, "max")[0])
+
+    def _pack(self, grid, tiles, buf, off, mode=_PACK):
+        """Copy tiles (row-major within each tile, tiles in list order) between ``grid``
+        (2-D) and ``buf[off:]``: pack, unpack, unpack-add or zero the tiles in ``grid``."""
+        return _pack_tiles(grid, tiles, self.ybounds, self.xbounds, buf, off, mode)
 
     # ------------------------------------------------------------------ stages
     # The serial operators name their stages differently; these four are the only places
@@ -473,18 +506,17 @@ class DistributedOperator:
         ch = np.argmax(cs >= np.maximum(target, 1)[:, None], axis=1)
         return np.where(cnt > 0, _sample_keys(uvw, freq[ch], spec, ybounds, xbounds), 0)
 
-    def _cells_of_tile(self, tid):
-        ntx_ = self.xbounds.size - 1
-        ty, tx = divmod(int(tid), ntx_)
-        y0, y1 = self.ybounds[ty], self.ybounds[ty + 1]
-        x0, x1 = self.xbounds[tx], self.xbounds[tx + 1]
-        yy = np.arange(y0, y1, dtype=np.int64)[:, None] * self._grid_shape[1]
-        return (yy + np.arange(x0, x1, dtype=np.int64)[None, :]).ravel()
-
     def _cells(self, tiles):
-        if len(tiles) == 0:
-            return np.zeros(0, np.int64)
-        return np.concatenate([self._tile_cells[int(t)] for t in tiles])
+        """Flat grid cells of ``tiles`` in pack order (set-up / test oracle only: int64)."""
+        nxp = self._grid_shape[1]
+        ntx = self.xbounds.size - 1
+        out = []
+        for tid in tiles:
+            ty, tx = divmod(int(tid), ntx)
+            yy = np.arange(self.ybounds[ty], self.ybounds[ty + 1], dtype=np.int64)[:, None]
+            xx = np.arange(self.xbounds[tx], self.xbounds[tx + 1], dtype=np.int64)[None, :]
+            out.append((yy * nxp + xx).ravel())
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     def _pad_rows(self, a, dtype):
         a = np.asarray(a)
@@ -556,42 +588,23 @@ class DistributedOperator:
         if image.shape != (self.npix_y, self.npix_x):
             raise ValueError(f"image must be (npix_y, npix_x) = {(self.npix_y, self.npix_x)}")
         send = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
+        vis = np.zeros((self.nrow + self._extra_rows, self.nchan), dtype=self.cdtype)
+        ctx = self._degrid_begin()
         for p in self.my_planes:
-            g = self._owner_forward(image, p).reshape(-1)
-            for cells, off in self._serve_by_plane[p]:
-                send[off : off + cells.size] = g[cells]
+            g = self._owner_forward(image, p)
+            for tiles, off in self._serve_by_plane[p]:
+                self._pack(g, tiles, send, off)
+            if p in self._touched:  # own samples degrid straight from the owner's grid
+                self._degrid(ctx, g, p, vis)
+            del g  # wstack-wproject: a fresh grid per stack; not alive while the next is made
         recv = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
         self._alltoallv(send, self._fwd_send, recv, self._fwd_recv)
-        vis = np.zeros((self.nrow + self._extra_rows, self.nchan), dtype=self.cdtype)
-        flat = self._scratch.reshape(-1)
-        ctx = self._degrid_begin()
-        for p, off in self._recv_plan:
-            cells = self._need_cells[p]
-            flat[cells] = recv[off : off + cells.size]
+        del send
+        for p, tiles, off in self._recv_plan:
+            self._pack(self._scratch, tiles, recv, off, _UNPACK)
             self._degrid(ctx, self._scratch, p, vis)
         self._degrid_end(ctx, vis)
         return vis[: self.nrow]
-
-    def _send_offsets(self):
-        """[(j, p, cells, offset)] in send-buffer order: by destination, then its list order."""
-        out = []
-        off = 0
-        for j in range(self.size):
-            for p, cells in self._serve[j]:
-                out.append((j, p, cells, off))
-                off += cells.size
-        return out
-
-    def _recv_offsets(self):
-        """[(p, offset)] in receive-buffer order: by source (owner), then plane ascending."""
-        out = []
-        off = 0
-        for s in range(self.size):
-            for p in self.touched_planes:
-                if self.owner[p] == s:
-                    out.append((p, off))
-                    off += self._need_cells[p].size
-        return out
 
     def hdot(self, vis, weight=None):
         """Adjoint: vis (row, chan) of this rank's rows (times ``weight``) -> image
@@ -600,20 +613,21 @@ class DistributedOperator:
         wdt = self.rdtype if self.mode == "wstack-wproject" else None
         w = None if weight is None else self._pad_rows(weight, wdt or np.asarray(weight).dtype)
         send = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
-        flat = self._scratch.reshape(-1)
         ctx = self._grid_begin(v, w)
-        for p, off in self._recv_plan:
-            cells = self._need_cells[p]
-            flat[cells] = 0
+        for p, tiles, off in self._recv_plan:
+            self._pack(self._scratch, tiles, send, off, _ZERO)
             self._grid(ctx, v, w, p, self._scratch)
-            send[off : off + cells.size] = flat[cells]
+            self._pack(self._scratch, tiles, send, off)
         recv = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
         self._alltoallv(send, self._fwd_recv, recv, self._fwd_send)
+        del send
         acc = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
         for p in self.my_planes:
             self._scratch[...] = 0
-            for cells, off in self._serve_by_plane[p]:
-                flat[cells] += recv[off : off + cells.size]
+            if p in self._touched:  # own samples grid straight onto the owner's grid
+                self._grid(ctx, v, w, p, self._scratch)
+            for tiles, off in self._serve_by_plane[p]:
+                self._pack(self._scratch, tiles, recv, off, _ADD)
             self._owner_adjoint(self._scratch, p, acc)
         allreduce_array(self.comm, acc, "sum")
         return acc.astype(self.rdtype, copy=False)
@@ -667,6 +681,31 @@ class DistributedOperator:
             out[k] = [int(x) for x in allv[:, i]]
             out[k + "_max_over_mean"] = float(col.max() / mean) if mean > 0 else 1.0
         return out
+
+
+@numba.njit(**JIT_OPTIONS)
+def _pack_tiles(grid, tiles, ybounds, xbounds, buf, off, mode):
+    """Tiles ``tiles`` (int32 ids ``ty * ntx + tx``) of the 2-D ``grid`` and the flat
+    ``buf[off:]``, row-major within a tile, tiles in order. ``mode``: 0 grid -> buf,
+    1 buf -> grid, 2 grid += buf, 3 grid = 0 (``buf`` untouched). Returns the end offset."""
+    ntx = xbounds.size - 1
+    k = off
+    for i in range(tiles.size):
+        ty = tiles[i] // ntx
+        tx = tiles[i] - ty * ntx
+        x0, x1 = xbounds[tx], xbounds[tx + 1]
+        for y in range(ybounds[ty], ybounds[ty + 1]):
+            for x in range(x0, x1):
+                if mode == 0:
+                    buf[k] = grid[y, x]
+                elif mode == 1:
+                    grid[y, x] = buf[k]
+                elif mode == 2:
+                    grid[y, x] += buf[k]
+                else:
+                    grid[y, x] = 0
+                k += 1
+    return k
 
 
 def _sample_keys(uvw, f, spec, ybounds, xbounds):

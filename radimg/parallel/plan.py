@@ -34,15 +34,15 @@ item sizes of ``precision``, ``G`` the padded grid's cells, ``P`` the image's pi
   stack, the work arrays of building its tile layout in the first ``hdot``
   (:data:`LAYOUT_TRANSIENT_BYTES`: row/channel, u/v/w, sign, supports, first cells, tiles,
   sort key and permutation, ~140 bytes).
-- ``grid_tiles``: the tile exchange. Every cell a rank receives (tiles ``M_jk`` of every
-  stack/plane it touches, its own stacks included: owners serve themselves through the same
-  Alltoallv) and every cell it serves as owner is held twice: in the send or receive buffer
-  of ``dot``/``hdot`` (``c``, both alive around the Alltoallv) and as an int64 cell index kept
-  from set-up (``_need_cells``, ``_serve``: 8). So ``(recv_cells + send_cells) * (c + 8)``.
+- ``grid_tiles``: the tile exchange buffers. Every cell a rank receives from other ranks
+  (tiles ``M_jk`` of the stacks/planes it touches and does not own; its own stacks skip the
+  buffers, its samples grid/degrid on the owner's grid) and every cell it serves to other
+  ranks as owner is held once in the send or receive buffer of ``dot``/``hdot`` (``c``, both
+  alive around the Alltoallv): ``(recv_cells + send_cells) * c``, so 0 at one rank. Tiles
+  are kept as int32 tile ids (4 bytes per tile, not counted), no per-cell index.
 - ``stack_grids``: full padded grids held at once. Owned stacks are transformed one at a
   time, so this does NOT grow with the number of stacks owned: the scratch grid
-  (``c``) and the int64 cell index of every tile (``_tile_cells``, 8) per cell, plus owner
-  FFT work (:data:`OWNER_GRIDS`: ``wstack-wproject`` holds the zero-padded grid and the FFT
+  (``c`` per cell), plus owner FFT work (:data:`OWNER_GRIDS`: ``wstack-wproject`` holds the zero-padded grid and the FFT
   output, and in ``dot`` the previous stack's grid while the next is made; ``none``/``wstack``
   transform in the scratch grid, column slabs copied once by the FFT).
 - ``images``: replicated images and image-sized work arrays, :data:`IMAGE_ARRAYS` float64
@@ -118,6 +118,7 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
     mode : {"none", "wstack", "wstack-wproject"}
     precision : {"single", "double"}
     samples, recv_cells, send_cells, planes_owned, kernel_bytes : ndarray (rank,) int
+        (``recv_cells`` / ``send_cells``: cells received from / sent to other ranks)
     nchan : int, channels per row
     grid_cells, image_pixels : int, padded grid cells and image pixels
     max_stack_samples : ndarray (rank,) int, optional
@@ -144,8 +145,8 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
     return {
         "samples": per_sample,
         "grid_tiles": (np.asarray(recv_cells, np.int64) + np.asarray(send_cells, np.int64))
-        * (c + 8),
-        "stack_grids": np.int64(grid_cells) * ((c + 8) + owner_grids * c),
+        * c,
+        "stack_grids": np.int64(grid_cells) * (c + owner_grids * c),
         "images": np.full(n, IMAGE_ARRAYS[m] * int(image_pixels) * 8, np.int64),
         "kernels": np.asarray(kernel_bytes, dtype=np.int64),
     }
@@ -571,6 +572,8 @@ def plan(
                     tiles_rk[owner[k], k] = _tiles_touched(
                         0.0, 1.0, tile_cum, occupied, margin, ntx, ntiles
                     )
+        # own stacks skip the buffers: only tiles of stacks owned by another rank count
+        tiles_rk = tiles_rk * (owner[None, :] != np.arange(n_ranks)[:, None])
         recv_cells = tiles_rk.sum(axis=1) * tile * tile
         send_cells = np.bincount(
             owner, weights=tiles_rk.sum(axis=0), minlength=n_ranks
@@ -889,7 +892,8 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
 
 
 def _exchange_counts(rank, plane, tile, n_ranks, nplanes, tile_cells):
-    """Cells each rank receives / serves / sends to others from (rank, plane, tile) marks."""
+    """From (rank, plane, tile) marks: cells each rank touches (own planes included), cells
+    it receives from other ranks, cells it sends to other ranks, planes it owns."""
     code = np.unique((rank.astype(np.int64) * nplanes + plane) * tile_cells.size + tile)
     rk, rest = np.divmod(code, nplanes * tile_cells.size)
     pl, tl = np.divmod(rest, tile_cells.size)
@@ -898,11 +902,12 @@ def _exchange_counts(rank, plane, tile, n_ranks, nplanes, tile_cells):
     owner = np.full(nplanes, -1, np.int64)
     owner[live] = np.arange(int(live.sum())) % n_ranks
     cells = tile_cells[tl]
-    recv = np.bincount(rk, weights=cells, minlength=n_ranks).astype(np.int64)
-    send = np.bincount(owner[pl], weights=cells, minlength=n_ranks).astype(np.int64)
-    remote = np.bincount(rk, weights=cells * (owner[pl] != rk), minlength=n_ranks)
+    other = cells * (owner[pl] != rk)
+    touched = np.bincount(rk, weights=cells, minlength=n_ranks).astype(np.int64)
+    recv = np.bincount(rk, weights=other, minlength=n_ranks).astype(np.int64)
+    send = np.bincount(owner[pl], weights=other, minlength=n_ranks).astype(np.int64)
     owned = np.bincount(owner[live], minlength=n_ranks).astype(np.int64)
-    return recv, send, remote.astype(np.int64), owned
+    return touched, recv, send, owned
 
 
 def _balanced_ranks(keys, load, n_ranks):
@@ -933,7 +938,9 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
 
     Returns
     -------
-    dict with per-rank lists ``recv_cells``, ``send_cells``, ``remote_cells``,
+    dict with per-rank lists ``recv_cells`` / ``send_cells`` (cells received from / sent to
+    other ranks: the Alltoallv buffers), ``remote_cells`` (= ``recv_cells``),
+    ``touched_cells`` (cells of every tile the rank's samples touch, own planes included),
     ``planes_owned``, ``samples`` (scaled to ``n_samples``) and ``grid_cells``, ``nplanes``,
     ``tile_shape``; for ``wstack-wproject`` also ``tables`` (the kernel tables built).
     """
@@ -1027,7 +1034,7 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
         R, Pl, T = (np.concatenate(a) for a in (R, Pl, T))
     else:
         R = Pl = T = np.zeros(0, np.int64)
-    recv, send, remote, owned = _exchange_counts(R, Pl, T, n_ranks, nplanes, tile_cells)
+    touched, recv, send, owned = _exchange_counts(R, Pl, T, n_ranks, nplanes, tile_cells)
     counts = np.bincount(rk, minlength=n_ranks).astype(np.float64)
     samples = _largest_remainder(counts, int(n_samples)) if counts.sum() else counts
     if "max_stack_sub" in out:  # scaled from the subsample like the rank's samples
@@ -1035,7 +1042,8 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
             out.pop("max_stack_sub") * int(n_samples) // max(w.size, 1)
         ).astype(np.int64).tolist()
     out.update(
-        recv_cells=recv.tolist(), send_cells=send.tolist(), remote_cells=remote.tolist(),
+        recv_cells=recv.tolist(), send_cells=send.tolist(), remote_cells=recv.tolist(),
+        touched_cells=touched.tolist(),
         planes_owned=owned.tolist(), samples=np.asarray(samples, np.int64).tolist(),
         grid_cells=int(nyp * nxp), nplanes=int(nplanes),
         tile_shape=(int(ycell.max()), int(xcell.max())),

@@ -151,3 +151,49 @@ def test_split_messages_give_same_result(setup):
         and max(D.load_balance()["bytes_sent"]) > 100_000
     ):
         assert D.n_alltoallv > 1
+
+
+def test_tile_pack_equals_cell_index_oracle(setup):
+    """Slow oracle for ``_pack_tiles`` (int32 tile ids, row slices): every mode equals
+    fancy indexing with the int64 cells of the same tiles (``_cells``), at the offsets the
+    exchange uses, for every tile list this rank packs or unpacks."""
+    from radimg.parallel.operator import _ADD, _PACK, _UNPACK, _ZERO
+
+    D = setup["D"]
+    rng = np.random.default_rng(D.rank)
+    shape = D._grid_shape
+    lists = [(t, off) for _, t, off in D._recv_plan]
+    lists += [(t, off) for p in D.my_planes for t, off in D._serve_by_plane[p]]
+    lists.append((np.arange(D._tile_ncells.size, dtype=np.int32)[::-3].copy(), 5))
+    for tiles, off in lists:
+        cells = D._cells(tiles)
+        assert cells.size == int(D._tile_ncells[tiles].sum())
+        assert np.unique(cells).size == cells.size  # tiles of one list never overlap
+        grid = rng.normal(size=shape) + 1j * rng.normal(size=shape)
+        buf = np.zeros(off + cells.size + 3, complex)
+        assert D._pack(grid, tiles, buf, off, _PACK) == off + cells.size
+        np.testing.assert_array_equal(buf[off : off + cells.size], grid.ravel()[cells])
+        assert not buf[:off].any() and not buf[off + cells.size :].any()
+        buf[off : off + cells.size] = rng.normal(size=cells.size)
+        for mode in (_UNPACK, _ADD, _ZERO):
+            got, ref = grid.copy(), grid.copy().ravel()
+            D._pack(got, tiles, buf, off, mode)
+            seg = buf[off : off + cells.size]
+            ref[cells] = {_UNPACK: seg, _ADD: ref[cells] + seg, _ZERO: 0}[mode]
+            np.testing.assert_array_equal(got.ravel(), ref)
+
+
+def test_own_planes_bypass_exchange_buffers(setup):
+    """A rank's own planes never enter the Alltoallv buffers; what one rank sends to
+    another is exactly what that rank receives from it (the counts pin the buffers that
+    radimg/parallel/plan.py's ``grid_tiles`` term models)."""
+    comm, D = setup["comm"], setup["D"]
+    assert D._fwd_send[D.rank] == 0 and D._fwd_recv[D.rank] == 0
+    assert all(D.owner[p] != D.rank for p, _, _ in D._recv_plan)
+    sends = np.array(comm.allgather(D._fwd_send))
+    recvs = np.array(comm.allgather(D._fwd_recv))
+    np.testing.assert_array_equal(sends, recvs.T)
+    mine = [p for p in D.touched_planes if D.owner[p] == D.rank]
+    assert mine == D._own_touched
+    for tiles in D._touched.values():
+        assert tiles.dtype == np.int32

@@ -112,7 +112,7 @@ def test_touched_tiles_cover_every_footprint(setup):
     for k in D.touched_planes:
         jx, jy, sx, sy = D.op.sample_footprints(k)
         need = np.zeros(nyp * nxp, bool)
-        need[D._need_cells[k]] = True
+        need[D._cells(D._touched[k])] = True
         for n in range(0, jx.size, 7):
             yy = (jy[n] + np.arange(sy[n])) % nyp
             xx = (jx[n] + np.arange(sx[n])) % nxp
