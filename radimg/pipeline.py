@@ -774,7 +774,7 @@ def _run(cfg, resume, verbose, comm, timer, signals):
         from radimg.ops.weighting import density_grid, imaging_weights
 
         scheme = img_cfg["weighting"]
-        density = None
+        local = density = None
         if scheme != "natural":
             local = density_grid(uvw, data.freq, weight, npix_x, npix_y, cell_rad)
             density = np.empty_like(local)
@@ -791,6 +791,9 @@ def _run(cfg, resume, verbose, comm, timer, signals):
             taper_arcsec=float(img_cfg["taper_arcsec"]),
             density=density,
         ).astype(weight.dtype, copy=False)
+        # the two image-sized float64 density grids are not needed after this (plan.py's
+        # IMAGE_ARRAYS no longer counts them at the peak)
+        del local, density
         wsum = comm.allreduce(float(wgt.sum(dtype=np.float64)))
 
     if distributed:

@@ -42,12 +42,14 @@ item sizes of ``precision``, ``G`` the padded grid's cells, ``P`` the image's pi
   are kept as int32 tile ids (4 bytes per tile, not counted), no per-cell index.
 - ``stack_grids``: full padded grids held at once. Owned stacks are transformed one at a
   time, so this does NOT grow with the number of stacks owned: the scratch grid
-  (``c`` per cell), plus owner FFT work (:data:`OWNER_GRIDS`: ``wstack-wproject`` holds the zero-padded grid and the FFT
-  output, and in ``dot`` the previous stack's grid while the next is made; ``none``/``wstack``
-  transform in the scratch grid, column slabs copied once by the FFT).
+  (``c`` per cell), plus owner FFT work (:data:`OWNER_GRIDS`: ``wstack-wproject`` holds
+  the zero-padded grid and the FFT output, a stack's grid is dropped before the next is
+  made; ``none``/``wstack`` transform in the scratch grid, column slabs copied once by the
+  FFT).
 - ``images``: replicated images and image-sized work arrays, :data:`IMAGE_ARRAYS` float64
   images (dirty, psf, the ``hdot`` accumulator and its temporaries, the operator's
-  correction / chirp factors, the local and summed weighting density grids).
+  correction / chirp factors; the local and summed weighting density grids are dropped
+  after the weights stage, so they are not counted).
 - ``kernels``: ``kernel_storage="table"`` (default): compact 1-D radial w-kernel tables,
   ``n_planes_k x (support_max_k / 2) x 64`` complex per stack present, with
   ``n_planes_k = 1 + ceil(16 * max|dw_k| * (1 - sqrt(1 - l_max^2)))`` (16 planes per turn of
@@ -101,7 +103,7 @@ SAMPLE_BYTES = {
     "wstack-wproject": ((2, 3, 2 + 4 + 2 * 8), 2 * 24 + 2 * 8),
 }
 OWNER_GRIDS = {"wstack": 1, "wstack-wproject": 2}  # extra full grids (c) of an owner's FFTs
-IMAGE_ARRAYS = {"wstack": 9, "wstack-wproject": 8}  # float64 images held at the peak
+IMAGE_ARRAYS = {"wstack": 7, "wstack-wproject": 6}  # float64 images held at the peak
 LAYOUT_TRANSIENT_BYTES = 140  # per sample of the largest stack: wproject tile_layout work
 
 
