@@ -422,7 +422,6 @@ class DistributedOperator:
                     self._recv_plan.append((p, self._touched[p], off))
                     self._fwd_recv[s] += n
                     off += n
-        self._own_touched = [p for p in self.my_planes if p in self._touched]
         self._ntiles_send = sum(len(t) for j in range(self.size) if j != self.rank
                                 for _, t in got[j])
         self._ntiles_recv = sum(t.size for _, t, _ in self._recv_plan)
@@ -654,8 +653,9 @@ class DistributedOperator:
     def load_balance(self):
         """Per-rank figures gathered on every rank: lists over ranks and max/mean of each.
 
-        ``tiles_sent``/``bytes_sent`` are per forward application (owner -> samples); the
-        adjoint moves the same volume the other way.
+        ``tiles_sent``/``bytes_sent`` are per forward application (owner -> the other ranks
+        whose samples touch its planes; a rank's own planes are not counted, they never
+        travel); the adjoint moves the same volume the other way.
         """
         keys = (
             "nsamples",

@@ -165,5 +165,6 @@ def test_split_messages_give_same_result(setup):
     ref = D0.hdot(np.ones((D0.nrow, FREQ.size), complex), D0.weight)
     # only the transport differs (FFTW plans of two operators may round differently)
     assert _rel(img, ref) < TOL[setup["prec"]]
-    if comm.size > 1 and max(D.load_balance()["bytes_sent"]) > 50_000:
+    if comm.size > 1:  # the split path really runs (own stacks do not travel)
+        assert max(D.load_balance()["bytes_sent"]) > 50_000
         assert D.n_alltoallv > 1
