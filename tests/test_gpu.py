@@ -29,6 +29,19 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.unit
+def _run_simulator_file(path, **env_extra):
+    """Run one tests/gpu_sim file in a fresh interpreter with the CUDA simulator on (it must
+    be set before numba is imported); every test in it must pass, none skip."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", **env_extra)
+    env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", path],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=1200)
+    tail = (r.stdout + r.stderr)[-6000:]
+    assert r.returncode == 0, tail
+    assert " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1], tail
+
+
 def test_import_without_cupy_or_gpu():
     """Importing radimg.gpu (and the kernel module) never needs cupy or a device."""
     code = ("import sys; sys.modules['cupy'] = None; import radimg.gpu, radimg.gpu.gridder, "
@@ -108,29 +121,14 @@ def test_kernels_match_cpu_under_cuda_simulator():
     """Every CUDA kernel (ES and w-projection) and both GPU operators equal their CPU twins
     (1e-5 single, 1e-10 double) under the numba CUDA simulator, with tiny inputs (50 samples,
     32^2 grid), and a major-cycle loop moves only images after set_data."""
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         "tests/gpu_sim/sim_gridder.py"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=1200)
-    tail = (r.stdout + r.stderr)[-6000:]
-    assert r.returncode == 0, tail
-    assert " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1], tail
+    _run_simulator_file("tests/gpu_sim/sim_gridder.py")
 
 
 def test_admm_on_device_under_cuda_simulator():
     """ADMM with the resident GPU operator (tests/gpu_sim/sim_admm.py): after set-up every
     power-method and ADMM iteration moves one image each way, never samples (1000 samples,
     8000 bytes, against 1024-byte images), and the model equals CPU ADMM's to 1e-5 of peak."""
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         "tests/gpu_sim/sim_admm.py"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=1200)
-    tail = (r.stdout + r.stderr)[-6000:]
-    assert r.returncode == 0, tail
-    assert " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1], tail
+    _run_simulator_file("tests/gpu_sim/sim_admm.py")
 
 
 def test_gpu_pipeline_under_cuda_simulator():
@@ -138,15 +136,7 @@ def test_gpu_pipeline_under_cuda_simulator():
     ADMM in mode none) on the simulator: products equal the CPU run's to 1e-5 (single) and the
     timing record shows only images crossing host <-> device after set-up
     (tests/gpu_sim/sim_pipeline.py)."""
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", RADIMG_GPU_SIMULATOR="1")
-    env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         "tests/gpu_sim/sim_pipeline.py"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=1200)
-    tail = (r.stdout + r.stderr)[-6000:]
-    assert r.returncode == 0, tail
-    assert " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1], tail
+    _run_simulator_file("tests/gpu_sim/sim_pipeline.py", RADIMG_GPU_SIMULATOR="1")
 
 
 def test_gpu_wproject_global_stacks_two_ranks_under_cuda_simulator():
