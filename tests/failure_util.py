@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import yaml
-from small_sim import small_observation
+from small_sim import pixel_sources, small_observation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
@@ -47,14 +47,7 @@ def radimg_cmd():
 
 def sources():
     """The ``simulate.sources`` list for :data:`PIX` (pixel positions of the N x N image)."""
-    from radimg.io.product import image_wcs, make_wcs_info
-
-    wcs = image_wcs(make_wcs_info(N, N, np.radians(CELL / 3600), (0.0, np.radians(-27.0)), 1.5e8))
-    out = []
-    for x, y, f in PIX:
-        c = wcs.pixel_to_world(x, y)
-        out.append({"ra_deg": float(c.ra.deg), "dec_deg": float(c.dec.deg), "flux_jy": f})
-    return out
+    return pixel_sources(PIX, N, CELL)
 
 
 def failure_config(tmp, ms, out, **dec):

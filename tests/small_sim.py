@@ -23,3 +23,21 @@ def small_observation(sources, noise_jy=0.0, **over):
     }
     sim.update(over)
     return sim
+
+
+def pixel_sources(pix, npix, cell_arcsec, ra_deg=0.0, dec_deg=-27.0, freq_hz=1.5e8):
+    """``simulate.sources`` entries for point sources on pixel centres: ``pix`` is a list of
+    ``(x, y, flux_jy)`` in an ``npix x npix`` image with ``cell_arcsec`` cells around the
+    phase centre of :func:`small_observation` (positions from radimg's astropy WCS)."""
+    import numpy as np
+
+    from radimg.io.product import image_wcs, make_wcs_info
+
+    info = make_wcs_info(npix, npix, np.radians(cell_arcsec / 3600),
+                         (np.radians(ra_deg), np.radians(dec_deg)), freq_hz)
+    wcs = image_wcs(info)
+    out = []
+    for x, y, f in pix:
+        c = wcs.pixel_to_world(x, y)
+        out.append({"ra_deg": float(c.ra.deg), "dec_deg": float(c.dec.deg), "flux_jy": f})
+    return out

@@ -6,7 +6,7 @@ with the same images as an uninterrupted run (1e-6)."""
 import numpy as np
 import pytest
 import yaml
-from small_sim import small_observation
+from small_sim import pixel_sources, small_observation
 
 from tests.test_pipeline import radimg
 
@@ -20,14 +20,7 @@ NOISE = 0.1
 
 
 def _sources():
-    from radimg.io.product import image_wcs, make_wcs_info
-
-    wcs = image_wcs(make_wcs_info(N, N, np.radians(CELL / 3600), (0.0, np.radians(-27.0)), 1.5e8))
-    out = []
-    for x, y, f in PIX:
-        c = wcs.pixel_to_world(x, y)
-        out.append({"ra_deg": float(c.ra.deg), "dec_deg": float(c.dec.deg), "flux_jy": f})
-    return out
+    return pixel_sources(PIX, N, CELL)
 
 
 def _config(tmp, alg="clean", **dec):
