@@ -10,7 +10,8 @@ import time
 
 import numpy as np
 import pytest
-from test_failure import _config, _same, _temporaries, obs  # noqa: F401 - fixture
+from failure_util import failure_config, temporaries
+from test_failure import _same, obs  # noqa: F401 - fixture
 from test_slurm import CPU_TEMPLATE, GPU_TEMPLATE, _job_env, cluster  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -30,7 +31,7 @@ def test_usr1_to_the_job_checkpoints_exits_3_and_resume_completes(cluster, obs, 
 
     out = tmp_path / "out" / "run.h5"
     ckpt = pathlib.Path(str(out) + ".ckpt.h5")
-    cfg = _config(tmp_path, obs["ms"], out)
+    cfg = failure_config(tmp_path, obs["ms"], out)
     env = _job_env()
     env["RADIMG_FAULT_INJECT"] = "rank=all,stage=major,sleep=1.5"  # slow major cycles
     log = tmp_path / "job-%j.out"
@@ -51,7 +52,7 @@ def test_usr1_to_the_job_checkpoints_exits_3_and_resume_completes(cluster, obs, 
     text = pathlib.Path(str(log).replace("%j", str(job))).read_text()
     assert info["JobState"] == "FAILED" and info["ExitCode"] == "3:0", (info, text)
     assert "SIGUSR1" in text and "--resume" in text, text
-    assert not out.exists() and _temporaries(out.parent) == []
+    assert not out.exists() and temporaries(out.parent) == []
     c = read_checkpoint(ckpt)["counters"]
     assert not c["done"] and 1 <= c["nmajor"] < obs["nmajor"], c
 
