@@ -184,7 +184,7 @@ class Bench:
         _, out, cfg = self._fresh("sigterm-psf")
         victim = 1 if self.args.ranks > 1 else 0
         job = fu.Job(["run", cfg], ranks=self.args.ranks, fault="rank=all,stage=psf,sleep=30")
-        pids = fu.rank_pids(job.p.pid)
+        pids = fu.rank_pids(job.p.pid, self.args.ranks)
         job.wait_for(lambda: "gridding PSF" in job.text, 300, "the PSF stage")
         t0 = time.time()
         os.kill(pids[victim], signal.SIGTERM)
@@ -200,7 +200,7 @@ class Bench:
         victim = 1 if self.args.ranks > 1 else 0
         ckpt = pathlib.Path(str(out) + ".ckpt.h5")
         job = fu.Job(["run", cfg], ranks=self.args.ranks, fault=SLOW_MAJOR)
-        pids = fu.rank_pids(job.p.pid)
+        pids = fu.rank_pids(job.p.pid, self.args.ranks)
         job.wait_for(ckpt.exists, 300, "the first checkpoint")
         t0 = time.time()
         os.kill(pids[victim], signal.SIGTERM)
@@ -231,7 +231,7 @@ class Bench:
         else:
             fault, ready = "rank=0,stage=major,sleep=60", "major 0: peak"
         job = fu.Job(["run", cfg], ranks=self.args.ranks, fault=fault)
-        pids = fu.rank_pids(job.p.pid)
+        pids = fu.rank_pids(job.p.pid, self.args.ranks)
         if ready is None:
             job.wait_for(ckpt.exists, 300, "the first checkpoint")
         else:
@@ -271,7 +271,7 @@ class Bench:
     def kill9_mpiexec(self):
         _, out, cfg = self._fresh("kill9-mpiexec")
         job = fu.Job(["run", cfg], ranks=self.args.ranks, fault="rank=all,stage=psf,sleep=30")
-        fu.rank_pids(job.p.pid)
+        fu.rank_pids(job.p.pid, self.args.ranks)
         job.wait_for(lambda: "gridding PSF" in job.text, 300, "the PSF stage")
         job.refresh_tree(every=0.0)
         t0 = time.time()

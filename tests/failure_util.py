@@ -240,9 +240,11 @@ def ms_digest(ms):
     return h.hexdigest()
 
 
-def rank_pids(root_pid, timeout=60):
-    """{rank: pid} of the radimg processes under mpiexec ``root_pid`` (PMI_RANK from
-    /proc/PID/environ)."""
+def rank_pids(root_pid, n_ranks, timeout=60):
+    """{rank: pid} of all ``n_ranks`` radimg processes under mpiexec ``root_pid`` (PMI_RANK
+    from /proc/PID/environ). Waits until every rank has started: on a busy machine hydra
+    starts them one by one, and returning at the first one found made callers fail with
+    ``KeyError: 1``."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         tree = descendants(root_pid)
@@ -258,10 +260,10 @@ def rank_pids(root_pid, timeout=60):
             for kv in env:
                 if kv.startswith(b"PMI_RANK="):
                     ranks[int(kv.split(b"=", 1)[1])] = pid
-        if ranks:
+        if len(ranks) >= n_ranks:
             return ranks
         time.sleep(0.1)
-    raise JobError("no rank processes found under mpiexec")
+    raise JobError(f"found ranks {sorted(ranks)} of {n_ranks} under mpiexec after {timeout} s")
 
 
 def temporaries(directory):

@@ -95,7 +95,7 @@ def test_ranks_end_when_the_launcher_dies(obs, tmp_path):
     cfg = failure_config(tmp_path, obs["ms"], out)
     # every rank sleeps 60 s in the PSF stage, where the proxy is killed
     job = Job(["run", cfg], ranks=2, fault="rank=all,stage=psf,sleep=60")
-    pids = rank_pids(job.p.pid)
+    pids = rank_pids(job.p.pid, 2)
     job.wait_for(lambda: "gridding PSF" in job.text, 120, "the PSF stage")
     proxies = [pid for pid in job.tree
                if b"hydra_pmi_proxy" in _p.Path(f"/proc/{pid}/cmdline").read_bytes()]
@@ -116,7 +116,7 @@ def test_sigterm_before_deconvolution_exits_143_without_product(obs, tmp_path):
     cfg = failure_config(tmp_path, obs["ms"], out)
     # every rank sleeps 30 s in the PSF stage: the signal lands there
     job = Job(["run", cfg], ranks=2, fault="rank=all,stage=psf,sleep=30")
-    pids = rank_pids(job.p.pid)
+    pids = rank_pids(job.p.pid, 2)
     job.wait_for(lambda: "gridding PSF" in job.text, 120, "the PSF stage")
     t0 = time.time()
     os.kill(pids[1], signal.SIGTERM)
@@ -136,7 +136,7 @@ def test_sigterm_during_clean_checkpoints_then_resume_matches(obs, tmp_path):
     cfg = failure_config(tmp_path, obs["ms"], out)
     # a slow major cycle (1.5 s of injected sleep on every rank) leaves time to signal
     job = Job(["run", cfg], ranks=2, fault="rank=all,stage=major,sleep=1.5")
-    pids = rank_pids(job.p.pid)
+    pids = rank_pids(job.p.pid, 2)
     job.wait_for(ckpt.exists, 180, "the first checkpoint")
     os.kill(pids[1], signal.SIGTERM)
     rc, stdout, err, _ = job.finish(120)
@@ -211,7 +211,7 @@ def test_sigterm_during_admm_checkpoints_then_resume_matches(obs, tmp_path):
     job = Job(
         ["run", cfg, "--set", "image.npix=64"], ranks=2, fault="rank=all,stage=major,sleep=0.7"
     )
-    pids = rank_pids(job.p.pid)
+    pids = rank_pids(job.p.pid, 2)
     job.wait_for(ckpt.exists, 180, "the first ADMM checkpoint")
     os.kill(pids[0], signal.SIGTERM)
     rc, stdout, err, _ = job.finish(120)
@@ -289,7 +289,7 @@ def test_ctrl_c_to_one_rank_waiting_in_a_collective_ends_the_job(obs, tmp_path, 
         "clean": ("rank=0,stage=major,sleep=60", "major 0: peak"),
     }[stage]
     job = Job(["run", cfg], ranks=2, fault=fault)
-    pids = rank_pids(job.p.pid)
+    pids = rank_pids(job.p.pid, 2)
     job.wait_for(lambda: line in job.text, 120, line)
     time.sleep(2.0)  # rank 1 finishes its share (< 0.5 s) and waits for rank 0
     os.kill(pids[1], signal.SIGINT)
