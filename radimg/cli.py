@@ -73,7 +73,18 @@ def cmd_run(args) -> int:
         extra.append("output.overwrite=true")
     if args.mem_per_rank is not None:
         extra.append(f"resources.mem_per_rank={args.mem_per_rank}")
-    cfg = _resolve(args, extra)
+    from radimg.config import ConfigError
+
+    err = cfg = None
+    try:
+        cfg = _resolve(args, extra)
+    except ConfigError as exc:
+        err = exc
+    # Every rank resolves the config itself; they agree on the outcome (one collective), so
+    # a rank that cannot read the config never leaves the others waiting in MPI.
+    from radimg.parallel.mpi import get_comm, raise_from_any_rank
+
+    raise_from_any_rank(get_comm(), err)
     from radimg import pipeline
 
     interrupted = getattr(pipeline, "JobInterrupted", ())
@@ -507,6 +518,43 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"radimg: warning: {message}", file=file or sys.stderr, flush=True)
 
 
+def _mpi_rank_size() -> tuple[int, int]:
+    """(rank, size) of MPI.COMM_WORLD when this process initialised MPI, else (0, 1)."""
+    mod = sys.modules.get("mpi4py.MPI")
+    try:
+        if mod is not None and mod.Is_initialized() and not mod.Is_finalized():
+            return mod.COMM_WORLD.Get_rank(), mod.COMM_WORLD.Get_size()
+    except Exception:  # noqa: BLE001 - no MPI: a single process
+        pass
+    return 0, 1
+
+
+def _user_error(exc: BaseException, verbose: bool = False) -> int:
+    """Report a user error once and return exit status 2.
+
+    Raised on every rank alike (``radimg.parallel.mpi.everywhere``): rank 0 prints it, every
+    rank exits 2. Raised on one rank of a multi-rank job only: that rank prints it with its
+    rank and ends the job with ``MPI_Abort(2)``; exiting alone would leave the other ranks
+    waiting in their next collective for ever.
+    """
+    rank, size = _mpi_rank_size()
+    collective = bool(getattr(exc, "radimg_collective", False))
+    if size > 1 and collective and rank != 0:
+        return EXIT_USER
+    if verbose:
+        traceback.print_exc()
+    prefix = f"[rank {rank}/{size}] " if size > 1 and not collective else ""
+    print(f"radimg: error: {prefix}{_message(exc)}", file=sys.stderr, flush=True)
+    if size > 1 and not collective:
+        import time
+
+        from radimg.parallel.mpi import IO_DRAIN_S, get_comm
+
+        time.sleep(IO_DRAIN_S)
+        get_comm().Abort(EXIT_USER)
+    return EXIT_USER
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``radimg``; returns the process exit code."""
     parser = build_parser()
@@ -531,10 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     except BaseException as exc:
         if isinstance(exc, _user_error_types()):
-            if getattr(args, "verbose", False):
-                traceback.print_exc()
-            print(f"radimg: error: {_message(exc)}", file=sys.stderr)
-            return EXIT_USER
+            return _user_error(exc, verbose=getattr(args, "verbose", False))
         traceback.print_exc()
         print(
             f"radimg: internal error ({type(exc).__name__}); please report it with the traceback above",

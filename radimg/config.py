@@ -193,9 +193,16 @@ def bool_key(default, doc) -> Key:
     return Key(default, doc, "true or false", convert)
 
 
-def str_key(default, doc, *, nullable=False, nonempty=True) -> Key:
-    """A string key (a path, a column name), optionally null."""
+def str_key(default, doc, *, nullable=False, nonempty=True, path=False, suffixes=()) -> Key:
+    """A string key (a path, a column name), optionally null.
+
+    ``path``: ``~`` is expanded (YAML does not do it; a directory named ``~`` is never what
+    was meant). ``suffixes``: the file name must end with one of them (case-insensitive),
+    e.g. an HDF5 product path must not be called ``.fits``.
+    """
     expected = "a non-empty string" if nonempty else "a string"
+    if path:
+        expected = "a path" if not suffixes else "a path ending in " + " or ".join(suffixes)
     if nullable:
         expected += " or null"
 
@@ -205,6 +212,10 @@ def str_key(default, doc, *, nullable=False, nonempty=True) -> Key:
         if isinstance(v, str):
             if nonempty and not v.strip():
                 raise _Bad
+            if path:
+                v = os.path.expanduser(v)
+                if suffixes and not v.lower().endswith(tuple(x.lower() for x in suffixes)):
+                    raise _Bad
             return v
         raise _Bad
 
@@ -296,7 +307,7 @@ _BYTE_UNITS = {
 }
 
 
-def parse_bytes(text: str | int | float) -> int:
+def parse_bytes(text: str | int | float, *, unit_required: bool = False) -> int:
     """Parse a memory size such as ``"8GiB"``, ``"500MB"``, ``"1.5 GiB"`` or ``1024``.
 
     Parameters
@@ -304,6 +315,9 @@ def parse_bytes(text: str | int | float) -> int:
     text : str or int or float
         A number of bytes, or a number followed by a unit: B, kB/MB/GB/TB (powers of 1000;
         K/M/G/T alone mean the same) or KiB/MiB/GiB/TiB (powers of 1024). Case-insensitive.
+    unit_required : bool
+        Refuse a bare number (what a user writes: ``8`` meant 8 GiB, not 8 bytes); write
+        ``8B`` for bytes.
 
     Returns
     -------
@@ -318,6 +332,8 @@ def parse_bytes(text: str | int | float) -> int:
     if isinstance(text, bool):
         raise ValueError(f"not a memory size: {text!r}")
     if isinstance(text, (int, float)):
+        if unit_required:
+            raise ValueError(f"memory size {text!r} has no unit (write e.g. 8GiB or 500MB)")
         n = float(text)
         unit = ""
     else:
@@ -327,6 +343,8 @@ def parse_bytes(text: str | int | float) -> int:
                 f"not a memory size: {text!r} (expected e.g. 8GiB, 500MB, 1.5TiB or a byte count)"
             )
         n, unit = float(m.group(1)), m.group(2).lower()
+        if unit_required and not unit:
+            raise ValueError(f"memory size {text!r} has no unit (write e.g. 8GiB or 500MB)")
     nbytes = int(n * _BYTE_UNITS[unit])
     if not math.isfinite(n) or nbytes <= 0:
         raise ValueError(f"memory size must be positive, got {text!r}")
@@ -340,12 +358,14 @@ def bytes_key(default, doc) -> Key:
         if v is None:
             return None
         try:
-            parse_bytes(v)
+            parse_bytes(v, unit_required=True)
         except ValueError:
             raise _Bad from None
-        return v if isinstance(v, str) else int(v)
+        return v
 
-    return Key(default, doc, 'a memory size like "8GiB" or "500MB", or null', convert)
+    return Key(
+        default, doc, 'a memory size with a unit like "8GiB" or "500MB", or null', convert
+    )
 
 
 # Per-source keys of the simulated sky: key -> (converter key, required?)
@@ -454,7 +474,10 @@ TELESCOPES = ("mwa", "vla", "meerkat")
 SCHEMA: dict[str, dict[str, Key]] = {
     "input": {
         "ms": str_key(
-            "out/demo.ms", "Measurement Set to image (written first when simulate is true)"
+            "out/demo.ms",
+            "Measurement Set to image (simulate: true writes it first, unless an MS that "
+            "radimg did not simulate is there: that one is imaged, never replaced)",
+            path=True,
         ),
         "datacolumn": str_key(
             "DATA", "MS column holding the visibilities (DATA, CORRECTED_DATA, ...)"
@@ -463,6 +486,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "spw": int_key(0, "spectral window id", lo=0),
         "field": int_key(0, "field id", lo=0),
         "chunk_rows": int_key(100_000, "MS rows read per chunk (bounds read memory)", lo=1),
+        "autocorrelations": bool_key(
+            False, "image autocorrelations (ANTENNA1 == ANTENNA2) too; WSClean and CASA don't"
+        ),
+        "lock_wait_s": float_key(
+            60.0,
+            "seconds to wait for an MS that another process holds write-locked, then fail",
+            lo=0.0,
+        ),
     },
     "image": {
         "npix": int_key(
@@ -481,6 +512,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "taper_arcsec": float_key(
             0.0, "Gaussian uv taper FWHM in the image plane, arcsec (0 = none)", lo=0.0
+        ),
+        # radimg.ops.resample: same images (DFT accuracy unchanged), coarser grids and FFTs
+        "small_inversion": bool_key(
+            True,
+            "grid on the coarsest cells the data's baselines and w-terms allow and resample "
+            "the images to cell_arcsec exactly (false: grid at cell_arcsec)",
         ),
     },
     "wterm": {
@@ -558,6 +595,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             None,
             "clean mask: FITS image or HDF5 (dataset 'mask'), nonzero = clean here (null = none)",
             nullable=True,
+            path=True,
         ),
         "mask_boxes": box_list_key(
             [], "clean boxes [[x0, y0, x1, y1], ...], 0-based inclusive pixels (x = column)"
@@ -594,15 +632,20 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
     },
     "output": {
-        "path": str_key("out/run.h5", "HDF5 product path"),
+        "path": str_key(
+            "out/run.h5", "HDF5 product path", path=True, suffixes=(".h5", ".hdf5")
+        ),
         "checkpoint": bool_key(
             True, "write a checkpoint after every checkpoint_every major cycles"
         ),
         "overwrite": bool_key(
-            False, "replace an existing product (and simulated MS) at the same path"
+            False,
+            "replace an existing product (and an MS radimg simulated) at the same path; "
+            "files radimg did not write are never replaced",
         ),
         "fits_dir": str_key(
-            None, "also export FITS images into this directory (null = no)", nullable=True
+            None, "also export FITS images into this directory (null = no)", nullable=True,
+            path=True,
         ),
     },
     "resources": {
@@ -733,6 +776,37 @@ def _plain(obj):
 # --------------------------------------------------------------------------------------
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (the
+    plain loader keeps the last one silently: ``npix: 512`` ... ``npix: 4096``)."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    seen: dict = {}
+    for knode, _ in node.value:
+        key = loader.construct_object(knode, deep=deep)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: let the base constructor report it
+            break
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (also on line {first}); give each key once",
+                knode.start_mark,
+            )
+        seen[key] = knode.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def _load(text: str):
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _key_lines(text: str) -> dict[tuple, int]:
     """Map (section,) and (section, key) to their 1-based line numbers in the YAML text."""
     lines: dict[tuple, int] = {}
@@ -787,7 +861,7 @@ def load_yaml(path: str | os.PathLike) -> tuple[dict, dict]:
 
 def _parse_text(text: str, origin: str) -> tuple[dict, dict]:
     try:
-        data = yaml.safe_load(text)
+        data = _load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f"{origin}, line {mark.line + 1}, column {mark.column + 1}" if mark else origin
@@ -879,24 +953,45 @@ def parse_set(item: str) -> tuple[str, str, Any]:
         )
     sect, key = lhs.split(".")
     try:
-        value = yaml.safe_load(rhs) if rhs.strip() else None
+        value = _load(rhs) if rhs.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {lhs}: cannot parse value {rhs!r} as YAML: {e}") from None
     return sect, key, value
 
 
+#: Smallest wterm.epsilon each precision can reach: float32 visibilities and grids carry
+#: ~6e-8 relative rounding per operation, and the sums over samples and planes add it up.
+EPSILON_FLOOR = {"single": 1e-6, "double": 1e-12}
+
+
 def _cross_checks(cfg: dict) -> None:
+    prec, eps = cfg["gridder"]["precision"], cfg["wterm"]["epsilon"]
+    if eps < EPSILON_FLOOR[prec]:
+        raise ConfigError(
+            f"wterm.epsilon = {eps:g} cannot be reached with gridder.precision = {prec} "
+            f"(the floor is {EPSILON_FLOOR[prec]:g}); raise wterm.epsilon or set "
+            "gridder.precision: double"
+        )
     img = cfg["image"]
     cell_rad = math.radians(img["cell_arcsec"] / 3600.0)
+    halves = {}
     for name in ("npix", "npix_y"):
-        n = img[name] if img[name] is not None else img["npix"]
+        n = fft_friendly(img[name] if img[name] is not None else img["npix"])
         half = n // 2 * cell_rad
+        halves[name] = half
         if half >= 1.0:
             raise ConfigError(
                 f"image.{name} = {n} at image.cell_arcsec = {img['cell_arcsec']:g} reaches past "
                 f"the horizon (half-width {math.degrees(half):.1f} deg, direction cosine "
                 f"{half:.2f} >= 1); reduce npix or cell_arcsec"
             )
+    corner = math.hypot(halves["npix"], halves["npix_y"])
+    if corner >= 1.0:
+        raise ConfigError(
+            f"image.npix at image.cell_arcsec = {img['cell_arcsec']:g}: the image corners reach "
+            f"past the horizon (l^2 + m^2 = {corner * corner:.2f} >= 1); reduce npix or "
+            "cell_arcsec"
+        )
     sim = cfg["simulate"]
     if sim["ha_stop_h"] <= sim["ha_start_h"]:
         raise ConfigError(
@@ -904,6 +999,8 @@ def _cross_checks(cfg: dict) -> None:
             f"simulate.ha_start_h ({sim['ha_start_h']:g})"
         )
     tel = sim["telescope"]
+    if tel.lower() not in TELESCOPES:
+        sim["telescope"] = tel = os.path.expanduser(tel)
     if cfg["input"]["simulate"] and tel.lower() not in TELESCOPES and not os.path.exists(tel):
         near = difflib.get_close_matches(tel.lower(), TELESCOPES, n=1, cutoff=0.5)
         hint = f"; did you mean '{near[0]}'?" if near else ""

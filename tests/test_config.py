@@ -31,6 +31,8 @@ def test_defaults_have_required_sections_and_keys():
         "spw": 0,
         "field": 0,
         "chunk_rows": 100000,
+        "autocorrelations": False,
+        "lock_wait_s": 60.0,
     }
     assert d["image"]["npix"] == 2048 and d["image"]["npix_y"] is None
     assert d["image"]["cell_arcsec"] == 30.0
@@ -227,7 +229,7 @@ def test_unknown_key_suggests(tmp_path):
         ),
         ("deconvolution.scales_pix=[]", ["'deconvolution.scales_pix'", "non-empty"]),
         ("output.overwrite=maybe", ["'output.overwrite'", "'maybe'", "true or false"]),
-        ("output.path=", ["'output.path'", "None", "non-empty string"]),
+        ("output.path=", ["'output.path'", "None", "a path ending in .h5 or .hdf5"]),
         ("resources.mem_per_rank=8 parsecs", ["'resources.mem_per_rank'", "8 parsecs", "8GiB"]),
         ("simulate.nchan=0", ["'simulate.nchan'", ">= 1"]),
         ("simulate.dec_deg=95", ["'simulate.dec_deg'", "<= 90"]),

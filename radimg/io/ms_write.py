@@ -7,6 +7,11 @@ name next to the target and renamed when complete: a crash never leaves a half-w
 at the target path.
 
 Use ``MSWriter`` to write rows in chunks (bounded memory) or ``write_ms`` for arrays in hand.
+
+Every MS written here carries the main-table keyword :data:`MARKER_KEYWORD` (the writer's
+description, e.g. the simulate: section as YAML). ``overwrite`` replaces only a path that
+carries it (:func:`radimg_ms_marker`): radimg never deletes a Measurement Set, or anything
+else, that it did not write itself.
 """
 
 from __future__ import annotations
@@ -17,12 +22,61 @@ import time as _time
 
 import numpy as np
 
+from radimg.io.paths import check_not_inside_table
+
 # CASA CORR_TYPE code -> receptor pair (CORR_PRODUCT) for two-receptor feeds.
 _CORR_PRODUCT = {
     5: (0, 0), 6: (0, 1), 7: (1, 0), 8: (1, 1),   # RR RL LR LL
     9: (0, 0), 10: (0, 1), 11: (1, 0), 12: (1, 1),  # XX XY YX YY
 }  # fmt: skip
 _PARALLEL = (5, 8, 9, 12)
+
+#: Main-table keyword of every MS radimg writes; its value describes what wrote it.
+MARKER_KEYWORD = "RADIMG_SIMULATED"
+# Older radimg versions marked a simulated MS with this file inside it instead.
+_LEGACY_STAMP = "RADIMG_SIMULATE.yaml"
+
+
+def radimg_ms_marker(path) -> str | None:
+    """The marker text of a Measurement Set radimg wrote at ``path``, or None.
+
+    None for anything else: a path that does not exist, a file, a directory that is not a
+    casacore table, or an MS without the marker (a real observation). The table is opened
+    read-only without waiting for locks.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(os.path.join(path, "table.dat")):
+        return None
+    stamp = os.path.join(path, _LEGACY_STAMP)
+    try:
+        from casacore.tables import table
+
+        t = table(path, ack=False, readonly=True, lockoptions="usernoread")
+    except RuntimeError:
+        return None
+    try:
+        if MARKER_KEYWORD in t.keywordnames():
+            return str(t.getkeyword(MARKER_KEYWORD))
+    finally:
+        t.close()
+    if os.path.isfile(stamp):
+        with open(stamp) as f:
+            return f.read()
+    return None
+
+
+def check_replaceable(path) -> None:
+    """Raise FileExistsError unless ``path`` is absent or an MS radimg wrote (which
+    ``overwrite`` may replace)."""
+    path = os.fspath(path)
+    if os.path.lexists(path) and radimg_ms_marker(path) is None:
+        what = "a Measurement Set" if os.path.isfile(os.path.join(path, "table.dat")) else (
+            "a directory" if os.path.isdir(path) else "a file")
+        raise FileExistsError(
+            f"{path} exists and is {what} that radimg did not simulate; radimg never "
+            "replaces it (overwrite replaces only an MS radimg simulated): choose another "
+            "input.ms for the simulation"
+        )
 
 
 def _feed_type(corr_types):
@@ -106,10 +160,14 @@ class MSWriter:
         mount="ALT-AZ",
         history=None,
         overwrite=False,
+        marker="radimg.io.ms_write",
     ):
         self.path = os.path.abspath(os.fspath(path))
-        if os.path.exists(self.path) and not overwrite:
+        if os.path.lexists(self.path) and not overwrite:
             raise FileExistsError(f"{self.path} exists (pass overwrite=True to replace it)")
+        check_replaceable(self.path)
+        check_not_inside_table(self.path)
+        self.marker = str(marker)
         self.nrows = int(nrows)
         self.freq = np.atleast_1d(np.asarray(freq, dtype=np.float64))
         self.nchan = self.freq.size
@@ -144,6 +202,7 @@ class MSWriter:
         desc = _main_desc(self.nchan, self.ncorr)
         self.table = ct.default_ms(self.tmp, desc, ct.makedminfo(desc))
         self.table.addrows(self.nrows)
+        self.table.putkeyword(MARKER_KEYWORD, self.marker)
         self._fill_subtables()
         return self
 
@@ -164,7 +223,8 @@ class MSWriter:
 
     def _commit(self):
         old = None
-        if os.path.exists(self.path):
+        check_replaceable(self.path)  # again: the path may have appeared meanwhile
+        if os.path.lexists(self.path):
             old = self.tmp + ".old"
             os.rename(self.path, old)
         os.rename(self.tmp, self.path)
@@ -413,6 +473,7 @@ def write_ms(
     mount="ALT-AZ",
     history=None,
     overwrite=False,
+    marker="radimg.io.ms_write.write_ms",
 ):
     """Write a complete Measurement Set from arrays in memory (see ``MSWriter``).
 
@@ -439,6 +500,7 @@ def write_ms(
         mount=mount,
         history=history,
         overwrite=overwrite,
+        marker=marker,
     ) as w:
         w.put_rows(
             0,

@@ -29,6 +29,10 @@ __all__ = [
     "allreduce_array",
     "bcast_array",
     "comm_rank_size",
+    "everywhere",
+    "is_collective",
+    "raise_from_any_rank",
+    "check_on_root",
 ]
 
 
@@ -107,6 +111,57 @@ def abort_interrupted(stream=None) -> None:
     report_exception(comm, KeyboardInterrupt, KeyboardInterrupt(), None, stream)
     time.sleep(IO_DRAIN_S)
     comm.Abort(EXIT_SIGINT)
+
+
+# --------------------------------------------------------------------------------------
+# User errors raised on every rank alike
+# --------------------------------------------------------------------------------------
+
+#: Attribute set on an exception that every rank of the job raises (see :func:`everywhere`).
+COLLECTIVE_ATTR = "radimg_collective"
+
+
+def everywhere(exc: BaseException) -> BaseException:
+    """Mark ``exc`` as raised on every rank alike (a collective decision, or a deterministic
+    check of replicated data), and return it: the CLI then prints it once (rank 0) and every
+    rank exits 2. A user error without the mark, in a job of several ranks, may be one
+    rank's alone; the CLI ends the whole job with ``MPI_Abort(2)`` rather than let that
+    rank exit while the others wait in their next collective (they would wait for ever)."""
+    try:
+        setattr(exc, COLLECTIVE_ATTR, True)
+    except AttributeError:  # pragma: no cover - exceptions without a __dict__
+        pass
+    return exc
+
+
+def is_collective(exc: BaseException) -> bool:
+    return bool(getattr(exc, COLLECTIVE_ATTR, False))
+
+
+def raise_from_any_rank(comm, exc: BaseException | None) -> None:
+    """Collective: if any rank holds an error, raise the first one (lowest rank) on every
+    rank, marked :func:`everywhere`."""
+    errs = [exc] if comm is None else comm.allgather(exc)
+    for e in errs:
+        if e is not None:
+            raise everywhere(e)
+
+
+def check_on_root(comm, fn, *args, **kwargs):
+    """Collective: run ``fn`` on rank 0 and return its result on every rank; a
+    ``ValueError``/``OSError``/``NotImplementedError`` it raises (user errors derive from
+    these) is raised on every rank, marked :func:`everywhere`."""
+    err = result = None
+    if comm is None or comm.Get_rank() == 0:
+        try:
+            result = fn(*args, **kwargs)
+        except (ValueError, OSError, NotImplementedError) as exc:
+            err = exc
+    if comm is not None:
+        err, result = comm.bcast((err, result), root=0)
+    if err is not None:
+        raise everywhere(err)
+    return result
 
 
 def install_abort_handler(comm, exit_code: int = 1, stream=None) -> None:

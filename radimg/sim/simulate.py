@@ -77,7 +77,8 @@ def baselines(nant: int):
     return a1.astype(np.int32), a2.astype(np.int32)
 
 
-def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | None = None) -> str:
+def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | None = None,
+             marker: str | None = None) -> str:
     """Simulate the observation ``sim_cfg`` and write it to the Measurement Set ``ms_path``.
 
     Parameters
@@ -91,9 +92,13 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
         (list of dicts, see ``radimg.sim.sky.sky_arrays``).
     ms_path : str or path-like
     overwrite : bool
-        Replace an existing MS.
+        Replace an existing MS, which must be one radimg simulated (it carries the marker
+        keyword, ``radimg.io.ms_write.MARKER_KEYWORD``); any other existing path is an error.
     nthreads : int, optional
         Threads for the DFT (default: all numba threads).
+    marker : str, optional
+        Value of the marker keyword (default: the resolved ``sim_cfg`` as text); the
+        pipeline stores the ``simulate:`` section's YAML to recognise an identical MS.
 
     Returns
     -------
@@ -109,16 +114,31 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
     """
     import numba
 
-    from radimg.io.ms_write import MSWriter
+    from radimg.config import ConfigError
+    from radimg.io.ms import MSError
+    from radimg.io.ms_write import MSWriter, check_replaceable
+    from radimg.io.paths import check_not_inside_table
     from radimg.kernels.dft import dft_predict
     from radimg.sim.layouts import load_layout
     from radimg.sim.sky import sky_arrays
     from radimg.sim.uvw import antenna_uvw, array_longitude, hour_angle_times
 
-    cfg = _resolve(sim_cfg)
-    if os.path.exists(os.fspath(ms_path)) and not overwrite:
-        raise FileExistsError(f"{os.fspath(ms_path)} exists (pass overwrite=True to replace it)")
-    layout = load_layout(cfg["telescope"])
+    try:
+        cfg = _resolve(sim_cfg)
+    except ValueError as exc:
+        raise ConfigError(f"simulate: {exc}") from None
+    if os.path.lexists(os.fspath(ms_path)) and not overwrite:
+        raise FileExistsError(
+            f"{os.fspath(ms_path)} exists (use --overwrite to replace an MS radimg simulated)"
+        )
+    check_replaceable(ms_path)
+    check_not_inside_table(ms_path, "input.ms")
+    try:
+        layout = load_layout(cfg["telescope"])
+    except MSError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"simulate.telescope: {exc}") from None
     ra0, dec0 = np.radians(float(cfg["ra_deg"])), np.radians(float(cfg["dec_deg"]))
     nchan = int(cfg["nchan"])
     freq = float(cfg["freq_hz"]) + np.arange(nchan) * float(cfg["chan_width_hz"])
@@ -128,7 +148,13 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
     a1, a2 = baselines(len(layout.names))
     nbl, ntime = a1.size, mjd.size
     nrows = nbl * ntime
-    sky = sky_arrays(cfg["sources"], ra0, dec0, freq, float(cfg["freq_hz"]))
+    try:
+        sky = sky_arrays(cfg["sources"], ra0, dec0, freq, float(cfg["freq_hz"]))
+    except ValueError as exc:
+        raise ConfigError(
+            f"simulate.sources: {exc} (RA/Dec {cfg['ra_deg']:g}/{cfg['dec_deg']:g} deg); "
+            "every source must lie within 90 deg of the phase centre"
+        ) from None
     au = antenna_uvw(layout.positions, mjd, ra0, dec0)  # (time, ant, 3)
     noise = float(cfg["noise_jy"])
     sigma_corr = noise * np.sqrt(2.0) if noise > 0 else 1.0
@@ -155,6 +181,7 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
         mount=layout.mount,
         history=f"radimg.sim.simulate: {cfg!r}",
         overwrite=overwrite,
+        marker=f"radimg.sim.simulate: {cfg!r}" if marker is None else marker,
     ) as w:
         times_per_chunk = max(1, CHUNK_ROWS // nbl)
         for t0 in range(0, ntime, times_per_chunk):
