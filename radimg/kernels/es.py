@@ -71,10 +71,38 @@ def es_kernel(x, W, beta):
     return out if out.ndim else float(out)
 
 
+def leggauss(n):
+    """Gauss-Legendre nodes and weights on [-1, 1] (``numpy.polynomial.legendre.leggauss``
+    to rounding) by Newton's method on the three-term recurrence, O(n^2) numpy work.
+
+    numpy's version solves an eigenvalue problem in LAPACK, which under ``mpiexec`` on few
+    cores (OpenBLAS threads of every rank spinning) took up to 0.1 s per call and ~4 s of a
+    run's set-up (issue #13); this one needs no BLAS.
+    """
+    n = int(n)
+    k = np.arange(1, n + 1, dtype=np.float64)
+    x = np.cos(np.pi * (k - 0.25) / (n + 0.5))  # Tricomi's initial guess
+    for _ in range(100):
+        p0, p1 = np.ones_like(x), x.copy()
+        for j in range(2, n + 1):
+            p0, p1 = p1, ((2 * j - 1) * x * p1 - (j - 1) * p0) / j
+        dp = n * (x * p1 - p0) / (x * x - 1.0)
+        dx = p1 / dp
+        x -= dx
+        if np.abs(dx).max() < 1e-16:
+            break
+    p0, p1 = np.ones_like(x), x.copy()
+    for j in range(2, n + 1):
+        p0, p1 = p1, ((2 * j - 1) * x * p1 - (j - 1) * p0) / j
+    dp = n * (x * p1 - p0) / (x * x - 1.0)
+    w = 2.0 / ((1.0 - x * x) * dp * dp)
+    return x[::-1].copy(), w[::-1].copy()
+
+
 @functools.lru_cache(maxsize=64)
 def _gl_theta(nquad):
     """Gauss-Legendre nodes on theta in [0, pi/2] for the substitution x = sin(theta)."""
-    z, wq = np.polynomial.legendre.leggauss(nquad)
+    z, wq = leggauss(nquad)
     theta = 0.25 * np.pi * (z + 1.0)
     return np.sin(theta), np.cos(theta) * wq * 0.25 * np.pi
 
