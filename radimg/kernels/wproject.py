@@ -46,8 +46,9 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from radimg.kernels._blas import blas_threads
 from radimg.kernels._jit import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
-from radimg.kernels.es import es_correction
+from radimg.kernels.es import es_correction, leggauss
 
 __all__ = [
     "C_LIGHT",
@@ -99,7 +100,7 @@ def _smooth_step(x):
 def _clamp(l_abs, l_f, b):
     """Smooth clamp s(l): identity for |l| <= l_f, s' ramps to 0 over [l_f, l_f + b]."""
     l_abs = np.asarray(l_abs, dtype=np.float64)
-    z, wq = np.polynomial.legendre.leggauss(48)
+    z, wq = leggauss(48)
     hi = np.clip(l_abs, l_f, l_f + b)
     # integral of (1 - step((x - l_f) / b)) over [l_f, hi]
     half = 0.5 * (hi - l_f)
@@ -173,8 +174,76 @@ def _half_supports(tab_x, tab_y, t, dws, W, tol_abs, tmax):
     return hs_x, hs_y, thr
 
 
+def _node_terms(dws, U, p1x, p1y, cross, gg, chunk=16):
+    """The dw-dependent factors of the separable terms at every dw node.
+
+    Returns ``ax, by`` : ndarray (nw, R, nl) complex128, the l- and m-factors (see
+    :func:`build_wkernel_tables`). The cross-term phase ``exp(2 pi i dw c)`` is advanced from
+    node to node by one complex multiply (re-seeded exactly at every chunk start), not an
+    exponential per element per node.
+    """
+    nw, R, nl = dws.size, U.shape[1], U.shape[0]
+    ax = np.exp(2j * np.pi * dws[:, None] * p1x[None, :])[:, None, :] * U.T[None]
+    by = np.empty((nw, R, nl), dtype=np.complex128)
+    uh = np.ascontiguousarray(U.conj().T)
+    if nw > 1:
+        step = np.exp(2j * np.pi * (dws[1] - dws[0]) * cross)
+    for c0 in range(0, nw, chunk):
+        ph = np.exp(2j * np.pi * dws[c0] * cross)
+        for i in range(c0, min(nw, c0 + chunk)):
+            if i > c0:
+                ph *= step
+            by[i] = uh @ (ph * gg)
+    by *= np.exp(2j * np.pi * dws[:, None] * p1y[None, :])[:, None, :]
+    return ax, by
+
+
+def _lam_to_t(a, kidx, M, qq, tt, nthreads=1, chunk=32):
+    """``out[r, w, j] = sum_l a[w, r, l] exp(2 pi i (k_l / M) t_j) / M`` at
+    ``t_j = -tt + j / qq``, ``j < 2 tt qq + 1``: one inverse FFT of length ``M qq`` per row
+    (``(k / M)(j / qq) = k j / (M qq)``), instead of a dense (lam x t) matrix product.
+
+    Parameters
+    ----------
+    a : ndarray (nw, R, nl) complex128
+    kidx : ndarray (nl,) int64, integer frequencies ``k = lam M`` of the columns of ``a``
+    M, qq : int; tt : float (integer-valued)
+
+    Returns
+    -------
+    ndarray (R, nw, nt) complex128
+    """
+    import scipy.fft as sf
+
+    nw, R, nl = a.shape
+    N = int(M) * int(qq)
+    nt = int(2 * tt * qq) + 1
+    cols = np.arange(nt) % N  # the transform is periodic in t with period M
+    pos = kidx % N
+    shift = np.exp(-2j * np.pi * kidx * tt / M) / M
+    out = np.empty((R, nw, nt), dtype=np.complex128)
+    for c0 in range(0, nw, chunk):
+        c1 = min(nw, c0 + chunk)
+        buf = np.zeros(((c1 - c0) * R, N), dtype=np.complex128)
+        buf[:, pos] = a[c0:c1].reshape(-1, nl) * shift
+        res = sf.ifft(buf, axis=1, norm="forward", workers=max(1, int(nthreads)),
+                      overwrite_x=True)
+        out[:, c0:c1] = res[:, cols].reshape(c1 - c0, R, nt).transpose(1, 0, 2)
+    return out
+
+
 def build_wkernel_tables(npix_x, npix_y, cell_rad, nxp, nyp, dw_min, dw_max, epsilon, W, beta,
-                         dtype=np.complex128):
+                         dtype=np.complex128, nthreads=1):
+    """Tables of the combined kernel for residuals ``dw`` in ``[dw_min, dw_max]``; see
+    :func:`_build_wkernel_tables` for the parameters. The BLAS / LAPACK calls of the
+    construction run on at most ``nthreads`` OpenBLAS threads (radimg/kernels/_blas.py)."""
+    with blas_threads(nthreads):
+        return _build_wkernel_tables(npix_x, npix_y, cell_rad, nxp, nyp, dw_min, dw_max,
+                                     epsilon, W, beta, dtype=dtype, nthreads=nthreads)
+
+
+def _build_wkernel_tables(npix_x, npix_y, cell_rad, nxp, nyp, dw_min, dw_max, epsilon, W,
+                          beta, dtype=np.complex128, nthreads=1):
     """Tables of the combined kernel for residuals ``dw`` in ``[dw_min, dw_max]``.
 
     Parameters
@@ -191,6 +260,8 @@ def build_wkernel_tables(npix_x, npix_y, cell_rad, nxp, nyp, dw_min, dw_max, eps
     W, beta : ES kernel parameters (radimg.kernels.es.es_parameters).
     dtype : complex64 | complex128
         Storage precision of the tables.
+    nthreads : int
+        Threads of the FFTs that evaluate the tables.
 
     Returns
     -------
@@ -259,25 +330,18 @@ def build_wkernel_tables(npix_x, npix_y, cell_rad, nxp, nyp, dw_min, dw_max, eps
             break
         rank += 1
     U = V[:, :rank] * np.sign(gx[ir])[:, None]  # E used |g| on the rows
-    lam_r, p1x_r, p1y_r = lam[ir], p1x[ir], p1y[ir]
-    cross_r = cross[np.ix_(ir, ir)]
-    gg = gx[ir][:, None] * gx[ir][None, :]
+    # Per dw node, the l- and m-factors of the R terms (both table passes share them):
+    # ax[w, r, l] = exp(2 pi i dw p1x(l)) U[l, r]; by[w, r, m] = exp(2 pi i dw p1y(m)) *
+    # sum_l conj(U[l, r]) g(l) g(m) exp(2 pi i dw c(l, m)).
+    ax, by = _node_terms(dws, U, p1x[ir], p1y[ir], cross[np.ix_(ir, ir)],
+                         gx[ir][:, None] * gx[ir][None, :])
+    kidx = np.rint(lam[ir] * M).astype(np.int64)  # lam = k / M on the tabulated band
 
     def tabulate(qq, tt):
         """A_r(t; dw) and B_r(t; dw) on t = -tt + k / qq, all dw nodes: (R, nw, nt)."""
         t_ = -tt + np.arange(int(2 * tt * qq) + 1) / qq
-        P = np.exp(2j * np.pi * np.outer(lam_r, t_)) / M
-        tx = np.empty((nw, rank, t_.size), dtype=np.complex128)
-        ty = np.empty((nw, rank, t_.size), dtype=np.complex128)
-        for c0 in range(0, nw, 8):
-            d = dws[c0:c0 + 8]
-            ax = np.exp(2j * np.pi * d[:, None] * p1x_r[None, :])[:, None, :] * U.T[None]
-            Ep = np.exp(2j * np.pi * d[:, None, None] * cross_r[None, :, :]) * gg
-            beta_r = np.matmul(U.conj().T[None], Ep)  # (w, R, m)
-            by = np.exp(2j * np.pi * d[:, None] * p1y_r[None, :])[:, None, :] * beta_r
-            tx[c0:c0 + 8] = (ax.reshape(-1, lam_r.size) @ P).reshape(d.size, rank, t_.size)
-            ty[c0:c0 + 8] = (by.reshape(-1, lam_r.size) @ P).reshape(d.size, rank, t_.size)
-        return tx.transpose(1, 0, 2), ty.transpose(1, 0, 2), t_
+        return _lam_to_t(ax, kidx, M, qq, tt, nthreads), _lam_to_t(by, kidx, M, qq, tt,
+                                                                  nthreads), t_
 
     # a coarse pass finds the supports, so the fine tables span only what is used
     tab_x, tab_y, t = tabulate(4, tmax)
