@@ -79,35 +79,41 @@ class JobInterrupted(Exception):
         self.rank = rank
 
 
-class CollectiveError(RuntimeError):
-    """Raised on ranks that did not see a user error themselves but must stop with it."""
-
-
 def _collective_check(comm, fn, *args, **kwargs):
-    """Run ``fn`` on rank 0 and re-raise any user error on every rank.
+    """Run ``fn`` on rank 0 and re-raise any user error on every rank
+    (:func:`radimg.parallel.mpi.check_on_root`)."""
+    from radimg.parallel.mpi import check_on_root
 
-    User errors are exceptions that derive from ``ValueError``, ``OSError`` (file exists,
-    permission) or ``NotImplementedError``; they become the same exception type on all ranks.
-    """
-    err = None
-    result = None
-    if comm.rank == 0:
-        try:
-            result = fn(*args, **kwargs)
-        except (ValueError, OSError, NotImplementedError) as exc:
-            err = exc
-    err, result = comm.bcast((err, result), root=0)
-    if err is not None:
-        raise err
-    return result
+    return check_on_root(comm, fn, *args, **kwargs)
 
 
 def _any_rank_error(comm, exc):
     """Collective: if any rank saw a user error, raise the first one everywhere."""
-    errs = comm.allgather(exc)
-    for e in errs:
-        if e is not None:
-            raise e
+    from radimg.parallel.mpi import raise_from_any_rank
+
+    raise_from_any_rank(comm, exc)
+
+
+def _agreed(comm, build):
+    """``build()`` on every rank; a user error it raises (a geometry the config cannot
+    have, decided from globally reduced values, so every rank raises it at the same point)
+    ends every rank with the first rank's error instead of leaving the others waiting."""
+    from radimg.config import ConfigError
+
+    err = result = None
+    try:
+        result = build()
+    except ConfigError as exc:
+        err = exc
+    _any_rank_error(comm, err)
+    return result
+
+
+def _everywhere(exc):
+    """A user error that every rank raises alike (decided from replicated data)."""
+    from radimg.parallel.mpi import everywhere
+
+    return everywhere(exc)
 
 
 def threads_per_rank(comm, requested="auto"):
@@ -127,26 +133,174 @@ def threads_per_rank(comm, requested="auto"):
     return max(1, ncpu // max(1, local))
 
 
+def _threads_checked(comm, requested):
+    """:func:`threads_per_rank`, refusing (on every rank) more threads than this rank's
+    cores: 1000 threads on 2 cores only thrash."""
+    from radimg.config import ConfigError
+
+    n = threads_per_rank(comm, requested)
+    err = None
+    if requested != "auto":
+        ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        if n > ncpu:
+            err = ConfigError(
+                f"gridder.nthreads = {n} threads per rank, but rank {comm.rank} may use "
+                f"{ncpu} core(s); set gridder.nthreads <= {ncpu} (or auto)"
+            )
+    _any_rank_error(comm, err)
+    return n
+
+
+def image_shape(cfg):
+    """(npix_y, npix_x) of the images a run makes: image.npix(_y) rounded up to an
+    FFT-friendly size (the run warns when it rounds)."""
+    from radimg.config import fft_friendly
+
+    img = cfg["image"]
+    return fft_friendly(int(img["npix_y"] or img["npix"])), fft_friendly(int(img["npix"]))
+
+
+def _check_mask(cfg):
+    """The clean mask (boxes and file) the run will use, checked before any gridding:
+    a readable file of the image's shape, boxes that overlap the image, and at least one
+    pixel left to clean. Returns the boolean mask (npix_y, npix_x)."""
+    from radimg.config import ConfigError
+    from radimg.deconv.image import box_mask, load_mask
+
+    dcfg = cfg["deconvolution"]
+    shape = image_shape(cfg)
+    ny, nx = shape
+    for i, (x0, y0, x1, y1) in enumerate(dcfg["mask_boxes"]):
+        if min(x0, x1) >= nx or min(y0, y1) >= ny:
+            raise ConfigError(
+                f"deconvolution.mask_boxes[{i}] = {[x0, y0, x1, y1]} lies outside the "
+                f"{nx} x {ny} image (x = column 0..{nx - 1}, y = row 0..{ny - 1})"
+            )
+    mask = box_mask(shape, dcfg["mask_boxes"])
+    if dcfg["mask_path"]:
+        path = dcfg["mask_path"]
+        if os.path.isdir(path):
+            raise ConfigError(f"deconvolution.mask_path: {path} is a directory, not a mask file")
+        try:
+            mask &= load_mask(path, shape)
+        except (ValueError, OSError) as exc:
+            msg = str(exc)
+            if not msg.startswith("deconvolution.mask_path"):
+                msg = f"deconvolution.mask_path: {path}: {msg}"
+            raise ConfigError(msg) from None
+    if not mask.any():
+        raise ConfigError(
+            "the clean mask (deconvolution.mask_boxes and deconvolution.mask_path) selects no "
+            "pixel: CLEAN would find nothing to clean"
+        )
+    return mask
+
+
+def _check_fits_dir(cfg):
+    """output.fits_dir: outside any MS, a directory (or creatable), and no FITS file there
+    that radimg would replace unless radimg wrote it."""
+    from radimg.config import ConfigError
+    from radimg.io.paths import check_not_inside_table
+    from radimg.io.product import check_output_path, fits_targets, is_radimg_fits
+
+    d = cfg["output"]["fits_dir"]
+    if os.path.lexists(d) and not os.path.isdir(d):
+        raise ConfigError(f"output.fits_dir: {d} exists and is not a directory")
+    check_not_inside_table(os.path.join(d, "x.fits"), "output.fits_dir")
+    for target in fits_targets(cfg["output"]["path"], d, _image_names(cfg)).values():
+        check_output_path(target, True, what="output.fits_dir", replaceable=is_radimg_fits)
+
+
+def _image_names(cfg):
+    names = ["dirty", "psf"]
+    if cfg["deconvolution"]["algorithm"] != "none":
+        names += ["model", "residual", "restored"]
+    return names
+
+
+def _preflight(cfg, resume):
+    """Checks of everything a run will write or read besides the MS, before any work
+    (rank 0; :func:`_collective_check` raises the same error on every rank)."""
+    from radimg.config import ConfigError
+    from radimg.deconv.checkpoint import checkpoint_path
+    from radimg.io.paths import same_or_inside
+    from radimg.io.product import check_output_path
+
+    out = cfg["output"]
+    dcfg = cfg["deconvolution"]
+    ms = cfg["input"]["ms"]
+    deconvolve = dcfg["algorithm"] != "none"
+    writes = {"output.path": out["path"]}
+    if deconvolve and (out["checkpoint"] or dcfg["stop_after_major"] > 0):
+        writes["the checkpoint (output.path + .ckpt.h5)"] = checkpoint_path(out["path"])
+    if out["fits_dir"]:
+        writes["output.fits_dir"] = out["fits_dir"]
+    for what, path in writes.items():
+        if same_or_inside(path, ms) or same_or_inside(ms, path):
+            raise ConfigError(
+                f"{what} {path} and input.ms {ms} overlap; radimg never writes into (or over) "
+                "the Measurement Set it images"
+            )
+    check_output_path(out["path"], out["overwrite"] or resume)
+    if out["fits_dir"] and os.path.realpath(out["path"]) == os.path.realpath(out["fits_dir"]):
+        raise ConfigError(f"output.fits_dir and output.path are the same path: {out['path']}")
+    for what, path in writes.items():
+        if what.startswith("the checkpoint"):
+            check_output_path(path, True, what=what)
+    if out["fits_dir"]:
+        _check_fits_dir(cfg)
+    if dcfg["algorithm"] == "clean":
+        _check_mask(cfg)
+
+
 def _log(comm, verbose, msg):
     progress_log(comm.rank, verbose, msg)
 
 
+def _log_small_inversion(comm, verbose, op):
+    """One line on the geometry the small-inversion layer chose (radimg.ops.resample)."""
+    g = getattr(op, "small_geometry", None)
+    if g is not None:
+        d = g.describe()
+        _log(comm, verbose, "small inversion: gridding {} x {} pixels of {:.4g} x {:.4g} arcsec "
+             "(field period {} x {} pixels)".format(*d["coarse_npix"][::-1],
+                                                    *d["coarse_cell_arcsec"][::-1],
+                                                    *d["fine_period"][::-1]))
+
+
 def _simulate_if_needed(cfg, verbose):
-    """Write the simulated MS described by ``cfg['simulate']`` unless an identical one exists."""
-    from radimg.config import to_yaml
+    """Write the simulated MS described by ``cfg['simulate']`` when ``input.ms`` does not
+    hold it yet; returns True when it wrote one.
+
+    radimg replaces only an MS that it simulated itself (marker keyword), and only with
+    ``output.overwrite``. An existing path that radimg did not simulate (a real
+    observation, say, with ``--set input.ms=obs.ms`` on the demo config) is never touched:
+    it is imaged as it is, and the run says so.
+    """
+    from radimg.config import ConfigError, to_yaml
+    from radimg.io.ms_write import radimg_ms_marker
 
     ms = cfg["input"]["ms"]
-    stamp = os.path.join(ms, "RADIMG_SIMULATE.yaml")
     want = to_yaml({"simulate": cfg["simulate"]})
-    if os.path.isdir(ms) and os.path.exists(stamp):
-        with open(stamp) as f:
-            if f.read() == want:
-                return False
+    if os.path.lexists(ms):
+        have = radimg_ms_marker(ms)
+        if have is None:
+            warnings.warn(
+                f"input.simulate is true but input.ms {ms} exists and was not simulated by "
+                "radimg: imaging it as it is (radimg never replaces it)",
+                stacklevel=2,
+            )
+            return False
+        if have == want:
+            return False
+        if not cfg["output"]["overwrite"]:
+            raise ConfigError(
+                f"input.ms {ms} is an MS radimg simulated from another simulate: section; "
+                "set output.overwrite: true to replace it, or choose another input.ms"
+            )
     from radimg.sim.simulate import simulate
 
-    simulate(cfg["simulate"], ms, overwrite=True)
-    with open(stamp, "w") as f:
-        f.write(want)
+    simulate(cfg["simulate"], ms, overwrite=True, marker=want)
     return True
 
 
@@ -166,26 +320,58 @@ def _check_memory_plan(cfg, n_ranks):
         )
 
 
-def _warn_if_aliased(comm, data, cell_rad, cell_arcsec):
-    """Warn (rank 0) when the cell is too coarse for the longest baselines: samples with
-    |u| or |v| > 1 / (2 cell) lie beyond the uv grid's Nyquist limit and fold back (alias)
-    onto shorter spacings, and the PSF main lobe spans fewer than two pixels."""
+def _drop_beyond_uv_grid(comm, data, npix_x, npix_y, cell_rad, cell_arcsec):
+    """Give weight 0 to the samples beyond the uv grid, as WSClean does (issue #12), and
+    count them; warn (rank 0) when there are any.
+
+    Samples with ``|u|`` or ``|v|`` beyond ``1 / (2 cell)`` fall outside both the weight
+    grid and the imaging grid (whose uv extent does not depend on the padding): gridded,
+    they would fold back (alias) onto shorter spacings and, under uniform/Briggs, carry
+    their raw natural weight beside density-normalised ones. They are dropped before the
+    operator is built, so they take no part in gridding, load balancing or normalisation at
+    any rank count (radimg.ops.weighting.drop_beyond_grid, docs/internals.md). Returns the
+    summary recorded in the product's ``weighting_json``."""
     from mpi4py import MPI
 
+    from radimg.ops.weighting import WEIGHT_PADDING, drop_beyond_grid, weight_grid
+
+    grid = weight_grid(npix_x, npix_y, cell_rad, WEIGHT_PADDING)
+    n_before = int(np.count_nonzero(data.weight))
+    n_drop, n_rows = drop_beyond_grid(data.uvw, data.freq, data.weight, npix_x, npix_y, cell_rad)
     lam = 299792458.0 / float(np.max(data.freq))
     uv = np.abs(data.uvw[:, :2]).max(axis=1) / lam if data.uvw.size else np.zeros(0)
-    limit = 0.5 / cell_rad
-    n_over = comm.allreduce(int(np.count_nonzero(uv > limit)), op=MPI.SUM)
+    counts = comm.allreduce(
+        np.array([n_drop, n_rows, n_before, uv.size], dtype=np.int64), op=MPI.SUM
+    )
+    n_drop, n_rows, n_before, n_rows_all = (int(c) for c in counts)
     uv_max = comm.allreduce(float(uv.max()) if uv.size else 0.0, op=MPI.MAX)
-    n_rows = comm.allreduce(int(uv.size), op=MPI.SUM)
-    if n_over and comm.rank == 0:
+    umax = grid.uv_max_lambda[0]
+    need = f"{umax / uv_max * cell_arcsec:.3g}" if uv_max > 0 else "a smaller"
+    if n_drop == n_before:
+        raise _everywhere(_config_error(
+            f"image.cell_arcsec: {cell_arcsec:g} arcsec: every one of the {n_before} unflagged "
+            f"samples lies beyond the uv grid (which holds |u|, |v| < {umax:.0f} wavelengths "
+            "at this cell); "
+            f"nothing to image. The longest baselines ({uv_max:.0f} wavelengths) need cells "
+            f"<= {need} arcsec."
+        ))
+    if n_drop and comm.rank == 0:
         warnings.warn(
             f"image.cell_arcsec: {cell_arcsec:g} arcsec is too coarse for the longest "
-            f"baselines ({uv_max:.0f} wavelengths need <= {limit / uv_max * cell_arcsec:.3g} "
-            f"arcsec): {n_over} of {n_rows} rows lie beyond the uv grid and alias; the PSF is "
-            "undersampled. Use a smaller cell for a faithful image.",
+            f"baselines ({uv_max:.0f} wavelengths need <= {need} arcsec): {n_drop} of "
+            f"{n_before} unflagged samples ({n_rows} of {n_rows_all} rows) lie beyond the uv "
+            f"grid (which holds |u|, |v| < {umax:.0f} wavelengths at this cell) and are left "
+            "out, as WSClean does, rather than aliased; the PSF is undersampled. Use a smaller "
+            "cell to image them.",
             stacklevel=3,
         )
+    return {
+        **grid.summary(),
+        "padding": WEIGHT_PADDING,
+        "samples_unflagged": n_before,
+        "samples_beyond_uv_grid": n_drop,
+        "rows_beyond_uv_grid": n_rows,
+    }
 
 
 def _wcs_info(cfg, meta, npix_x, npix_y, cell_rad):
@@ -201,6 +387,13 @@ def _wcs_info(cfg, meta, npix_x, npix_y, cell_rad):
         "bmaj_deg": 0.0,
         "bmin_deg": 0.0,
         "bpa_deg": 0.0,
+        # what the FITS export needs besides the WCS (radimg.io.product.OBS_KEYS)
+        "bandwidth_hz": float(meta.get("bandwidth_hz", 0.0)),
+        "stokes": "I",
+        "date_obs": str(meta.get("date_obs", "")),
+        "telescope": str(meta.get("telescope", "")),
+        "observer": str(meta.get("observer", "")),
+        "field_name": str(meta.get("field_name", "")),
     }
 
 
@@ -250,10 +443,11 @@ def _loop_end(state):
 
 def _deconvolve(ctx, dirty, psf, timer):
     """CLEAN (Cotton-Schwab) or ADMM on the distributed operator; returns
-    ({model, residual, restored}, beam_deg, extra /run attributes)."""
+    ({model, residual, restored}, extra /run attributes). The restoring beam is
+    ``ctx["beam"]``, fitted when the PSF was made."""
     from radimg.config import to_yaml
     from radimg.deconv.checkpoint import read_checkpoint, write_checkpoint
-    from radimg.deconv.image import box_mask, fit_beam, load_mask, restore
+    from radimg.deconv.image import box_mask, load_mask, restore
     from radimg.parallel.mpi import bcast_array
 
     comm, cfg, op, vis = ctx["comm"], ctx["cfg"], ctx["op"], ctx["vis"]
@@ -540,12 +734,12 @@ def _deconvolve(ctx, dirty, psf, timer):
         )
 
     with timer.stage("restore"):
-        # Fitted on rank 0; a user error (undersampled beam) is raised on every rank.
-        beam = _collective_check(comm, fit_beam, psf, ctx["cell_deg"])
+        # the beam fitted right after the PSF was made (_run)
+        beam = ctx["beam"]
         restored = restore(model, residual, beam, ctx["cell_deg"]) if comm.rank == 0 else None
     model = bcast_array(comm, np.ascontiguousarray(model, dtype=np.float64))
     images = {"model": model, "residual": residual, "restored": restored}
-    return images, beam, {"deconvolution_json": json.dumps(summary)}
+    return images, {"deconvolution_json": json.dumps(summary)}
 
 
 def _user_errors():
@@ -619,7 +813,10 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
                 ("deconvolution", "algorithm"),
             )
         )
-        raise _config_error(f"unsupported combination ({keys}): {exc}") from exc
+        err = _config_error(f"unsupported combination ({keys}): {exc}")
+        if getattr(exc, "radimg_collective", False):
+            err = _everywhere(err)
+        raise err from exc
     except BaseException as exc:
         if comm.size > 1 and not isinstance(exc, _user_errors()):
             # One rank failed (or was interrupted) alone: end the job now rather than
@@ -634,7 +831,7 @@ def _run(cfg, resume, verbose, comm, timer, signals):
     """The body of :func:`run` (same arguments, plus this rank's timer and stop signals)."""
     from radimg.config import to_yaml
     from radimg.io import ms as msio
-    from radimg.io.product import check_output_path, write_product
+    from radimg.io.product import write_product
 
     out_cfg = cfg["output"]
     img_cfg = cfg["image"]
@@ -662,12 +859,15 @@ def _run(cfg, resume, verbose, comm, timer, signals):
     ckpt_path = checkpoint_path(out_cfg["path"])
     if resume:
         if not deconvolve:
-            raise _config_error("--resume needs deconvolution.algorithm clean or admm")
+            raise _everywhere(
+                _config_error("--resume needs deconvolution.algorithm clean or admm")
+            )
         _collective_check(comm, _check_resumable, ckpt_path, cfg)
 
-    # Refuse an unusable output before any expensive work. A resumed run replaces the
-    # product its interrupted part wrote.
-    _collective_check(comm, check_output_path, out_cfg["path"], out_cfg["overwrite"] or resume)
+    # Refuse unusable outputs, masks and thread counts before any expensive work. A resumed
+    # run replaces the product its interrupted part wrote.
+    _collective_check(comm, _preflight, cfg, resume)
+    nthreads = _threads_checked(comm, gcfg["nthreads"])
     if comm.rank == 0:
         from radimg.io.product import remove_stale_temporaries
 
@@ -685,10 +885,11 @@ def _run(cfg, resume, verbose, comm, timer, signals):
 
     with timer.stage("read"):
         meta = _collective_check(
-            comm, msio.ms_metadata, in_cfg["ms"], spw=in_cfg["spw"], field=in_cfg["field"]
+            comm, msio.ms_metadata, in_cfg["ms"], spw=in_cfg["spw"], field=in_cfg["field"],
+            lock_wait_s=in_cfg["lock_wait_s"],
         )
         if meta["nrows"] == 0:
-            raise msio.MSError(f"{in_cfg['ms']}: the Measurement Set has zero rows")
+            raise _everywhere(msio.MSError(f"{in_cfg['ms']}: the Measurement Set has zero rows"))
         start, stop = msio.row_ranges(meta["nrows"], comm.size)[comm.rank]
         err, data = None, None
         prog = Progress(comm.rank, stop - start, "reading rows (rank 0)", verbose=verbose)
@@ -702,6 +903,8 @@ def _run(cfg, resume, verbose, comm, timer, signals):
                 field=in_cfg["field"],
                 precision=gcfg["precision"],
                 on_chunk=lambda done, total: prog.set(done),
+                autocorrelations=in_cfg["autocorrelations"],
+                lock_wait_s=in_cfg["lock_wait_s"],
             )
             prog.set(stop - start)
         except (ValueError, OSError) as exc:
@@ -709,22 +912,57 @@ def _run(cfg, resume, verbose, comm, timer, signals):
         prog.close("" if err is None else "(failed)")
         _fault_point(comm.rank, "read")
         _any_rank_error(comm, err)
-        n_bad = comm.allreduce(int(data.n_nonfinite_flagged))
-        n_good = comm.allreduce(int(np.count_nonzero(data.weight)))
-        n_total = comm.allreduce(int(data.weight.size))
+        counts = comm.allreduce(
+            np.array(
+                [
+                    data.n_nonfinite_flagged,
+                    np.count_nonzero(data.weight),
+                    data.weight.size,
+                    data.n_autocorr_rows,
+                    data.n_bad_uvw_rows,
+                ],
+                dtype=np.int64,
+            )
+        )
+        n_bad, n_good, n_total, n_auto, n_bad_uvw = (int(c) for c in counts)
     if n_bad and comm.rank == 0:
         warnings.warn(
             f"{in_cfg['ms']}: {n_bad} visibilities or weights were NaN/Inf and have been flagged",
             stacklevel=2,
         )
-    if n_good == 0:
-        raise msio.MSError(
-            f"{in_cfg['ms']}: every sample is flagged or has zero weight "
-            f"(column {in_cfg['datacolumn']}, {n_total} samples); nothing to image"
+    if n_bad_uvw and comm.rank == 0:
+        warnings.warn(
+            f"{in_cfg['ms']}: {n_bad_uvw} cross-correlation rows have a UVW that is NaN/Inf or "
+            "exactly (0, 0, 0) and have been flagged",
+            stacklevel=2,
         )
+    if n_good == 0:
+        why = []
+        if n_bad_uvw:
+            why.append(f"{n_bad_uvw} rows with NaN/Inf or all-zero UVW")
+        if n_auto:
+            why.append(f"{n_auto} autocorrelation rows left out (input.autocorrelations)")
+        raise _everywhere(msio.MSError(
+            f"{in_cfg['ms']}: every sample is flagged or has zero weight "
+            f"(column {in_cfg['datacolumn']}, {n_total} samples"
+            + (f"; {', '.join(why)}" if why else "")
+            + "); nothing to image"
+        ))
     from mpi4py import MPI
 
-    _log(comm, verbose, f"read {n_total} samples ({n_good} unflagged) on {comm.size} rank(s)")
+    read_summary = {
+        "samples": n_total,
+        "unflagged": n_good,
+        "nonfinite_flagged": n_bad,
+        "autocorrelation_rows_excluded": n_auto,
+        "bad_uvw_rows_flagged": n_bad_uvw,
+    }
+    auto_note = f", {n_auto} autocorrelation rows left out" if n_auto else ""
+    _log(
+        comm,
+        verbose,
+        f"read {n_total} samples ({n_good} unflagged{auto_note}) on {comm.size} rank(s)",
+    )
 
     from radimg.config import fft_friendly
 
@@ -739,9 +977,10 @@ def _run(cfg, resume, verbose, comm, timer, signals):
             )
     npix_x, npix_y = fft_friendly(npix_x), fft_friendly(npix_y)
     cell_rad = float(img_cfg["cell_arcsec"]) * ARCSEC
-    _warn_if_aliased(comm, data, cell_rad, img_cfg["cell_arcsec"])
+    weighting_summary = _drop_beyond_uv_grid(
+        comm, data, npix_x, npix_y, cell_rad, img_cfg["cell_arcsec"]
+    )
 
-    nthreads = threads_per_rank(comm, gcfg["nthreads"])
     opkw = dict(
         epsilon=float(wcfg["epsilon"]),
         mode=wcfg["mode"],
@@ -754,15 +993,25 @@ def _run(cfg, resume, verbose, comm, timer, signals):
     # The GPU operator runs on each rank's own rows (samples stay resident on the device);
     # the load-balanced tile exchange is CPU-only for now.
     distributed = wcfg["mode"] in ("none", "wstack", "wstack-wproject") and not use_gpu
+    from radimg.ops.resample import small_inversion
+
+    small_kw = dict(epsilon=opkw["epsilon"], mode=opkw["mode"], nthreads=nthreads, comm=comm,
+                    enabled=bool(img_cfg["small_inversion"]))
     with timer.stage("operator setup"):
         if distributed:
             # Pratley & McEwen (2019) sec. 4: rows move so every rank carries the same
             # gridding load; plane owners exchange grid tiles with one Alltoallv per apply.
             from radimg.parallel.operator import DistributedOperator
 
-            op = DistributedOperator(
-                comm, data.uvw, data.freq, data.weight, npix_x, npix_y, cell_rad, **opkw
-            )
+            # image.small_inversion (radimg.ops.resample): the operator grids on the coarsest
+            # cells the data allow; images are resampled to the requested cells exactly.
+            op = _agreed(comm, lambda: small_inversion(
+                lambda nx, ny, cell: DistributedOperator(
+                    comm, data.uvw, data.freq, data.weight, nx, ny, cell, **opkw
+                ),
+                data.uvw, data.freq, data.weight != 0, npix_x, npix_y, cell_rad, **small_kw,
+            ))
+            _log_small_inversion(comm, verbose, op)
             uvw, weight = op.uvw, op.weight
             vis = op.redistribute_vis(data.vis)
         else:
@@ -779,6 +1028,7 @@ def _run(cfg, resume, verbose, comm, timer, signals):
             local = density_grid(uvw, data.freq, weight, npix_x, npix_y, cell_rad)
             density = np.empty_like(local)
             comm.Allreduce(local, density, op=MPI.SUM)
+            local = None  # not needed past the Allreduce: one grid fewer at the rank filter
         wgt = imaging_weights(
             uvw,
             data.freq,
@@ -791,10 +1041,27 @@ def _run(cfg, resume, verbose, comm, timer, signals):
             taper_arcsec=float(img_cfg["taper_arcsec"]),
             density=density,
         ).astype(weight.dtype, copy=False)
-        # the two image-sized float64 density grids are not needed after this (plan.py's
-        # IMAGE_ARRAYS no longer counts them at the peak)
+        # the float64 density and factor grids (half-plane, ~0.72 of an image each) are
+        # not needed after this (plan.py's IMAGE_ARRAYS does not count them at the peak)
         del local, density
         wsum = comm.allreduce(float(wgt.sum(dtype=np.float64)))
+        weighting_summary.update(
+            scheme=scheme,
+            robust=float(img_cfg["robust"]) if scheme == "briggs" else None,
+            taper_arcsec=float(img_cfg["taper_arcsec"]),
+            samples_weighted=int(comm.allreduce(int(np.count_nonzero(wgt)))),
+        )
+    _log(
+        comm,
+        verbose,
+        f"weights: {scheme}"
+        + (f" (robust {float(img_cfg['robust']):g})" if scheme == "briggs" else "")
+        + f", {weighting_summary['samples_weighted']} samples weighted, "
+        f"{weighting_summary['samples_beyond_uv_grid']} beyond the uv grid left out "
+        f"(weight grid {weighting_summary['grid_shape'][0]} x "
+        f"{weighting_summary['grid_shape'][1]}, uv cell "
+        f"{weighting_summary['uv_cell_lambda'][0]:.4g} wavelengths)",
+    )
 
     if distributed:
         row_id = op.row_id
@@ -811,10 +1078,14 @@ def _run(cfg, resume, verbose, comm, timer, signals):
                 from radimg.ops.operator import make_operator
 
             # GPU: wstack-wproject takes global w-stacks over comm, like the CPU operator
-            op = make_operator(
-                uvw, data.freq, npix_x, npix_y, cell_rad, weight_mask=wgt != 0, **opkw,
-                **({"comm": comm} if use_gpu else {}),
-            )
+            op = _agreed(comm, lambda: small_inversion(
+                lambda nx, ny, cell: make_operator(
+                    uvw, data.freq, nx, ny, cell, weight_mask=wgt != 0, **opkw,
+                    **({"comm": comm} if use_gpu else {}),
+                ),
+                uvw, data.freq, wgt != 0, npix_x, npix_y, cell_rad, **small_kw,
+            ))
+            _log_small_inversion(comm, verbose, op)
             if use_gpu:
                 # Issue #7: samples and imaging weights go to the device once; the PSF, the
                 # dirty image and every major-cycle residual then move only images.
@@ -835,6 +1106,13 @@ def _run(cfg, resume, verbose, comm, timer, signals):
         _fault_point(comm.rank, "psf")
         psf = (image_of(None, local=op.psf_image) if use_gpu
                else image_of(np.ones_like(vis))) / wsum
+    with timer.stage("beam"):
+        # Fitted now, before the dirty image and any minor cycle, so that a PSF without a
+        # main lobe (a user error, raised on every rank) costs nothing more; rank 0 fits and
+        # warns (once) when it falls back to the lobe's second moments.
+        from radimg.deconv.image import fit_beam
+
+        beam = _collective_check(comm, fit_beam, psf, float(np.degrees(cell_rad)))
     with (
         timer.stage("dirty"),
         Progress(comm.rank, None, "gridding dirty image", verbose=verbose, ticker=True),
@@ -845,6 +1123,7 @@ def _run(cfg, resume, verbose, comm, timer, signals):
 
     images = {"dirty": dirty, "psf": psf}
     wcs_info = _wcs_info(cfg, meta, npix_x, npix_y, cell_rad)
+    wcs_info.update(bmaj_deg=beam[0], bmin_deg=beam[1], bpa_deg=beam[2])
     extra_attrs = {}
     if deconvolve:
         ctx = dict(
@@ -864,14 +1143,14 @@ def _run(cfg, resume, verbose, comm, timer, signals):
             verbose=verbose,
             cell_deg=float(np.degrees(cell_rad)),
             signals=signals,
+            beam=beam,
         )
         # From here a stop signal ends the job after the next checkpoint (JobInterrupted),
         # or, once deconvolution is over, after the product is written.
         signals.defer(True)
         with timer.stage("deconvolve"):
-            deconv_images, beam, extra_attrs = _deconvolve(ctx, dirty, psf, timer)
+            deconv_images, extra_attrs = _deconvolve(ctx, dirty, psf, timer)
         images.update(deconv_images)
-        wcs_info.update(bmaj_deg=beam[0], bmin_deg=beam[1], bpa_deg=beam[2])
 
     signals.defer(True)  # the product is seconds away: finish it rather than lose it
     if use_gpu:  # host <-> device bytes (set-up, per cycle / ADMM iteration): timing rows
@@ -900,6 +1179,8 @@ def _run(cfg, resume, verbose, comm, timer, signals):
             "n_ranks": comm.size,
             "timings_json": json.dumps(timings_record(records)),
             "load_balance_json": json.dumps(lb_record),
+            "read_json": json.dumps(read_summary),
+            "weighting_json": json.dumps(weighting_summary),
         }
         run_attrs.update(extra_attrs)
         images = {k: v.astype(np.float32) for k, v in images.items()}
@@ -920,4 +1201,15 @@ def _run(cfg, resume, verbose, comm, timer, signals):
             )
             print(f"[radimg] wrote {out_cfg['path']}", flush=True)
     comm.Barrier()
+    if json.loads(extra_attrs.get("deconvolution_json", "{}")).get("stopped_early"):
+        # deconvolution.stop_after_major: the product holds the state so far, not a final
+        # image; the documented "not final" status (3), as for a stop by signal.
+        raise JobInterrupted(
+            f"stopped after {dcfg['stop_after_major']} major cycle(s) (ADMM: iterations) as "
+            f"deconvolution.stop_after_major asks; {out_cfg['path']} is not final and the "
+            f"checkpoint {ckpt_path} is complete",
+            signal_name="stop_after_major",
+            checkpoint=ckpt_path,
+            rank=comm.rank,
+        )
     return product

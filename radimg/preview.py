@@ -42,6 +42,31 @@ def _matplotlib():
     return Figure, FigureCanvasAgg
 
 
+#: PNG tEXt key/value radimg writes, so a later preview may replace its own file only.
+SOFTWARE = "radimg preview"
+
+
+def is_radimg_png(path) -> bool:
+    """True when ``path`` is a PNG radimg preview wrote (its ``Software`` tEXt chunk)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00" + SOFTWARE.encode() in head
+
+
+def check_png_path(path, what="--png") -> str:
+    """Where a PNG may be written: a ``.png`` name (a ``.jpg`` would get PNG bytes), outside
+    any Measurement Set, and not replacing a file radimg did not write."""
+    from radimg.io.product import check_output_path
+
+    p = os.fspath(path)
+    if not p.lower().endswith(".png"):
+        raise ProductError(f"{what} {p}: radimg preview writes PNG; name the file *.png")
+    return check_output_path(p, True, what=what, replaceable=is_radimg_png)
+
+
 def _save(fig, path: str | os.PathLike, dpi: int) -> str:
     """Render with Agg and write atomically (a viewer never sees half a PNG)."""
     _, FigureCanvasAgg = _matplotlib()
@@ -58,7 +83,7 @@ def _save(fig, path: str | os.PathLike, dpi: int) -> str:
         raise PermissionError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
+            fig.savefig(f, format="png", dpi=dpi, metadata={"Software": SOFTWARE})
         os.replace(tmp, path)
     except BaseException:
         if os.path.lexists(tmp):
@@ -256,6 +281,15 @@ def preview(
     """
     if png is None and load_png is None:
         raise ProductError("preview: give --png and/or --load-png")
+    if not 10 <= int(dpi) <= 1200:
+        raise ProductError(f"preview --dpi {dpi}: expected a resolution of 10 to 1200 dots per inch")
+    for what, p in (("--png", png), ("--load-png", load_png)):
+        if p is not None:
+            check_png_path(p, what)
+    if png is not None and load_png is not None and os.path.realpath(png) == os.path.realpath(
+        load_png
+    ):
+        raise ProductError(f"--png and --load-png name the same file: {png}")
     prod = read_product(product)
     written = []
     if png is not None:

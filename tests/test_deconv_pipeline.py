@@ -46,14 +46,14 @@ def _config(tmp, alg="clean", **dec):
     return path
 
 
-def _run(cfg, out, ranks, *sets, resume=False):
+def _run(cfg, out, ranks, *sets, resume=False, status=0):
     args = ["run", cfg, "--set", f"output.path={out}"]
     for s in sets:
         args += ["--set", s]
     if resume:
         args.append("--resume")
     r = radimg(*args, ranks=ranks, timeout=240)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == status, r.stdout + r.stderr
     return r
 
 
@@ -114,8 +114,10 @@ def test_clean_rank_count_independent(clean_run, ranks):
 def test_clean_resume_at_another_rank_count(clean_run):
     tmp, cfg, out = clean_run
     got = tmp / "resumed.h5"
-    r = _run(cfg, got, 2, "deconvolution.stop_after_major=2")
+    # a run stopped by request is not final: exit 3, never 0 (issue #12)
+    r = _run(cfg, got, 2, "deconvolution.stop_after_major=2", status=3)
     assert "stopped early" in r.stdout
+    assert r.stderr.count("is not final") == 1, r.stderr  # once, not once per rank
     assert (tmp / "resumed.h5.ckpt.h5").exists()
     r = _run(cfg, got, 3, resume=True)
     assert "resuming" in r.stdout
@@ -137,7 +139,7 @@ def test_admm_resume_at_another_rank_count(tmp_path):
     ref = tmp_path / "ref.h5"
     _run(cfg, ref, 1, *sets)
     got = tmp_path / "got.h5"
-    _run(cfg, got, 2, *sets, "deconvolution.stop_after_major=4")
+    _run(cfg, got, 2, *sets, "deconvolution.stop_after_major=4", status=3)
     _run(cfg, got, 3, *sets, resume=True)
     a, b = _images(ref), _images(got)
     _same(a["images"], b["images"])

@@ -31,8 +31,9 @@ def checksum_tree(path):
     return h.hexdigest()
 
 
-def independent_stokes_i(path, datacolumn="DATA"):
-    """Stokes I, weight and freq by a plain casacore read, written without radimg's code."""
+def independent_stokes_i(path, datacolumn="DATA", autocorrelations=True):
+    """Stokes I, weight and freq by a plain casacore read, written without radimg's code
+    (rows with ANTENNA1 == ANTENNA2 dropped unless ``autocorrelations``)."""
     with tables.table(str(path / "POLARIZATION"), ack=False) as p:
         corr = list(p.getcell("CORR_TYPE", 0))
     with tables.table(str(path / "SPECTRAL_WINDOW"), ack=False) as s:
@@ -45,6 +46,9 @@ def independent_stokes_i(path, datacolumn="DATA"):
         else:
             wsp = np.repeat(t.getcol("WEIGHT")[:, None, :], data.shape[1], axis=1)
         uvw = t.getcol("UVW")
+        cross = t.getcol("ANTENNA1") != t.getcol("ANTENNA2")
+    if not autocorrelations:
+        data, flag, wsp, uvw = data[cross], flag[cross], wsp[cross], uvw[cross]
     if 9 in corr and 12 in corr:
         a, b = corr.index(9), corr.index(12)
     elif 5 in corr and 8 in corr:
@@ -138,15 +142,19 @@ def test_row_ranges_rejects_bad_input():
 @pytest.mark.parametrize("name", [MWA_MS, VLA_MS])
 def test_real_ms_matches_independent_read(name):
     path = pyuvdata_ms(name)
-    uvw, freq, vis, wgt = independent_stokes_i(path)
-    for precision, rtol in (("double", 1e-12), ("single", 1e-6)):
-        d = read_ms(path, precision=precision, chunk_rows=997)
-        np.testing.assert_array_equal(d.uvw, uvw)
-        np.testing.assert_array_equal(d.freq, freq)
-        np.testing.assert_allclose(d.vis, vis, rtol=rtol, atol=0)
-        np.testing.assert_allclose(d.weight, wgt, rtol=rtol, atol=0)
-        assert d.nrows_total == uvw.shape[0]
-        assert d.n_nonfinite_flagged == 0
+    for auto in (False, True):
+        uvw, freq, vis, wgt = independent_stokes_i(path, autocorrelations=auto)
+        for precision, rtol in (("double", 1e-12), ("single", 1e-6)):
+            d = read_ms(path, precision=precision, chunk_rows=997, autocorrelations=auto)
+            np.testing.assert_array_equal(d.uvw, uvw)
+            np.testing.assert_array_equal(d.freq, freq)
+            np.testing.assert_allclose(d.vis, vis, rtol=rtol, atol=0)
+            np.testing.assert_allclose(d.weight, wgt, rtol=rtol, atol=0)
+            assert d.n_nonfinite_flagged == 0
+        with tables.table(str(path), ack=False) as t:
+            n_auto = int(np.sum(t.getcol("ANTENNA1") == t.getcol("ANTENNA2")))
+            assert d.nrows_total == t.nrows()
+        assert d.n_autocorr_rows == (0 if auto else n_auto)
     assert d.vis.dtype == np.complex64 and d.weight.dtype == np.float32
     assert count_unflagged(d) == np.count_nonzero(wgt) > 0
 
@@ -156,7 +164,7 @@ def test_mwa_flags_and_weight_spectrum_are_honoured(mwa_ms):
         flag = t.getcol("FLAG")
         wsp = t.getcol("WEIGHT_SPECTRUM")
     assert flag.any(), "the MWA file has flags; the test needs some"
-    d = read_ms(mwa_ms, precision="double")
+    d = read_ms(mwa_ms, precision="double", autocorrelations=True)  # row for row
     fl = flag[:, :, 0] | flag[:, :, 3]
     assert np.all(d.weight[fl] == 0) and np.all(d.vis[fl] == 0)
     w = wsp[:, :, 0].astype(np.float64)
@@ -407,3 +415,50 @@ def test_checksum_helper_sees_changes(tiny_sim, tmp_path):
         t.putcell("ANTENNA1", 0, 1)
     assert checksum_tree(path) != before
     assert os.path.isdir(path)
+
+
+# --------------------------------------------------------------------------------------
+# rows that must not be imaged (issue #12)
+# --------------------------------------------------------------------------------------
+
+
+def test_autocorrelations_are_left_out_and_counted(tiny_sim, tmp_path):
+    """1% of the rows turned into 100 Jy autocorrelations: by default they are not read
+    (WSClean and CASA leave them out; imaged, they added ~1 Jy/beam everywhere)."""
+    ms = copy_ms(tiny_sim, tmp_path)
+    with tables.table(str(ms), readonly=False, ack=False) as t:
+        n = t.nrows()
+        rows = np.arange(0, n, 100)
+        a1, a2, data = t.getcol("ANTENNA1"), t.getcol("ANTENNA2"), t.getcol("DATA")
+        a2[rows] = a1[rows]
+        data[rows] = 100.0
+        uvw = t.getcol("UVW")
+        uvw[rows] = 0.0
+        t.putcol("ANTENNA2", a2)
+        t.putcol("DATA", data)
+        t.putcol("UVW", uvw)
+    ref = read_ms(tiny_sim, precision="double")
+    d = read_ms(ms, precision="double")
+    keep = np.setdiff1d(np.arange(n), rows)
+    assert d.n_autocorr_rows == rows.size and d.n_bad_uvw_rows == 0
+    np.testing.assert_array_equal(d.uvw, ref.uvw[keep])
+    np.testing.assert_array_equal(d.vis, ref.vis[keep])
+    both = read_ms(ms, precision="double", autocorrelations=True)
+    assert both.n_autocorr_rows == 0 and both.vis.shape[0] == n
+    assert np.all(both.vis[rows] == 100.0) and np.all(both.weight[rows] > 0)  # zero UVW kept
+
+
+def test_nan_or_zero_uvw_rows_are_flagged_and_counted(tiny_sim, tmp_path):
+    ms = copy_ms(tiny_sim, tmp_path)
+    with tables.table(str(ms), readonly=False, ack=False) as t:
+        uvw = t.getcol("UVW")
+        uvw[3] = np.nan
+        uvw[5] = 0.0
+        uvw[8, 1] = np.inf
+        t.putcol("UVW", uvw)
+    d = read_ms(ms, precision="double")
+    assert d.n_bad_uvw_rows == 3
+    for r in (3, 5, 8):
+        assert np.all(d.weight[r] == 0) and np.all(d.vis[r] == 0)
+        assert np.all(np.isfinite(d.uvw[r]))  # nothing non-finite reaches the gridder
+    assert np.count_nonzero(d.weight) == np.count_nonzero(read_ms(tiny_sim).weight) - 3 * 2

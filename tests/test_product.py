@@ -160,17 +160,45 @@ def test_overwrite_refused_then_allowed(product):
     assert _strays(os.path.dirname(path)) == []
 
 
-def test_check_output_path_creates_dirs(tmp_path):
+def test_check_output_path_creates_nothing_and_write_makes_dirs(tmp_path):
+    """The check leaves no directory behind (a run that fails later leaves nothing); the
+    writer creates the missing directories."""
     target = tmp_path / "a" / "b" / "run.h5"
     assert P.check_output_path(target) == str(target)
-    assert target.parent.is_dir() and not target.exists()
-    assert os.listdir(target.parent) == []  # the write probe is removed
+    assert os.listdir(tmp_path) == []  # no directory, and the write probe is removed
+    P.write_product(target, images(), wcs_info(), run_attrs())
+    assert target.is_file()
+
+
+def test_overwrite_replaces_only_a_radimg_product(tmp_path):
+    """radimg never replaces a file it did not create, even with overwrite."""
+    foreign = tmp_path / "mine.h5"
+    foreign.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="not written by radimg"):
+        P.check_output_path(foreign, overwrite=True)
+    with pytest.raises(FileExistsError, match="not written by radimg"):
+        P.write_product(foreign, images(), wcs_info(), run_attrs(), overwrite=True)
+    assert foreign.read_bytes() == b"precious"
+
+
+def test_output_inside_a_measurement_set_is_refused(tmp_path):
+    ms = tmp_path / "obs.ms"
+    (ms / "ANTENNA").mkdir(parents=True)
+    for d in (ms, ms / "ANTENNA"):
+        (d / "table.dat").write_bytes(b"x")
+    (ms / "table.f1").write_bytes(b"data")
+    link = tmp_path / "link"
+    link.symlink_to(ms)
+    for target in (ms / "table.f1", ms / "ANTENNA" / "run.h5", link / "run.h5"):
+        with pytest.raises(FileExistsError, match="inside the Measurement Set"):
+            P.check_output_path(target, overwrite=True)
+    assert (ms / "table.f1").read_bytes() == b"data"
 
 
 def test_output_under_a_regular_file(tmp_path):
     f = tmp_path / "plain"
     f.write_text("x")
-    with pytest.raises(ProductError, match="cannot create output directory"):
+    with pytest.raises(ProductError, match="is not a directory"):
         P.check_output_path(f / "sub" / "run.h5")
     with pytest.raises(ProductError, match="is a directory"):
         P.check_output_path(tmp_path)
@@ -239,7 +267,8 @@ def test_export_fits_wcs_matches_internals(product, tmp_path):
     fdirty = next(f for f in files if f.endswith("-dirty.fits"))
     with fits.open(fdirty) as hdul:
         hdr, data = hdul[0].header, hdul[0].data
-    np.testing.assert_array_equal(data, imgs["dirty"].astype(np.float32))  # stored array as is
+    # the stored array as is, behind a degenerate frequency axis
+    np.testing.assert_array_equal(data, imgs["dirty"].astype(np.float32)[np.newaxis])
     assert hdr["BUNIT"] == "Jy/beam"
     assert hdr["BMAJ"] == 0.05 and hdr["BMIN"] == 0.03 and hdr["BPA"] == 25.0
     assert (hdr["CTYPE1"], hdr["CTYPE2"]) == ("RA---SIN", "DEC--SIN")
@@ -340,5 +369,5 @@ def test_unwritable_directory_probe(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(P.tempfile, "mkstemp", deny)
-    with pytest.raises(PermissionError, match=r"not writable: .*Permission denied"):
+    with pytest.raises(PermissionError, match=r"not writable .*Permission denied"):
         P.check_output_path(tmp_path / "run.h5")

@@ -8,6 +8,7 @@ samples) are those of ``docs/internals.md``.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -52,6 +53,12 @@ class VisData:
     n_nonfinite_flagged : int
         Samples (row, chan) that were otherwise usable but had NaN/Inf data or weights and
         were flagged here; the caller warns (summed over ranks).
+    n_autocorr_rows : int
+        Autocorrelation rows (ANTENNA1 == ANTENNA2) of the selection left out (not in the
+        arrays); 0 when they are imaged.
+    n_bad_uvw_rows : int
+        Cross-correlation rows flagged because their UVW is not finite, or exactly (0, 0, 0)
+        (no baseline: a writer's placeholder, it would add a constant to every pixel).
     """
 
     uvw: np.ndarray
@@ -61,6 +68,8 @@ class VisData:
     phase_centre: tuple
     nrows_total: int
     n_nonfinite_flagged: int = 0
+    n_autocorr_rows: int = 0
+    n_bad_uvw_rows: int = 0
 
 
 def row_ranges(nrows: int, size: int) -> list[tuple[int, int]]:
@@ -100,8 +109,19 @@ def row_ranges(nrows: int, size: int) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------------------
 
 
-def _open(path, sub=None):
-    """Open the MS (or one of its subtables) read-only, turning casacore errors into MSError."""
+#: Default seconds to wait for a table another process holds write-locked (input.lock_wait_s).
+LOCK_WAIT_S = 60.0
+
+
+def _open(path, sub=None, wait_s=None):
+    """Open the MS (or one of its subtables) read-only, turning casacore errors into MSError.
+
+    The table is opened without casacore's automatic locking, which waits for ever for a
+    read lock while another process (CASA, a calibration job) holds the table
+    write-locked; the read lock is asked for explicitly, about once a second for
+    ``wait_s`` seconds (default :data:`LOCK_WAIT_S`), then the open fails with an MSError
+    that says so. The lock is held until the table is closed.
+    """
     from casacore.tables import table
 
     path = os.fspath(path)
@@ -111,10 +131,21 @@ def _open(path, sub=None):
     if sub is not None and not os.path.isdir(full):
         raise MSError(f"{path}: not a Measurement Set (it has no {sub} subtable)")
     try:
-        return table(full, ack=False, readonly=True)
+        t = table(full, ack=False, readonly=True, lockoptions="usernoread")
     except RuntimeError as exc:
         what = "a casacore table" if sub is None else f"a readable {sub} subtable"
         raise MSError(f"{full}: not a Measurement Set (not {what}: {exc})") from None
+    wait = LOCK_WAIT_S if wait_s is None else float(wait_s)
+    # casacore tries once at once and then once a second: nattempts = 1 + whole seconds
+    t.lock(False, max(1, 1 + int(math.ceil(wait))))
+    if not t.haslock(False):
+        t.close()
+        raise MSError(
+            f"{full}: another process holds the table write-locked; waited {wait:g} s "
+            "(input.lock_wait_s) for a read lock. Run radimg when that process has finished "
+            "with the Measurement Set"
+        )
+    return t
 
 
 def _check_main(path, t):
@@ -141,8 +172,8 @@ def _data_columns(t):
     return out
 
 
-def _spw_info(path, spw):
-    s = _open(path, "SPECTRAL_WINDOW")
+def _spw_info(path, spw, wait_s=None):
+    s = _open(path, "SPECTRAL_WINDOW", wait_s)
     try:
         n = s.nrows()
         if not 0 <= spw < n:
@@ -150,15 +181,29 @@ def _spw_info(path, spw):
                 f"{os.fspath(path)}: spectral window {spw} out of range "
                 f"(SPECTRAL_WINDOW has {n} row(s): 0..{n - 1})"
             )
-        freq = np.asarray(s.getcell("CHAN_FREQ", spw), dtype=np.float64)
-        width = np.asarray(s.getcell("CHAN_WIDTH", spw), dtype=np.float64)
+        try:
+            freq = np.asarray(s.getcell("CHAN_FREQ", spw), dtype=np.float64).ravel()
+            width = np.asarray(s.getcell("CHAN_WIDTH", spw), dtype=np.float64).ravel()
+        except RuntimeError as exc:
+            raise MSError(
+                f"{os.fspath(path)}: SPECTRAL_WINDOW row {spw}: cannot read CHAN_FREQ/CHAN_WIDTH "
+                f"({exc})"
+            ) from None
+        bad = ~(np.isfinite(freq) & (freq > 0))
+        if freq.size == 0 or bad.any():
+            raise MSError(
+                f"{os.fspath(path)}: SPECTRAL_WINDOW row {spw} column CHAN_FREQ holds "
+                f"{freq.size} channel(s), {int(bad.sum())} of them not a positive finite "
+                f"frequency (e.g. {freq[bad][0] if bad.any() else 'none'} Hz); expected "
+                "frequencies > 0 Hz"
+            )
         return freq, width
     finally:
         s.close()
 
 
-def _field_centre(path, field):
-    f = _open(path, "FIELD")
+def _field_centre(path, field, wait_s=None):
+    f = _open(path, "FIELD", wait_s)
     try:
         n = f.nrows()
         if not 0 <= field < n:
@@ -167,6 +212,11 @@ def _field_centre(path, field):
             )
         # PHASE_DIR is (npoly + 1, 2); the zeroth-order term is the phase centre.
         pd = np.asarray(f.getcell("PHASE_DIR", field), dtype=np.float64).reshape(-1, 2)[0]
+        if not (np.all(np.isfinite(pd)) and abs(pd[1]) <= np.pi / 2 + 1e-9):
+            raise MSError(
+                f"{os.fspath(path)}: FIELD row {field} column PHASE_DIR is "
+                f"({pd[0]!r}, {pd[1]!r}) rad; expected a finite RA and a Dec within +-90 deg"
+            )
         name = str(f.getcell("NAME", field)) if "NAME" in f.colnames() else ""
         try:
             frame = f.getcolkeyword("PHASE_DIR", "MEASINFO")["Ref"]
@@ -177,16 +227,16 @@ def _field_centre(path, field):
         f.close()
 
 
-def _ddid_map(path, spw):
+def _ddid_map(path, spw, wait_s=None):
     """DATA_DESC_ID -> (spw, polarization id) and the POLARIZATION CORR_TYPE lists."""
-    dd = _open(path, "DATA_DESCRIPTION")
+    dd = _open(path, "DATA_DESCRIPTION", wait_s)
     try:
         n = dd.nrows()
         spws = np.asarray(dd.getcol("SPECTRAL_WINDOW_ID") if n else [], dtype=np.int64)
         pols = np.asarray(dd.getcol("POLARIZATION_ID") if n else [], dtype=np.int64)
     finally:
         dd.close()
-    p = _open(path, "POLARIZATION")
+    p = _open(path, "POLARIZATION", wait_s)
     try:
         corr = [
             [int(c) for c in np.asarray(p.getcell("CORR_TYPE", r)).ravel()]
@@ -214,7 +264,86 @@ def _stokes_i_plan(path, corr_types):
     )
 
 
-def ms_metadata(path, spw: int = 0, field: int = 0) -> dict:
+def _iso_utc(mjd_s, ref="UTC"):
+    """ISO 8601 UTC string (millisecond precision) of an MS epoch: MJD seconds in the time
+    scale ``ref`` (the column's MEASINFO Ref; UTC in nearly every MS). None if not finite."""
+    if not np.isfinite(mjd_s) or mjd_s <= 0:
+        return None
+    if str(ref).upper() != "UTC":
+        try:
+            from astropy.time import Time
+
+            return Time(mjd_s / 86400.0, format="mjd", scale=str(ref).lower()).utc.isot
+        except (ValueError, KeyError):
+            pass  # a scale astropy does not know: read it as UTC (seconds apart at most)
+    import datetime
+
+    t = datetime.datetime(1858, 11, 17) + datetime.timedelta(seconds=float(mjd_s))
+    return t.isoformat(timespec="milliseconds")
+
+
+def _observation_info(path, t_main, nrows, wait_s=None):
+    """``telescope``, ``observer`` (OBSERVATION row 0; "" when absent) and ``date_obs``:
+    the first TIME of the main table as WSClean writes DATE-OBS (the centroid of the first
+    integration; the earlier of the first and last rows, so a reverse-sorted MS works too),
+    else OBSERVATION TIME_RANGE's start; "" when neither is known."""
+    info = {"telescope": "", "observer": "", "date_obs": ""}
+    times = []
+    if "TIME" in t_main.colnames() and nrows:
+        try:
+            ref = t_main.getcolkeyword("TIME", "MEASINFO")["Ref"]
+        except (RuntimeError, KeyError, TypeError):
+            ref = "UTC"
+        times = [(float(t_main.getcell("TIME", r)), ref) for r in {0, nrows - 1}]
+    if os.path.isdir(os.path.join(os.fspath(path), "OBSERVATION")):
+        o = _open(path, "OBSERVATION", wait_s)
+        try:
+            names = o.colnames()
+            if o.nrows():
+                for key, col in (("telescope", "TELESCOPE_NAME"), ("observer", "OBSERVER")):
+                    if col in names:
+                        info[key] = str(o.getcell(col, 0)).strip()
+                if not any(np.isfinite(t) and t > 0 for t, _ in times) and "TIME_RANGE" in names:
+                    try:
+                        ref = o.getcolkeyword("TIME_RANGE", "MEASINFO")["Ref"]
+                    except (RuntimeError, KeyError, TypeError):
+                        ref = "UTC"
+                    times = [(float(np.ravel(o.getcell("TIME_RANGE", 0))[0]), ref)]
+        except RuntimeError:
+            pass  # an unreadable cell leaves the value unknown
+        finally:
+            o.close()
+    good = [(t, ref) for t, ref in times if np.isfinite(t) and t > 0]
+    if good:
+        info["date_obs"] = _iso_utc(*min(good)) or ""
+    return info
+
+
+def band_span(freq, width):
+    """Total bandwidth (Hz) of channels ``freq`` with widths ``width`` (ndarray (chan,)):
+    from the lowest channel's lower edge to the highest channel's upper edge, as WSClean's
+    CDELT3 (30.7 MHz for pyuvdata's 10-channel MWA snapshot). Falls back to the span of the
+    centres (0 for one channel) when the widths are not finite."""
+    freq = np.asarray(freq, dtype=np.float64).ravel()
+    half = 0.5 * np.abs(np.asarray(width, dtype=np.float64).ravel())
+    if half.size != freq.size or not np.all(np.isfinite(half)):
+        half = np.zeros_like(freq)
+    return float(np.max(freq + half) - np.min(freq - half)) if freq.size else 0.0
+
+
+def ms_metadata(path, spw: int = 0, field: int = 0, lock_wait_s: float | None = None) -> dict:
+    """Cheap summary of a Measurement Set (see :func:`_ms_metadata`); a table casacore
+    cannot read (truncated or corrupt storage files) is an :class:`MSError` naming it."""
+    try:
+        return _ms_metadata(path, spw, field, lock_wait_s)
+    except RuntimeError as exc:
+        raise MSError(
+            f"{path}: casacore could not read the Measurement Set ({exc}); the table is "
+            "probably truncated or corrupt"
+        ) from None
+
+
+def _ms_metadata(path, spw: int = 0, field: int = 0, lock_wait_s: float | None = None) -> dict:
     """Cheap summary of a Measurement Set (reads no visibilities).
 
     Parameters
@@ -223,6 +352,8 @@ def ms_metadata(path, spw: int = 0, field: int = 0) -> dict:
         The MS directory.
     spw, field : int
         Spectral window and field that ``read_ms`` would select.
+    lock_wait_s : float, optional
+        Seconds to wait for a write-locked table (default ``LOCK_WAIT_S``).
 
     Returns
     -------
@@ -231,38 +362,34 @@ def ms_metadata(path, spw: int = 0, field: int = 0) -> dict:
         ``chan_width`` ndarray (chan,) float64 Hz, ``phase_centre`` (ra, dec) radians,
         ``phase_centre_frame`` (e.g. "J2000"), ``field_name``, ``corr_types`` list of int
         (CASA codes) of the first data description of ``spw``, ``corr_names``, ``columns``
-        (main-table columns), ``data_columns`` (complex array columns), ``telescope``,
-        ``n_spw``, ``n_field``, ``has_weight_spectrum``.
+        (main-table columns), ``data_columns`` (complex array columns), ``telescope`` and
+        ``observer`` (OBSERVATION; "" when unknown), ``date_obs`` (ISO 8601 UTC of the first
+        TIME, as WSClean's DATE-OBS; "" when unknown), ``bandwidth_hz`` (:func:`band_span`
+        of the channels), ``n_spw``, ``n_field``, ``has_weight_spectrum``.
 
     Raises
     ------
     MSError
         Missing path, not an MS, zero rows, or spw/field out of range.
     """
-    t = _open(path)
+    wait = lock_wait_s
+    t = _open(path, wait_s=wait)
     try:
         cols = _check_main(path, t)
         nrows = t.nrows()
         dcols = _data_columns(t)
+        obs = _observation_info(path, t, nrows, wait)
     finally:
         t.close()
     if nrows == 0:
         raise MSError(f"{os.fspath(path)}: the Measurement Set has zero rows")
-    freq, width = _spw_info(path, spw)
-    centre, name, frame = _field_centre(path, field)
-    ddids, corr = _ddid_map(path, spw)
-    s, f = _open(path, "SPECTRAL_WINDOW"), _open(path, "FIELD")
+    freq, width = _spw_info(path, spw, wait)
+    centre, name, frame = _field_centre(path, field, wait)
+    ddids, corr = _ddid_map(path, spw, wait)
+    s, f = _open(path, "SPECTRAL_WINDOW", wait), _open(path, "FIELD", wait)
     n_spw, n_field = s.nrows(), f.nrows()
     s.close()
     f.close()
-    telescope = ""
-    if os.path.isdir(os.path.join(os.fspath(path), "OBSERVATION")):
-        o = _open(path, "OBSERVATION")
-        try:
-            if o.nrows() and "TELESCOPE_NAME" in o.colnames():
-                telescope = str(o.getcell("TELESCOPE_NAME", 0))
-        finally:
-            o.close()
     corr_types = corr[ddids[0]] if ddids else []
     return {
         "nrows": int(nrows),
@@ -275,7 +402,10 @@ def ms_metadata(path, spw: int = 0, field: int = 0) -> dict:
         "corr_names": [CORR_NAMES.get(c, str(c)) for c in corr_types],
         "columns": cols,
         "data_columns": dcols,
-        "telescope": telescope,
+        "telescope": obs["telescope"],
+        "observer": obs["observer"],
+        "date_obs": obs["date_obs"],
+        "bandwidth_hz": band_span(freq, width),
         "n_spw": int(n_spw),
         "n_field": int(n_field),
         "has_weight_spectrum": "WEIGHT_SPECTRUM" in cols,
@@ -338,10 +468,14 @@ def _read_ms(
     field: int = 0,
     precision: str = "single",
     on_chunk=None,
+    autocorrelations: bool = False,
+    lock_wait_s: float | None = None,
 ) -> VisData:
     """Read Stokes I visibilities, weights and uvw of one row range of a Measurement Set.
 
-    Only rows of the given spectral window (via DATA_DESCRIPTION) and field are returned.
+    Only rows of the given spectral window (via DATA_DESCRIPTION) and field are returned,
+    and, unless ``autocorrelations``, only cross-correlations (as WSClean and CASA image).
+    Rows whose UVW is not finite or exactly zero are flagged (and counted).
     FLAG and FLAG_ROW are honoured; WEIGHT_SPECTRUM is used when present and valid, else
     WEIGHT broadcast over channels. Stokes I is ``(XX+YY)/2`` or ``(RR+LL)/2`` with weight
     ``4/(1/w1 + 1/w2)``, or the single parallel hand; a sample is flagged if any correlation
@@ -363,6 +497,10 @@ def _read_ms(
         complex64/float32 or complex128/float64 output.
     on_chunk : callable(rows_done, rows_in_range), optional
         Called before each chunk is read (progress reporting).
+    autocorrelations : bool
+        Keep rows with ANTENNA1 == ANTENNA2 (left out and counted by default).
+    lock_wait_s : float, optional
+        Seconds to wait for a write-locked table (default ``LOCK_WAIT_S``).
 
     Returns
     -------
@@ -382,18 +520,19 @@ def _read_ms(
     )
     chunk_rows = max(1, int(chunk_rows))
     spath = os.fspath(path)
-    t = _open(path)  # the main table first: "not an MS" beats any subtable complaint
+    wait = lock_wait_s
+    t = _open(path, wait_s=wait)  # the main table first: "not an MS" beats any subtable complaint
     try:
         _check_main(path, t)
     finally:
         t.close()
-    freq, _ = _spw_info(path, spw)
-    centre, _, _ = _field_centre(path, field)
-    ddids, corr = _ddid_map(path, spw)
+    freq, _ = _spw_info(path, spw, wait)
+    centre, _, _ = _field_centre(path, field, wait)
+    ddids, corr = _ddid_map(path, spw, wait)
     plans = {d: _stokes_i_plan(path, corr[d]) for d in ddids if d in corr}
     nchan = freq.size
 
-    t = _open(path)
+    t = _open(path, wait_s=wait)
     try:
         cols = _check_main(path, t)
         if datacolumn not in cols:
@@ -410,7 +549,7 @@ def _read_ms(
         has_flag_row = "FLAG_ROW" in cols
 
         uvw_parts, vis_parts, wgt_parts = [], [], []
-        n_bad = 0
+        n_bad = n_auto = n_bad_uvw = 0
         ws_checked = {}
         for a in range(start, stop, chunk_rows):
             if on_chunk is not None:
@@ -419,6 +558,10 @@ def _read_ms(
             ddid = t.getcol("DATA_DESC_ID", a, n)
             fid = t.getcol("FIELD_ID", a, n)
             sel = np.isin(ddid, ddids) & (fid == field)
+            auto = t.getcol("ANTENNA1", a, n) == t.getcol("ANTENNA2", a, n)
+            if not autocorrelations:
+                n_auto += int(np.count_nonzero(sel & auto))
+                sel &= ~auto
             if not sel.any():
                 continue
             # Rows of several ddids (or spws of other shapes) interleave; read the selection
@@ -460,6 +603,15 @@ def _read_ms(
                         sub.close()
                 vis, wgt, nb = _stokes_i(data, flag, wspec, plans[d], cdtype, fdtype)
                 n_bad += nb
+                # zero UVW is a placeholder on a cross-correlation (an autocorrelation has it)
+                bad_uvw = ~np.all(np.isfinite(uvw), axis=1) | (
+                    ~np.any(uvw, axis=1) & ~auto[rsel]
+                )
+                if bad_uvw.any():
+                    n_bad_uvw += int(np.count_nonzero(bad_uvw & np.any(wgt > 0, axis=1)))
+                    wgt[bad_uvw] = 0
+                    vis[bad_uvw] = 0
+                    uvw = np.where(bad_uvw[:, None], 0.0, uvw)
                 pieces.append((rsel, uvw, vis, wgt))
             if len(pieces) == 1:
                 _, uvw, vis, wgt = pieces[0]
@@ -484,7 +636,64 @@ def _read_ms(
         phase_centre=centre,
         nrows_total=int(nrows_total),
         n_nonfinite_flagged=int(n_bad),
+        n_autocorr_rows=int(n_auto),
+        n_bad_uvw_rows=int(n_bad_uvw),
     )
+
+
+def uvw_subsample(
+    path,
+    spw: int = 0,
+    field: int = 0,
+    max_rows: int = 200_000,
+    autocorrelations: bool = False,
+    lock_wait_s: float | None = None,
+):
+    """A strided subsample of the UVW column of the rows ``read_ms`` would select (spw,
+    field, no FLAG_ROW, cross-correlations unless ``autocorrelations``), for planning.
+
+    Returns
+    -------
+    n_rows : int
+        Estimated number of selected rows in the whole MS (the subsample's fraction of
+        selected rows times the MS's rows).
+    uvw : ndarray (row, 3) float64, metres
+        Finite, non-zero UVW of the subsampled selected rows.
+    freq : ndarray (chan,) float64, Hz
+
+    Raises
+    ------
+    MSError
+        As :func:`ms_metadata` (missing, not an MS, zero rows, bad CHAN_FREQ, ...), and for
+        a table casacore cannot read (truncated storage files).
+    """
+    meta = ms_metadata(path, spw, field, lock_wait_s=lock_wait_s)
+    ddids, _ = _ddid_map(path, spw, lock_wait_s)
+    t = _open(path, wait_s=lock_wait_s)
+    try:
+        nrows = t.nrows()
+        step = max(1, -(-nrows // max(1, int(max_rows))))
+
+        def col(name):
+            return t.getcol(name, startrow=0, nrow=-1, rowincr=step)
+
+        uvw = np.asarray(col("UVW"), dtype=np.float64).reshape(-1, 3)
+        sel = np.isin(col("DATA_DESC_ID"), ddids) & (col("FIELD_ID") == field)
+        if "FLAG_ROW" in t.colnames():
+            sel &= ~np.asarray(col("FLAG_ROW"), dtype=bool)
+        if not autocorrelations:
+            sel &= col("ANTENNA1") != col("ANTENNA2")
+    except RuntimeError as exc:
+        raise MSError(
+            f"{os.fspath(path)}: casacore could not read the Measurement Set ({exc}); the "
+            "table is probably truncated or corrupt"
+        ) from None
+    finally:
+        t.close()
+    n_sel = int(round(nrows * sel.mean())) if sel.size else 0
+    uvw = uvw[sel]
+    uvw = uvw[np.all(np.isfinite(uvw), axis=1) & np.any(uvw != 0, axis=1)]
+    return n_sel, uvw, meta["freq"]
 
 
 def _concat(parts, empty_shape, dtype):

@@ -4,7 +4,9 @@ Layout (DESIGN.md "HDF5 product")::
 
     /images/{dirty,psf,model,residual,restored}   float32 (npix_y, npix_x), attr ``unit``
         attrs on /images: ctype, crval_deg, crpix (FITS, 1-based), cdelt_deg, freq_hz,
-                          bmaj_deg, bmin_deg, bpa_deg, npix_x, npix_y
+                          bmaj_deg, bmin_deg, bpa_deg, npix_x, npix_y;
+                          and (extensions, absent from older products) bandwidth_hz,
+                          stokes, date_obs, telescope, observer, field_name (OBS_KEYS)
     /run  attrs: config_yaml, radimg_version, n_ranks, timings_json, load_balance_json
     /extras/...  optional further datasets (e.g. checkpoint state), stored as given
 
@@ -64,6 +66,32 @@ WCS_KEYS = (
     "bpa_deg",
 )
 RUN_KEYS = ("config_yaml", "radimg_version", "n_ranks", "timings_json", "load_balance_json")
+#: What a FITS image of the observation carries besides the WCS, with the value an older
+#: product (or an unknown) reads as: the imaged band's total width (FITS CDELT3; 0 = unknown),
+#: the Stokes parameter, DATE-OBS (ISO 8601 UTC), TELESCOP, OBSERVER and OBJECT.
+OBS_KEYS = {
+    "bandwidth_hz": 0.0,
+    "stokes": "I",
+    "date_obs": "",
+    "telescope": "",
+    "observer": "",
+    "field_name": "",
+}
+#: FITS STOKES axis values (Greisen & Calabretta 2002, Table 7)
+STOKES_CODES = {
+    "I": 1,
+    "Q": 2,
+    "U": 3,
+    "V": 4,
+    "RR": -1,
+    "LL": -2,
+    "RL": -3,
+    "LR": -4,
+    "XX": -5,
+    "YY": -6,
+    "XY": -7,
+    "YX": -8,
+}
 
 
 class ProductError(ValueError):
@@ -82,6 +110,7 @@ def make_wcs_info(
     phase_centre_rad: tuple[float, float],
     freq_hz: float,
     beam_deg: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    **obs,
 ) -> dict:
     """The ``wcs_info`` dict of ``write_product`` for an image in radimg's orientation.
 
@@ -97,13 +126,21 @@ def make_wcs_info(
         Reference (mean) frequency of the image, Hz.
     beam_deg : (float, float, float), optional
         Restoring beam (bmaj FWHM, bmin FWHM, bpa east of north), degrees; zeros if none.
+    **obs
+        Any of :data:`OBS_KEYS` (``bandwidth_hz``, ``stokes``, ``date_obs``, ``telescope``,
+        ``observer``, ``field_name``); the others take their defaults.
 
     Returns
     -------
     dict
-        Keys ``ctype, crval_deg, crpix, cdelt_deg, freq_hz, bmaj_deg, bmin_deg, bpa_deg``.
-        ``crpix`` is FITS 1-based: ``(npix_x//2 + 1, npix_y//2 + 1)``.
+        Keys ``ctype, crval_deg, crpix, cdelt_deg, freq_hz, bmaj_deg, bmin_deg, bpa_deg``
+        and :data:`OBS_KEYS`. ``crpix`` is FITS 1-based: ``(npix_x//2 + 1, npix_y//2 + 1)``.
     """
+    unknown = set(obs) - set(OBS_KEYS)
+    if unknown:
+        raise TypeError(
+            f"make_wcs_info: unknown keys {sorted(unknown)} (OBS_KEYS: {list(OBS_KEYS)})"
+        )
     cell_deg = math.degrees(cell_rad)
     ra, dec = (math.degrees(a) for a in phase_centre_rad)
     return {
@@ -115,6 +152,7 @@ def make_wcs_info(
         "bmaj_deg": float(beam_deg[0]),
         "bmin_deg": float(beam_deg[1]),
         "bpa_deg": float(beam_deg[2]),
+        **{k: type(v)(obs.get(k, v)) for k, v in OBS_KEYS.items()},
     }
 
 
@@ -133,10 +171,24 @@ def _check_wcs_info(wcs_info: Mapping) -> dict:
     for k in ("ctype", "crval_deg", "crpix", "cdelt_deg"):
         if len(out[k]) != 2:
             raise ValueError(f"wcs_info['{k}'] must have two entries (x, y), got {out[k]!r}")
+    for k, default in OBS_KEYS.items():
+        v = wcs_info.get(k, default)
+        out[k] = _str(v) if isinstance(default, str) else float(v)
     return out
 
 
-def image_wcs(wcs_info: Mapping, *, spectral: bool = False):
+def _mjd(iso: str):
+    """MJD (UTC days) of an ISO 8601 date-time, None when it does not parse."""
+    import datetime
+
+    try:
+        t = datetime.datetime.fromisoformat(iso)
+    except ValueError:
+        return None
+    return (t - datetime.datetime(1858, 11, 17, tzinfo=t.tzinfo)).total_seconds() / 86400.0
+
+
+def image_wcs(wcs_info: Mapping, *, spectral: bool = False, stokes_axis: bool = True):
     """An ``astropy.wcs.WCS`` for the images described by ``wcs_info``.
 
     Parameters
@@ -144,8 +196,11 @@ def image_wcs(wcs_info: Mapping, *, spectral: bool = False):
     wcs_info : mapping
         As stored on ``/images`` (see ``make_wcs_info``).
     spectral : bool, optional
-        Add degenerate FREQ and STOKES axes (as WSClean's FITS images have); default: the
-        2-D celestial WCS only.
+        Add a degenerate FREQ axis (CRVAL3 the mean frequency, CDELT3 the imaged band's
+        total width, as WSClean writes them) and, with ``stokes_axis``, a STOKES axis;
+        default: the 2-D celestial WCS only. DATE-OBS (and MJD-OBS) come with it when known.
+    stokes_axis : bool, optional
+        With ``spectral``: the fourth, STOKES axis (WSClean's layout); default true.
 
     Returns
     -------
@@ -155,18 +210,26 @@ def image_wcs(wcs_info: Mapping, *, spectral: bool = False):
     from astropy.wcs import WCS
 
     info = _check_wcs_info(wcs_info)
-    w = WCS(naxis=4 if spectral else 2)
+    w = WCS(naxis=(4 if stokes_axis else 3) if spectral else 2)
     ctype = list(info["ctype"])
     crval = list(info["crval_deg"])
     crpix = list(info["crpix"])
     cdelt = list(info["cdelt_deg"])
     cunit = ["deg", "deg"]
     if spectral:
-        ctype += ["FREQ", "STOKES"]
-        crval += [info["freq_hz"], 1.0]  # STOKES 1 = I
-        crpix += [1.0, 1.0]
-        cdelt += [1.0, 1.0]
-        cunit += ["Hz", ""]
+        # CDELT must not be 0 (a singular WCS): an unknown band width becomes 1 Hz
+        bw = info["bandwidth_hz"] if info["bandwidth_hz"] > 0 else 1.0
+        ctype += ["FREQ"]
+        crval += [info["freq_hz"]]
+        crpix += [1.0]
+        cdelt += [bw]
+        cunit += ["Hz"]
+        if stokes_axis:
+            ctype += ["STOKES"]
+            crval += [float(STOKES_CODES.get(info["stokes"].upper(), 1))]
+            crpix += [1.0]
+            cdelt += [1.0]
+            cunit += [""]
     w.wcs.ctype = ctype
     w.wcs.crval = crval
     w.wcs.crpix = crpix
@@ -177,6 +240,11 @@ def image_wcs(wcs_info: Mapping, *, spectral: bool = False):
     w.wcs.equinox = 2000.0
     if spectral:
         w.wcs.specsys = "TOPOCENT"
+        if info["date_obs"]:
+            w.wcs.dateobs = info["date_obs"]
+            mjd = _mjd(info["date_obs"])
+            if mjd is not None:
+                w.wcs.mjdobs = mjd
     w.wcs.set()
     return w
 
@@ -186,19 +254,53 @@ def image_wcs(wcs_info: Mapping, *, spectral: bool = False):
 # --------------------------------------------------------------------------------------
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> str:
+def is_radimg_product(path: str | os.PathLike) -> bool:
+    """True when ``path`` is an HDF5 file radimg wrote (a product or a checkpoint)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path) or not h5py.is_hdf5(path):
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("format", "")) == "radimg-product"
+    except OSError:
+        return False
+
+
+def _existing_ancestor(path: str) -> str:
+    d = os.path.dirname(path)
+    while d and not os.path.lexists(d):
+        up = os.path.dirname(d)
+        if up == d:
+            break
+        d = up
+    return d or "."
+
+
+def check_output_path(
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    *,
+    what: str = "output.path",
+    replaceable=is_radimg_product,
+) -> str:
     """Check, before any computation, that a product can be written at ``path``.
 
-    Creates missing parent directories and probes that the directory is writable by
-    creating and removing a file in it (``os.access`` is not trusted: root, ACLs,
-    read-only mounts).
+    Nothing is created: the nearest existing ancestor directory must be a writable
+    directory (probed by creating and removing a file in it: ``os.access`` is not trusted
+    with root, ACLs or read-only mounts); missing directories are made when the product is
+    written, so a run that fails later leaves no directory behind.
 
     Parameters
     ----------
     path : str or path-like
-        Final product path.
+        Final product path (``~`` is expanded).
     overwrite : bool, optional
-        Whether an existing file at ``path`` may be replaced.
+        Whether an existing file at ``path`` may be replaced; even then only a file radimg
+        wrote (``replaceable``): radimg never replaces a file it did not create.
+    what : str, optional
+        The config key or option that names ``path``, for messages.
+    replaceable : callable(path) -> bool, optional
+        Which existing files ``overwrite`` may replace (default: radimg HDF5 products).
 
     Returns
     -------
@@ -208,20 +310,45 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> str:
     Raises
     ------
     FileExistsError
-        ``path`` exists and ``overwrite`` is false.
+        ``path`` exists and ``overwrite`` is false or it is not a file radimg wrote;
+        ``path`` lies inside a Measurement Set.
     PermissionError
         The directory is not writable.
     ProductError
-        ``path`` is a directory, or its parent cannot be created (e.g. a component is a file).
+        ``path`` is a directory, or a component of its parent is a file.
     """
-    path = os.path.abspath(os.fspath(path))
+    from radimg.io.paths import check_not_inside_table, expand
+
+    path = os.path.abspath(expand(path))
     if os.path.isdir(path):
-        raise ProductError(f"output path is a directory, not a file: {path}")
-    if os.path.lexists(path) and not overwrite:
-        raise FileExistsError(
-            f"output product already exists: {path} "
-            "(use --overwrite or output.overwrite: true to replace it)"
-        )
+        raise ProductError(f"{what}: {path} is a directory, not a file")
+    check_not_inside_table(path, what)
+    if os.path.lexists(path):
+        if not overwrite:
+            raise FileExistsError(
+                f"{what}: the product already exists: {path} "
+                "(use --overwrite or output.overwrite: true to replace it)"
+            )
+        if not replaceable(path):
+            raise FileExistsError(
+                f"{what}: {path} exists and was not written by radimg; radimg never "
+                "replaces a file it did not create: choose another path"
+            )
+    base = _existing_ancestor(path)
+    if not os.path.isdir(base):
+        raise ProductError(f"{what}: cannot create {path}: {base} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".radimg-probe-", dir=base)
+    except OSError as e:
+        raise PermissionError(
+            f"{what}: the directory {base} is not writable ({e.strerror or e})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def _make_parent(path: str) -> None:
     outdir = os.path.dirname(path)
     try:
         os.makedirs(outdir, exist_ok=True)
@@ -229,15 +356,6 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> str:
         raise PermissionError(f"cannot create output directory {outdir}: {e.strerror}") from None
     except OSError as e:
         raise ProductError(f"cannot create output directory {outdir}: {e.strerror or e}") from None
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".radimg-probe-", dir=outdir)
-    except OSError as e:
-        raise PermissionError(
-            f"output directory is not writable: {outdir} ({e.strerror or e})"
-        ) from None
-    os.close(fd)
-    os.unlink(probe)
-    return path
 
 
 def _json_default(obj):
@@ -388,6 +506,7 @@ def write_product(
     from radimg import __version__
 
     path = check_output_path(path, overwrite)
+    _make_parent(path)
     info = _check_wcs_info(wcs_info)
     arrays = {}
     shape = None
@@ -420,7 +539,7 @@ def write_product(
             g.attrs["ctype"] = np.array(info["ctype"], dtype=h5py.string_dtype())
             for k in ("crval_deg", "crpix", "cdelt_deg"):
                 g.attrs[k] = np.array(info[k], dtype=np.float64)
-            for k in ("freq_hz", "bmaj_deg", "bmin_deg", "bpa_deg"):
+            for k in ("freq_hz", "bmaj_deg", "bmin_deg", "bpa_deg", *OBS_KEYS):
                 g.attrs[k] = info[k]
             g.attrs["npix_x"] = shape[1]
             g.attrs["npix_y"] = shape[0]
@@ -483,6 +602,10 @@ def _read_wcs(g) -> dict:
         "bmaj_deg": float(a["bmaj_deg"]),
         "bmin_deg": float(a["bmin_deg"]),
         "bpa_deg": float(a["bpa_deg"]),
+        **{
+            k: (_str(a[k]) if isinstance(v, str) else float(a[k])) if k in a else v
+            for k, v in OBS_KEYS.items()
+        },
     }
 
 
@@ -495,6 +618,26 @@ def _read_run(g) -> dict:
             v = v.item()
         run[k] = v
     return run
+
+
+def _checked_wcs(g, path) -> dict:
+    """``_read_wcs`` of ``/images``, refusing a WCS that no viewer can use."""
+    try:
+        wcs = _read_wcs(g)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ProductError(
+            f"{os.fspath(path)}: /images lacks a readable WCS attribute ({exc})"
+        ) from None
+    for key in ("crval_deg", "crpix", "cdelt_deg"):
+        vals = np.asarray(wcs[key], dtype=float)
+        if vals.size != 2 or not np.all(np.isfinite(vals)):
+            raise ProductError(
+                f"{os.fspath(path)}: /images attribute {key} is {tuple(vals.tolist())}; "
+                "expected two finite numbers (the product's WCS is unusable)"
+            )
+    if not np.all(np.asarray(wcs["cdelt_deg"], dtype=float) != 0):
+        raise ProductError(f"{os.fspath(path)}: /images attribute cdelt_deg has a zero cell")
+    return wcs
 
 
 def read_product(path: str | os.PathLike, images: bool | Iterable[str] = True) -> dict:
@@ -538,7 +681,7 @@ def read_product(path: str | os.PathLike, images: bool | Iterable[str] = True) -
             "images": {n: g[n][()] for n in want},
             "units": {n: _str(g[n].attrs.get("unit", "")) for n in names},
             "shape": tuple(int(s) for s in g[names[0]].shape) if names else None,
-            "wcs": _read_wcs(g),
+            "wcs": _checked_wcs(g, path),
             "run": _read_run(f["run"]),
             "extras": {},
         }
@@ -602,20 +745,24 @@ def _fmt_tree(obj, indent: int, lines: list[str]) -> None:
         lines.append(f"{pad}{obj}")
 
 
+def _sexagesimal(value: float, decimals: int) -> tuple[int, int, float]:
+    """(units, minutes, seconds) of ``value`` >= 0, rounded to ``decimals`` of a second
+    first, so 30 deg prints as 30d00m00.0s, never 29d59m60.0s."""
+    scale = 10**decimals
+    total = round(value * 3600.0 * scale)  # in 10^-decimals seconds
+    units, rest = divmod(total, 3600 * scale)
+    minutes, sec = divmod(rest, 60 * scale)
+    return int(units), int(minutes), sec / scale
+
+
 def _hms(ra_deg: float) -> str:
-    h = (ra_deg % 360.0) / 15.0
-    hh = int(h)
-    mm = int((h - hh) * 60)
-    ss = ((h - hh) * 60 - mm) * 60
-    return f"{hh:02d}h{mm:02d}m{ss:05.2f}s"
+    hh, mm, ss = _sexagesimal((ra_deg % 360.0) / 15.0, 2)
+    return f"{hh % 24:02d}h{mm:02d}m{ss:05.2f}s"
 
 
 def _dms(dec_deg: float) -> str:
     sign = "-" if dec_deg < 0 else "+"
-    d = abs(dec_deg)
-    dd = int(d)
-    mm = int((d - dd) * 60)
-    ss = ((d - dd) * 60 - mm) * 60
+    dd, mm, ss = _sexagesimal(abs(dec_deg), 1)
     return f"{sign}{dd:02d}d{mm:02d}m{ss:04.1f}s"
 
 
@@ -661,7 +808,7 @@ def info_text(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     with _open(path) as f:
         g = f["images"]
-        wcs = _read_wcs(g)
+        wcs = _checked_wcs(g, path)
         run = _read_run(f["run"])
         rows = []
         for n in g:
@@ -708,7 +855,20 @@ def info_text(path: str | os.PathLike) -> str:
         f"  projection: {wcs['ctype'][0]} / {wcs['ctype'][1]}, cell {abs(cx) * 3600:.4g} arcsec"
         f"{fov}, crpix ({wcs['crpix'][0]:g}, {wcs['crpix'][1]:g})"
     )
-    lines.append(f"  frequency: {wcs['freq_hz'] / 1e6:.6g} MHz")
+    bw = f", bandwidth {wcs['bandwidth_hz'] / 1e6:.6g} MHz" if wcs["bandwidth_hz"] > 0 else ""
+    lines.append(f"  frequency: {wcs['freq_hz'] / 1e6:.6g} MHz{bw}, Stokes {wcs['stokes']}")
+    obs = [
+        f"{label} {wcs[k]}"
+        for label, k in (
+            ("telescope", "telescope"),
+            ("observer", "observer"),
+            ("field", "field_name"),
+            ("date", "date_obs"),
+        )
+        if wcs[k]
+    ]
+    if obs:
+        lines.append("  observation: " + ", ".join(obs) + (" UTC" if wcs["date_obs"] else ""))
     if wcs["bmaj_deg"] > 0:
         lines.append(
             f"  restoring beam: bmaj {wcs['bmaj_deg'] * 3600:.4g} arcsec, "
@@ -744,6 +904,68 @@ def info_text(path: str | os.PathLike) -> str:
 # --------------------------------------------------------------------------------------
 
 
+def _fits_header(wcs: Mapping, run: Mapping, degenerate_axes: bool):
+    """The FITS header common to a product's images (see :func:`export_fits`)."""
+    import yaml
+
+    from radimg import __version__
+
+    w = image_wcs(wcs, spectral=True, stokes_axis=degenerate_axes)
+    h = w.to_header()
+    h["FREQ"] = (wcs["freq_hz"], "image reference (mean) frequency, Hz")
+    h["BTYPE"] = "Intensity"
+    if wcs["bmaj_deg"] > 0:
+        h["BMAJ"] = (wcs["bmaj_deg"], "restoring beam FWHM major axis, deg")
+        h["BMIN"] = (wcs["bmin_deg"], "restoring beam FWHM minor axis, deg")
+        h["BPA"] = (wcs["bpa_deg"], "restoring beam PA, north through east, deg")
+    for key, attr, comment in (
+        ("TELESCOP", "telescope", "MS OBSERVATION TELESCOPE_NAME"),
+        ("OBSERVER", "observer", "MS OBSERVATION OBSERVER"),
+        ("OBJECT", "field_name", "MS FIELD NAME"),
+    ):
+        if wcs[attr]:
+            h[key] = (wcs[attr], comment)
+    h["ORIGIN"] = f"radimg {__version__}"  # is_radimg_fits relies on this card
+    h["RADIMGV"] = (str(run.get("radimg_version", "")), "radimg that made the product")
+    h["NRANKS"] = (int(run.get("n_ranks", 0)), "MPI ranks of the run")
+    text = str(run.get("config_yaml", ""))
+    try:  # block style: one key per line, so most lines fit a 72-character HISTORY card
+        text = yaml.safe_dump(
+            yaml.safe_load(text), default_flow_style=False, sort_keys=False, width=68
+        )
+    except yaml.YAMLError:
+        pass  # not YAML after all: the text as stored
+    if text.strip():
+        h.add_history(f"radimg {run.get('radimg_version', __version__)} run, resolved config:")
+        for line in text.splitlines():
+            h.add_history(line)  # astropy splits a line over several cards past 72 characters
+    return h
+
+
+def fits_targets(product_path, outdir, names) -> dict[str, str]:
+    """``{image: <outdir>/<product stem>-<image>.fits}`` (WSClean-style names)."""
+    stem = os.path.splitext(os.path.basename(os.fspath(product_path)))[0]
+    return {n: os.path.join(os.fspath(outdir), f"{stem}-{n}.fits") for n in names}
+
+
+def is_radimg_fits(path) -> bool:
+    """True when ``path`` is a FITS file radimg wrote (ORIGIN = "radimg ...")."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2880 * 4)
+    except OSError:
+        return False
+    if not head.startswith(b"SIMPLE  ="):
+        return False
+    for i in range(0, len(head), 80):
+        card = head[i : i + 80]
+        if card.startswith(b"ORIGIN  ="):
+            return b"'radimg" in card
+        if card.startswith(b"END     ") or card.rstrip() == b"END":
+            break
+    return False
+
+
 def export_fits(
     path: str | os.PathLike,
     outdir: str | os.PathLike,
@@ -751,12 +973,25 @@ def export_fits(
     *,
     degenerate_axes: bool = False,
 ) -> list[str]:
-    """Write one FITS file per image of a product, for viewers (DS9, CARTA).
+    """Write one FITS file per image of a product, usable as it is by an astronomer's tools
+    (DS9, CARTA, CASA ``importfits``, astropy, PyBDSF).
 
-    Files are named ``<product stem>-<image>.fits`` (WSClean style). By default the data
-    array is the stored ``(npix_y, npix_x)`` array unchanged with the 2-D celestial SIN WCS,
-    and the frequency in the ``FREQ`` keyword; ``BUNIT`` and ``BMAJ/BMIN/BPA`` (degrees)
-    are set.
+    Files are named ``<product stem>-<image>.fits`` (WSClean style). The data array is the
+    stored ``(npix_y, npix_x)`` array (north up, east left, as WSClean's and CASA's) with a
+    degenerate frequency axis in front: ``(1, npix_y, npix_x)``, WCS SIN celestial axes and
+    ``FREQ`` (CRVAL3 the mean frequency, CDELT3 the imaged band's total width, as WSClean
+    writes them; also the ``FREQ`` keyword). The header carries what the observation and the
+    run know, with WSClean's and CASA's keys:
+
+    - ``BMAJ``, ``BMIN``, ``BPA`` (degrees; the beam fitted to the PSF) on every image,
+      model included (WSClean does the same), when the product has a beam;
+    - ``BUNIT`` ``Jy/beam`` (``Jy/pixel`` for the model): the FITS standard's spelling,
+      which CASA writes and astropy's FITS unit parser accepts (WSClean's ``JY/BEAM`` it
+      rejects); CASA and CARTA read either;
+    - ``DATE-OBS`` (the first TIME of the MS, ISO 8601 UTC, as WSClean) and ``MJD-OBS``;
+      ``TELESCOP``, ``OBSERVER`` (the MS OBSERVATION table) and ``OBJECT`` (the field name),
+      each where known; ``RADESYS``/``EQUINOX`` (J2000), ``SPECSYS`` TOPOCENT;
+    - the run's resolved config as ``HISTORY`` cards (YAML, block style).
 
     Parameters
     ----------
@@ -770,8 +1005,7 @@ def export_fits(
         ``FileExistsError`` before anything is written. ``radimg export`` passes false
         unless ``--overwrite`` is given.
     degenerate_axes : bool, optional
-        Write WSClean's layout instead: data ``(1, 1, npix_y, npix_x)`` with FREQ and
-        STOKES axes 3 and 4 (for tools that read the frequency from the WCS).
+        WSClean's layout: data ``(1, 1, npix_y, npix_x)``, FREQ and STOKES (I) axes 3 and 4.
 
     Returns
     -------
@@ -780,42 +1014,31 @@ def export_fits(
     """
     from astropy.io import fits
 
-    from radimg import __version__
+    from radimg.io.paths import expand
 
     prod = read_product(path)
-    outdir = os.fspath(outdir)
+    outdir = expand(outdir)
+    if os.path.lexists(outdir) and not os.path.isdir(outdir):
+        raise ProductError(f"FITS directory {outdir} exists and is not a directory")
+    targets = fits_targets(path, outdir, prod["images"])
+    for target in targets.values():  # before anything is written
+        check_output_path(target, overwrite, what="FITS file", replaceable=is_radimg_fits)
     try:
         os.makedirs(outdir, exist_ok=True)
     except OSError as e:
         raise ProductError(f"cannot create FITS directory {outdir}: {e.strerror or e}") from None
-    stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
-    targets = {n: os.path.join(outdir, f"{stem}-{n}.fits") for n in prod["images"]}
-    if not overwrite:
-        existing = [p for p in targets.values() if os.path.lexists(p)]
-        if existing:
-            raise FileExistsError(
-                f"FITS file already exists: {existing[0]} (use --overwrite to replace)"
-            )
     wcs = prod["wcs"]
-    header = image_wcs(wcs, spectral=degenerate_axes).to_header()
+    header = _fits_header(wcs, prod["run"], degenerate_axes)
     written = []
     for name, data in prod["images"].items():
         data = np.asarray(data, dtype=np.float32)
-        if degenerate_axes:
-            data = data[np.newaxis, np.newaxis]
+        data = data[(np.newaxis,) * (2 if degenerate_axes else 1)]
         hdu = fits.PrimaryHDU(data=data, header=header.copy())
         h = hdu.header
-        if not degenerate_axes:
-            h["FREQ"] = (wcs["freq_hz"], "image reference frequency, Hz")
-        h["BUNIT"] = (prod["units"].get(name, ""), "brightness unit")
-        h["BTYPE"] = "Intensity"
-        h["BMAJ"] = (wcs["bmaj_deg"], "restoring beam FWHM major axis, deg")
-        h["BMIN"] = (wcs["bmin_deg"], "restoring beam FWHM minor axis, deg")
-        h["BPA"] = (wcs["bpa_deg"], "restoring beam position angle, deg")
-        h["ORIGIN"] = f"radimg {__version__}"
-        h["OBJECT"] = name
-        h["RADIMGV"] = (str(prod["run"].get("radimg_version", "")), "radimg that made the product")
-        h["NRANKS"] = (int(prod["run"].get("n_ranks", 0)), "MPI ranks of the run")
+        h["BUNIT"] = (prod["units"].get(name, "Jy/beam"), "brightness unit")
+        if not wcs["field_name"]:
+            h["OBJECT"] = name
+        h["RADIMGIM"] = (name, "which radimg image")
         target = targets[name]
         tmp = _tmp_name(target)
         try:

@@ -346,11 +346,20 @@ class WideFieldOperator:
             else:
                 nplanes = int(nstacks)
                 if nplanes < Ww:
-                    raise ValueError(f"nstacks must be >= the w-kernel support {Ww}")
+                    from radimg.config import ConfigError
+
+                    raise ConfigError(
+                        f"wterm.nstacks = {nplanes}: mode wstack needs at least {Ww} w-planes "
+                        f"(the w-kernel support at wterm.epsilon {epsilon:g}); use auto"
+                    )
                 dw = (wmax - wmin) / max(nplanes - Ww, 1) if wmax > wmin else dw_max
                 if dw > dw_max * (1 + 1e-12):
-                    raise ValueError(f"nstacks={nplanes} is too few for epsilon "
-                                     f"{self.epsilon:g}: need >= {nplanes_auto}")
+                    from radimg.config import ConfigError
+
+                    raise ConfigError(
+                        f"wterm.nstacks = {nplanes} is too few for wterm.epsilon "
+                        f"{self.epsilon:g} here: need >= {nplanes_auto} (or auto)"
+                    )
             w0 = wmin - (0.5 * Ww - 0.5) * dw
         self.spec = _g.GridSpec(nxp=nxp, nyp=nyp, W=W, beta=beta, xscale=xscale, yscale=yscale,
                                 nplanes=nplanes, Ww=Ww, betaw=betaw, w0=w0, dw=dw, nshift=nshift)
