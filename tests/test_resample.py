@@ -259,3 +259,50 @@ def test_interp_share_leaves_the_operator_most_of_epsilon():
     assert INTERP_SHARE <= 0.5
     k, beta = window_margin(0.02, 1e-6)
     assert math.isfinite(k) and k > 0 and 4 <= beta <= 60
+
+
+class _Resident:
+    """The GPU operators' resident image methods (radimg/gpu/operator.py) on a CPU operator:
+    what the pipeline calls when gridder.device is gpu."""
+
+    resident = True
+
+    def __init__(self, op, vis, wgt):
+        self.op, self.vis, self.wgt = op, vis, wgt
+
+    def psf_image(self):
+        return self.op.hdot(np.ones_like(self.vis), self.wgt)
+
+    def dirty_image(self):
+        return self.op.hdot(self.vis, self.wgt)
+
+    def residual_image(self, model):
+        return self.op.hdot(self.vis - self.op.dot(model), self.wgt)
+
+    def wdot(self, image):
+        return self.op.dot(image) * self.wgt
+
+    def whdot(self, vis):
+        return self.op.hdot(vis, self.wgt)
+
+
+def test_resident_image_methods_follow_dot_and_hdot():
+    npix, cell_am, uvm, wm = CASES["finer-8deg"]
+    cell = cell_am * ARCMIN
+    d = _obs(npix, cell, uvm, wm, nrow=300)
+    plain = small_inversion(_build(d, "wstack", "double"), d["uvw"], FREQ, d["wgt"] != 0, npix,
+                            npix, cell, epsilon=1e-6, mode="wstack")
+    assert isinstance(plain, SmallInversion)
+    res = SmallInversion(_Resident(plain.op, d["vis"], d["wgt"]), plain.small_geometry)
+    assert res.resident  # attributes pass through to the wrapped operator
+    np.testing.assert_allclose(res.psf_image(), plain.hdot(np.ones_like(d["vis"]), d["wgt"]),
+                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res.dirty_image(), plain.hdot(d["vis"], d["wgt"]), rtol=0,
+                               atol=1e-12)
+    model = 0.3 * d["img"]
+    ref = plain.hdot(d["vis"] - plain.dot(model), d["wgt"])
+    np.testing.assert_allclose(res.residual_image(model), ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res.wdot(model), plain.dot(model) * d["wgt"], rtol=0,
+                               atol=1e-12)
+    np.testing.assert_allclose(res.whdot(d["vis"]), plain.hdot(d["vis"], d["wgt"]), rtol=0,
+                               atol=1e-12)
