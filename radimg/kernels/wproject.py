@@ -557,37 +557,60 @@ def _supports_kernel(uvw, fscale, idx, wk_of, dw0, ddw, hs_x, hs_y, out_x, out_y
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _image_to_pad_kernel(image, nm1, amp, wk, rows, cols, pad):
-    ny, nx = image.shape
-    for iy in numba.prange(ny):
-        prow = pad[rows[iy]]
-        for ix in range(nx):
-            ph = 2.0 * np.pi * wk * nm1[iy, ix]
-            a = image[iy, ix] * amp[iy, ix]
-            prow[cols[ix]] = complex(a * math.cos(ph), a * math.sin(ph))
+def _quadrant_chirp_kernel(nm1q, wk, out):
+    ny, nx = nm1q.shape
+    for ay in numba.prange(ny):
+        for ax in range(nx):
+            ph = 2.0 * np.pi * wk * nm1q[ay, ax]
+            out[ay, ax] = complex(math.cos(ph), math.sin(ph))
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _pad_to_image_kernel(full, nm1, amp, wk, rows, cols, out):
+def _image_to_pad_kernel(image, q, amp, rows, cols, pad):
+    ny, nx = image.shape
+    cy, cx = ny // 2, nx // 2
+    for iy in numba.prange(ny):
+        prow = pad[rows[iy]]
+        qrow = q[abs(iy - cy)]
+        for ix in range(nx):
+            prow[cols[ix]] = (image[iy, ix] * amp[iy, ix]) * qrow[abs(ix - cx)]
+
+
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _pad_to_image_kernel(full, q, amp, rows, cols, out):
     ny, nx = out.shape
+    cy, cx = ny // 2, nx // 2
     for iy in numba.prange(ny):
         frow = full[rows[iy]]
+        qrow = q[abs(iy - cy)]
         for ix in range(nx):
-            ph = 2.0 * np.pi * wk * nm1[iy, ix]
             z = frow[cols[ix]]
+            c = qrow[abs(ix - cx)]
             # Re[z * conj(chirp)] * amp
-            out[iy, ix] += amp[iy, ix] * (z.real * math.cos(ph) + z.imag * math.sin(ph))
+            out[iy, ix] += amp[iy, ix] * (z.real * c.real + z.imag * c.imag)
 
 
-def image_to_pad(image, nm1, amp, wk, rows, cols, pad):
-    """``pad[rows[iy], cols[ix]] = image * amp * exp(2 pi i wk nm1)`` (S_k and Z, eq. 4)."""
-    _image_to_pad_kernel(image, nm1, amp, float(wk), rows, cols, pad)
+def quadrant_chirp(nm1q, wk):
+    """``exp(2 pi i wk (n - 1))`` on one quadrant ``[|py|, |px|]`` of the image: ``n`` depends
+    on ``l^2, m^2`` only, so a quarter of the cosines and sines serve every pixel."""
+    out = np.empty(nm1q.shape, dtype=np.complex128)
+    _quadrant_chirp_kernel(nm1q, float(wk), out)
+    return out
+
+
+def image_to_pad(image, nm1q, amp, wk, rows, cols, pad):
+    """``pad[rows[iy], cols[ix]] = image * amp * exp(2 pi i wk (n - 1))`` (S_k and Z, eq. 4).
+
+    ``nm1q`` : ndarray (npix_y // 2 + 1, npix_x // 2 + 1) float64, ``n - 1`` at ``|py|, |px|``.
+    """
+    _image_to_pad_kernel(image, quadrant_chirp(nm1q, wk), amp, rows, cols, pad)
     return pad
 
 
-def pad_to_image(full, nm1, amp, wk, rows, cols, out):
-    """``out += Re[full[rows, cols] * conj(exp(2 pi i wk nm1))] * amp`` (Z^H, S_k^H)."""
-    _pad_to_image_kernel(full, nm1, amp, float(wk), rows, cols, out)
+def pad_to_image(full, nm1q, amp, wk, rows, cols, out):
+    """``out += Re[full[rows, cols] * conj(exp(2 pi i wk (n - 1)))] * amp`` (Z^H, S_k^H);
+    ``nm1q`` as in :func:`image_to_pad`."""
+    _pad_to_image_kernel(full, quadrant_chirp(nm1q, wk), amp, rows, cols, out)
     return out
 
 

@@ -361,24 +361,55 @@ class WProjectOperator:
 
     # ------------------------------------------------------------------ helpers
     def _factors(self):
-        """``(n - 1, 1 / (n g(l) g(m)))`` on the image, (npix_y, npix_x) float64 each."""
+        """``(n - 1`` on the quadrant ``[|py|, |px|]``, (npix_y//2 + 1, npix_x//2 + 1), and
+        ``1 / (n g(l) g(m))`` on the image (npix_y, npix_x)), float64."""
         if self._image_factors is None:
+            ay = np.arange(self.npix_y // 2 + 1) * self.cell
+            ax = np.arange(self.npix_x // 2 + 1) * self.cell
+            nm1q = np.sqrt(1.0 - ay[:, None] ** 2 - ax[None, :] ** 2) - 1.0
             px = np.arange(self.npix_x) - self.npix_x // 2
             py = np.arange(self.npix_y) - self.npix_y // 2
-            ll = -px[None, :] * self.cell
-            mm = py[:, None] * self.cell
-            n = np.sqrt(1.0 - ll * ll - mm * mm)
+            n = nm1q[np.abs(py)][:, np.abs(px)] + 1.0
             amp = 1.0 / (n * self.tables.corr_y[:, None] * self.tables.corr_x[None, :])
-            self._image_factors = (n - 1.0, amp)
+            self._image_factors = (nm1q, amp)
         return self._image_factors
 
     @property
     def _nm1(self):
-        return self._factors()[0]
+        """``n - 1`` on the whole image (npix_y, npix_x) (the GPU operator's copy)."""
+        nm1q = self._factors()[0]
+        px = np.arange(self.npix_x) - self.npix_x // 2
+        py = np.arange(self.npix_y) - self.npix_y // 2
+        return nm1q[np.abs(py)][:, np.abs(px)]
 
     @property
     def _amp(self):
         return self._factors()[1]
+
+    def _col_slabs(self):
+        """The padded-grid columns that hold image columns: two contiguous slabs."""
+        k = self.npix_x // 2
+        return (slice(self.nxp - k, self.nxp), slice(0, self.npix_x - k))
+
+    def _fft1(self, view, axis, forward):
+        """Unnormalised 1-D FFT of the 2-D ``view`` along ``axis``, in place."""
+        f = self._fft.forward1 if forward else self._fft.backward1
+        res = f(view, axis, overwrite=True)
+        if not np.shares_memory(res, view):
+            view[...] = res
+
+    @staticmethod
+    def _runs(rows, n):
+        """Contiguous runs of the sorted row indices; one run of all ``n`` rows when they
+        are scattered (one transform over everything is then cheaper)."""
+        rows = np.asarray(rows)
+        if rows.size == 0:
+            return []
+        cut = np.flatnonzero(np.diff(rows) != 1) + 1
+        starts = np.concatenate([[0], cut])
+        stops = np.concatenate([cut, [rows.size]])
+        runs = [(int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops)]
+        return runs if len(runs) <= 4 else [(0, n)]
 
     def _threads(self):
         import numba
@@ -397,28 +428,48 @@ class WProjectOperator:
                                self.nyp, self.tables)
 
     # ------------------------------------------------------------------ stages
-    def image_to_stack_grid(self, image, k):
-        """``F Z S_k x``: the padded uv grid (nyp, nxp) complex of stack ``k``."""
+    def image_to_stack_grid(self, image, k, rows=None):
+        """``F Z S_k x``: the padded uv grid (nyp, nxp) complex of stack ``k``.
+
+        Pruned: the padded image is non-zero on the image's columns only, so the first pass
+        (along v) transforms those columns; the second (along u) only the grid ``rows``
+        someone reads (default all; other rows are left partial).
+        """
         t0 = time.perf_counter()
         self._threads()
         pad = np.zeros((self.nyp, self.nxp), dtype=self.cdtype)
-        wpk.image_to_pad(np.ascontiguousarray(image, dtype=np.float64), self._nm1, self._amp,
+        nm1q, amp = self._factors()
+        wpk.image_to_pad(np.ascontiguousarray(image, dtype=np.float64), nm1q, amp,
                          self.centres[k], self._rows, self._cols, pad)
         t1 = time.perf_counter()
-        grid = self._fft.forward(pad, overwrite=True)
+        for cs in self._col_slabs():
+            self._fft1(pad[:, cs], 0, True)
+        rows = np.arange(self.nyp) if rows is None else np.asarray(rows)
+        for r0, r1 in self._runs(rows, self.nyp):
+            self._fft1(pad[r0:r1], 1, True)
         self.timings["image"] += t1 - t0
         self.timings["fft"] += time.perf_counter() - t1
-        return grid
+        return pad
 
-    def stack_grid_to_image(self, grid, k, out=None):
-        """``Re S_k^H Z^H F^H grid`` accumulated into ``out`` (npix_y, npix_x) real."""
+    def stack_grid_to_image(self, grid, k, out=None, overwrite=False):
+        """``Re S_k^H Z^H F^H grid`` accumulated into ``out`` (npix_y, npix_x) real.
+
+        Pruned: the first pass (along u) transforms the grid rows that hold data, the
+        second (along v) only the image's columns. ``overwrite``: ``grid`` may be used as
+        the work array (it is then destroyed), else it is copied.
+        """
         if out is None:
             out = np.zeros((self.npix_y, self.npix_x), dtype=self.rdtype)
         t0 = time.perf_counter()
-        img = self._fft.backward(grid, overwrite=False)
+        g = grid if overwrite and grid.flags.c_contiguous else np.array(grid, order="C")
+        for r0, r1 in self._runs(np.flatnonzero(g.any(axis=1)), self.nyp):
+            self._fft1(g[r0:r1], 1, False)
+        for cs in self._col_slabs():
+            self._fft1(g[:, cs], 0, False)
         t1 = time.perf_counter()
         self._threads()
-        wpk.pad_to_image(img, self._nm1, self._amp, self.centres[k], self._rows, self._cols, out)
+        nm1q, amp = self._factors()
+        wpk.pad_to_image(g, nm1q, amp, self.centres[k], self._rows, self._cols, out)
         self.timings["fft"] += t1 - t0
         self.timings["image"] += time.perf_counter() - t1
         return out
@@ -467,7 +518,7 @@ class WProjectOperator:
         for k in range(self.nstacks):
             if self.stack_idx[k].size:
                 g = self.grid_samples(vis, k, out_grid=None, weight=weight)
-                self.stack_grid_to_image(g, k, out)
+                self.stack_grid_to_image(g, k, out, overwrite=True)
         return out
 
     # ------------------------------------------------------------------ load, stats

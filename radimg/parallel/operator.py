@@ -443,7 +443,7 @@ class DistributedOperator:
     def _owner_forward(self, image, p):
         """``F Z S_p x`` on the owner: the plane's grid (rows that someone needs, at least)."""
         if self.mode == "wstack-wproject":
-            return self.op.image_to_stack_grid(image, p)
+            return self.op.image_to_stack_grid(image, p, rows=self._plane_rows[p])
         return self.op.image_to_plane_grid(
             image, p, out=self._scratch, rows=self._plane_rows[p]
         )
@@ -451,7 +451,8 @@ class DistributedOperator:
     def _owner_adjoint(self, grid, p, acc):
         """``acc += Re S_p^H Z^H F^H grid`` on the owner."""
         if self.mode == "wstack-wproject":
-            self.op.stack_grid_to_image(grid, p, out=acc)
+            # the scratch grid is zeroed before the next plane: the FFT may work in it
+            self.op.stack_grid_to_image(grid, p, out=acc, overwrite=True)
         else:
             self.op.plane_grid_to_image(grid, p, out=acc)
 
