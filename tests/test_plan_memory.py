@@ -159,3 +159,38 @@ def test_model_bounds_traced_peak(obs, mode):
     total = sum(int(v[0]) for v in _terms(obs, op, ex, mode, precision).values())
     assert model.shape == vis.shape
     assert peak <= total <= 1.25 * peak, (peak, total)
+
+
+def test_small_inversion_plans_the_coarse_operator(obs):
+    """With image.small_inversion the plan models the operator on the coarse geometry that
+    radimg.ops.resample picks from the same samples (grids and images shrink) and adds the
+    requested images the pipeline holds (``resample``); off, it plans the requested grid."""
+    from radimg.ops.resample import geometry_from_samples
+
+    u, v, w = obs
+    npix, cell = 512, 30.0 * P.ARCSEC  # ~4 deg field, cells far finer than the baselines need
+    uvw = np.stack([u, v, w], 1)
+    g = geometry_from_samples(uvw, [P.C_LIGHT], None, npix, npix, cell, cell, EPS,
+                              square=True)
+    assert g is not None and g.nc_x < npix
+    got = P._small_geometry(u, v, w, npix, npix, cell, EPS, "wstack-wproject", True)
+    assert got == g
+    t = P.memory_terms("wstack", "single", samples=[1000], nchan=1, recv_cells=[0],
+                       send_cells=[0], planes_owned=[1], grid_cells=4 * g.nc_x * g.nc_y,
+                       image_pixels=g.nc_x * g.nc_y, kernel_bytes=[0], small=g)
+    assert t["resample"][0] == P.FINE_IMAGES * npix * npix * 8
+    assert t["images"][0] == (P.IMAGE_ARRAYS["wstack"] - P.FINE_IMAGES) * g.nc_x * g.nc_y * 8
+    assert P._small_geometry(u, v, w, npix, npix, cell, EPS, "wstack", False) is None
+
+
+def test_dirty_only_run_holds_no_owner_grid(obs):
+    """wstack-wproject's hdot transforms in the scratch grid, so a run without
+    deconvolution (no dot) plans the scratch grid alone; wstack keeps its slab copy."""
+    kw = dict(precision="single", samples=[10], nchan=1, recv_cells=[0], send_cells=[0],
+              planes_owned=[3], grid_cells=1000, image_pixels=100, kernel_bytes=[0])
+    wp = P.memory_terms("wstack-wproject", dot=False, **kw)["stack_grids"][0]
+    ws = P.memory_terms("wstack", dot=False, **kw)["stack_grids"][0]
+    assert wp == 1000 * 8
+    assert ws == 1000 * 8 * (1 + P.OWNER_GRIDS["wstack"])
+    assert P.memory_terms("wstack-wproject", **kw)["stack_grids"][0] == 1000 * 8 * (
+        1 + P.OWNER_GRIDS["wstack-wproject"])

@@ -42,10 +42,13 @@ item sizes of ``precision``, ``G`` the padded grid's cells, ``P`` the image's pi
   are kept as int32 tile ids (4 bytes per tile, not counted), no per-cell index.
 - ``stack_grids``: full padded grids held at once. Owned stacks are transformed one at a
   time, so this does NOT grow with the number of stacks owned: the scratch grid
-  (``c`` per cell), plus owner FFT work (:data:`OWNER_GRIDS`: ``wstack-wproject`` holds
-  the zero-padded grid and the FFT output, a stack's grid is dropped before the next is
-  made; ``none``/``wstack`` transform in the scratch grid, column slabs copied once by the
-  FFT).
+  (``c`` per cell), plus owner FFT work (:data:`OWNER_GRIDS`: ``wstack-wproject``'s
+  ``dot`` holds one stack's zero-padded grid and the FFT backend's work array beside the
+  scratch grid (tracemalloc: 2.0 grids with FFTW, 1.06 with scipy), its ``hdot``
+  transforms in the scratch grid (pruned 1-D passes, in place), so none when the run
+  applies no ``dot`` (no deconvolution: ``memory_terms(..., dot=False)``; the real MWA
+  dirty-image job's peak RSS, 4096 x 30", matches that to 5%); ``none``/``wstack``
+  transform in the scratch grid, column slabs copied once by the FFT).
 - ``images``: replicated images and image-sized work arrays, :data:`IMAGE_ARRAYS` float64
   images (dirty, psf, the ``hdot`` accumulator and its temporaries, the operator's
   correction / chirp factors; the local and summed weighting density grids are dropped
@@ -105,6 +108,9 @@ SAMPLE_BYTES = {
 OWNER_GRIDS = {"wstack": 1, "wstack-wproject": 2}  # extra full grids (c) of an owner's FFTs
 IMAGE_ARRAYS = {"wstack": 7, "wstack-wproject": 6}  # float64 images held at the peak
 LAYOUT_TRANSIENT_BYTES = 140  # per sample of the largest stack: wproject tile_layout work
+# Of IMAGE_ARRAYS, the images the pipeline holds at the requested size (PSF, the image being
+# made, its float64 copy); with small inversion the rest are the operator's coarse ones.
+FINE_IMAGES = 3
 
 
 def _mkey(mode):
@@ -112,7 +118,8 @@ def _mkey(mode):
 
 
 def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, planes_owned,
-                 grid_cells, image_pixels, kernel_bytes, max_stack_samples=None):
+                 grid_cells, image_pixels, kernel_bytes, max_stack_samples=None, small=None,
+                 dot=True):
     """Per-rank memory terms (bytes) of the model in the module docstring.
 
     Parameters
@@ -125,6 +132,11 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
     grid_cells, image_pixels : int, padded grid cells and image pixels
     max_stack_samples : ndarray (rank,) int, optional
         Samples of the rank's largest stack (``wstack-wproject``; default: all its samples).
+    small : radimg.ops.resample.SmallGeometry, optional
+        Small inversion: ``image_pixels`` are the coarse image's; adds ``resample``.
+    dot : bool
+        The run applies the forward operator (deconvolution); False for a dirty image and
+        PSF only (``wstack-wproject`` then holds no zero-padded grid beside the scratch).
 
     Returns
     -------
@@ -139,12 +151,12 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
     rows = -(-s // max(1, int(nchan)))
     owned = np.asarray(planes_owned, dtype=np.int64)
     n = s.size
-    owner_grids = np.minimum(owned, OWNER_GRIDS[m])
+    owner_grids = np.minimum(owned, OWNER_GRIDS[m] if (dot or m == "wstack") else 0)
     per_sample = s * (nc * c + nr * r + fixed) + rows * per_row
     if m == "wstack-wproject":
         big = s if max_stack_samples is None else np.asarray(max_stack_samples, np.int64)
         per_sample = per_sample + big * LAYOUT_TRANSIENT_BYTES
-    return {
+    out = {
         "samples": per_sample,
         "grid_tiles": (np.asarray(recv_cells, np.int64) + np.asarray(send_cells, np.int64))
         * c,
@@ -152,6 +164,24 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
         "images": np.full(n, IMAGE_ARRAYS[m] * int(image_pixels) * 8, np.int64),
         "kernels": np.asarray(kernel_bytes, dtype=np.int64),
     }
+    if small is not None:
+        out["images"] = np.full(n, (IMAGE_ARRAYS[m] - FINE_IMAGES) * int(image_pixels) * 8,
+                                np.int64)
+        out["resample"] = np.full(n, resample_bytes(small, precision), np.int64)
+    return out
+
+
+def resample_bytes(g, precision):
+    """Bytes of the requested images the pipeline holds around a small-inversion operator:
+    :data:`FINE_IMAGES` float64 images (the PSF, and while the dirty image is made its
+    float64 copy and the copy divided by the weight sum). The peak of one
+    :meth:`radimg.ops.resample.SmallInversion.to_fine` (the requested rows' half spectrum
+    over the fine period and its inverse transform, ``npix_y * nf_x * 3/2`` complex values)
+    comes before those two copies and is smaller than them, so it is not added (measured
+    on the real MWA job, 4096 x 30": the dirty stage peaks 145 MiB above the PSF stage,
+    one float64 image)."""
+    del precision  # the pipeline's images are float64 in either precision
+    return int(FINE_IMAGES * g.npix_x * g.npix_y * 8)
 
 
 
@@ -380,6 +410,8 @@ def plan(
     nchan: int = 1,
     exchange: dict | None = None,
     tables=None,
+    small=None,
+    dot: bool = True,
 ) -> dict:
     """Stacks, per-rank load, memory and communication for naive vs balanced distribution.
 
@@ -436,6 +468,11 @@ def plan(
         replaces the tile model's cells in the memory and communication figures.
     tables : WKernelTables, optional
         Ready kernel tables for ``support_model="tables"`` (not rebuilt).
+    small : radimg.ops.resample.SmallGeometry, optional
+        Small inversion: ``npix`` / ``cell_arcsec`` are then the coarse image the operator
+        grids; the requested image and the resampling add the ``resample`` memory term.
+    dot : bool
+        The run applies the forward operator (deconvolves); see :func:`memory_terms`.
 
     Returns
     -------
@@ -603,6 +640,7 @@ def plan(
             send_cells=send_cells, planes_owned=owned,
             grid_cells=(exchange or {}).get("grid_cells", npad_x * npad_y),
             image_pixels=npix_x * npix_y, kernel_bytes=kern, max_stack_samples=big,
+            small=small, dot=dot,
         )
         mem = sum(breakdown.values())
         allreduce = 2 * (n_ranks - 1) * (npix_x * npix_y * rbytes) if n_ranks > 1 else 0
@@ -671,15 +709,24 @@ def format_bytes(n) -> str:
     return f"{n:.1f} TiB"
 
 
+#: Resident memory of a radimg rank before it holds any data: Python, numpy, numba's loaded
+#: kernels, casacore, h5py and MPI (an idle ``radimg run`` process measured 156 MiB by
+#: scripts/bench_memory.py). The model's terms exclude it; the limit check adds it.
+PROCESS_BASELINE_BYTES = 160 * 2**20
+#: Largest geometry :func:`plan_from_config` builds to replay the tile exchange.
+REPLAY_MAX_BYTES = 4 * 2**30
+
+
 def fits_memory(plan_result: dict, mem_per_rank, scheme: str = "balanced"):
-    """Whether every rank's estimated memory fits ``mem_per_rank`` bytes.
+    """Whether every rank's estimated memory, plus :data:`PROCESS_BASELINE_BYTES`, fits
+    ``mem_per_rank`` bytes.
 
     Returns
     -------
     (ok, message) : (bool, str) the message holds a per-component table for the worst rank.
     """
     sch = plan_result[scheme]
-    mem = np.asarray(sch["memory_per_rank_bytes"], dtype=np.int64)
+    mem = np.asarray(sch["memory_per_rank_bytes"], dtype=np.int64) + PROCESS_BASELINE_BYTES
     worst = int(np.argmax(mem))
     ok = bool(mem.max() <= mem_per_rank)
     lines = [
@@ -689,6 +736,8 @@ def fits_memory(plan_result: dict, mem_per_rank, scheme: str = "balanced"):
     ]
     for k, v in sch["memory_breakdown"].items():
         lines.append(f"  {k:<12} {format_bytes(v[worst]):>14} {format_bytes(max(v)):>16}")
+    base = format_bytes(PROCESS_BASELINE_BYTES)
+    lines.append(f"  {'process':<12} {base:>14} {base:>16}")
     if not ok:
         need = int(math.ceil(mem.sum() / mem_per_rank))
         lines.append(f"  more ranks needed (at least ~{need}), or less precision / a smaller image")
@@ -744,26 +793,25 @@ def _tables_covering(w, centres, npix_x, npix_y, cell_rad, epsilon, oversampling
     ).tables
 
 
-def _ms_w_sample(path, spw=0, max_rows=_MAX_SAMPLE_ROWS):
-    """(n_samples, w (lambda), u, v (lambda)) from a strided subsample of the MS UVW column."""
-    from casacore.tables import table  # lazy: only planning from a real MS needs casacore
+def _ms_w_sample(path, spw=0, max_rows=_MAX_SAMPLE_ROWS, field=0, autocorrelations=False):
+    """(n_samples, w, u, v (wavelengths), nchan) from a strided subsample of the UVW column
+    of the rows a run would image (radimg.io.ms.uvw_subsample: the MS is checked as the
+    run checks it, so a bad MS is the same clean error)."""
+    from radimg.io.ms import MSError, uvw_subsample
 
-    with table(str(path), ack=False) as t:
-        nrows = t.nrows()
-        step = max(1, -(-nrows // max_rows))
-        uvw = t.getcol("UVW", startrow=0, nrow=-1, rowincr=step) if nrows else np.zeros((0, 3))
-        frow = None
-        if "FLAG_ROW" in t.colnames() and nrows:
-            frow = t.getcol("FLAG_ROW", startrow=0, nrow=-1, rowincr=step)
-    with table(f"{path}::SPECTRAL_WINDOW", ack=False) as s:
-        freq = np.asarray(s.getcell("CHAN_FREQ", spw), dtype=np.float64)
-    if frow is not None:
-        uvw = uvw[~frow]
+    n_rows, uvw, freq = uvw_subsample(
+        path, spw, field, max_rows=max_rows, autocorrelations=autocorrelations
+    )
+    if uvw.shape[0] == 0:
+        raise MSError(
+            f"{path}: no unflagged cross-correlation rows with a valid UVW in spectral "
+            f"window {spw}, field {field}; nothing to plan"
+        )
     lam = freq / C_LIGHT
     u = (uvw[:, 0:1] * lam[None, :]).ravel()
     v = (uvw[:, 1:2] * lam[None, :]).ravel()
     w = (uvw[:, 2:3] * lam[None, :]).ravel()
-    return nrows * freq.size, w, u, v, freq.size
+    return n_rows * freq.size, w, u, v, freq.size
 
 
 def _simulate_w_sample(sim: dict, max_times=50):
@@ -798,8 +846,9 @@ def _tile_prob_from_uv(u, v, npad_x, npad_y, cell_rad, tile):
     """Empirical tile occupancy from uv samples (and their conjugates) in wavelengths."""
     ntx = -(-npad_x // tile)
     nty = -(-npad_y // tile)
-    uc = np.concatenate([u, -u]) * npad_x * cell_rad + npad_x // 2
-    vc = np.concatenate([v, -v]) * npad_y * cell_rad + npad_y // 2
+    cx, cy = (cell_rad, cell_rad) if np.ndim(cell_rad) == 0 else cell_rad
+    uc = np.concatenate([u, -u]) * npad_x * cx + npad_x // 2
+    vc = np.concatenate([v, -v]) * npad_y * cy + npad_y // 2
     ok = (uc >= 0) & (uc < npad_x) & (vc >= 0) & (vc < npad_y)
     ix = (uc[ok] // tile).astype(np.int64)
     iy = (vc[ok] // tile).astype(np.int64)
@@ -826,12 +875,26 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
         n_samples, w, u, v, nchan = _simulate_w_sample(cfg.get("simulate", {}))
         source = "estimate from the simulate: section"
     else:
-        n_samples, w, u, v, nchan = _ms_w_sample(inp["ms"], int(inp.get("spw", 0)))
+        n_samples, w, u, v, nchan = _ms_w_sample(
+            inp["ms"], int(inp.get("spw", 0)), field=int(inp.get("field", 0)),
+            autocorrelations=bool(inp.get("autocorrelations", False)),
+        )
         source = f"MS {inp['ms']} (UVW subsample)"
     mode = wt.get("mode", "wstack-wproject")
     nstacks = 1 if mode == "none" else wt.get("nstacks", "auto")
     centres = None
     eps = float(wt.get("epsilon", 1e-5))
+    # image.small_inversion: the operator is built on the coarse image the data allow
+    # (radimg.ops.resample, as `radimg run` decides it); the requested image is what the
+    # pipeline holds around it.
+    small = _small_geometry(u, v, w, npix_x, npix_y, cell_rad, eps, mode,
+                            bool(img.get("small_inversion", True)))
+    fine = (npix_x, npix_y)
+    cells = cell_rad  # the operator's cell (a pair when small inversion's cells differ)
+    if small is not None:
+        npix_x, npix_y, cell_rad, cells = small.nc_x, small.nc_y, small.cell_cx, small.cell_c
+        npad_x = 2 * math.ceil(oversampling * npix_x / 2)
+        npad_y = 2 * math.ceil(oversampling * npix_y / 2)
     if mode == "wstack-wproject":
         # The stacks the operator itself would choose (cost model, k-means, tail splits),
         # from the w subsample; supports come from its real kernel tables.
@@ -859,22 +922,29 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
     sub = np.arange(w.size)
     if w.size > _MAX_EXCHANGE_SAMPLES:
         sub = np.sort(np.random.default_rng(0).choice(w.size, _MAX_EXCHANGE_SAMPLES, False))
-    exchange = operator_exchange(
-        u[sub], v[sub], w[sub], n_ranks, int(n_samples), "wstack" if mode == "wstack" else mode,
-        npix_x, npix_y, cell_rad, epsilon=eps, nstacks=nstacks, oversampling=oversampling,
-        precision=precision, centres=centres,
-        tables=_tables_covering(w, centres, npix_x, npix_y, cell_rad, eps, oversampling,
-                                precision) if mode == "wstack-wproject" else None,
-    )
+    # The replay builds the operator's geometry, which holds a few image- and grid-sized
+    # arrays: above REPLAY_MAX_BYTES (npix 200000 would allocate ~300 GiB) the plan models
+    # the memory without it (the images and grids alone show that such a run cannot fit).
+    replay_bytes = 16 * npix_x * npix_y + 16 * npad_x * npad_y
+    exchange = None
+    if replay_bytes <= REPLAY_MAX_BYTES:
+        exchange = operator_exchange(
+            u[sub], v[sub], w[sub], n_ranks, int(n_samples),
+            "wstack" if mode == "wstack" else mode,
+            npix_x, npix_y, cells, epsilon=eps, nstacks=nstacks, oversampling=oversampling,
+            precision=precision, centres=centres,
+            tables=_tables_covering(w, centres, npix_x, npix_y, cell_rad, eps, oversampling,
+                                    precision) if mode == "wstack-wproject" else None,
+        )
     result = plan(
         n_ranks=n_ranks,
         npix=(npix_x, npix_y),
-        cell_arcsec=float(img["cell_arcsec"]),
+        cell_arcsec=cell_rad / ARCSEC,
         nstacks=nstacks,
         epsilon=eps,
         w=w,
         n_samples=int(n_samples),
-        tile_prob=_tile_prob_from_uv(u, v, npad_x, npad_y, cell_rad, tile),
+        tile_prob=_tile_prob_from_uv(u, v, npad_x, npad_y, cells, tile),
         precision=precision,
         oversampling=oversampling,
         tile=tile,
@@ -886,11 +956,41 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
         mode=mode,
         nchan=int(nchan),
         exchange=exchange,
-        tables=exchange.get("tables"),
+        tables=None if exchange is None else exchange.get("tables"),
+        small=small,
+        dot=(cfg.get("deconvolution") or {}).get("algorithm", "clean") != "none",
     )
-    result["exchange"] = {k: v for k, v in exchange.items() if k != "tables"}
+    result["geometry"]["image_npix"] = list(fine)
+    result["small_inversion"] = None if small is None else small.describe()
+    if exchange is None:
+        result["exchange"] = {
+            "replayed": False,
+            "why": f"the image needs ~{format_bytes(replay_bytes)} to replay here; tile "
+            "traffic is modelled from the uv occupancy only",
+        }
+    else:
+        result["exchange"] = {k: v for k, v in exchange.items() if k != "tables"}
     result["source"] = source
     return result
+
+
+def _small_geometry(u, v, w, npix_x, npix_y, cell_rad, epsilon, mode, enabled):
+    """The coarse geometry ``radimg run`` would pick (radimg.ops.resample) from the uvw
+    subsample (wavelengths), after the samples beyond the user's uv grid are dropped as the
+    run drops them; None when the layer is off or would not pay. The coarse cells may
+    differ per axis (modes none / wstack)."""
+    if not enabled or len(w) == 0:
+        return None
+    from radimg.ops.resample import geometry_from_samples
+    from radimg.ops.weighting import drop_beyond_grid
+
+    uvw = np.stack([np.asarray(u), np.asarray(v), np.asarray(w)], axis=1).astype(np.float64)
+    freq = np.array([C_LIGHT])  # uvw in wavelengths are the "metres" themselves
+    weight = np.ones((uvw.shape[0], 1), dtype=np.float64)
+    drop_beyond_grid(uvw, freq, weight, npix_x, npix_y, cell_rad)
+    return geometry_from_samples(uvw, freq, weight != 0, npix_x, npix_y, cell_rad, cell_rad,
+                                 epsilon, wterm=mode != "none",
+                                 square=mode == "wstack-wproject")
 
 
 def _exchange_counts(rank, plane, tile, n_ranks, nplanes, tile_cells):
