@@ -5,6 +5,9 @@ import pathlib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
+# w-kernel tables (radimg.ops.kernel_cache) go to the checkout's own ignored cache, not the
+# user's ~/.cache/radimg
+os.environ.setdefault("RADIMG_CACHE_DIR", str(REPO / ".radimg_cache"))
 
 from astropy.utils import iers  # noqa: E402
 
