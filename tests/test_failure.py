@@ -234,7 +234,10 @@ def test_not_implemented_on_every_rank_is_a_user_error_naming_the_keys(obs, tmp_
     fault = "rank=all,stage=weights,error=NotImplementedError"
     rc, stdout, err, _ = run_job(["run", cfg], ranks=2, fault=fault)
     assert rc == 2, stdout + err
-    assert "radimg: error: unsupported combination (wterm.mode=wstack" in err, err
+    # raised on each rank by itself (not a collective decision): each rank that raised it
+    # says so with its rank and the job ends with MPI_Abort(2) (radimg.cli._user_error)
+    assert "radimg: error: [rank " in err, err
+    assert "unsupported combination (wterm.mode=wstack" in err, err
     assert "gridder.device=cpu" in err and "deconvolution.algorithm=clean" in err, err
     assert "Traceback" not in err and not out.exists()
 
