@@ -117,7 +117,8 @@ def cmd_simulate(args) -> int:
     cfg = _resolve(args)
     from radimg.sim.simulate import simulate
 
-    simulate(cfg["simulate"], cfg["input"]["ms"], overwrite=args.overwrite)
+    log = None if args.quiet else (lambda msg: print(f"radimg: {msg}", flush=True))
+    simulate(cfg["simulate"], cfg["input"]["ms"], overwrite=args.overwrite, log=log)
     if not args.quiet:
         print(f"radimg: wrote simulated Measurement Set {cfg['input']['ms']}")
     return EXIT_OK

@@ -672,6 +672,22 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "seed": int_key(42, "random seed for the noise", lo=0),
         "sources": sources_key(_DEFAULT_SOURCES, "sky model: list of point/Gaussian sources"),
+        "sky_image": str_key(
+            None,
+            "sky model image added to the sources: FITS or HDF5 in Jy/pixel with a celestial "
+            "WCS (null = none)",
+            nullable=True,
+            path=True,
+        ),
+        "sky_image_spectral_index": float_key(
+            0.0, "sky image flux scales as (freq / simulate.freq_hz) ** this"
+        ),
+        "sky_image_predict": choice_key(
+            "auto",
+            "how the sky image is predicted: dft (exact, every non-zero pixel), operator "
+            "(w-stacking at epsilon 1e-8, for an image on radimg's own grid), auto (by cost)",
+            ("auto", "dft", "operator"),
+        ),
     },
 }
 

@@ -300,7 +300,8 @@ def _simulate_if_needed(cfg, verbose):
             )
     from radimg.sim.simulate import simulate
 
-    simulate(cfg["simulate"], ms, overwrite=True, marker=want)
+    simulate(cfg["simulate"], ms, overwrite=True, marker=want,
+             log=lambda msg: progress_log(0, verbose, msg))
     return True
 
 

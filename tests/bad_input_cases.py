@@ -596,6 +596,31 @@ case("simcmd-negative-noise", "simcmd",
                                           "simulate.noise_jy": -1})],
      "simulate.noise_jy")
 
+def _sky_fits(kind):
+    def argv(ws):
+        from astropy.io import fits
+
+        img = np.zeros((32, 32))
+        img[16, 16] = 1.0
+        h = fits.Header()
+        if kind != "no-wcs":
+            h.update({"CTYPE1": "RA---SIN", "CTYPE2": "DEC--SIN", "CRPIX1": 17, "CRPIX2": 17,
+                      "CRVAL1": 0.0, "CRVAL2": -27.0, "CDELT1": -0.03, "CDELT2": 0.03})
+        h["BUNIT"] = "Jy/beam" if kind == "jy-beam" else "Jy/pixel"
+        if kind == "nan":
+            img[3, 3] = np.nan
+        path = ws.dir / "sky.fits"
+        fits.PrimaryHDU(img, header=h).writeto(path)
+        return ["simulate", ws.config(**{"input.ms": str(ws.dir / "s.ms"),
+                                         "simulate.sky_image": str(path)})]
+
+    return argv
+
+
+for kind, needle in (("no-wcs", "no celestial WCS"), ("nan", "NaN"), ("jy-beam", "Jy/beam")):
+    case(f"simcmd-sky-image-{kind}", "simcmd", _sky_fits(kind), "simulate.sky_image",
+         "sky.fits", needle)
+
 # simulate through `radimg run` (input.simulate: true)
 case("simulate-run-unknown-telescope", "simulate",
      run_set("simulate.telescope=meerkaat", **{"input.simulate": True,
