@@ -7,9 +7,21 @@ Every backend offers the same two *unnormalised* in-place-or-not 2-D complex tra
 - ``forward1(a, axis)`` / ``backward1(a, axis)``: the same along one axis (used to skip
   empty grid rows and unneeded image columns)
 
-``get_fft("auto", nthreads)`` returns a chooser that times the candidates on the first real
-calls for each (shape, dtype, direction) — one call per candidate, no extra work — and uses the
-fastest from then on.
+and ``rows(grid, r0, r1, forward)`` / ``cols(grid, c0, c1, forward)``: the same in place on a
+run of rows / columns of a C-contiguous 2-D grid (the pruned w-plane transforms).
+
+Which backend (issue #13 item 5): :func:`resolve` turns ``"auto"`` into one concrete name,
+decided on rank 0 and broadcast, so ranks never differ in backend (and hence in rounding):
+FFTW with measured plans when pyfftw imports on every rank and the transforms of one
+operator application are large enough (:data:`MEASURE_WORK`), else scipy's pocketfft. FFTW
+plans are made once per (shape, strides, alignment, direction) and reused for every plane,
+stack, major cycle; their wisdom is kept on disk (:func:`wisdom_path`) for later runs and, in
+a distributed operator, measured on rank 0 alone and broadcast (:func:`share_wisdom`), so
+every rank runs bitwise the same plans and only one rank pays for planning. Row transforms
+go in blocks of :func:`row_block` rows: one plan serves every run of rows, and a 32-row block
+of a 5760-point grid stays in cache (measured 2x faster than one batch over all rows).
+``get_fft("timed")`` is the old per-call chooser (times each candidate on real calls); it
+can pick differently on different ranks, so the operators never use it.
 """
 
 from __future__ import annotations
@@ -20,12 +32,47 @@ import numpy as np
 
 __all__ = ["get_fft", "available", "FFT_BACKENDS"]
 
-PLAN_TIME_LIMIT = 1.0  # seconds of FFTW_MEASURE planning per transform
+# Seconds of FFTW_MEASURE planning per transform at most. Measured on the 5760^2 grid of
+# the real-MWA job: a 1 s limit left plans 1.5-3x slower than unlimited planning (which
+# takes 1-2 s a plan, 6 s for the whole set, once: the wisdom is kept).
+PLAN_TIME_LIMIT = 30.0
+#: Transforms per operator application (planes x padded cells) above which "auto" takes
+#: FFTW with measured plans (their planning, a few seconds once per geometry, then pays).
+MEASURE_WORK = 1e8
 
 FFT_BACKENDS = ("scipy", "fftw", "numpy")
 
 
-class _Scipy:
+def row_block(n):
+    """Rows per FFTW row transform for a grid of ``n`` rows: the largest of 32, 16, 8 that
+    divides ``n`` (so blocks never need a second plan for a remainder), else 32."""
+    for b in (32, 16, 8):
+        if n % b == 0:
+            return b
+    return 32
+
+
+class _Runs:
+    """``rows`` / ``cols``: in-place 1-D transforms of a run of rows / columns."""
+
+    def _inplace(self, view, axis, forward):
+        f = self.forward1 if forward else self.backward1
+        res = f(view, axis, overwrite=True)
+        if not np.shares_memory(res, view):
+            view[...] = res
+
+    def rows(self, grid, r0, r1, forward):
+        """Unnormalised 1-D FFT along axis 1 of ``grid[r0:r1]``, in place."""
+        if r1 > r0:
+            self._inplace(grid[r0:r1], 1, forward)
+
+    def cols(self, grid, c0, c1, forward):
+        """Unnormalised 1-D FFT along axis 0 of ``grid[:, c0:c1]``, in place."""
+        if c1 > c0:
+            self._inplace(grid[:, c0:c1], 0, forward)
+
+
+class _Scipy(_Runs):
     name = "scipy"
 
     def __init__(self, nthreads=1):
@@ -51,7 +98,7 @@ class _Scipy:
                               overwrite_x=overwrite)
 
 
-class _Numpy:
+class _Numpy(_Runs):
     name = "numpy"
 
     def __init__(self, nthreads=1):
@@ -73,7 +120,7 @@ class _Numpy:
         return np.fft.ifft(a, axis=axis, norm="forward").astype(a.dtype, copy=False)
 
 
-class _Fftw:
+class _Fftw(_Runs):
     """pyfftw with one plan per (shape, dtype, direction), reused. ``FFTW_ESTIMATE`` by default
     (planning at 8192^2 with ``FFTW_MEASURE`` takes long); ``measure=True`` (registry name
     ``"fftw-measure"``) plans with ``FFTW_MEASURE`` and keeps the wisdom in a file
@@ -92,8 +139,11 @@ class _Fftw:
             self.name = "fftw-measure"
             _load_wisdom(pyfftw)
         self._plans = {}
-        # Measured planning stops after PLAN_TIME_LIMIT s per plan (5760^2 took 5 s a plan
-        # unbounded); the best plan found so far is used and remembered as wisdom.
+        # True while a caller plans on arrays whose contents may be destroyed (no scratch
+        # copy of a strided view's whole span: 265 MB for a column slab of a 5760^2 grid)
+        self.plan_in_place = False
+        # Measured planning stops after PLAN_TIME_LIMIT s per plan at most (a bound for
+        # pathological sizes; see the constant); the plan is remembered as wisdom.
         self._limit = {"planning_timelimit": PLAN_TIME_LIMIT} if self.measure else {}
 
     def empty(self, shape, dtype):
@@ -119,11 +169,14 @@ class _Fftw:
         key = (a.shape, a.strides, a.dtype.str, direction, axes, a.ctypes.data % 64)
         plan = self._plans.get(key)
         if plan is None:
-            span = sum((n - 1) * st for n, st in zip(a.shape, a.strides)) + a.itemsize
-            raw = self._pyfftw.empty_aligned(span + 64, dtype=np.uint8, n=64)
-            off = a.ctypes.data % 64
-            scratch = np.lib.stride_tricks.as_strided(
-                raw[off : off + span].view(a.dtype), shape=a.shape, strides=a.strides)
+            if self.plan_in_place:  # the caller's array may be overwritten (prepare passes)
+                scratch = a
+            else:
+                span = sum((n - 1) * st for n, st in zip(a.shape, a.strides)) + a.itemsize
+                raw = self._pyfftw.empty_aligned(span + 64, dtype=np.uint8, n=64)
+                off = a.ctypes.data % 64
+                scratch = np.lib.stride_tricks.as_strided(
+                    raw[off : off + span].view(a.dtype), shape=a.shape, strides=a.strides)
             t0 = time.perf_counter()
             plan = self._pyfftw.FFTW(scratch, scratch, axes=axes, direction=direction,
                                      flags=self.flags + ("FFTW_DESTROY_INPUT",),
@@ -134,8 +187,7 @@ class _Fftw:
         return plan
 
     def _run(self, a, direction, overwrite, axes=(-2, -1)):
-        if overwrite and not a.flags.c_contiguous and a.ndim == 2 and all(
-                st > 0 for st in a.strides):
+        if overwrite and a.ndim == 2 and all(st > 0 for st in a.strides):
             plan = self._strided_plan(a, direction, axes)  # in place on the view
             plan.update_arrays(a, a)
             plan.execute()
@@ -161,6 +213,34 @@ class _Fftw:
 
     def backward1(self, a, axis, overwrite=False):
         return self._run(a, "FFTW_BACKWARD", overwrite, (axis % a.ndim,))
+
+    def rows(self, grid, r0, r1, forward):
+        """As :meth:`_Runs.rows`, in blocks of :func:`row_block` rows aligned to multiples of
+        the block (one plan for every run; rows of the blocks outside ``[r0, r1)`` are
+        transformed too, harmless where the caller leaves them undefined or zero)."""
+        if r1 <= r0:
+            return
+        n = grid.shape[0]
+        b = row_block(n)
+        direction = "FFTW_FORWARD" if forward else "FFTW_BACKWARD"
+        for s0 in range((r0 // b) * b, r1, b):
+            v = grid[s0 : min(s0 + b, n)]
+            plan = self._strided_plan(v, direction, (1,))
+            plan.update_arrays(v, v)
+            plan.execute()
+
+    def cols(self, grid, c0, c1, forward):
+        if c1 > c0:
+            v = grid[:, c0:c1]
+            plan = self._strided_plan(v, "FFTW_FORWARD" if forward else "FFTW_BACKWARD", (0,))
+            plan.update_arrays(v, v)
+            plan.execute()
+
+    def export_wisdom(self):
+        return self._pyfftw.export_wisdom()
+
+    def import_wisdom(self, wisdom):
+        self._pyfftw.import_wisdom(wisdom)
 
 
 def wisdom_path():
@@ -223,11 +303,11 @@ def available():
     return out
 
 
-class _Auto:
+class _Auto(_Runs):
     """Tries each candidate once per (shape, dtype, direction) on real calls, then keeps the
     fastest."""
 
-    name = "auto"
+    name = "timed"
 
     def __init__(self, nthreads=1, candidates=("scipy", "fftw")):
         self.nthreads = nthreads
@@ -272,15 +352,20 @@ class _Auto:
         return self._call("backward1", a, overwrite, axis)
 
 
-def get_fft(name="auto", nthreads=1):
+def get_fft(name="auto", nthreads=1, work=0.0):
     """An FFT backend object with ``forward(a, overwrite=False)`` / ``backward(...)``.
 
     Parameters
     ----------
-    name : {"auto", "scipy", "fftw", "numpy", "fftw-measure"}
+    name : {"auto", "scipy", "fftw", "numpy", "fftw-measure", "timed"}
+        ``"auto"``: :func:`resolve` on this process alone (pass a name resolved over the
+        communicator when several ranks must agree).
     nthreads : int
+    work : float, planes x padded cells per application (for ``"auto"``)
     """
     if name == "auto":
+        name = resolve("auto", work=work)
+    if name == "timed":
         return _Auto(nthreads)
     if name == "fftw-measure":
         return _Fftw(nthreads, measure=True)
@@ -290,3 +375,67 @@ def get_fft(name="auto", nthreads=1):
         raise ValueError(f"unknown FFT backend {name!r}; choose from auto, "
                          + ", ".join(FFT_BACKENDS)) from None
     return cls(nthreads)
+
+
+def resolve(name="auto", *, comm=None, work=0.0):
+    """The backend name every rank uses; collective when ``comm`` (an mpi4py communicator)
+    has more than one rank.
+
+    ``"auto"``: ``"fftw-measure"`` when pyfftw imports on every rank and ``work`` (planes x
+    padded cells per application) reaches :data:`MEASURE_WORK`, else ``"scipy"`` (pocketfft,
+    no planning), else ``"numpy"``. The availability of every rank is gathered, rank 0
+    decides, the name is broadcast: the same on every rank even where one rank lacks a
+    library. An explicit name is returned as given (a rank without it fails when the
+    backend is made).
+    """
+    if name != "auto":
+        return name
+    several = comm is not None and comm.Get_size() > 1
+    local = available()
+    names = comm.gather(local, root=0) if several else [local]
+    choice = None
+    if not several or comm.Get_rank() == 0:
+        common = set(FFT_BACKENDS).intersection(*map(set, names))
+        if "fftw" in common and work >= MEASURE_WORK:
+            choice = "fftw-measure"
+        else:
+            choice = "scipy" if "scipy" in common else "numpy"
+    return comm.bcast(choice, root=0) if several else choice
+
+
+def idle_wait(comm, root=0, poll_s=0.002):
+    """Collective: return once ``root`` has called it; the others sleep in ``poll_s`` steps
+    instead of busy-polling inside a blocking MPI call (MPICH's spin would take a core from
+    ``root`` while it measures FFT plans, and distort the measurement)."""
+    if comm is None or comm.Get_size() == 1:
+        return
+    req = comm.Ibarrier()
+    if comm.Get_rank() == root:
+        req.Wait()
+        return
+    while not req.Test():
+        time.sleep(poll_s)
+
+
+def share_wisdom(comm, backend, prepare, root=0):
+    """Plan on ``root`` only, then give every rank its wisdom (collective).
+
+    ``prepare()`` makes every plan the caller will use (e.g. one pass of zero transforms).
+    With measured FFTW plans ``root`` runs it first while the other ranks wait idle, its
+    wisdom is broadcast and imported, then the other ranks run ``prepare()`` (planning from
+    wisdom is immediate and yields the same plans). Other backends plan nothing ahead.
+    """
+    if not getattr(backend, "measure", False):
+        return  # nothing to plan ahead (scipy, numpy; FFTW_ESTIMATE plans are immediate)
+    if comm is None or comm.Get_size() == 1:
+        prepare()
+        return
+    rank = comm.Get_rank()
+    if rank == root:
+        prepare()
+        _save_wisdom(backend._pyfftw)
+    idle_wait(comm, root)
+    wisdom = comm.bcast(backend.export_wisdom() if rank == root else None, root=root)
+    if rank != root:
+        backend.import_wisdom(wisdom)
+        prepare()

@@ -41,14 +41,13 @@ import numpy as np
 from radimg.kernels import gridder as _g
 from radimg.kernels._jit import PARALLEL_JIT_OPTIONS
 from radimg.kernels.es import es_parameters, es_poly_correction
-from radimg.ops.fft import available as available_fft
 from radimg.ops.fft import get_fft
+from radimg.ops.fft import resolve as resolve_fft
 
 __all__ = ["make_operator", "WideFieldOperator", "MODES", "good_size", "resolve_geometry",
            "resolve_oversampling"]
 
 MODES = ("none", "wstack", "wstack-wproject")
-_FFTW_MEASURE_WORK = 1e8  # planes x padded cells above which FFTW_MEASURE plans pay off
 _MIN_UPDATES_PER_THREAD = 2_000_000  # kernel updates (~5 ms) before a 2nd thread pays
 _RESEED = 32  # planes between exact w-screens in the recurrence (error ~ 32 ulp)
 
@@ -281,7 +280,7 @@ class WideFieldOperator:
 
     def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="wstack",
                  nstacks="auto", oversampling=2.0, nthreads=1, precision="double", fft="auto",
-                 weight_mask=None, tile=None, oversampling_w=None):
+                 weight_mask=None, tile=None, oversampling_w=None, plan_fft=True):
         if mode not in ("none", "wstack"):
             raise ValueError(f"WideFieldOperator handles modes 'none' and 'wstack', not {mode!r}")
         if precision not in ("single", "double"):
@@ -387,12 +386,8 @@ class WideFieldOperator:
         lo = np.maximum(p_ - self.spec.Ww + 1, 0)
         self._plane_updates = (c[p_ + 1] - c[lo]) * self.spec.W * self.spec.W
         self.fft = get_fft(self._choose_fft(fft), self.nthreads)
-        if self.fft.name == "fftw-measure":  # plan (or load wisdom) now, not in dot/hdot
-            g = self._buffer("grid", (nyp, nxp), self.cdtype)
-            g[...] = 0
-            self._backward_inplace(g, rows=self._grid_rows)
-            g[...] = 0
-            self._forward_inplace(g, self._grid_rows, zero_rest=False)
+        if self.fft.name == "fftw-measure" and plan_fft:
+            self.prepare_fft()  # plan (or load wisdom) now, not in dot/hdot
 
         # Image-domain correction 1 / (g(l) g(m) g_w(n - 1 - nshift) n) by quadrature.
         gx = es_poly_correction((np.arange(self.npix_x) - self.npix_x // 2) / nxp, W, beta)
@@ -411,14 +406,26 @@ class WideFieldOperator:
                                  self.nthreads) if wstack else None
 
     def _choose_fft(self, fft):
-        """``"auto"``: FFTW with measured plans (wisdom kept on disk) when the transforms
-        per application are large enough to repay planning, else the timed chooser."""
-        if fft != "auto":
-            return fft
+        """``"auto"``: :func:`radimg.ops.fft.resolve` on this process (FFTW with measured
+        plans, wisdom kept on disk, when the transforms per application repay planning,
+        else scipy); radimg.parallel passes a name agreed over the ranks instead."""
         s = self.spec
-        if s.nplanes * s.nxp * s.nyp >= _FFTW_MEASURE_WORK and "fftw" in available_fft():
-            return "fftw-measure"
-        return "auto"
+        return resolve_fft(fft, work=float(s.nplanes) * s.nxp * s.nyp)
+
+    def prepare_fft(self):
+        """Make every FFT plan ``dot`` / ``hdot`` use (on the operator's scratch grid)."""
+        g = self._buffer("grid", (self.spec.nyp, self.spec.nxp), self.cdtype)
+        prev = getattr(self.fft, "plan_in_place", None)
+        if prev is not None:
+            self.fft.plan_in_place = True
+        try:
+            g[...] = 0
+            self._backward_inplace(g, rows=self._grid_rows)
+            g[...] = 0
+            self._forward_inplace(g, self._grid_rows, zero_rest=False)
+        finally:
+            if prev is not None:
+                self.fft.plan_in_place = prev
 
     # ------------------------------------------------------------------ description
     @property
@@ -470,13 +477,6 @@ class WideFieldOperator:
         return ((slice(nxp - k, nxp), slice(0, k)), (slice(0, self.npix_x - k),
                                                      slice(k, self.npix_x)))
 
-    def _fft1(self, view, axis, forward):
-        """Unnormalised 1-D FFT along ``axis`` of the 2-D ``view``, in place."""
-        f = self.fft.forward1 if forward else self.fft.backward1
-        res = f(view, axis, overwrite=True)
-        if not np.shares_memory(res, view):
-            view[...] = res
-
     def _grid_col_slabs(self):
         """The padded-grid columns holding image columns: two contiguous slabs."""
         k = self.npix_x // 2
@@ -505,9 +505,9 @@ class WideFieldOperator:
         if len(runs) > 4:  # scattered rows: one transform over all of them
             runs = [(0, self.spec.nyp)]
         for r0, r1 in runs:
-            self._fft1(grid[r0:r1], 1, False)
+            self.fft.rows(grid, r0, r1, False)
         for cs in self._grid_col_slabs():
-            self._fft1(grid[:, cs], 0, False)
+            self.fft.cols(grid, cs.start, cs.stop, False)
         return grid
 
     def _pruned_backward(self, grid, rows=None):
@@ -520,13 +520,13 @@ class WideFieldOperator:
         positions, zeros elsewhere (:func:`chirp_forward`); FFT along y on the image's
         columns, then along x on the grid ``rows``. ``zero_rest``: other rows set to 0."""
         for cs in self._grid_col_slabs():
-            self._fft1(grid[:, cs], 0, True)
+            self.fft.cols(grid, cs.start, cs.stop, True)
         runs = self._runs(rows)
         if len(runs) > 4:
             runs = [(0, self.spec.nyp)]
         prev = 0
         for r0, r1 in runs:
-            self._fft1(grid[r0:r1], 1, True)
+            self.fft.rows(grid, r0, r1, True)
             if zero_rest:
                 grid[prev:r0] = 0
             prev = r1

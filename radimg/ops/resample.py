@@ -386,9 +386,22 @@ class SmallInversion:
         return getattr(self.op, name)
 
     # ------------------------------------------------------------------ resampling
+    _CHUNK = 256  # fine-image rows per 1-D transform batch (bounded temporaries)
+
+    def _fine_row_blocks(self):
+        """(fine-period rows, image rows) of the two runs that map one onto the other:
+        image row ``iy`` is fine index ``(iy - npix_y // 2) mod nf_y``."""
+        g = self.small_geometry
+        cy = g.npix_y // 2
+        return ((g.nf_y - cy, g.nf_y, 0), (0, g.npix_y - cy, cy))
+
     def to_fine(self, coarse):
         """``R``: coarse image (nc_y, nc_x) -> requested image (npix_y, npix_x), float64
-        for float64 input, float32 otherwise."""
+        for float64 input, float32 otherwise.
+
+        Index maps are contiguous runs (rolls), copied as slices, and the last transform
+        runs on blocks of :attr:`_CHUNK` rows, so the temporaries stay a few MB beyond the
+        half-spectrum (nf_y, band_x + 1); the 1 / N_c normalisation rides on the window."""
         import scipy.fft as sf
 
         g, wk = self.small_geometry, self.nthreads
@@ -397,10 +410,11 @@ class SmallInversion:
             raise ValueError(f"coarse image must be {(g.nc_y, g.nc_x)}, got {coarse.shape}")
         rdt = np.float64 if coarse.dtype == np.float64 else np.float32
         cdt = np.complex128 if rdt == np.float64 else np.complex64
-        x = coarse[self._cy][:, self._cx].astype(rdt, copy=False)
-        x *= self._wy.astype(rdt)
+        # rolled so the phase centre is at index 0 (the DFTs' origin), windowed, normalised
+        x = np.roll(coarse.astype(rdt, copy=False), (-(g.nc_y // 2), -(g.nc_x // 2)), (0, 1))
+        x *= (self._wy * (1.0 / (g.nc_y * g.nc_x))).astype(rdt)
         x *= self._wx.astype(rdt)
-        X = sf.rfft2(x, workers=wk)  # (nc_y, nc_x // 2 + 1)
+        X = sf.rfft2(x, workers=wk, overwrite_x=True)  # (nc_y, nc_x // 2 + 1)
         del x
         kx, ky = g.band_x, g.band_y
         # axis 0 into the fine period (only the kept columns carry data)
@@ -409,17 +423,21 @@ class SmallInversion:
         Y[g.nf_y - ky :] = X[g.nc_y - ky :, : kx + 1]
         del X
         Y = sf.ifft(Y, axis=0, norm="forward", workers=wk, overwrite_x=True)
-        Z = np.zeros((g.npix_y, g.nf_x // 2 + 1), dtype=cdt)
-        Z[:, : kx + 1] = Y[self._fy]
-        del Y
-        z = sf.irfft(Z, n=g.nf_x, axis=1, norm="forward", workers=wk, overwrite_x=True)
-        out = z[:, self._fx]
-        out *= rdt(1.0 / (g.nc_y * g.nc_x))
+        # axis 1: the half-spectrum is zero-padded to nf_x // 2 + 1 by irfft itself
+        out = np.empty((g.npix_y, g.npix_x), dtype=rdt)
+        cx = g.npix_x // 2
+        for f0, f1, i0 in self._fine_row_blocks():
+            for a in range(f0, f1, self._CHUNK):
+                b = min(f1, a + self._CHUNK)
+                z = sf.irfft(Y[a:b], n=g.nf_x, axis=1, norm="forward", workers=wk)
+                rows = slice(i0 + a - f0, i0 + b - f0)
+                out[rows, :cx] = z[:, g.nf_x - cx :]
+                out[rows, cx:] = z[:, : g.npix_x - cx]
         return out
 
     def to_coarse(self, fine):
         """``R^H``: requested image (npix_y, npix_x) -> coarse image (nc_y, nc_x); the exact
-        adjoint of :meth:`to_fine`."""
+        adjoint of :meth:`to_fine` (same slicing and row blocks)."""
         import scipy.fft as sf
 
         g, wk = self.small_geometry, self.nthreads
@@ -429,24 +447,28 @@ class SmallInversion:
         rdt = np.float64 if fine.dtype == np.float64 else np.float32
         cdt = np.complex128 if rdt == np.float64 else np.complex64
         kx, ky = g.band_x, g.band_y
-        z = np.zeros((g.npix_y, g.nf_x), dtype=rdt)
-        z[:, self._fx] = fine
-        Z = sf.rfft(z, axis=1, workers=wk)  # unnormalised
-        del z
+        cx = g.npix_x // 2
         Y = np.zeros((g.nf_y, kx + 1), dtype=cdt)
-        Y[self._fy] = Z[:, : kx + 1]
-        del Z
+        z = np.zeros((self._CHUNK, g.nf_x), dtype=rdt)
+        for f0, f1, i0 in self._fine_row_blocks():
+            for a in range(f0, f1, self._CHUNK):
+                b = min(f1, a + self._CHUNK)
+                rows = slice(i0 + a - f0, i0 + b - f0)
+                zz = z[: b - a]
+                zz[:, g.nf_x - cx :] = fine[rows, :cx]
+                zz[:, : g.npix_x - cx] = fine[rows, cx:]  # the columns between stay 0
+                Y[a:b] = sf.rfft(zz, axis=1, workers=wk)[:, : kx + 1]  # unnormalised
+        del z
         Y = sf.fft(Y, axis=0, workers=wk, overwrite_x=True)
         X = np.zeros((g.nc_y, g.nc_x // 2 + 1), dtype=cdt)
         X[: ky + 1, : kx + 1] = Y[: ky + 1]
         X[g.nc_y - ky :, : kx + 1] = Y[g.nf_y - ky :]
         del Y
-        x = sf.irfft2(X, s=(g.nc_y, g.nc_x), workers=wk)
+        x = sf.irfft2(X, s=(g.nc_y, g.nc_x), workers=wk, overwrite_x=True)
+        del X
         x *= self._wy.astype(rdt)
         x *= self._wx.astype(rdt)
-        out = np.empty_like(x)
-        out[np.ix_(self._cy, self._cx)] = x
-        return out
+        return np.roll(x, (g.nc_y // 2, g.nc_x // 2), (0, 1))
 
     # ------------------------------------------------------------------ operator
     def dot(self, image):

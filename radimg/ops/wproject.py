@@ -345,8 +345,8 @@ class WProjectOperator:
                           for k in range(self.nstacks)]
         self._layouts = {}
 
-        # image-domain pieces shared by all stacks (_nm1, _amp: made on first use; the
-        # set-up's load-only and table-only operators never need them)
+        # image-domain pieces shared by all stacks (n - 1 on a quadrant: made on first use;
+        # the set-up's load-only and table-only operators never need it)
         px = np.arange(self.npix_x) - self.npix_x // 2
         py = np.arange(self.npix_y) - self.npix_y // 2
         self._image_factors = None
@@ -355,23 +355,25 @@ class WProjectOperator:
 
         from radimg.ops.fft import get_fft
 
-        self._fft = get_fft(fft, self.nthreads)
+        # "auto" resolved here alone; radimg.parallel passes a name agreed over the ranks
+        self._fft = get_fft(fft, self.nthreads, work=self.fft_work())
         self.timings = {"setup": time.perf_counter() - t0, "fft": 0.0, "image": 0.0,
                         "grid": 0.0, "degrid": 0.0}
 
     # ------------------------------------------------------------------ helpers
+    def fft_work(self):
+        """Padded cells transformed per application (stacks x grid), for the FFT choice."""
+        return float(self.nstacks) * self.nxp * self.nyp
+
     def _factors(self):
-        """``(n - 1`` on the quadrant ``[|py|, |px|]``, (npix_y//2 + 1, npix_x//2 + 1), and
-        ``1 / (n g(l) g(m))`` on the image (npix_y, npix_x)), float64."""
+        """``(nm1q,)``: ``n - 1`` on the quadrant ``[|py|, |px|]``, (npix_y//2 + 1,
+        npix_x//2 + 1) float64; the amplitude ``1 / (n g g)`` is evaluated from it and the
+        tables' ``corr_y``, ``corr_x`` where needed, never held as an image."""
         if self._image_factors is None:
             ay = np.arange(self.npix_y // 2 + 1) * self.cell
             ax = np.arange(self.npix_x // 2 + 1) * self.cell
             nm1q = np.sqrt(1.0 - ay[:, None] ** 2 - ax[None, :] ** 2) - 1.0
-            px = np.arange(self.npix_x) - self.npix_x // 2
-            py = np.arange(self.npix_y) - self.npix_y // 2
-            n = nm1q[np.abs(py)][:, np.abs(px)] + 1.0
-            amp = 1.0 / (n * self.tables.corr_y[:, None] * self.tables.corr_x[None, :])
-            self._image_factors = (nm1q, amp)
+            self._image_factors = (nm1q,)
         return self._image_factors
 
     @property
@@ -384,19 +386,42 @@ class WProjectOperator:
 
     @property
     def _amp(self):
-        return self._factors()[1]
+        """``1 / (n g(l) g(m))`` on the whole image (npix_y, npix_x) (the GPU operator's copy)."""
+        return self.scale_image(np.ones((self.npix_y, self.npix_x)))
 
     def _col_slabs(self):
         """The padded-grid columns that hold image columns: two contiguous slabs."""
         k = self.npix_x // 2
         return (slice(self.nxp - k, self.nxp), slice(0, self.npix_x - k))
 
-    def _fft1(self, view, axis, forward):
-        """Unnormalised 1-D FFT of the 2-D ``view`` along ``axis``, in place."""
-        f = self._fft.forward1 if forward else self._fft.backward1
-        res = f(view, axis, overwrite=True)
-        if not np.shares_memory(res, view):
-            view[...] = res
+    def _row_pass(self, g, rows, forward):
+        """1-D FFTs along u of the grid ``rows`` (sorted indices), in place."""
+        for r0, r1 in self._runs(rows, self.nyp):
+            self._fft.rows(g, r0, r1, forward)
+
+    def _col_pass(self, g, forward):
+        """1-D FFTs along v of the image's grid columns, in place."""
+        for cs in self._col_slabs():
+            self._fft.cols(g, cs.start, cs.stop, forward)
+
+    def prepare_fft(self, grid=None):
+        """Make every FFT plan ``dot`` / ``hdot`` use, on ``grid`` (any (nyp, nxp) grid of
+        the operator's dtype; its contents are destroyed) or a temporary one. With measured
+        FFTW plans this is where planning happens (or wisdom is read), not in the first
+        application; radimg.parallel plans on one rank and shares the wisdom."""
+        g = grid if grid is not None else self._fft.empty((self.nyp, self.nxp), self.cdtype)
+        g[...] = 0
+        prev = getattr(self._fft, "plan_in_place", None)
+        if prev is not None:
+            self._fft.plan_in_place = True
+        try:
+            for fwd in (False, True):
+                self._fft.rows(g, 0, 1, fwd)
+                self._col_pass(g, fwd)
+        finally:
+            if prev is not None:
+                self._fft.plan_in_place = prev
+        g[...] = 0
 
     @staticmethod
     def _runs(rows, n):
@@ -428,48 +453,78 @@ class WProjectOperator:
                                self.nyp, self.tables)
 
     # ------------------------------------------------------------------ stages
-    def image_to_stack_grid(self, image, k, rows=None):
+    def scale_image(self, image, inplace=False):
+        """``image / (n g(l) g(m))`` (the amplitude part of ``S_k``, the same for every stack)
+        as a new float64 (npix_y, npix_x) array, or in ``image`` itself (``inplace``, a
+        C-contiguous float64 array): apply it once per application and pass
+        ``scaled=False`` to the stage methods (:meth:`dot`, :meth:`hdot`)."""
+        if inplace:
+            if image.dtype != np.float64 or not image.flags.c_contiguous:
+                raise ValueError("inplace scaling needs a C-contiguous float64 image")
+            img = image
+        else:
+            img = np.array(image, dtype=np.float64, order="C")
+        t = self.tables
+        self._threads()
+        return wpk.scale_image(img, self._factors()[0], t.corr_y, t.corr_x)
+
+    def _pad_buffer(self, out):
+        """``out`` (or a new grid) with every cell outside the image's positions zeroed."""
+        if out is None:
+            out = self._fft.empty((self.nyp, self.nxp), self.cdtype)
+            out[...] = 0
+            return out
+        if out.shape != (self.nyp, self.nxp) or out.dtype != self.cdtype or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous ({self.nyp}, {self.nxp}) {self.cdtype.__name__}")
+        cy, cx = self.npix_y // 2, self.npix_x // 2
+        r1 = self.nyp - (self.npix_y - 1 - cy)  # rows [cy + 1, r1) hold no image pixel
+        out[cy + 1 : r1] = 0
+        for rs in (slice(0, cy + 1), slice(r1, self.nyp)):
+            out[rs, self.npix_x - cx : self.nxp - cx] = 0
+        return out
+
+    def image_to_stack_grid(self, image, k, rows=None, out=None, scaled=True):
         """``F Z S_k x``: the padded uv grid (nyp, nxp) complex of stack ``k``.
 
         Pruned: the padded image is non-zero on the image's columns only, so the first pass
         (along v) transforms those columns; the second (along u) only the grid ``rows``
-        someone reads (default all; other rows are left partial).
+        someone reads (default all; other rows are left partial). ``out``: a grid to work
+        in (any contents; returned). ``scaled=False``: ``image`` already went through
+        :meth:`scale_image`.
         """
         t0 = time.perf_counter()
         self._threads()
-        pad = np.zeros((self.nyp, self.nxp), dtype=self.cdtype)
-        nm1q, amp = self._factors()
-        wpk.image_to_pad(np.ascontiguousarray(image, dtype=np.float64), nm1q, amp,
-                         self.centres[k], self._rows, self._cols, pad)
+        pad = self._pad_buffer(out)
+        t = self.tables
+        wpk.image_to_pad(image, self._factors()[0], self.centres[k], t.corr_y, t.corr_x, pad,
+                         scale=scaled)
         t1 = time.perf_counter()
-        for cs in self._col_slabs():
-            self._fft1(pad[:, cs], 0, True)
-        rows = np.arange(self.nyp) if rows is None else np.asarray(rows)
-        for r0, r1 in self._runs(rows, self.nyp):
-            self._fft1(pad[r0:r1], 1, True)
+        self._col_pass(pad, True)
+        self._row_pass(pad, np.arange(self.nyp) if rows is None else np.asarray(rows), True)
         self.timings["image"] += t1 - t0
         self.timings["fft"] += time.perf_counter() - t1
         return pad
 
-    def stack_grid_to_image(self, grid, k, out=None, overwrite=False):
+    def stack_grid_to_image(self, grid, k, out=None, overwrite=False, scaled=True, rows=None):
         """``Re S_k^H Z^H F^H grid`` accumulated into ``out`` (npix_y, npix_x) real.
 
         Pruned: the first pass (along u) transforms the grid rows that hold data, the
         second (along v) only the image's columns. ``overwrite``: ``grid`` may be used as
-        the work array (it is then destroyed), else it is copied.
+        the work array (it is then destroyed), else it is copied. ``scaled=False`` leaves
+        out the ``1 / (n g g)`` factor (apply :meth:`scale_image` once to the sum).
+        ``rows``: sorted grid rows that may hold data (default: found by a scan).
         """
         if out is None:
             out = np.zeros((self.npix_y, self.npix_x), dtype=self.rdtype)
         t0 = time.perf_counter()
         g = grid if overwrite and grid.flags.c_contiguous else np.array(grid, order="C")
-        for r0, r1 in self._runs(np.flatnonzero(g.any(axis=1)), self.nyp):
-            self._fft1(g[r0:r1], 1, False)
-        for cs in self._col_slabs():
-            self._fft1(g[:, cs], 0, False)
+        self._row_pass(g, np.flatnonzero(g.any(axis=1)) if rows is None else rows, False)
+        self._col_pass(g, False)
         t1 = time.perf_counter()
         self._threads()
-        nm1q, amp = self._factors()
-        wpk.pad_to_image(g, nm1q, amp, self.centres[k], self._rows, self._cols, out)
+        t = self.tables
+        wpk.pad_to_image(g, self._factors()[0], self.centres[k], t.corr_y, t.corr_x, out,
+                         scale=scaled)
         self.timings["fft"] += t1 - t0
         self.timings["image"] += time.perf_counter() - t1
         return out
@@ -500,11 +555,13 @@ class WProjectOperator:
     # ------------------------------------------------------------------ operator
     def dot(self, image):
         """Forward: image (npix_y, npix_x) real -> vis (row, chan) complex."""
-        image = np.asarray(image)
+        img = self.scale_image(image)
         vis = np.zeros((self.nrow, self.nchan), dtype=self.cdtype)
+        pad = None
         for k in range(self.nstacks):
             if self.stack_idx[k].size:
-                self.degrid_samples(self.image_to_stack_grid(image, k), k, out=vis)
+                pad = self.image_to_stack_grid(img, k, out=pad, scaled=False)
+                self.degrid_samples(pad, k, out=vis)
         return vis
 
     def hdot(self, vis, weight=None):
@@ -514,12 +571,17 @@ class WProjectOperator:
             vis = vis.astype(self.cdtype)
         if weight is not None:
             weight = np.asarray(weight, dtype=self.rdtype)
-        out = np.zeros((self.npix_y, self.npix_x), dtype=self.rdtype)
+        out = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
+        g = None
         for k in range(self.nstacks):
             if self.stack_idx[k].size:
-                g = self.grid_samples(vis, k, out_grid=None, weight=weight)
-                self.stack_grid_to_image(g, k, out, overwrite=True)
-        return out
+                if g is None:
+                    g = np.zeros((self.nyp, self.nxp), dtype=self.cdtype)
+                else:
+                    g[...] = 0
+                self.grid_samples(vis, k, out_grid=g, weight=weight)
+                self.stack_grid_to_image(g, k, out, overwrite=True, scaled=False)
+        return self.scale_image(out, inplace=True).astype(self.rdtype, copy=False)
 
     # ------------------------------------------------------------------ load, stats
     def per_sample_support(self):

@@ -164,6 +164,7 @@ class DistributedOperator:
         else:
             touched = self._setup_wstack(uvw, freq, weight, valid, cell_rad, **kw)
         self._setup_exchange(touched)
+        self._setup_fft()
 
     # ------------------------------------------------------------------ set-up
     def _move_rows(self, uvw, weight, valid, load, keys, nkeys):
@@ -248,10 +249,18 @@ class DistributedOperator:
 
         # Geometry-only operator (anchors alone) gives the global spec for the row keys.
         geo = WideFieldOperator(
-            anchors, freq, self.npix_x, self.npix_y, cell_rad, weight_mask=amask, **self._opkw
+            anchors, freq, self.npix_x, self.npix_y, cell_rad, weight_mask=amask,
+            **{**self._opkw, "fft": "scipy"},  # geometry only: no FFT plans
         )
         spec = geo.spec
         self.spec = spec
+        if fft == "auto":
+            # one backend for every rank: rank 0 decides, broadcast (radimg.ops.fft.resolve)
+            from radimg.ops.fft import resolve
+
+            self._opkw["fft"] = resolve(
+                fft, comm=comm, work=float(spec.nplanes) * spec.nxp * spec.nyp
+            )
 
         # ---- 4.1: per-row load, ordering keys, balanced cut, Alltoallv ----------------
         per_sample = spec.W * spec.W * spec.Ww
@@ -271,6 +280,7 @@ class DistributedOperator:
             self.npix_y,
             cell_rad,
             weight_mask=np.concatenate([self.valid, amask]),
+            plan_fft=False,  # planned once over the ranks (_setup_fft)
             **self._opkw,
         )
         if op.spec != spec:
@@ -432,6 +442,24 @@ class DistributedOperator:
         mb = np.array([max(self._fwd_send.sum(), self._fwd_recv.sum()) * isz], np.int64)
         self._max_bytes = int(allreduce_array(comm, mb, "max")[0])
 
+    def _setup_fft(self):
+        """Every FFT plan of ``dot`` / ``hdot`` made now (issue #13 item 5). The backend name
+        was agreed over the ranks (``radimg.ops.fft.resolve``: rank 0 decides, broadcast);
+        with measured FFTW plans rank 0 plans alone (on the scratch grid) while the others
+        wait idle, and its wisdom is broadcast, so every rank runs the same plans and only
+        one pays for planning (nothing, when the wisdom on disk has them)."""
+        from radimg.ops.fft import share_wisdom
+
+        if self.mode == "wstack-wproject":
+            share_wisdom(self.comm, self.op._fft, lambda: self.op.prepare_fft(self._scratch))
+        else:
+            share_wisdom(self.comm, self.op.fft, self.op.prepare_fft)
+
+    @property
+    def fft_backend(self):
+        """Name of the FFT backend this rank runs (the same on every rank)."""
+        return self.op._fft.name if self.mode == "wstack-wproject" else self.op.fft.name
+
     def _pack(self, grid, tiles, buf, off, mode=_PACK):
         """Copy tiles (row-major within each tile, tiles in list order) between ``grid``
         (2-D) and ``buf[off:]``: pack, unpack, unpack-add or zero the tiles in ``grid``."""
@@ -443,7 +471,10 @@ class DistributedOperator:
     def _owner_forward(self, image, p):
         """``F Z S_p x`` on the owner: the plane's grid (rows that someone needs, at least)."""
         if self.mode == "wstack-wproject":
-            return self.op.image_to_stack_grid(image, p, rows=self._plane_rows[p])
+            # the image carries 1 / (n g g) already (dot); the scratch grid is free while
+            # the owner's planes are made (received tiles are unpacked into it afterwards)
+            return self.op.image_to_stack_grid(image, p, rows=self._plane_rows[p],
+                                               out=self._scratch, scaled=False)
         return self.op.image_to_plane_grid(
             image, p, out=self._scratch, rows=self._plane_rows[p]
         )
@@ -451,8 +482,10 @@ class DistributedOperator:
     def _owner_adjoint(self, grid, p, acc):
         """``acc += Re S_p^H Z^H F^H grid`` on the owner."""
         if self.mode == "wstack-wproject":
-            # the scratch grid is zeroed before the next plane: the FFT may work in it
-            self.op.stack_grid_to_image(grid, p, out=acc, overwrite=True)
+            # the scratch grid is zeroed before the next plane: the FFT may work in it;
+            # 1 / (n g g) is applied once to the sum (hdot)
+            self.op.stack_grid_to_image(grid, p, out=acc, overwrite=True, scaled=False,
+                                        rows=self._plane_rows[p])
         else:
             self.op.plane_grid_to_image(grid, p, out=acc)
 
@@ -590,6 +623,8 @@ class DistributedOperator:
         send = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
         vis = np.zeros((self.nrow + self._extra_rows, self.nchan), dtype=self.cdtype)
         ctx = self._degrid_begin()
+        if self.mode == "wstack-wproject" and self.my_planes:
+            image = self.op.scale_image(image)  # once, not per stack
         for p in self.my_planes:
             g = self._owner_forward(image, p)
             for tiles, off in self._serve_by_plane[p]:
@@ -629,6 +664,8 @@ class DistributedOperator:
             for tiles, off in self._serve_by_plane[p]:
                 self._pack(self._scratch, tiles, recv, off, _ADD)
             self._owner_adjoint(self._scratch, p, acc)
+        if self.mode == "wstack-wproject" and self.my_planes:
+            self.op.scale_image(acc, inplace=True)
         allreduce_array(self.comm, acc, "sum")
         return acc.astype(self.rdtype, copy=False)
 
@@ -773,6 +810,13 @@ def wproject_stacks(comm, uvw, freq, valid, npix_x, npix_y, cell_rad, *, epsilon
             )
         nstacks = int(comm.bcast(k, root=0)) if comm is not None and size > 1 else k
     centres = stack_centres(w_abs, int(nstacks), comm=comm)
+    if fft == "auto":
+        # one backend for every rank: rank 0 decides, broadcast (radimg.ops.fft.resolve)
+        from radimg.ops.fft import resolve
+        from radimg.ops.wproject import _good_size
+
+        cells = _good_size(oversampling * npix_x) * _good_size(oversampling * npix_y)
+        fft = resolve(fft, comm=comm, work=float(centres.size) * cells)
     labels = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), w_abs)
     dw = w_abs - centres[labels]
     mm = np.array([dw.min() if dw.size else np.inf, -(dw.max() if dw.size else -np.inf)])
