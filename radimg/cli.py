@@ -198,7 +198,23 @@ def format_plan(result: dict, n_ranks: int) -> str:
     dicts); any other top-level keys are printed first as ``key: value``.
     """
     lines = []
+    if isinstance(result.get("wterm"), dict) and result["wterm"].get("candidates"):
+        # wterm.mode: the candidates with their predicted cost and accuracy, the chosen one
+        # marked (radimg.ops.choose)
+        from radimg.ops.choose import choice_table
+
+        wt = result["wterm"]
+        if wt["requested"] == "auto":
+            lines.append(f"w-term mode: auto -> {wt['mode']}: {wt['reason']}")
+        else:
+            lines.append(f"w-term mode: {wt['mode']} (as configured)")
+        lines += ["  " + ln for ln in choice_table(wt)]
+        lines.append(f"  ({wt.get('cost_unit', 'predicted seconds')}; error bound relative "
+                     "to the peak)")
+        lines.append("")
     for k, v in result.items():
+        if k == "wterm":
+            continue
         if k not in ("balanced", "naive"):
             if isinstance(v, dict):
                 for fk, fv in _flatten(v).items():

@@ -867,9 +867,6 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
     npix_x = int(img["npix"])
     npix_y = int(img.get("npix_y") or npix_x)
     cell_rad = float(img["cell_arcsec"]) * ARCSEC
-    oversampling = float(wt.get("oversampling", 2.0))
-    npad_x = 2 * math.ceil(oversampling * npix_x / 2)
-    npad_y = 2 * math.ceil(oversampling * npix_y / 2)
     tile = 64
     if inp.get("simulate"):
         n_samples, w, u, v, nchan = _simulate_w_sample(cfg.get("simulate", {}))
@@ -880,15 +877,29 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
             autocorrelations=bool(inp.get("autocorrelations", False)),
         )
         source = f"MS {inp['ms']} (UVW subsample)"
-    mode = wt.get("mode", "wstack-wproject")
-    nstacks = 1 if mode == "none" else wt.get("nstacks", "auto")
-    centres = None
     eps = float(wt.get("epsilon", 1e-5))
+    precision = gr.get("precision", "single")
+    # wterm.mode (auto: the fastest mode that meets epsilon), its oversampling, stacks and
+    # image.small_inversion's coarse image, as `radimg run` decides them (radimg.ops.choose)
+    choice = _wterm_choice(u, v, w, int(n_samples), npix_x, npix_y, cell_rad, eps, precision,
+                           wt, bool(img.get("small_inversion", True)))
+    chosen = choice.chosen
+    mode = chosen.mode
+    nstacks = 1 if mode == "none" else wt.get("nstacks", "auto")
+    if mode == "wstack-wproject" and chosen.nplanes is not None:
+        nstacks = chosen.nplanes
+    oversampling = chosen.oversampling
+    if oversampling is None:  # the mode cannot be built here: model it as configured
+        ov = wt.get("oversampling", "auto")
+        oversampling = 2.0 if ov == "auto" else float(ov)
+    oversampling_w = chosen.oversampling_w
+    npad_x = 2 * math.ceil(oversampling * npix_x / 2)
+    npad_y = 2 * math.ceil(oversampling * npix_y / 2)
+    centres = None
     # image.small_inversion: the operator is built on the coarse image the data allow
     # (radimg.ops.resample, as `radimg run` decides it); the requested image is what the
     # pipeline holds around it.
-    small = _small_geometry(u, v, w, npix_x, npix_y, cell_rad, eps, mode,
-                            bool(img.get("small_inversion", True)))
+    small = chosen.small
     fine = (npix_x, npix_y)
     cells = cell_rad  # the operator's cell (a pair when small inversion's cells differ)
     if small is not None:
@@ -917,7 +928,6 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
             from radimg.config import parse_bytes
 
             mem_per_rank_bytes = parse_bytes(mem_per_rank_bytes)
-    precision = gr.get("precision", "single")
     # The operator's own exchange on a seeded subsample (exchange tiles are >= 64 cells).
     sub = np.arange(w.size)
     if w.size > _MAX_EXCHANGE_SAMPLES:
@@ -932,7 +942,7 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
             u[sub], v[sub], w[sub], n_ranks, int(n_samples),
             "wstack" if mode == "wstack" else mode,
             npix_x, npix_y, cells, epsilon=eps, nstacks=nstacks, oversampling=oversampling,
-            precision=precision, centres=centres,
+            oversampling_w=oversampling_w, precision=precision, centres=centres,
             tables=_tables_covering(w, centres, npix_x, npix_y, cell_rad, eps, oversampling,
                                     precision) if mode == "wstack-wproject" else None,
         )
@@ -961,6 +971,7 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
         dot=(cfg.get("deconvolution") or {}).get("algorithm", "clean") != "none",
     )
     result["geometry"]["image_npix"] = list(fine)
+    result["wterm"] = choice.describe()
     result["small_inversion"] = None if small is None else small.describe()
     if exchange is None:
         result["exchange"] = {
@@ -972,6 +983,32 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
         result["exchange"] = {k: v for k, v in exchange.items() if k != "tables"}
     result["source"] = source
     return result
+
+
+def _wterm_choice(u, v, w, n_samples, npix_x, npix_y, cell_rad, epsilon, precision, wt,
+                  small_inversion):
+    """radimg.ops.choose on the uvw subsample (wavelengths) standing for ``n_samples``, after
+    the samples beyond the user's uv grid are dropped as the run drops them: the table of
+    every mode for ``wterm.mode: auto``, the configured mode alone otherwise."""
+    from radimg.ops.choose import MODES, choose_wterm, summary_from_wavelengths
+    from radimg.ops.weighting import drop_beyond_grid
+
+    u, v, w = (np.asarray(a, dtype=np.float64).ravel() for a in (u, v, w))
+    uvw = np.stack([u, v, w], axis=1)
+    weight = np.ones((uvw.shape[0], 1), dtype=np.float64)
+    if uvw.shape[0]:
+        drop_beyond_grid(uvw, np.array([C_LIGHT]), weight, npix_x, npix_y, cell_rad)
+    keep = weight[:, 0] != 0
+    n_kept = int(round(n_samples * keep.mean())) if keep.size else 0
+    summ = summary_from_wavelengths(u[keep], v[keep], w[keep], n_kept, npix_x, npix_y,
+                                    cell_rad, cell_rad)
+    mode = wt.get("mode", "auto")
+    ov = wt.get("oversampling", "auto")
+    return choose_wterm(summ, npix_x, npix_y, cell_rad, cell_rad, epsilon,
+                        precision=precision, modes=MODES if mode == "auto" else (mode,),
+                        oversampling=ov if ov == "auto" else float(ov),
+                        nstacks=wt.get("nstacks", "auto"), small_inversion=small_inversion,
+                        requested=mode)
 
 
 def _small_geometry(u, v, w, npix_x, npix_y, cell_rad, epsilon, mode, enabled):
@@ -1026,7 +1063,7 @@ def _balanced_ranks(keys, load, n_ranks):
 
 def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_rad, *,
                       epsilon=1e-5, nstacks="auto", oversampling=2.0, precision="single",
-                      centres=None, tile=64, tables=None):
+                      centres=None, tile=64, tables=None, oversampling_w=None):
     """The distributed operator's tile exchange replayed on a uvw subsample (no MPI).
 
     Samples (wavelengths; any sign) are keyed as :class:`DistributedOperator` keys its rows
@@ -1103,6 +1140,7 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
         geo = WideFieldOperator(
             anchors, fc, npix_x, npix_y, cell_rad, epsilon=epsilon, mode=mode, nstacks=nstacks,
             oversampling=oversampling, precision=precision, fft="numpy", tile=tile,
+            oversampling_w=oversampling_w,
         )
         spec = geo.spec
         lay = geo.layout()
