@@ -7,7 +7,7 @@ import pytest
 from scipy.signal import fftconvolve
 
 from radimg.deconv.admm import SARA, admm, epsilon_bound, power_norm
-from radimg.deconv.clean import clark_minor, hogbom_minor, multiscale_minor
+from radimg.deconv.clean import clark_minor, hogbom_minor, hogbom_minor_plain, multiscale_minor
 from radimg.deconv.image import box_mask, fit_beam, gaussian_beam_image, mad_sigma, restore
 
 pytestmark = pytest.mark.unit
@@ -57,6 +57,61 @@ def test_point_clean_recovers_components(minor):
     for (y, x), f in COMPS.items():
         assert model[y - 1 : y + 2, x - 1 : x + 2].sum() == pytest.approx(f, abs=2e-3)
     assert np.abs(res).max() <= 2e-4
+
+
+@pytest.mark.parametrize("stop", [0.5, 0.1, 1e-3, 1e-4])
+def test_hogbom_active_set_is_the_plain_loop(stop):
+    """Where no pixel outside the active set (|residual| > stop) rises above stop during a
+    pass, the active-set Hogbom picks the plain loop's components in the same order: the
+    models are bitwise equal and the residuals agree to rounding (FFT update)."""
+    psf = _psf()
+    _, dirty = _dirty(COMPS, psf)
+    mask = np.ones(dirty.shape, bool)
+    out = []
+    for fn in (hogbom_minor_plain, hogbom_minor):
+        res, model = dirty.copy(), np.zeros_like(dirty)
+        n = fn(res, psf, model, mask, gain=0.1, stop=stop, niter=5000)
+        out.append((n, res, model))
+    (n0, r0, m0), (n1, r1, m1) = out
+    assert n1 == n0 and np.array_equal(m1, m0)
+    assert np.abs(r1 - r0).max() <= 1e-12
+
+
+def _sidelobe_psf(n=N):
+    """A PSF with -0.2 sidelobes two pixels off the peak (its spectrum 1 - 0.4 (cos 2u +
+    cos 2v) stays positive): subtracting a component lifts those pixels by 0.2 of it, so
+    pixels below the stop level rise above it mid-pass."""
+    psf = np.zeros((n, n))
+    c = n // 2
+    psf[c, c] = 1.0
+    for dy, dx in ((0, 2), (0, -2), (2, 0), (-2, 0)):
+        psf[c + dy, c + dx] = -0.2
+    return psf
+
+
+def test_hogbom_cleans_a_source_hidden_under_a_sidelobe():
+    """A pixel outside a pass's active set that the pass lifts above ``stop`` (here a 0.4 Jy
+    source that the 2 Jy source's -0.2 sidelobe hides at 0 in the dirty image) is cleaned
+    as the plain loop cleans it, not its sidelobes instead (one pass down to ``stop``, as
+    WSClean's sub-minor loop, put -0.02 Jy components on them): same components in the
+    same order, |residual| <= stop, and the residual exactly dirty - PSF * model."""
+    psf = _sidelobe_psf()
+    sky = np.zeros_like(psf)
+    sky[40, 40], sky[40, 42], sky[60, 30] = 2.0, 0.4, -1.0  # 0.4 - 0.2 * 2.0 = 0: hidden
+    dirty = _conv(sky, psf)
+    assert abs(dirty[40, 42]) < 1e-12
+    out = []
+    for fn in (hogbom_minor_plain, hogbom_minor):
+        res, model = dirty.copy(), np.zeros_like(dirty)
+        n = fn(res, psf, model, np.ones(res.shape, bool), gain=0.1, stop=0.01, niter=10000)
+        assert 0 < n < 10000
+        assert np.abs(res).max() <= 0.01
+        assert np.abs(res - (dirty - _conv(model, psf))).max() <= 1e-10
+        out.append((n, model))
+    (n0, m0), (n1, m1) = out
+    assert n1 == n0 and np.abs(m1 - m0).max() <= 1e-12
+    assert m1[40, 42] > 0.35  # the hidden source
+    assert np.abs(m1[m1 < 0]).sum() == pytest.approx(-sky[60, 30], abs=0.02)  # no others
 
 
 def test_mask_confines_components():

@@ -21,6 +21,7 @@ from radimg.kernels._jit import JIT_OPTIONS
 __all__ = [
     "clark_minor",
     "hogbom_minor",
+    "hogbom_minor_plain",
     "multiscale_minor",
     "psf_sidelobe_outside",
     "scale_kernels",
@@ -28,6 +29,11 @@ __all__ = [
 
 
 _KERNEL_CUT = 1.5  # scale kernels are cut at this many FWHM from their centre
+# hogbom_minor subtracts a pass's components one shifted PSF at a time up to this many
+# pixels, by FFT above: at 1024^2 one shifted PSF is ~1.6 ms, the FFT update ~100 ms
+_DIRECT_SUBTRACT_MAX = 64
+# hogbom_minor: each active-set pass cleans down to this fraction of its starting peak
+PASS_FRACTION = 0.5
 
 # ----------------------------------------------------------------------------- kernels
 
@@ -80,6 +86,54 @@ def _hogbom_kernel(res, psf, model, mask, gain, stop, niter):
         model[py, px] += amp
         _sub_shifted(res, psf, amp, py, px)
         n += 1
+    return n
+
+
+@njit(**JIT_OPTIONS)
+def _active_hogbom_kernel(vals, ay, ax, psf, model, comp, gain, stop, niter):
+    """Hogbom on the active pixels ``(ay[i], ax[i])`` only, with the exact (whole) PSF.
+
+    ``vals`` (the residual at the active pixels) is updated in place exactly as the plain
+    loop (``_hogbom_kernel``) updates those pixels of the image: the same products in the
+    same order, and the peak chosen among them in row-major order with the same tie rule,
+    so while no pixel outside the set rises above ``stop`` the components are bitwise the
+    plain loop's. Components go to ``model`` and to ``comp`` (for the caller's one FFT
+    update of the whole residual). Returns the number of components.
+    """
+    na = vals.size
+    ky, kx = psf.shape
+    cy = ky // 2
+    cx = kx // 2
+    best = -1.0
+    bi = -1
+    for i in range(na):
+        a = abs(vals[i])
+        if a > best:
+            best = a
+            bi = i
+    n = 0
+    while n < niter:
+        if bi < 0 or best <= stop:
+            break
+        amp = gain * vals[bi]
+        py = ay[bi]
+        px = ax[bi]
+        model[py, px] += amp
+        comp[py, px] += amp
+        n += 1
+        # subtract the shifted PSF at every active pixel and find the next peak in the
+        # same pass (one sweep of the set per component)
+        best = -1.0
+        bi = -1
+        for i in range(na):
+            yy = ay[i] - py + cy
+            xx = ax[i] - px + cx
+            if 0 <= yy < ky and 0 <= xx < kx:
+                vals[i] -= amp * psf[yy, xx]
+            a = abs(vals[i])
+            if a > best:
+                best = a
+                bi = i
     return n
 
 
@@ -146,8 +200,23 @@ def _subminor_kernel(img, psf2, comp, mask, norm, gain, stop, niter):
 # ----------------------------------------------------------------------------- wrappers
 
 
-def hogbom_minor(residual, psf, model, mask, *, gain, stop, niter):
+def hogbom_minor(residual, psf, model, mask, *, gain, stop, niter, psf_conv=None):
     """Hogbom CLEAN until the peak |residual| in ``mask`` is <= ``stop`` or ``niter``.
+
+    Only pixels above ``stop`` can become components, so each pass runs the Hogbom loop on
+    those pixels alone (the "active set", as WSClean's sub-minor loop) with the exact PSF,
+    down to ``max(stop, PASS_FRACTION * its starting peak)``, then subtracts the pass's
+    components from the whole residual (one FFT convolution, or shifted PSFs for a few)
+    and selects again. A pixel outside the set (below ``stop`` when the pass began, e.g. a
+    source hidden under a sidelobe of a brighter one) rises as the pass cleans; ending
+    each pass at a fraction of its peak lets it join the next pass before the loop runs
+    below it, instead of cleaning its sidelobes as sources (a single pass, WSClean's way,
+    put -0.02 Jy components on the sidelobes of a hidden 0.4 Jy source in the test). The
+    components are the plain loop's, in the same order, whenever no pixel outside a pass's
+    set rises above the pass's current peak. Cost: (components x active pixels) plus an
+    update per pass, instead of (components x image pixels) x 2 (real MWA 1024^2, 786
+    components: 0.68 -> 0.18 s of CPU). ``tests/test_deconv.py`` compares it with the plain
+    loop (``hogbom_minor_plain``).
 
     Parameters
     ----------
@@ -158,11 +227,51 @@ def hogbom_minor(residual, psf, model, mask, *, gain, stop, niter):
     gain : float, loop gain.
     stop : float, Jy/beam.
     niter : int, most components to add.
+    psf_conv : SpectralConv or None
+        Convolution with ``psf`` (its spectrum made once); the major loop passes one so
+        the PSF's FFT is not redone every minor cycle. None: made here when needed.
 
     Returns
     -------
     int : components added.
     """
+    mask = np.asarray(mask, bool)
+    psf = np.ascontiguousarray(psf, dtype=np.float64)
+    done = 0
+    while done < niter:
+        active = np.abs(residual) > stop
+        active &= mask
+        ay, ax = np.nonzero(active)
+        if ay.size == 0:
+            break
+        vals = residual[ay, ax]
+        floor = max(stop, PASS_FRACTION * float(np.abs(vals).max()))
+        comp = np.zeros_like(model)
+        n = int(
+            _active_hogbom_kernel(
+                vals, ay, ax, psf, model, comp, float(gain), float(floor), int(niter - done)
+            )
+        )
+        if n == 0:
+            break
+        done += n
+        cy, cx = np.nonzero(comp)
+        if cy.size <= _DIRECT_SUBTRACT_MAX:
+            # a few components (the later passes): shifted PSFs beat two FFTs
+            for y, x in zip(cy.tolist(), cx.tolist()):
+                _sub_shifted(residual, psf, comp[y, x], y, x)
+        else:
+            if psf_conv is None:
+                psf_conv = SpectralConv(residual.shape, [psf])
+            residual -= psf_conv(comp)
+        residual[ay, ax] = vals  # the active pixels exactly as the loop left them
+    return done
+
+
+def hogbom_minor_plain(residual, psf, model, mask, *, gain, stop, niter):
+    """The plain Hogbom loop (every component: peak search and PSF subtraction over the
+    whole image); ``hogbom_minor``'s oracle, and Clark's single-step fallback. Arguments
+    and return as ``hogbom_minor``."""
     return int(
         _hogbom_kernel(
             residual, psf, model, mask.astype(np.uint8), float(gain), float(stop), int(niter)
@@ -218,7 +327,7 @@ def clark_minor(residual, psf, model, mask, *, gain, stop, niter, patch_half=32)
         )
         if n == 0:
             # the active set cannot go lower: one plain Hogbom step keeps progress exact
-            n = hogbom_minor(residual, psf, model, mask, gain=gain, stop=stop, niter=1)
+            n = hogbom_minor_plain(residual, psf, model, mask, gain=gain, stop=stop, niter=1)
             done += n
             if n == 0:
                 break
