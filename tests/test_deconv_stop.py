@@ -70,7 +70,7 @@ def test_clean_stop_check_stops_after_cycle_two_and_resumes_exactly():
     assert np.array_equal(saved[0]["model"], model)
 
     ck = saved[0]
-    state = {k: ck[k] for k in ("model", "nmajor", "iters", "auto_mask", "done")}
+    state = {k: ck[k] for k in ("model", "nmajor", "iters", "auto_mask", "done", "reached")}
     (m2, r2, st2), _ = _clean(state=state, residual=residual_of(state["model"]))
     assert st2["done"] and not st2["stopped"] and not st2["interrupted"]
     assert st2["nmajor"] == ref["nmajor"] and st2["iters"] == ref["iters"]
