@@ -41,6 +41,7 @@ __all__ = [
     "StageTimer",
     "log",
     "peak_rss_bytes",
+    "process_age_s",
     "records_table",
     "stage_table",
     "timings_record",
@@ -267,6 +268,21 @@ def peak_rss_bytes() -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started, from the kernel's start time of the process
+    (``/proc/self/stat`` field 22, clock ticks since boot, against ``/proc/uptime``; 10 ms
+    resolution). None where ``/proc`` is not there (macOS)."""
+    try:
+        with open("/proc/self/stat") as f:
+            stat = f.read()
+        start_ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class StageTimer:
     """Wall-clock seconds per stage, the peak RSS reached by the end of each stage, and
     numeric counters, for one rank.
@@ -276,14 +292,22 @@ class StageTimer:
     bytes, major cycles) and ``t.set_counter(name, v)`` sets one; every counter becomes a row
     of :func:`stage_table` (shown in bytes when its name contains "bytes") and an entry of the
     product's ``timings_json`` (``counters_per_rank``).
+
+    ``startup=True`` (``radimg run``) adds the stage ``start-up``: the seconds from the
+    process's start to this timer's (interpreter, imports, MPI initialisation, reading the
+    config), which ``total`` (from this timer's start) leaves out.
     """
 
-    def __init__(self, clock=time.perf_counter):
+    def __init__(self, clock=time.perf_counter, *, startup=False):
         self.clock = clock
         self.t0 = clock()
         self.stages: dict[str, float] = {}
         self.peak_mem: dict[str, int] = {}
         self.counters: dict[str, float] = {}
+        age = process_age_s() if startup else None
+        if age is not None:
+            self.stages["start-up"] = age
+            self.peak_mem["start-up"] = peak_rss_bytes()
 
     @contextmanager
     def stage(self, name: str):
