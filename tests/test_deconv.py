@@ -320,15 +320,26 @@ def test_conv_centred_matches_direct_convolution(kshape):
 
 def test_spectral_conv_matches_conv_centred():
     """Cached-spectrum convolutions (one image spectrum shared by several kernels of
-    different sizes) equal one-off ``conv_centred`` calls."""
-    from radimg.deconv.image import SpectralConv, conv_centred
+    different sizes) equal one-off ``conv_centred`` calls and scipy's direct convolution,
+    for kernels up to larger than the image, odd and even: the cyclic length
+    ``n + k // 2`` (not ``n + k - 1``) wraps nothing into the image."""
+    from scipy.signal import convolve2d
+
+    from radimg.deconv.image import SpectralConv, _conv_length, conv_centred
 
     rng = np.random.default_rng(9)
     a = rng.standard_normal((40, 52))
-    ks = [rng.standard_normal(s) for s in ((1, 1), (9, 9), (40, 52), (13, 6))]
+    shapes = ((1, 1), (9, 9), (40, 52), (13, 6), (41, 53), (80, 104), (97, 31))
+    ks = [rng.standard_normal(s) for s in shapes]
     sc = SpectralConv(a.shape, ks)
     spec = sc.spectrum(a)
     for i, k in enumerate(ks):
+        cy, cx = k.shape[0] // 2, k.shape[1] // 2
+        direct = convolve2d(a, k, mode="full")[cy : cy + 40, cx : cx + 52]
         want = conv_centred(a, k)
+        assert np.abs(want - direct).max() <= 1e-12 * np.abs(direct).max()
         assert np.abs(sc.apply(spec, i) - want).max() <= 1e-12 * np.abs(want).max()
         assert np.abs(sc(a, i) - want).max() <= 1e-12 * np.abs(want).max()
+    # a PSF as large as the image: 1.5 n points per axis, not 2 n - 1
+    assert _conv_length(1024, 1024) == 1536 and _conv_length(1024, 1025) == 1536
+    assert SpectralConv((1024, 1024), [np.zeros((1024, 1024))]).size == (1536, 1536)

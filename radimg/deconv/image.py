@@ -543,14 +543,30 @@ def _good_size(n):
     return best
 
 
+def _conv_length(n, k):
+    """Shortest cyclic length for ``conv_centred`` of an axis of ``n`` pixels with a kernel
+    of ``k`` taps centred at ``k // 2``: ``n + max(k // 2, k - 1 - k // 2)``.
+
+    The output ``y[p] = sum_i a[i] k[p + c - i]`` (``c = k // 2``, ``p`` in ``[0, n)``)
+    reads kernel indices ``t = p + c - i`` in ``[c - n + 1, c + n - 1]``; with period ``M``
+    every ``t`` outside ``[0, k)`` must land in the zero padding ``[k, M)``: ``M >= n + c``
+    for ``t >= k`` and ``M >= n + k - 1 - c`` for ``t < 0``. Not the linear length
+    ``n + k - 1``: for a PSF as large as a 1024^2 image, 1536 instead of 2048 (1.8x fewer
+    points), exactly the same result.
+    """
+    c = k // 2
+    return n + max(c, k - 1 - c)
+
+
 def conv_centred(a, k):
     """Linear convolution of image ``a`` with a kernel ``k`` whose centre ``k[ky//2, kx//2]``
-    maps ``a[p]`` onto ``p``; the result has ``a``'s shape (numpy real FFTs of a fast
-    size; no scipy.signal, whose import alone costs seconds)."""
+    maps ``a[p]`` onto ``p``; the result has ``a``'s shape (numpy real FFTs of a fast cyclic
+    size that no wrapped term reaches, ``_conv_length``; no scipy.signal, whose import
+    alone costs seconds)."""
     a = np.asarray(a, dtype=np.float64)
     k = np.asarray(k, dtype=np.float64)
-    sy = _good_size(a.shape[0] + k.shape[0] - 1)
-    sx = _good_size(a.shape[1] + k.shape[1] - 1)
+    sy = _good_size(_conv_length(a.shape[0], k.shape[0]))
+    sx = _good_size(_conv_length(a.shape[1], k.shape[1]))
     f = np.fft.rfft2(a, (sy, sx))
     f *= np.fft.rfft2(k, (sy, sx))
     full = np.fft.irfft2(f, (sy, sx))
@@ -568,8 +584,8 @@ class SpectralConv:
         self.shape = tuple(shape)
         ks = [np.asarray(k, dtype=np.float64) for k in kernels]
         self.size = (
-            _good_size(self.shape[0] + max(k.shape[0] for k in ks) - 1),
-            _good_size(self.shape[1] + max(k.shape[1] for k in ks) - 1),
+            _good_size(max(_conv_length(self.shape[0], k.shape[0]) for k in ks)),
+            _good_size(max(_conv_length(self.shape[1], k.shape[1]) for k in ks)),
         )
         self.centre = [(k.shape[0] // 2, k.shape[1] // 2) for k in ks]
         self.spectra = [np.fft.rfft2(k, self.size) for k in ks]
