@@ -344,6 +344,35 @@ def field_scan(args):
     return out
 
 
+def fit_calibration(runs):
+    """Per-mode (planes, kernels) factors of radimg.ops.choose.CALIBRATION: non-negative
+    least squares of the measured time (relative errors) over the cases of ``runs`` (lists
+    of rows; the fastest of the runs is kept per case and mode). wstack-wproject rows that
+    missed epsilon are left out (the chooser never picks it there)."""
+    from scipy.optimize import nnls
+
+    best = {}
+    for rows in runs:
+        for r in rows:
+            if "measured_s" not in r:
+                continue
+            k = (r["case"], r["mode"])
+            if k not in best or r["measured_s"] < best[k]["measured_s"]:
+                best[k] = r
+    out = {}
+    for mode in ("none", "wstack", "wstack-wproject"):
+        rr = [r for r in best.values() if r["mode"] == mode
+              and (mode != "wstack-wproject" or r["meets_epsilon_measured"])]
+        if len(rr) < 2:
+            continue
+        a = np.array([[r["model_planes_s"], r["model_kernels_s"]] for r in rr])
+        m = np.array([r["measured_s"] - r["resample_s"] for r in rr])
+        t = np.array([r["measured_s"] for r in rr])
+        x, _ = nnls(a / t[:, None], m / t)
+        out[mode] = (float(x[0]), float(x[1]))
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--case", default="all", help=f"all or a comma list of {', '.join(CASES)}")
@@ -399,8 +428,13 @@ def main(argv=None):
     for (mode, part), v in sorted(ratios.items()):
         print(f"  {mode:16s} {part:9s} median {np.median(v):.3f}  "
               f"[{', '.join(f'{x:.3f}' for x in v)}]")
+    fit = fit_calibration([rows])
+    print("CALIBRATION fitted to this run (least squares of the total time, relative; "
+          "wstack-wproject only where it met epsilon):")
+    for mode, (a, b) in fit.items():
+        print(f'    "{mode}": {{"planes": {a:.2f}, "kernels": {b:.2f}}},')
     if args.json:
-        out = {"args": vars(args), "cases": summaries, "rows": rows}
+        out = {"args": vars(args), "cases": summaries, "rows": rows, "fit": fit}
         pathlib.Path(args.json).write_text(json.dumps(out, indent=1, default=float))
         print(f"wrote {args.json}")
 
