@@ -151,3 +151,81 @@ def test_touched_tiles_cover_footprints():
         covered = tiles[ty[:, None], tx[None, :]]
         assert not np.any(grid[~covered])
     assert np.all(np.diff(lay.ybounds) >= spec.W) and (lay.ybounds.size - 1) % 2 == 0
+
+
+# ----------------------------------------------------------------------------- compile-time W
+def _vector_ops(ir):
+    """Floating-point vector operations ``fmul/fadd <N x double|float>`` (N >= 4) in LLVM IR."""
+    import re
+
+    return {(op, int(n), t) for op, n, t in re.findall(
+        r"\b(fmul|fadd)\b (?:\w+ )*<(\d+) x (double|float)>", ir) if int(n) >= 4}
+
+
+def _serial_kernels(W, Ww, dt):
+    """The W-specialised kernels compiled here without threads (a ``prange`` body of the
+    threaded variant is a separate function that ``inspect_llvm`` does not show; a variant
+    from the disk cache has no IR), run once so numba compiles them for ``dt``."""
+    from radimg.kernels.es import es_poly_even_odd
+
+    beta = 2.3 * W
+    even, odd = es_poly_even_odd(W, beta)
+    gk, dk = g.sorted_kernels(W, Ww, even.shape[0], odd.shape[0], parallel=False, cache=False)
+    spec = g.GridSpec(nxp=64, nyp=48, W=W, beta=beta, xscale=0.64, yscale=-0.48)
+    rng, uvw, freq, vis = _data(seed=2, nrow=40)
+    lay = g.make_layout(uvw, freq, spec)
+    coords, vals = g.prepare_samples(lay, spec, uvw, freq, vis.astype(dt))
+    coef, coefw = g._coefs(spec)
+    grid = np.zeros((spec.nyp, spec.nxp), dtype=dt)
+    gk(coords, vals, lay.p0, lay.slot_start, lay.slot_pmin, lay.slot_pmax, lay.colour_start, 0,
+       coef, coefw, g._real_view(grid))
+    acc = np.zeros(lay.nsamples, dtype=dt)
+    dk(coords, g._real_view(grid), lay.p0, lay.slot_start, lay.slot_pmin, lay.slot_pmax, 0,
+       coef, coefw, acc)
+    ref = g.grid_plane(lay, spec, uvw, freq, vis.astype(dt))  # the threaded variant
+    np.testing.assert_allclose(grid, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+    return gk, dk
+
+
+@pytest.mark.parametrize("W", [8, 9])
+def test_specialised_kernels_vectorise(W):
+    """Issue #13 item 3: the support-specialised grid / degrid kernels compile their kernel
+    rows to vector arithmetic (<N x double>, N >= 4, e.g. vmulpd/vaddpd on ymm/zmm)."""
+    gk, dk = _serial_kernels(W, 1, np.complex128)
+    for k in (gk, dk):
+        ops = _vector_ops(k.inspect_llvm(k.signatures[0]))
+        assert ("fmul", 8, "double") in ops or ("fmul", 4, "double") in ops, ops
+        assert any(op == "fadd" for op, _, _ in ops), ops
+
+
+def test_vector_check_can_fail():
+    """The check above is not vacuous: a loop whose trip count is a compile-time constant
+    (unrolled first, then left scalar: what the kernel rows did before) shows no vector ops,
+    nor does a loop with a serial dependence."""
+    import numba
+
+    @numba.njit
+    def scalar_chain(a):
+        s = 0.0
+        for i in range(a.size):
+            s = s * 0.5 + a[i]
+        return s
+
+    scalar_chain(np.ones(8))
+    assert not _vector_ops(scalar_chain.inspect_llvm(scalar_chain.signatures[0]))
+
+    @numba.njit
+    def unrolled_rows(gr, k2, jys):
+        for j in jys:
+            for q in range(18):
+                gr[j, q] += 2.0 * k2[q]
+
+    unrolled_rows(np.zeros((4, 20)), np.ones(18), np.arange(3))
+    assert not _vector_ops(unrolled_rows.inspect_llvm(unrolled_rows.signatures[0]))
+
+
+def test_specialised_variants_per_support():
+    """One compiled variant per (W, Ww, degrees), reused (memoised, not rebuilt per call)."""
+    a = g.sorted_kernels(8, 1, 5, 4)
+    assert g.sorted_kernels(8, 1, 5, 4) is a
+    assert g.sorted_kernels(9, 1, 5, 4) is not a

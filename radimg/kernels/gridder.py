@@ -29,6 +29,7 @@ ships between ranks: :func:`touched_tiles` says which tiles of a plane an index 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -434,14 +435,134 @@ def finish_samples(layout: SampleLayout, spec: GridSpec, uvw, freq, acc, out, nt
     return out
 
 
-@numba.njit(**PARALLEL_JIT_OPTIONS)
-def _grid_sorted_kernel(coords, vals, p0, slot_start, slot_pmin, slot_pmax, colour_start, W,
-                        Ww, p, coef, coefw, gr):
-    nyp = gr.shape[0]
-    nxp = gr.shape[1] // 2
+# Compile-time support (issue #13 item 3): :func:`sorted_kernels` makes, per support ``W``,
+# w support ``Ww`` and polynomial row counts ``De``, ``Do``, one grid and one degrid kernel in
+# which these are compile-time constants (closure constants; numba caches each variant on
+# disk), as ducc0 does with templates. With constant trip counts the tap polynomials unroll
+# and a kernel row (2 W reals, interleaved re/im) is a fixed-length axpy that LLVM turns into
+# vector FMAs / muls; tests/test_gridder.py checks the compiled code holds vector
+# instructions. (``numba.literally`` arguments did the same but cost ~0.1 s of dispatch per
+# call, every plane.)
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _taps_c(even, odd, W, De, Do, g, out):
+    """:func:`_taps` for a compile-time ``W`` and row counts ``De``, ``Do`` of the even / odd
+    coefficient tables (all loops have constant trip counts)."""
+    halfW = 0.5 * W
+    f0 = math.floor(g - halfW) + 1.0
+    mu = 2.0 * (f0 - g + halfW) - 1.0
+    mu2 = mu * mu
+    nh = (W + 1) // 2
+    no = W - nh
+    for a in range(nh):
+        out[a] = even[0, a]
+    for d in range(1, De):
+        for a in range(nh):
+            out[a] = out[a] * mu2 + even[d, a]
+    for a in range(no):
+        out[W - 1 - a] = odd[0, a]
+    for d in range(1, Do):
+        for a in range(no):
+            out[W - 1 - a] = out[W - 1 - a] * mu2 + odd[d, a]
+    for a in range(no):
+        e = out[a]
+        o = mu * out[W - 1 - a]
+        out[a] = e + o
+        out[W - 1 - a] = e - o
+    return int(f0)
+
+
+@numba.njit(**JIT_OPTIONS)
+def _row_axpy(gr, ju, xu, ka, k2):
+    """``gr[ju, xu + q] += ka * k2[q]``: one kernel row onto the grid's interleaved real view.
+    Unsigned indices (no negative-index select) and a run-time trip count let LLVM vectorise
+    it with run-time alias checks (a constant count is fully unrolled first and then stays
+    scalar, as is the same loop inlined into the large kernel body: measured)."""
+    for q in range(k2.size):
+        gr[ju, xu + numba.uint64(q)] += ka * k2[q]
+
+
+@numba.njit(**JIT_OPTIONS)
+def _row_dot(gr, ju, xu, ka, acc2):
+    """``acc2[q] += ka * gr[ju, xu + q]`` (degridding's row; vectorised as :func:`_row_axpy`)."""
+    for q in range(acc2.size):
+        acc2[q] += ka * gr[ju, xu + numba.uint64(q)]
+
+
+@functools.cache
+def sorted_kernels(W, Ww, De, Do, parallel=True, cache=True):
+    """``(grid, degrid)`` kernels of the prepared path compiled for support ``W``, w support
+    ``Ww`` and ``De`` / ``Do`` rows of the even / odd tap polynomials (see above).
+    ``parallel=False, cache=False``: the same code without threads, compiled in this process
+    (numba compiles a ``prange`` body as a separate function, and a variant loaded from the
+    disk cache carries no LLVM IR): the variant whose IR tests inspect."""
+    W, Ww, De, Do = int(W), int(Ww), int(De), int(Do)
     W2 = 2 * W
-    for c in range(4):
-        for s in numba.prange(colour_start[c], colour_start[c + 1]):
+    opts = dict(PARALLEL_JIT_OPTIONS if parallel else JIT_OPTIONS, cache=bool(cache))
+
+    @numba.njit(**opts)
+    def grid_kernel(coords, vals, p0, slot_start, slot_pmin, slot_pmax, colour_start, p, coef,
+                    coefw, gr):
+        even, odd = coef
+        nyp = gr.shape[0]
+        nxp = gr.shape[1] // 2
+        for c in range(4):
+            for s in numba.prange(colour_start[c], colour_start[c + 1]):
+                if slot_pmin[s] > p or slot_pmax[s] < p:
+                    continue
+                lo, hi = _run_for_plane(p0, slot_start[s], slot_start[s + 1], p, Ww)
+                if lo >= hi:
+                    continue
+                ku = np.empty(W)
+                kv = np.empty(W)
+                kvg = np.empty(W, dtype=gr.dtype)  # kv in the grid's precision (row axpys)
+                kx2 = np.empty(W2, dtype=gr.dtype)
+                for k in range(lo, hi):
+                    kw = 1.0
+                    if Ww > 1:
+                        kw = _wtap(coefw, Ww, coords[k, 2], p)
+                        if kw == 0.0:
+                            continue
+                    val = vals[k] * kw
+                    jx0 = _taps_c(even, odd, W, De, Do, coords[k, 0], ku) % nxp
+                    jy = _taps_c(even, odd, W, De, Do, coords[k, 1], kv) % nyp
+                    vr, vi = val.real, val.imag
+                    for b in range(W):
+                        kx2[2 * b] = vr * ku[b]
+                        kx2[2 * b + 1] = vi * ku[b]
+                    x0 = 2 * jx0
+                    if x0 + W2 <= 2 * nxp:  # no wrap
+                        # unsigned indices (no negative-index wrap select) and a run-time
+                        # trip count: LLVM vectorises the row with run-time alias checks
+                        # (a constant count is unrolled first and then left scalar)
+                        xu = numba.uint64(x0)
+                        for a in range(W):
+                            kvg[a] = kv[a]
+                        for a in range(W):
+                            _row_axpy(gr, numba.uint64(jy), xu, kvg[a], kx2)
+                            jy += 1
+                            if jy == nyp:
+                                jy = 0
+                    else:
+                        nfirst = 2 * nxp - x0
+                        for a in range(W):
+                            ka = kv[a]
+                            for q in range(nfirst):
+                                gr[jy, x0 + q] += ka * kx2[q]
+                            for q in range(nfirst, W2):
+                                gr[jy, q - nfirst] += ka * kx2[q]
+                            jy += 1
+                            if jy == nyp:
+                                jy = 0
+
+    @numba.njit(**opts)
+    def degrid_kernel(coords, gr, p0, slot_start, slot_pmin, slot_pmax, p, coef, coefw, acc):
+        even, odd = coef
+        nyp = gr.shape[0]
+        nxp = gr.shape[1] // 2
+        nslots = slot_start.size - 1
+        for s in numba.prange(nslots):
             if slot_pmin[s] > p or slot_pmax[s] < p:
                 continue
             lo, hi = _run_for_plane(p0, slot_start[s], slot_start[s + 1], p, Ww)
@@ -449,88 +570,61 @@ def _grid_sorted_kernel(coords, vals, p0, slot_start, slot_pmin, slot_pmax, colo
                 continue
             ku = np.empty(W)
             kv = np.empty(W)
-            kx2 = np.empty(W2, dtype=gr.dtype)
+            kvg = np.empty(W, dtype=gr.dtype)
+            acc2 = np.empty(W2, dtype=gr.dtype)
             for k in range(lo, hi):
                 kw = 1.0
                 if Ww > 1:
                     kw = _wtap(coefw, Ww, coords[k, 2], p)
                     if kw == 0.0:
                         continue
-                val = vals[k] * kw
-                jx0 = _taps(coef, W, coords[k, 0], ku) % nxp
-                jy = _taps(coef, W, coords[k, 1], kv) % nyp
-                vr, vi = val.real, val.imag
-                for b in range(W):
-                    kx2[2 * b] = vr * ku[b]
-                    kx2[2 * b + 1] = vi * ku[b]
+                jx0 = _taps_c(even, odd, W, De, Do, coords[k, 0], ku) % nxp
+                jy = _taps_c(even, odd, W, De, Do, coords[k, 1], kv) % nyp
                 x0 = 2 * jx0
-                nfirst = min(W2, 2 * nxp - x0)
-                for a in range(W):
-                    ka = kv[a]
-                    grow = gr[jy]
-                    for q in range(nfirst):
-                        grow[x0 + q] += ka * kx2[q]
-                    for q in range(nfirst, W2):
-                        grow[q - nfirst] += ka * kx2[q]
-                    jy += 1
-                    if jy == nyp:
-                        jy = 0
+                for q in range(W2):
+                    acc2[q] = 0.0
+                if x0 + W2 <= 2 * nxp:  # no wrap (vectorised as in grid_kernel)
+                    xu = numba.uint64(x0)
+                    for a in range(W):
+                        kvg[a] = kv[a]
+                    for a in range(W):
+                        _row_dot(gr, numba.uint64(jy), xu, kvg[a], acc2)
+                        jy += 1
+                        if jy == nyp:
+                            jy = 0
+                else:
+                    nfirst = 2 * nxp - x0
+                    for a in range(W):
+                        ka = kv[a]
+                        for q in range(nfirst):
+                            acc2[q] += ka * gr[jy, x0 + q]
+                        for q in range(nfirst, W2):
+                            acc2[q] += ka * gr[jy, q - nfirst]
+                        jy += 1
+                        if jy == nyp:
+                            jy = 0
+                re = 0.0
+                im = 0.0
+                for b in range(W):
+                    re += acc2[2 * b] * ku[b]
+                    im += acc2[2 * b + 1] * ku[b]
+                acc[k] += complex(re * kw, im * kw)
+
+    return grid_kernel, degrid_kernel
 
 
-@numba.njit(**PARALLEL_JIT_OPTIONS)
-def _degrid_sorted_kernel(coords, gr, p0, slot_start, slot_pmin, slot_pmax, W, Ww, p, coef,
-                          coefw, acc):
-    nyp = gr.shape[0]
-    nxp = gr.shape[1] // 2
-    W2 = 2 * W
-    nslots = slot_start.size - 1
-    for s in numba.prange(nslots):
-        if slot_pmin[s] > p or slot_pmax[s] < p:
-            continue
-        lo, hi = _run_for_plane(p0, slot_start[s], slot_start[s + 1], p, Ww)
-        if lo >= hi:
-            continue
-        ku = np.empty(W)
-        kv = np.empty(W)
-        acc2 = np.empty(W2, dtype=gr.dtype)
-        for k in range(lo, hi):
-            kw = 1.0
-            if Ww > 1:
-                kw = _wtap(coefw, Ww, coords[k, 2], p)
-                if kw == 0.0:
-                    continue
-            jx0 = _taps(coef, W, coords[k, 0], ku) % nxp
-            jy = _taps(coef, W, coords[k, 1], kv) % nyp
-            x0 = 2 * jx0
-            nfirst = min(W2, 2 * nxp - x0)
-            for q in range(W2):
-                acc2[q] = 0.0
-            for a in range(W):
-                ka = kv[a]
-                grow = gr[jy]
-                for q in range(nfirst):
-                    acc2[q] += ka * grow[x0 + q]
-                for q in range(nfirst, W2):
-                    acc2[q] += ka * grow[q - nfirst]
-                jy += 1
-                if jy == nyp:
-                    jy = 0
-            re = 0.0
-            im = 0.0
-            for b in range(W):
-                re += acc2[2 * b] * ku[b]
-                im += acc2[2 * b + 1] * ku[b]
-            acc[k] += complex(re * kw, im * kw)
+def _spec_kernels(spec: GridSpec):
+    coef, coefw = _coefs(spec)
+    return coef, coefw, sorted_kernels(spec.W, spec.Ww, coef[0].shape[0], coef[1].shape[0])
 
 
 def grid_plane_prepared(layout: SampleLayout, spec: GridSpec, coords, vals, p, out,
                         nthreads=1):
     """:func:`grid_plane` from :func:`prepare_samples` output (adds into ``out``)."""
-    coef, coefw = _coefs(spec)
+    coef, coefw, (kernel, _) = _spec_kernels(spec)
     _set_threads(nthreads)
-    _grid_sorted_kernel(coords, vals, layout.p0, layout.slot_start, layout.slot_pmin,
-                        layout.slot_pmax, layout.colour_start, spec.W, spec.Ww, int(p), coef,
-                        coefw, _real_view(out))
+    kernel(coords, vals, layout.p0, layout.slot_start, layout.slot_pmin, layout.slot_pmax,
+           layout.colour_start, int(p), coef, coefw, _real_view(out))
     return out
 
 
@@ -538,11 +632,10 @@ def degrid_plane_prepared(layout: SampleLayout, spec: GridSpec, coords, grid, p,
                           nthreads=1):
     """Add plane ``p``'s kernel sums to ``acc`` (nsel,) complex in layout order (finish with
     :func:`finish_samples`)."""
-    coef, coefw = _coefs(spec)
+    coef, coefw, (_, kernel) = _spec_kernels(spec)
     _set_threads(nthreads)
-    _degrid_sorted_kernel(coords, _real_view(np.ascontiguousarray(grid)), layout.p0,
-                          layout.slot_start, layout.slot_pmin, layout.slot_pmax, spec.W,
-                          spec.Ww, int(p), coef, coefw, acc)
+    kernel(coords, _real_view(np.ascontiguousarray(grid)), layout.p0, layout.slot_start,
+           layout.slot_pmin, layout.slot_pmax, int(p), coef, coefw, acc)
     return acc
 
 
