@@ -207,7 +207,7 @@ def test_simulate_dispatch(monkeypatch, demo, capsys):
     fake_module(
         monkeypatch,
         "radimg.sim.simulate",
-        simulate=lambda sim, ms, overwrite=False: calls.append((sim, ms, overwrite)),
+        simulate=lambda sim, ms, overwrite=False, log=None: calls.append((sim, ms, overwrite)),
     )
     assert cli.main(["simulate", demo, "--set", "input.ms=/tmp/x.ms", "--overwrite"]) == 0
     ((sim, ms, overwrite),) = calls
