@@ -159,14 +159,19 @@ def int_key(default, doc, *, lo=None, hi=None, even=False, auto=False, nullable=
     return Key(default, doc, expected, convert)
 
 
-def float_key(default, doc, *, lo=None, hi=None, lo_open=False, hi_open=False) -> Key:
-    """A finite float key with optional open or closed bounds."""
+def float_key(default, doc, *, lo=None, hi=None, lo_open=False, hi_open=False,
+              auto=False) -> Key:
+    """A finite float key with optional open or closed bounds, optionally also ``"auto"``."""
     expected = "a number"
     rng = _range_text(lo, hi, lo_open, hi_open)
     if rng:
         expected += " " + rng
+    if auto:
+        expected = f'"auto" or {expected}'
 
     def convert(v):
+        if auto and isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
         x = _as_float(v)
         _check_range(x, lo, hi, lo_open, hi_open)
         return x
@@ -521,8 +526,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
     },
     "wterm": {
+        # radimg.ops.choose: auto costs every mode on this data set and image
         "mode": choice_key(
-            "wstack-wproject", "w-term correction", ("none", "wstack", "wstack-wproject")
+            "auto",
+            "w-term correction; auto: the fastest mode that meets epsilon, by a cost model "
+            "(the run log and radimg plan say which and why)",
+            ("auto", "none", "wstack", "wstack-wproject"),
         ),
         "nstacks": int_key(
             "auto", "number of w-stacks (auto: from w range, field and epsilon)", lo=1, auto=True
@@ -535,7 +544,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
             lo_open=True,
             hi_open=True,
         ),
-        "oversampling": float_key(2.0, "uv grid oversampling (padding) factor", lo=1.2),
+        "oversampling": float_key(
+            "auto",
+            "uv grid oversampling (padding) factor; auto: chosen by the cost model (none, "
+            "wstack: with the w-plane spacing; wstack-wproject: 2)",
+            lo=1.2,
+            auto=True,
+        ),
     },
     "gridder": {
         "device": choice_key("cpu", "where gridding runs", ("cpu", "gpu")),
@@ -567,6 +582,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "hogbom",
             "minor-cycle algorithm (multiscale when scales_pix has a scale > 0)",
             ("hogbom", "clark"),
+        ),
+        "predict": choice_key(
+            "auto",
+            "CLEAN major-cycle predict of the model: auto (a direct Fourier transform of its "
+            "components where the cost models say it is faster than the gridded one, exact), "
+            "dft, or operator (always the gridded operator, accurate to wterm.epsilon)",
+            ("auto", "dft", "operator"),
         ),
         "scales_pix": int_list_key(
             [0], "multiscale CLEAN scales, pixels ([0] = point scale only)", lo=0

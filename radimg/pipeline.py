@@ -268,6 +268,41 @@ def _log_small_inversion(comm, verbose, op):
                                                     *d["fine_period"][::-1]))
 
 
+def _choose_wterm(comm, cfg, data, npix_x, npix_y, cell_rad, oversampling):
+    """``wterm.mode: auto``: radimg.ops.choose's decision, the same on every rank
+    (collective; rank 0 decides from global values and broadcasts)."""
+    from radimg.ops.choose import decide
+
+    return decide(comm, data.uvw, data.freq, data.weight != 0, npix_x, npix_y, cell_rad,
+                  cell_rad, float(cfg["wterm"]["epsilon"]),
+                  precision=cfg["gridder"]["precision"], oversampling=oversampling,
+                  nstacks=cfg["wterm"]["nstacks"],
+                  small_inversion=bool(cfg["image"]["small_inversion"]))
+
+
+def _operator_record(requested, opkw, op, choice):
+    """``/run`` ``operator_json``: the w-term mode run (and asked for), the geometry the
+    operator built, and with ``wterm.mode: auto`` the chooser's table."""
+    from radimg.ops.resample import SmallInversion
+
+    inner = op.op if isinstance(op, SmallInversion) else op  # the (distributed) operator
+    serial = getattr(inner, "op", inner)  # DistributedOperator -> its serial operator
+    small = getattr(op, "small_geometry", None)
+    rec = {
+        "requested_mode": requested,
+        "mode": opkw["mode"],
+        "epsilon": opkw["epsilon"],
+        "oversampling": getattr(inner, "oversampling", opkw["oversampling"]),
+        "oversampling_w": getattr(serial, "oversampling_w", None)
+        if opkw["mode"] == "wstack" else None,
+        "nplanes": getattr(inner, "nplanes", getattr(inner, "nstacks", None)),
+        "small_inversion": None if small is None else small.describe(),
+        "choice": None if choice is None else choice.describe(),
+    }
+    return {k: (float(v) if isinstance(v, np.floating) else
+                int(v) if isinstance(v, np.integer) else v) for k, v in rec.items()}
+
+
 def _simulate_if_needed(cfg, verbose):
     """Write the simulated MS described by ``cfg['simulate']`` when ``input.ms`` does not
     hold it yet; returns True when it wrote one.
@@ -483,7 +518,7 @@ def _deconvolve(ctx, dirty, psf, timer):
         with timer.stage("major: predict"):
             return op.dot(np.ascontiguousarray(model, dtype=rdt))
 
-    def residual_of(model):
+    def residual_of(model, predict=predict):
         if getattr(op, "resident", False):  # GPU (issue #7): one image in, one image out
             with timer.stage("major: residual"):
                 m = np.ascontiguousarray(model, dtype=np.float64)
@@ -513,6 +548,22 @@ def _deconvolve(ctx, dirty, psf, timer):
             return m
 
         mask = _collective_check(comm, user_mask)
+        # A CLEAN model has few components: predict them by a direct Fourier transform
+        # while that is faster than the gridded op.dot (radimg.deconv.predict; same choice
+        # on every rank). Not for the GPU's resident operator (its residual stays there).
+        clean_predict, chooser = predict, None
+        if (dcfg.get("predict", "auto") != "operator" and not getattr(op, "resident", False)
+                and hasattr(op, "uvw") and hasattr(op, "freq")):
+            from radimg.deconv.predict import MajorPredict
+
+            chooser = MajorPredict(op, np.radians(ctx["cell_deg"]), comm=comm,
+                                   nthreads=ctx.get("nthreads", 1), dtype=vis.dtype,
+                                   mode=dcfg.get("predict", "auto"))
+
+            def clean_predict(model):
+                with timer.stage("major: predict"):
+                    return chooser(np.ascontiguousarray(model, dtype=rdt))
+
         if ck is None:
             state, residual = new_clean_state(shape), dirty.copy()
         else:
@@ -524,8 +575,9 @@ def _deconvolve(ctx, dirty, psf, timer):
                 "iters": int(c["iters"]),
                 "auto_mask": None if am is None else np.asarray(am).astype(bool),
                 "done": bool(c["done"]),
+                "reached": c.get("reached"),  # absent in checkpoints before the stop rule
             }
-            residual = residual_of(state["model"])
+            residual = residual_of(state["model"], clean_predict)
 
         def write_ckpt(st):
             arrays = (
@@ -536,6 +588,7 @@ def _deconvolve(ctx, dirty, psf, timer):
                 "nmajor": st["nmajor"],
                 "iters": st["iters"],
                 "done": st["done"],
+                "reached": st["reached"],
             }
             with timer.stage("checkpoint"):
                 write_checkpoint(
@@ -558,7 +611,7 @@ def _deconvolve(ctx, dirty, psf, timer):
 
         def cycle_residual(model):
             _fault_point(comm.rank, "major")
-            r = residual_of(model)
+            r = residual_of(model, clean_predict)
             timer.count("major cycles")
             prog.update(1)
             return r
@@ -576,6 +629,8 @@ def _deconvolve(ctx, dirty, psf, timer):
             log=lambda msg: prog.note(msg, level=1, labelled=False),
         )
         prog.close(_loop_end(state))
+        if chooser is not None:
+            timer.set_counter("predicts by DFT", chooser.used["dft"])
         if state.get("interrupted"):
             if written["at"] != ("clean", state["nmajor"], state["iters"]):
                 write_ckpt(state)
@@ -800,7 +855,7 @@ def run(cfg: dict, resume: bool = False, verbose: int = 1, comm=None) -> str | N
     if comm is None:
         comm = get_comm()
     install_abort_handler(comm)
-    timer = StageTimer()
+    timer = StageTimer(startup=True)  # + the process's start-up before this call
     signals = StopSignals(comm).install()
     try:
         return _run(cfg, resume, verbose, comm, timer, signals)
@@ -982,18 +1037,28 @@ def _run(cfg, resume, verbose, comm, timer, signals):
         comm, data, npix_x, npix_y, cell_rad, img_cfg["cell_arcsec"]
     )
 
+    oversampling = wcfg["oversampling"]
     opkw = dict(
         epsilon=float(wcfg["epsilon"]),
         mode=wcfg["mode"],
         nstacks=wcfg["nstacks"],
-        oversampling=float(wcfg["oversampling"]),
+        oversampling=oversampling if oversampling == "auto" else float(oversampling),
         nthreads=nthreads,
         precision=gcfg["precision"],
         fft=gcfg["fft"],
     )
+    choice = None
+    if wcfg["mode"] == "auto":
+        # radimg.ops.choose: every mode costed on this data set and image, decided once on
+        # rank 0 from global values and broadcast (the same at any rank count)
+        with timer.stage("operator setup"):
+            choice = _choose_wterm(comm, cfg, data, npix_x, npix_y, cell_rad,
+                                   opkw["oversampling"])
+        opkw.update(choice.operator_kwargs(opkw["oversampling"], wcfg["nstacks"]))
+        _log(comm, verbose, choice.log_line())
     # The GPU operator runs on each rank's own rows (samples stay resident on the device);
     # the load-balanced tile exchange is CPU-only for now.
-    distributed = wcfg["mode"] in ("none", "wstack", "wstack-wproject") and not use_gpu
+    distributed = opkw["mode"] in ("none", "wstack", "wstack-wproject") and not use_gpu
     from radimg.ops.resample import small_inversion
 
     small_kw = dict(epsilon=opkw["epsilon"], mode=opkw["mode"], nthreads=nthreads, comm=comm,
@@ -1145,6 +1210,7 @@ def _run(cfg, resume, verbose, comm, timer, signals):
             cell_deg=float(np.degrees(cell_rad)),
             signals=signals,
             beam=beam,
+            nthreads=nthreads,
         )
         # From here a stop signal ends the job after the next checkpoint (JobInterrupted),
         # or, once deconvolution is over, after the product is written.
@@ -1158,6 +1224,7 @@ def _run(cfg, resume, verbose, comm, timer, signals):
         for name, val in op.transfer_summary().items():
             timer.set_counter(name, val)
     records = comm.gather(timer.record(), root=0)
+    operator_record = _operator_record(wcfg["mode"], opkw, op, choice)
     n_local = int(np.count_nonzero(wgt))
     lb = comm.gather({"samples": n_local}, root=0)
     lb_dist = op.load_balance() if distributed else None
@@ -1182,6 +1249,7 @@ def _run(cfg, resume, verbose, comm, timer, signals):
             "load_balance_json": json.dumps(lb_record),
             "read_json": json.dumps(read_summary),
             "weighting_json": json.dumps(weighting_summary),
+            "operator_json": json.dumps(operator_record),
         }
         run_attrs.update(extra_attrs)
         images = {k: v.astype(np.float32) for k, v in images.items()}

@@ -36,8 +36,9 @@ def test_defaults_have_required_sections_and_keys():
     }
     assert d["image"]["npix"] == 2048 and d["image"]["npix_y"] is None
     assert d["image"]["cell_arcsec"] == 30.0
-    assert d["wterm"]["mode"] == "wstack-wproject" and d["wterm"]["nstacks"] == "auto"
-    assert d["wterm"]["oversampling"] == 2.0
+    # wterm.mode auto (issue #13): radimg.ops.choose picks the mode, padding and stacks
+    assert d["wterm"]["mode"] == "auto" and d["wterm"]["nstacks"] == "auto"
+    assert d["wterm"]["oversampling"] == "auto"
     assert d["gridder"] == {
         "device": "cpu",
         "precision": "single",
@@ -96,7 +97,9 @@ def test_demo_config_resolves():
     # the demo is a wide field: it must correct the w-term
     assert cfg["wterm"]["mode"] != "none" and cfg["wterm"]["epsilon"] == 1e-4
     assert cfg["gridder"]["precision"] == "single"
-    assert cfg["deconvolution"]["algorithm"] == "none"
+    # the demo CLEANs and restores (issue #13: in no more time than its dirty image took)
+    assert cfg["deconvolution"]["algorithm"] == "clean"
+    assert cfg["deconvolution"]["auto_threshold"] > 0 and 0 < cfg["deconvolution"]["mgain"] < 1
     assert cfg["output"]["path"] == "out/demo.h5" and cfg["output"]["overwrite"] is True
     assert cfg["simulate"]["telescope"] == "mwa"
     # ref_freq_hz omitted in the file: filled from simulate.freq_hz
@@ -134,6 +137,9 @@ def test_empty_file_and_null_section(tmp_path):
         ("output.fits_dir=out/fits", "output", "fits_dir", "out/fits"),
         ("image.npix_y=1024", "image", "npix_y", 1024),
         ("wterm.nstacks=auto", "wterm", "nstacks", "auto"),
+        ("wterm.mode=AUTO", "wterm", "mode", "auto"),
+        ("wterm.oversampling=auto", "wterm", "oversampling", "auto"),
+        ("wterm.oversampling=1.5", "wterm", "oversampling", 1.5),
         ("wterm.nstacks=8", "wterm", "nstacks", 8),
         ("gridder.nthreads=AUTO", "gridder", "nthreads", "auto"),
         ("image.weighting=Uniform", "image", "weighting", "uniform"),
@@ -215,11 +221,12 @@ def test_unknown_key_suggests(tmp_path):
             "image.weighting=brigs",
             ["'image.weighting'", "'brigs'", "natural, uniform, briggs", "did you mean 'briggs'"],
         ),
-        ("wterm.mode=wproject", ["'wterm.mode'", "none, wstack, wstack-wproject"]),
+        ("wterm.mode=wproject", ["'wterm.mode'", "auto, none, wstack, wstack-wproject"]),
         ("wterm.nstacks=0", ["'wterm.nstacks'", '"auto" or an integer >= 1']),
         ("wterm.epsilon=0.1", ["'wterm.epsilon'", "< 0.1"]),
         ("wterm.epsilon=1e-13", ["'wterm.epsilon'", "> 1e-12"]),
-        ("wterm.oversampling=1.1", ["'wterm.oversampling'", ">= 1.2"]),
+        ("wterm.oversampling=1.1", ["'wterm.oversampling'", '"auto" or a number >= 1.2']),
+        ("wterm.oversampling=big", ["'wterm.oversampling'", '"auto" or a number']),
         ("gridder.device=tpu", ["'gridder.device'", "'tpu'", "cpu, gpu"]),
         ("deconvolution.gain=0", ["'deconvolution.gain'", "> 0"]),
         ("deconvolution.mgain=1.5", ["'deconvolution.mgain'", "<= 1"]),

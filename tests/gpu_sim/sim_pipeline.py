@@ -38,8 +38,10 @@ def _config(tmp, name, device, mode, simulate, **over):
         "image": {"npix": NPIX, "cell_arcsec": 240.0, "weighting": "natural"},
         "wterm": {"mode": mode, "epsilon": 1.0e-4},
         "gridder": {"device": device, "precision": "single", "nthreads": 1},
+        # predict: operator, so the CPU major cycle predicts as the GPU's resident operator
+        # does (the CPU's default DFT of the components is exact, the grids to epsilon)
         "deconvolution": {"algorithm": "clean", "niter": 30, "gain": 0.2, "mgain": 0.5,
-                          "nmajor": 3},
+                          "nmajor": 3, "predict": "operator"},
         "output": {"path": str(tmp / f"{name}.h5"), "overwrite": True, "checkpoint": False},
     }
     for key, val in over.items():
