@@ -40,6 +40,7 @@ import numpy as np
 
 from radimg.kernels._jit import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from radimg.kernels.es import es_poly_coeffs, es_poly_even_odd
+from radimg.kernels.trig import cis_cycles
 
 __all__ = [
     "C_LIGHT",
@@ -809,11 +810,13 @@ def quadrant_c(ny, nx, cell_x, cell_y, nshift, nthreads=1):
 @numba.njit(**PARALLEL_JIT_OPTIONS)
 def _phasor_kernel(cq, w, out):
     qy, qx = cq.shape
-    twopi = 2.0 * math.pi
     for ay in numba.prange(qy):
+        cr = np.empty(qx)
+        ci = np.empty(qx)
+        for ax in range(qx):  # vectorised (radimg.kernels.trig.cis_cycles)
+            cr[ax], ci[ax] = cis_cycles(w * cq[ay, ax])
         for ax in range(qx):
-            ph = twopi * w * cq[ay, ax]
-            out[ay, ax] = complex(math.cos(ph), -math.sin(ph))
+            out[ay, ax] = complex(cr[ax], -ci[ax])
 
 
 def phasor(cq, w, out=None, nthreads=1):

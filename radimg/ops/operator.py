@@ -544,15 +544,19 @@ class WideFieldOperator:
         g[...] = 0
         return g
 
-    def image_to_plane_grid(self, image, p, out=None, rows=None):
+    def image_to_plane_grid(self, image, p, out=None, rows=None, scaled=True):
         """``F Z S_p x``: the Fourier grid of plane ``p`` that degridding reads (eq. 9).
 
         ``rows``: grid rows to compute (others come back 0); default all of them. Pass
         ``self.grid_rows`` when only this operator's samples will read the grid.
+        ``scaled=False``: ``image`` already carries the correction (``image *
+        self.correction``, once per application instead of per plane).
         """
         grid = out if out is not None else self.fft.empty((self.spec.nyp, self.spec.nxp),
                                                           self.cdtype)
-        img = np.asarray(image, dtype=np.float64) * self.correction
+        img = np.asarray(image, dtype=np.float64)
+        if scaled:
+            img = img * self.correction
         rows = np.arange(self.spec.nyp) if rows is None else np.asarray(rows)
         return self._image_to_grid(img, self._phasor(p), grid, rows)
 
@@ -573,11 +577,13 @@ class WideFieldOperator:
         """Padded-grid rows that this operator's samples touch (any plane)."""
         return self._grid_rows
 
-    def plane_grid_to_image(self, grid, p, out=None, overwrite=True):
+    def plane_grid_to_image(self, grid, p, out=None, overwrite=True, scaled=True, rows=None):
         """``S_p^H Z^H F^H grid``: add plane ``p``'s image to ``out`` (npix_y, npix_x) float64.
 
         ``grid`` is the gridded (not yet transformed) plane; it is overwritten when
         ``overwrite``. Summing this over all planes of ``grid_samples`` output is ``hdot``.
+        ``scaled=False`` leaves out the correction (multiply the sum over planes by
+        ``self.correction`` once). ``rows``: grid rows that may hold data (default: a scan).
         """
         if out is None:
             out = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
@@ -585,7 +591,10 @@ class WideFieldOperator:
             raise ValueError("out must be float64 (image sums are accumulated in double)")
         if not overwrite:
             grid = grid.copy()
-        fgrid = self._backward_inplace(grid)
+        fgrid = self._backward_inplace(grid, rows)
+        if not scaled:
+            _g.chirp_adjoint(fgrid, self._phasor(p), out, self.nthreads)
+            return out
         tmp = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
         _g.chirp_adjoint(fgrid, self._phasor(p), tmp, self.nthreads)
         out += tmp * self.correction

@@ -476,7 +476,7 @@ class DistributedOperator:
             return self.op.image_to_stack_grid(image, p, rows=self._plane_rows[p],
                                                out=self._scratch, scaled=False)
         return self.op.image_to_plane_grid(
-            image, p, out=self._scratch, rows=self._plane_rows[p]
+            image, p, out=self._scratch, rows=self._plane_rows[p], scaled=False
         )
 
     def _owner_adjoint(self, grid, p, acc):
@@ -487,7 +487,10 @@ class DistributedOperator:
             self.op.stack_grid_to_image(grid, p, out=acc, overwrite=True, scaled=False,
                                         rows=self._plane_rows[p])
         else:
-            self.op.plane_grid_to_image(grid, p, out=acc)
+            # the correction is applied once to the sum (hdot); the rows holding data are
+            # known from the exchange plan (no scan of the grid)
+            self.op.plane_grid_to_image(grid, p, out=acc, scaled=False,
+                                        rows=self._plane_rows[p])
 
     # wstack: the gridder's prepared path, as the serial operator's dot/hdot: sample
     # coordinates (and weighted, reflected, phase-shifted values) are gathered once per
@@ -623,8 +626,11 @@ class DistributedOperator:
         send = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
         vis = np.zeros((self.nrow + self._extra_rows, self.nchan), dtype=self.cdtype)
         ctx = self._degrid_begin()
-        if self.mode == "wstack-wproject" and self.my_planes:
-            image = self.op.scale_image(image)  # once, not per stack
+        if self.my_planes:  # S_p's amplitude once, not per plane
+            if self.mode == "wstack-wproject":
+                image = self.op.scale_image(image)
+            else:
+                image = np.asarray(image, dtype=np.float64) * self.op.correction
         for p in self.my_planes:
             g = self._owner_forward(image, p)
             for tiles, off in self._serve_by_plane[p]:
@@ -664,8 +670,11 @@ class DistributedOperator:
             for tiles, off in self._serve_by_plane[p]:
                 self._pack(self._scratch, tiles, recv, off, _ADD)
             self._owner_adjoint(self._scratch, p, acc)
-        if self.mode == "wstack-wproject" and self.my_planes:
-            self.op.scale_image(acc, inplace=True)
+        if self.my_planes:
+            if self.mode == "wstack-wproject":
+                self.op.scale_image(acc, inplace=True)
+            else:
+                acc *= self.op.correction
         allreduce_array(self.comm, acc, "sum")
         return acc.astype(self.rdtype, copy=False)
 

@@ -42,13 +42,10 @@ item sizes of ``precision``, ``G`` the padded grid's cells, ``P`` the image's pi
   are kept as int32 tile ids (4 bytes per tile, not counted), no per-cell index.
 - ``stack_grids``: full padded grids held at once. Owned stacks are transformed one at a
   time, so this does NOT grow with the number of stacks owned: the scratch grid
-  (``c`` per cell), plus owner FFT work (:data:`OWNER_GRIDS`: ``wstack-wproject``'s
-  ``dot`` holds one stack's zero-padded grid and the FFT backend's work array beside the
-  scratch grid (tracemalloc: 2.0 grids with FFTW, 1.06 with scipy), its ``hdot``
-  transforms in the scratch grid (pruned 1-D passes, in place), so none when the run
-  applies no ``dot`` (no deconvolution: ``memory_terms(..., dot=False)``; the real MWA
-  dirty-image job's peak RSS, 4096 x 30", matches that to 5%); ``none``/``wstack``
-  transform in the scratch grid, column slabs copied once by the FFT).
+  (``c`` per cell), plus owner FFT work (:data:`OWNER_GRIDS`: none since issue #13: both
+  modes make an owner's plane in the scratch grid in both directions, the FFTs are pruned
+  1-D passes in place and the image-domain factors are applied once per application, so
+  tracemalloc sees no grid-sized or per-plane image temporaries in ``dot`` or ``hdot``).
 - ``images``: replicated images and image-sized work arrays, :data:`IMAGE_ARRAYS` float64
   images (dirty, psf, the ``hdot`` accumulator and its temporaries, the operator's
   correction / chirp factors; the local and summed weighting density grids are dropped
@@ -105,9 +102,9 @@ SAMPLE_BYTES = {
     "wstack": ((4, 4, 2 + 24 + 24), 3 * 24 + 2 * 8),
     "wstack-wproject": ((2, 3, 2 + 4 + 2 * 8), 2 * 24 + 2 * 8),
 }
-OWNER_GRIDS = {"wstack": 1, "wstack-wproject": 2}  # extra full grids (c) of an owner's FFTs
-IMAGE_ARRAYS = {"wstack": 7, "wstack-wproject": 6}  # float64 images held at the peak
-LAYOUT_TRANSIENT_BYTES = 140  # per sample of the largest stack: wproject tile_layout work
+OWNER_GRIDS = {"wstack": 0, "wstack-wproject": 0}  # extra full grids (c) of an owner's FFTs
+IMAGE_ARRAYS = {"wstack": 5, "wstack-wproject": 5}  # float64 images held at the peak
+LAYOUT_TRANSIENT_BYTES = 40  # per sample of the largest stack: wproject tile_layout (traced)
 # Of IMAGE_ARRAYS, the images the pipeline holds at the requested size (PSF, the image being
 # made, its float64 copy); with small inversion the rest are the operator's coarse ones.
 FINE_IMAGES = 3
