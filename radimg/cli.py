@@ -143,14 +143,6 @@ def _flatten(d, prefix="") -> dict:
     return out
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def _cell(v, key: str = "") -> str:
     if hasattr(v, "tolist"):
         v = v.tolist()
@@ -159,7 +151,9 @@ def _cell(v, key: str = "") -> str:
         and isinstance(v, (int, float))
         and not isinstance(v, bool)
     ):
-        return _human_bytes(v)
+        from radimg.progress import format_bytes
+
+        return format_bytes(v)
     if isinstance(v, bool) or v is None:
         return str(v)
     if isinstance(v, int):

@@ -372,12 +372,15 @@ def records_table(per_rank: Sequence[Mapping]) -> str:
     )
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
+def format_bytes(n: float) -> str:
+    """``n`` bytes for people: ``"512 B"``, ``"1.5 KiB"`` ... ``"3.0 TiB"`` (binary units, one
+    decimal; the one byte formatter of radimg's logs, tables, ``plan`` and ``info``)."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return str(n)
+    return f"{n:.1f} TiB"
 
 
 MAX_RANK_COLUMNS = 8
@@ -385,7 +388,7 @@ MAX_RANK_COLUMNS = 8
 
 def _counter_cell(name: str, v: float) -> str:
     if "bytes" in name:
-        return _human_bytes(v)
+        return format_bytes(v)
     if float(v).is_integer() and abs(v) < 1e15:
         return f"{int(v):,}"
     return f"{v:.4g}"
@@ -436,7 +439,7 @@ def stage_table(
 
     def cell(v: float, kind: str, name: str = "") -> str:
         if kind == "mem":
-            return _human_bytes(v)
+            return format_bytes(v)
         if kind == "count":
             return _counter_cell(name, v)
         return f"{v:.2f} s"

@@ -43,8 +43,9 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
-ARCSEC = math.pi / 180 / 3600
-C = 299792458.0
+from radimg.constants import ARCSEC  # noqa: E402
+from radimg.constants import C_LIGHT as C  # noqa: E402
+
 CASES = ("mwa-1024", "mwa-4096", "narrow", "demo", "mwa-2048", "vla")
 
 

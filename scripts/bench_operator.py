@@ -30,8 +30,8 @@ import time
 
 import numpy as np
 
-C = 299792458.0
-ARCMIN = np.pi / 180 / 60
+from radimg.constants import ARCMIN
+from radimg.constants import C_LIGHT as C
 
 
 def _dft_numba():

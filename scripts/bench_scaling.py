@@ -112,7 +112,8 @@ def _timing_worker(args):
     freq = np.array([1.0e8, 1.2e8])
     npix = args.npix
     cell = np.deg2rad(args.fov_deg) / npix
-    c = 299792458.0
+    from radimg.constants import C_LIGHT as c
+
     lo, hi = rank * nrow // size, (rank + 1) * nrow // size
     # Same global data on any number of ranks: generate in fixed blocks, keep our slice.
     rng = np.random.default_rng(12345)

@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from radimg.constants import FWHM_PER_SIGMA
+
 __all__ = [
     "BeamFitWarning",
     "auto_mask",
@@ -24,7 +26,6 @@ __all__ = [
     "restore",
 ]
 
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 def mad_sigma(image, mask=None):
@@ -528,19 +529,10 @@ def gaussian_beam_image(shape, beam_deg, cell_deg):
 
 
 def _good_size(n):
-    """Smallest 2^a 3^b 5^c >= n (fast FFT length)."""
-    best = 1 << max(0, int(n - 1).bit_length())
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            m = p35
-            while m < n:
-                m *= 2
-            best = min(best, m)
-            p35 *= 3
-        p5 *= 5
-    return best
+    """Smallest 2^a 3^b 5^c >= n (fast FFT length; radimg.ops.fft.good_size's rule)."""
+    from radimg.ops.fft import good_size
+
+    return good_size(n, even=False, minimum=1)
 
 
 def _conv_length(n, k):

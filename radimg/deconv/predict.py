@@ -27,6 +27,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from radimg.constants import C_LIGHT
 from radimg.kernels._jit import PARALLEL_JIT_OPTIONS
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "model_components",
 ]
 
-C_LIGHT = 299792458.0
 #: One core's seconds of :func:`component_predict`, measured on the development machine
 #: (20 000 rows x 100 components, 1-32 channels): per (row, component) with equally
 #: spaced channels 29 ns + 2.4 ns a channel; one sine/cosine per (row, channel, component)

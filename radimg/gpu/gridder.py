@@ -36,9 +36,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from radimg.constants import C_LIGHT
 from radimg.gpu._device import get_xp, is_host_array, to_device, to_host
 from radimg.kernels.es import MAX_SUPPORT
-from radimg.kernels.gridder import C_LIGHT, GridSpec, SampleLayout
+from radimg.kernels.gridder import GridSpec, SampleLayout
 
 try:  # guarded: radimg.gpu must import without numba.cuda (future numba without the target)
     import numba

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from radimg.constants import C_LIGHT
 from radimg.gpu import gridder as _gg
 from radimg.gpu import wproject as _gwp
 from radimg.gpu._device import TransferStats, get_xp, is_host_array, to_device, to_host
@@ -326,7 +327,7 @@ class GpuWideFieldOperator(_ResidentOperator):
         st.begin()
         # Resident for the operator's lifetime (set-up transfers, counted once).
         self._uvw = to_device(cpu.uvw, xp, st, dtype=np.float64)
-        self._fscale = to_device(cpu.freq / _gg.C_LIGHT, xp, st, dtype=np.float64)
+        self._fscale = to_device(cpu.freq / C_LIGHT, xp, st, dtype=np.float64)
         self._spec_f = to_device(_gg.spec_array(cpu.spec), xp, st)
         self._layout = _gg.upload_layout(cpu.layout(), cpu.spec.W, xp, st)
         self._correction = to_device(cpu.correction, xp, st, dtype=np.float64)
@@ -474,7 +475,7 @@ class GpuWProjectOperator(_ResidentOperator):
         st.begin()
         # Resident for the operator's lifetime (set-up transfers, counted once).
         self._uvw = to_device(cpu.uvw, xp, st, dtype=np.float64)
-        self._fscale = to_device(cpu.freq / _gg.C_LIGHT, xp, st, dtype=np.float64)
+        self._fscale = to_device(cpu.freq / C_LIGHT, xp, st, dtype=np.float64)
         self._tables = _gwp.upload_tables(cpu.tables, xp, st)
         # Samples of each stack sorted by grid tile (neighbouring threads, nearby cells): the
         # shared-memory tiles when the region fits max_shared, else the CPU's tile order.

@@ -512,7 +512,7 @@ def launch_degrid(dt, uvw_d, fscale_d, grid_d, idx_d, wk, xs, ys, out_d, block=_
 
 
 def _fscale(freq):
-    from radimg.kernels.wproject import C_LIGHT
+    from radimg.constants import C_LIGHT
 
     return np.ascontiguousarray(np.atleast_1d(np.asarray(freq, dtype=np.float64)) / C_LIGHT)
 

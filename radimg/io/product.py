@@ -32,6 +32,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from radimg.progress import format_bytes
+
 __all__ = [
     "IMAGE_NAMES",
     "IMAGE_UNITS",
@@ -766,14 +768,6 @@ def _dms(dec_deg: float) -> str:
     return f"{sign}{dd:02d}d{mm:02d}m{ss:04.1f}s"
 
 
-def _size(nbytes: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if nbytes < 1024 or unit == "GiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-    return ""
-
-
 def _timings_table(obj) -> str | None:
     """The run's stage table (``radimg.progress.stage_table``) from ``timings_json`` as
     ``radimg run`` writes it; None for any other layout (then shown as a tree)."""
@@ -835,7 +829,7 @@ def info_text(path: str | os.PathLike) -> str:
                     else None
                 )
             )
-    lines = [f"radimg product: {path} ({_size(os.path.getsize(path))})"]
+    lines = [f"radimg product: {path} ({format_bytes(os.path.getsize(path))})"]
     lines.append(
         f"  software: radimg {run.get('radimg_version', '?')}, {run.get('n_ranks', '?')} rank(s)"
     )

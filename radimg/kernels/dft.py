@@ -15,9 +15,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from radimg.constants import C_LIGHT
 from radimg.kernels._jit import PARALLEL_JIT_OPTIONS
 
-C_LIGHT = 299792458.0
 # Fourier transform of a unit-flux Gaussian of FWHM theta (radians) at spatial frequency q
 # (wavelengths): exp(-GAUSS_K * theta^2 * q^2), GAUSS_K = pi^2 / (4 ln 2).
 GAUSS_K = math.pi**2 / (4.0 * math.log(2.0))

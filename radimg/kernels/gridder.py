@@ -38,6 +38,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from radimg.constants import C_LIGHT
 from radimg.kernels._jit import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from radimg.kernels.es import es_poly_coeffs, es_poly_even_odd
 from radimg.kernels.trig import cis_cycles
@@ -54,7 +55,6 @@ __all__ = [
     "image_to_plane",
 ]
 
-C_LIGHT = 299792458.0
 
 # Threading layer: numba's OpenMP workers keep the cores busy between parallel regions, which
 # starves the FFT threads that run between them on every plane (measured on 2 cores, case b of

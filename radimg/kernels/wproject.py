@@ -46,6 +46,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from radimg.constants import C_LIGHT
 from radimg.kernels._blas import blas_threads
 from radimg.kernels._jit import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from radimg.kernels.es import es_correction, leggauss
@@ -62,7 +63,6 @@ __all__ = [
     "sample_supports",
 ]
 
-C_LIGHT = 299792458.0
 _LAM_MAX = 1.25
 # Support cut: the kernel envelope's level, relative to where the plain ES kernel is cut.
 # Measured on the real MWA 34 deg field (4096 x 30", 32 stacks, epsilon 1e-5, single, 2880^2

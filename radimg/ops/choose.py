@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from radimg.constants import C_LIGHT
+
 __all__ = [
     "MODES",
     "Candidate",
@@ -56,7 +58,6 @@ __all__ = [
     "summary_from_wavelengths",
 ]
 
-C_LIGHT = 299792458.0
 MODES = ("none", "wstack", "wstack-wproject")
 #: Share of epsilon that mode ``none``'s w-term error bound may take (its kernels and the
 #: small-inversion resampling take <= 0.25 + 0.1 of epsilon, measured).
@@ -374,7 +375,9 @@ def _wide_field(mode, summary, small, npix_x, npix_y, cell_x, cell_y, epsilon, p
 
 def _wproject(summary, small, npix_x, npix_y, cell_x, cell_y, epsilon, oversampling, nstacks):
     """Candidate ``wstack-wproject`` from the stack cost model on the |w| subsample."""
-    from radimg.ops.wproject import _CostModel, _good_size, choose_nstacks, predicted_cost
+    from radimg.ops.fft import good_size as _good_size
+    from radimg.ops.wproject import CostModel as _CostModel
+    from radimg.ops.wproject import choose_nstacks, predicted_cost
 
     nx, ny, cx, cy = _inner(small, npix_x, npix_y, cell_x, cell_y)
     cand = Candidate("wstack-wproject", False, math.inf, float(epsilon), small=small,

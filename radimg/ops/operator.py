@@ -38,10 +38,11 @@ import math
 import numba
 import numpy as np
 
+from radimg.constants import C_LIGHT
 from radimg.kernels import gridder as _g
 from radimg.kernels._jit import PARALLEL_JIT_OPTIONS
 from radimg.kernels.es import es_parameters, es_poly_correction
-from radimg.ops.fft import get_fft
+from radimg.ops.fft import get_fft, good_size
 from radimg.ops.fft import resolve as resolve_fft
 
 __all__ = ["make_operator", "WideFieldOperator", "MODES", "good_size", "resolve_geometry",
@@ -50,20 +51,6 @@ __all__ = ["make_operator", "WideFieldOperator", "MODES", "good_size", "resolve_
 MODES = ("none", "wstack", "wstack-wproject")
 _MIN_UPDATES_PER_THREAD = 2_000_000  # kernel updates (~5 ms) before a 2nd thread pays
 _RESEED = 32  # planes between exact w-screens in the recurrence (error ~ 32 ulp)
-
-
-def good_size(n):
-    """Smallest even 2^a 3^b 5^c >= n. Factors 7 and 11 are left out: FFTW (the backend for
-    large transforms) is up to 1.5x slower per point on them (measured at ~1100 points)."""
-    n = max(int(n), 16)
-    while True:
-        m = n
-        for f in (2, 3, 5):
-            while m % f == 0:
-                m //= f
-        if m == 1 and n % 2 == 0:
-            return n
-        n += 1
 
 
 def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="wstack-wproject",
@@ -328,7 +315,7 @@ class WideFieldOperator:
         nsel = self.nrow * self.nchan if weight_mask is None else int(weight_mask.sum())
         wmin = wmax = 0.0
         if wstack:
-            absw = np.abs(self.uvw[:, 2])[:, None] * (self.freq / _g.C_LIGHT)[None, :]
+            absw = np.abs(self.uvw[:, 2])[:, None] * (self.freq / C_LIGHT)[None, :]
             sel = absw[weight_mask] if weight_mask is not None else absw
             wmin, wmax = (float(sel.min()), float(sel.max())) if sel.size else (0.0, 0.0)
         half = -0.5 * nmin  # n - 1 - nshift in [-half, half]

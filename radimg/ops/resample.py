@@ -53,7 +53,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from radimg.constants import C_LIGHT
 from radimg.kernels.es import es_correction, leggauss
+from radimg.ops.fft import good_size
 
 __all__ = [
     "SmallGeometry",
@@ -65,7 +67,6 @@ __all__ = [
     "window_margin",
 ]
 
-C_LIGHT = 299792458.0
 #: Share of epsilon for the resampling error (the wrapped operator keeps all of epsilon:
 #: it measures <= 0.25 epsilon, so the sum stays well inside epsilon).
 INTERP_SHARE = 0.1
@@ -75,12 +76,6 @@ _BETAS = np.arange(6.0, 62.0, 4.0)  # window bump shapes tried
 _NQUAD = 512
 _XI_STEP = 0.02  # tabulation step of the bump's transform (cycles per bump half-width)
 _EXTENSIONS = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.4)
-
-
-def _good_size(n):
-    from radimg.ops.operator import good_size
-
-    return good_size(n)
 
 
 # ----------------------------------------------------------------------------- window
@@ -205,8 +200,8 @@ def candidate_periods(npix_x, npix_y, cell_x, cell_y):
     image) and the corner slopes ``(s_x, s_y)`` of ``|l / n|``, ``|m / n|`` over each."""
     out = []
     for ext in _EXTENSIONS:
-        nf_x = _good_size(math.ceil(npix_x * (1.0 + ext)))
-        nf_y = _good_size(math.ceil(npix_y * (1.0 + ext)))
+        nf_x = good_size(math.ceil(npix_x * (1.0 + ext)))
+        nf_y = good_size(math.ceil(npix_y * (1.0 + ext)))
         if (nf_x, nf_y) in [o[:2] for o in out]:
             continue
         hx, hy = 0.5 * nf_x * cell_x, 0.5 * nf_y * cell_y
@@ -301,7 +296,7 @@ def choose_geometry(npix_x, npix_y, cell_x, cell_y, epsilon, periods, fmax, *, w
         if dims is None:
             continue
         (bx, betax), (by, betay) = dims
-        nc_x, nc_y = _good_size(2 * bx + 2), _good_size(2 * by + 2)
+        nc_x, nc_y = good_size(2 * bx + 2), good_size(2 * by + 2)
         if square:
             nc_x = nc_y = max(nc_x, nc_y)
         if nc_x >= nf_x or nc_y >= nf_y:

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from radimg.constants import ARCSEC, C_LIGHT, FWHM_PER_SIGMA
 from radimg.kernels._jit import JIT_OPTIONS
 
 __all__ = [
@@ -67,8 +68,6 @@ __all__ = [
     "taper_sigma_uv",
 ]
 
-C_LIGHT = 299792458.0
-ARCSEC = math.pi / (180.0 * 3600.0)
 #: WSClean's default ``-padding``: its weight grid is the uv grid of the image padded by it.
 WEIGHT_PADDING = 1.2
 #: WSClean's default ``-weighting-rank-filter`` level (on by default; < 1 switches it off)
@@ -170,7 +169,7 @@ def _density_kernel(uvw, freq, weight, nx, ny, cell_x, cell_y, out):
             wt = weight[r, c]
             if wt == 0.0:
                 continue
-            k = _cell(uvw[r, 0], uvw[r, 1], 299792458.0 / freq[c], nx, ny, cell_x, cell_y)
+            k = _cell(uvw[r, 0], uvw[r, 1], C_LIGHT / freq[c], nx, ny, cell_x, cell_y)
             if k >= 0:
                 flat[k] += wt
     return out
@@ -187,7 +186,7 @@ def _drop_kernel(uvw, freq, weight, nx, ny, cell_x, cell_y, zero):
         for c in range(freq.shape[0]):
             if weight[r, c] == 0.0:
                 continue
-            lam = 299792458.0 / freq[c]
+            lam = C_LIGHT / freq[c]
             if _cell(uvw[r, 0], uvw[r, 1], lam, nx, ny, cell_x, cell_y) < 0:
                 n += 1
                 hit = True
@@ -209,7 +208,7 @@ def _weights_kernel(uvw, freq, weight, nx, ny, cell_x, cell_y, factor, natural, 
             out[r, c] = 0.0
             if wt == 0.0:
                 continue
-            k = _cell(uvw[r, 0], uvw[r, 1], 299792458.0 / freq[c], nx, ny, cell_x, cell_y)
+            k = _cell(uvw[r, 0], uvw[r, 1], C_LIGHT / freq[c], nx, ny, cell_x, cell_y)
             if k < 0:
                 continue
             out[r, c] = wt if natural else wt * flat[k]
@@ -367,7 +366,7 @@ def drop_beyond_grid(
 
 def taper_sigma_uv(taper_arcsec: float) -> float:
     """uv-domain sigma (wavelengths) of a Gaussian taper whose image-domain FWHM is given."""
-    sigma_l = taper_arcsec * ARCSEC / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    sigma_l = taper_arcsec * ARCSEC / FWHM_PER_SIGMA
     return 1.0 / (2.0 * math.pi * sigma_l)
 
 

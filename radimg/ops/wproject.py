@@ -22,18 +22,18 @@ The stage methods (``image_to_stack_grid``, ``stack_grid_to_image``, ``degrid_sa
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 
 import numpy as np
 
+from radimg.constants import C_LIGHT
 from radimg.kernels import wproject as wpk
 from radimg.kernels.es import es_parameters
+from radimg.ops.fft import good_size
 
 __all__ = ["WProjectOperator", "choose_nstacks", "kmeans_w_local"]
 
-C_LIGHT = 299792458.0
 
 # Cost model constants (seconds), measured on the development machine (one core, double):
 # an unnormalised complex FFT costs ~_C_FFT * N log2 N, one kernel cell of one separable
@@ -152,19 +152,6 @@ def _sorted_stack_centres(ws, cs, k):
     return _split_tails(centres[used], ws[b0[used]], ws[b1[used] - 1])
 
 
-@functools.lru_cache(maxsize=256)
-def _good_size(n):
-    import scipy.fft
-
-    n = int(math.ceil(n))
-    n += n % 2
-    while True:
-        m = scipy.fft.next_fast_len(n)
-        if m % 2 == 0:
-            return m
-        n = m + 1
-
-
 def _terms_estimate(h, npix_x, npix_y, cell_rad):
     # rank of the cross-term expansion grows with 2 pi h |c| where the taper still matters
     # (about twice the field half-width for oversampling 2)
@@ -178,16 +165,16 @@ def predicted_cost(w_abs, k, npix_x, npix_y, cell_rad, epsilon, oversampling=2.0
     """Predicted seconds of one operator application with ``k`` stacks (FFTs + kernels):
     ``(total, fft, kernels)``."""
     ws = np.sort(np.abs(np.asarray(w_abs, dtype=np.float64).ravel()))
-    model = _CostModel(npix_x, npix_y, cell_rad, epsilon, oversampling)
+    model = CostModel(npix_x, npix_y, cell_rad, epsilon, oversampling)
     return model(ws, np.concatenate([[0.0], np.cumsum(ws)]), k)
 
 
-class _CostModel:
+class CostModel:
     """The geometry part of :func:`predicted_cost`, computed once for every K tried."""
 
     def __init__(self, npix_x, npix_y, cell_rad, epsilon, oversampling):
         self.npix_x, self.npix_y, self.cell_rad = npix_x, npix_y, cell_rad
-        nxp, nyp = _good_size(oversampling * npix_x), _good_size(oversampling * npix_y)
+        nxp, nyp = good_size(oversampling * npix_x), good_size(oversampling * npix_y)
         self.W, _ = es_parameters(_ES_SHARE * epsilon, oversampling)
         self.slx, self.sly = wpk.field_slopes(npix_x, npix_y, cell_rad, nxp, nyp)
         self.npx = nxp * nyp
@@ -236,7 +223,7 @@ def choose_nstacks(w_abs, npix_x, npix_y, cell_rad, epsilon, oversampling=2.0, k
     ws = np.sort(w_abs)
     cs = np.concatenate([[0.0], np.cumsum(ws)])
     nuniq = max(1, int(np.count_nonzero(np.diff(ws)) + 1) if ws.size else 1)
-    model = _CostModel(npix_x, npix_y, cell_rad, epsilon, oversampling)
+    model = CostModel(npix_x, npix_y, cell_rad, epsilon, oversampling)
     for k in range(1, kmax + 1):
         if k > nuniq:
             break
@@ -299,8 +286,8 @@ class WProjectOperator:
         self.precision = precision
         self.cdtype = np.complex64 if precision == "single" else np.complex128
         self.rdtype = np.float32 if precision == "single" else np.float64
-        self.nxp = _good_size(oversampling * self.npix_x)
-        self.nyp = _good_size(oversampling * self.npix_y)
+        self.nxp = good_size(oversampling * self.npix_x)
+        self.nyp = good_size(oversampling * self.npix_y)
         # the ES error is per axis (es_parameters), so the 2-D operator asks for eps/4
         self.W, self.beta = es_parameters(_ES_SHARE * self.epsilon, oversampling)
 

@@ -56,6 +56,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from radimg.constants import C_LIGHT
 from radimg.kernels import gridder as _g
 from radimg.kernels._jit import JIT_OPTIONS
 from radimg.parallel.mpi import allreduce_array, comm_rank_size
@@ -68,7 +69,6 @@ from radimg.parallel.redistribute import (
 
 __all__ = ["DistributedOperator", "wproject_stacks"]
 
-C_LIGHT = _g.C_LIGHT
 _PACK, _UNPACK, _ADD, _ZERO = 0, 1, 2, 3  # _pack_tiles modes
 
 
@@ -821,10 +821,9 @@ def wproject_stacks(comm, uvw, freq, valid, npix_x, npix_y, cell_rad, *, epsilon
     centres = stack_centres(w_abs, int(nstacks), comm=comm)
     if fft == "auto":
         # one backend for every rank: rank 0 decides, broadcast (radimg.ops.fft.resolve)
-        from radimg.ops.fft import resolve
-        from radimg.ops.wproject import _good_size
+        from radimg.ops.fft import good_size, resolve
 
-        cells = _good_size(oversampling * npix_x) * _good_size(oversampling * npix_y)
+        cells = good_size(oversampling * npix_x) * good_size(oversampling * npix_y)
         fft = resolve(fft, comm=comm, work=float(centres.size) * cells)
     labels = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), w_abs)
     dw = w_abs - centres[labels]

@@ -78,8 +78,10 @@ import math
 
 import numpy as np
 
+from radimg.constants import ARCSEC, C_LIGHT
 from radimg.parallel.balance import field_lmax, sample_support
 from radimg.parallel.kmeans import kmeans_w
+from radimg.progress import format_bytes
 
 __all__ = [
     "paper_setup",
@@ -92,8 +94,6 @@ __all__ = [
     "format_bytes",
 ]
 
-C_LIGHT = 299792458.0
-ARCSEC = math.pi / (180.0 * 3600.0)
 _DEFAULT_NBINS = 100_000
 
 # Memory model constants (see the module docstring; pinned by tests/test_plan_memory.py).
@@ -695,15 +695,6 @@ def plan(
         result["fits"] = ok
         result["memory_message"] = msg
     return result
-
-
-def format_bytes(n) -> str:
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024.0
-    return f"{n:.1f} TiB"
 
 
 #: Resident memory of a radimg rank before it holds any data: Python, numpy, numba's loaded

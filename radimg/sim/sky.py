@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-ARCSEC = np.pi / (180.0 * 3600.0)
+from radimg.constants import ARCSEC
+
 SOURCE_DEFAULTS = {
     "spectral_index": 0.0,
     "ref_freq_hz": None,
