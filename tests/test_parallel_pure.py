@@ -284,20 +284,20 @@ def test_plan_from_config(source):
 
 
 def test_exchange_tiles_hold_any_footprint_in_two():
-    """wstack-wproject exchange tiles (radimg.parallel.operator._even_bounds): each tile is
+    """wstack-wproject exchange tiles (radimg.parallel.operator.even_bounds): each tile is
     at least ``tile`` cells when there are several, so any wrapped run of <= tile cells
     meets at most two tiles and the 2 x 2 marking of M_jk covers it (brute force)."""
-    from radimg.parallel.operator import _even_bounds, _tile_of
+    from radimg.parallel.operator import even_bounds, tile_of
 
     rng = np.random.default_rng(11)
     for _ in range(40):
         n = int(rng.integers(20, 700))
         t = int(rng.integers(3, n + 5))
-        b = _even_bounds(n, t)
+        b = even_bounds(n, t)
         assert b[0] == 0 and b[-1] == n and np.all(np.diff(b) > 0)
         if b.size > 2:
             assert np.diff(b).min() >= t
-        cell_tile = _tile_of(np.arange(n), b)
+        cell_tile = tile_of(np.arange(n), b)
         for j in rng.integers(0, n, 30):
             length = int(rng.integers(1, min(t, n) + 1))
             run = (j + np.arange(length)) % n

@@ -134,9 +134,9 @@ class SARA:
 
 
 def _max_op():
-    from radimg.parallel.mpi import _mpi_op
+    from radimg.parallel.mpi import mpi_op
 
-    return _mpi_op("max")
+    return mpi_op("max")
 
 
 def _vis_norm2(comm, a, xp=np):

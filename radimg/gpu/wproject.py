@@ -385,7 +385,7 @@ class DeviceTables(NamedTuple):
 def upload_tables(tables, xp, stats=None):
     """Copy the kernel tables to the device once (small: ``2 R nw nt`` complex)."""
     from radimg.gpu._device import to_device
-    from radimg.kernels.wproject import _smax
+    from radimg.kernels.wproject import support_max
 
     if isinstance(tables, DeviceTables):
         return tables
@@ -394,7 +394,7 @@ def upload_tables(tables, xp, stats=None):
         hs_x=to_device(tables.hs_x, xp, stats, dtype=np.float64),
         hs_y=to_device(tables.hs_y, xp, stats, dtype=np.float64),
         dw0=float(tables.dw0), ddw=float(tables.ddw), tmax=float(tables.tmax), q=int(tables.q),
-        psi0=float(tables.psi0), rank=int(tables.rank), smax=int(_smax(tables)))
+        psi0=float(tables.psi0), rank=int(tables.rank), smax=int(support_max(tables)))
 
 
 def shared_tile(smax, real_dtype, max_shared=SHARED_BYTES):

@@ -754,7 +754,7 @@ def sample_supports(uvw, freq, idx, wk_of, tables: WKernelTables):
     return ox, oy
 
 
-def _smax(tables):
+def support_max(tables):
     return int(math.ceil(2.0 * max(tables.hs_x.max(), tables.hs_y.max()))) + 1
 
 
@@ -784,7 +784,7 @@ def degrid_wproject(uvw, freq, grid, idx, wk, cell_rad, tables: WKernelTables, *
     _degrid_kernel(np.ascontiguousarray(uvw, dtype=np.float64), _fscale(freq), grid, idx,
                    float(wk), nxp * cell_rad, nyp * cell_rad, tables.tab_x, tables.tab_y,
                    tables.hs_x, tables.hs_y, tables.dw0, tables.ddw, tables.tmax, tables.q,
-                   tables.psi0, _smax(tables), flat, o2, to2d)
+                   tables.psi0, support_max(tables), flat, o2, to2d)
     return out if to2d else flat
 
 
@@ -801,7 +801,7 @@ def tile_layout(uvw, freq, idx, wk, cell_rad, nxp, nyp, tables: WKernelTables):
     order), colour_ptr : ndarray (5,) int64 (tile ranges of the 4 colours)
     """
     idx = np.asarray(idx, dtype=np.int64)
-    smax = _smax(tables)
+    smax = support_max(tables)
     fs = _fscale(freq)
     nchan = fs.size
     row, ch = np.divmod(idx, nchan)
@@ -859,5 +859,5 @@ def grid_wproject(uvw, freq, vis, idx_sorted, tile_ptr, colour_ptr, wk, cell_rad
     _grid_kernel(np.ascontiguousarray(uvw, dtype=np.float64), _fscale(freq), vis, wgt, use_w,
                  idx_sorted, tile_ptr, colour_ptr, float(wk), nxp * cell_rad, nyp * cell_rad,
                  tables.tab_x, tables.tab_y, tables.hs_x, tables.hs_y, tables.dw0, tables.ddw,
-                 tables.tmax, tables.q, tables.psi0, _smax(tables), grid)
+                 tables.tmax, tables.q, tables.psi0, support_max(tables), grid)
     return grid

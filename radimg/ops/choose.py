@@ -143,7 +143,7 @@ def summarize(uvw, freq, valid, npix_x, npix_y, cell_x, cell_y, *, comm=None,
     """
     from radimg.ops.resample import candidate_periods, local_frequency_max
     from radimg.parallel.mpi import allreduce_array
-    from radimg.parallel.operator import _global_subsample
+    from radimg.parallel.operator import global_subsample as _global_subsample
 
     uvw = np.ascontiguousarray(uvw, dtype=np.float64)
     freq = np.ascontiguousarray(np.atleast_1d(freq), dtype=np.float64)

@@ -315,16 +315,19 @@ def choose_geometry(npix_x, npix_y, cell_x, cell_y, epsilon, periods, fmax, *, w
 
 
 def geometry_from_samples(uvw, freq, valid, npix_x, npix_y, cell_x, cell_y, epsilon, *,
-                          wterm=True, square=False, comm=None):
-    """:func:`choose_geometry` from this rank's samples; collective when ``comm`` is given
-    (one Allreduce of the local-frequency maxima)."""
+                          wterm=True, square=False, collectives=None, comm=None):
+    """:func:`choose_geometry` from this rank's samples; collective when ``collectives``
+    (:class:`radimg.parallel.mpi.Collectives`) or an mpi4py ``comm`` is given: one maximum
+    of the local-frequency maxima over the ranks (exact, so in any order)."""
     periods = candidate_periods(npix_x, npix_y, cell_x, cell_y)
     fmax = local_frequency_max(uvw, freq, valid, [(p[2], p[3]) for p in periods])
     fmax = np.ascontiguousarray(fmax)
-    if comm is not None:
-        from radimg.parallel.mpi import allreduce_array
-
-        allreduce_array(comm, fmax, "max")
+    if collectives is not None:
+        collectives.allreduce(fmax, "max")
+    elif comm is not None and comm.Get_size() > 1:
+        # a bare communicator (the pipeline's call): the maximum of every rank's copy,
+        # gathered with the communicator's own method; no import of radimg.parallel here
+        fmax = np.ascontiguousarray(np.max(np.stack(comm.allgather(fmax)), axis=0))
     if not periods:
         return None
     return choose_geometry(npix_x, npix_y, cell_x, cell_y, epsilon, periods, fmax,
@@ -508,7 +511,7 @@ class SmallInversion:
 
 
 def small_inversion(build, uvw, freq, valid, npix_x, npix_y, cell_rad, *, epsilon, mode,
-                    enabled=True, nthreads=1, comm=None):
+                    enabled=True, nthreads=1, collectives=None, comm=None):
     """Build an operator for the requested image, through :class:`SmallInversion` when the
     data allow a coarser grid.
 
@@ -519,7 +522,8 @@ def small_inversion(build, uvw, freq, valid, npix_x, npix_y, cell_rad, *, epsilo
     npix_x, npix_y, cell_rad : the requested image (cell a float or ``(cell_x, cell_y)``)
     epsilon : float; mode : ``wterm.mode`` (``wstack-wproject`` needs square pixels)
     enabled : False builds the plain operator (``image.small_inversion: false``)
-    comm : mpi4py communicator or None; collective when given.
+    collectives : :class:`radimg.parallel.mpi.Collectives` or None; collective when given
+    comm : mpi4py communicator or None, the same as ``collectives=Collectives(comm)``.
 
     Returns
     -------
@@ -530,7 +534,8 @@ def small_inversion(build, uvw, freq, valid, npix_x, npix_y, cell_rad, *, epsilo
     if enabled:
         geom = geometry_from_samples(uvw, freq, valid, npix_x, npix_y, float(cx), float(cy),
                                      epsilon, wterm=mode != "none",
-                                     square=mode == "wstack-wproject", comm=comm)
+                                     square=mode == "wstack-wproject",
+                                     collectives=collectives, comm=comm)
     if geom is None:
         return build(npix_x, npix_y, cell_rad)
     return SmallInversion(build(geom.nc_x, geom.nc_y, geom.cell_c), geom, nthreads)

@@ -31,6 +31,7 @@ from radimg.constants import C_LIGHT
 from radimg.kernels import wproject as wpk
 from radimg.kernels.es import es_parameters
 from radimg.ops.fft import good_size
+from radimg.ops.kmeans import SERIAL, kmeans_w
 
 __all__ = ["WProjectOperator", "choose_nstacks", "kmeans_w_local"]
 
@@ -62,7 +63,8 @@ def _lloyd_sorted(ws, cs, k, max_iter=100):
 
 
 def kmeans_w_local(w_abs, k, max_iter=100):
-    """Serial 1-D k-means (Lloyd, quantile start); the stand-in for radimg.parallel.kmeans."""
+    """Serial 1-D k-means (Lloyd, quantile start on sorted values, as the cost model runs it);
+    the operators use :func:`radimg.ops.kmeans.kmeans_w`."""
     w_abs = np.asarray(w_abs, dtype=np.float64).ravel()
     if w_abs.size == 0:
         return np.zeros(k), np.zeros(0, np.int32)
@@ -72,15 +74,7 @@ def kmeans_w_local(w_abs, k, max_iter=100):
     return centres, labels
 
 
-def _kmeans(w_abs, k):
-    try:
-        from radimg.parallel.kmeans import kmeans_w
-    except ImportError:
-        return kmeans_w_local(w_abs, k)
-    return kmeans_w(w_abs, k, comm=None)
-
-
-def stack_centres(w_abs, k, comm=None):
+def stack_centres(w_abs, k, collectives=None):
     """k-means centres on |w| (paper section 4.1), then stacks whose residual range is far
     wider than the typical one are split into equal-width pieces.
 
@@ -89,20 +83,15 @@ def stack_centres(w_abs, k, comm=None):
     the largest supports. Splitting them caps ``|w - w_k|`` at twice the median stack
     half-width for a handful of extra FFTs.
 
-    With an MPI ``comm`` the samples ``w_abs`` are this rank's share: k-means is the
-    distributed one (radimg.parallel.kmeans) and the per-stack ranges are reduced, so every
-    rank gets the same centres, equal to the serial ones on all samples up to summation order.
+    With ``collectives`` (:class:`radimg.parallel.mpi.Collectives`, passed in by
+    radimg.parallel) the samples ``w_abs`` are this rank's share: k-means and the per-stack
+    ranges are reduced over the ranks, so every rank gets the same centres, equal to the
+    serial ones on all samples up to summation order.
     """
+    coll = SERIAL if collectives is None else collectives
     w_abs = np.asarray(w_abs, dtype=np.float64).ravel()
-    if comm is None:
-        centres, _ = _kmeans(w_abs, k)
-        n_all = w_abs.size
-    else:
-        from radimg.parallel.kmeans import kmeans_w
-        from radimg.parallel.mpi import allreduce_scalar
-
-        centres, _ = kmeans_w(w_abs, k, comm=comm)
-        n_all = int(allreduce_scalar(comm, w_abs.size, "sum", np.int64))
+    centres, _ = kmeans_w(w_abs, k, collectives=collectives)
+    n_all = int(coll.allreduce(np.array([w_abs.size], np.int64), "sum")[0])
     centres = np.unique(np.asarray(centres, dtype=np.float64))
     if n_all == 0 or centres.size == 0:
         return np.zeros(max(1, centres.size))
@@ -111,11 +100,8 @@ def stack_centres(w_abs, k, comm=None):
     hi = np.full(centres.size, -np.inf)
     np.minimum.at(lo, labels, w_abs)
     np.maximum.at(hi, labels, w_abs)
-    if comm is not None:
-        from radimg.parallel.mpi import allreduce_array
-
-        allreduce_array(comm, lo, "min")
-        allreduce_array(comm, hi, "max")
+    coll.allreduce(lo, "min")
+    coll.allreduce(hi, "max")
     used = np.isfinite(lo)
     return _split_tails(centres[used], lo[used], hi[used])
 

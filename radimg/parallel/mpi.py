@@ -27,6 +27,7 @@ __all__ = [
     "StopSignals",
     "abort_interrupted",
     "allreduce_array",
+    "Collectives",
     "bcast_array",
     "comm_rank_size",
     "everywhere",
@@ -443,7 +444,7 @@ def _ignore_in_main_thread(signum, frame):  # noqa: ARG001 - signal handler sign
     """The watcher thread acts on stop signals; the main thread carries on."""
 
 
-def _mpi_op(op: str):
+def mpi_op(op: str):
     from mpi4py import MPI
 
     ops = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN, "prod": MPI.PROD}
@@ -465,7 +466,7 @@ def allreduce_array(comm, arr: np.ndarray, op: str = "sum") -> np.ndarray:
         raise ValueError("allreduce_array needs a C-contiguous array (it reduces in place)")
     from mpi4py import MPI
 
-    comm.Allreduce(MPI.IN_PLACE, arr, op=_mpi_op(op))
+    comm.Allreduce(MPI.IN_PLACE, arr, op=mpi_op(op))
     return arr
 
 
@@ -474,6 +475,28 @@ def allreduce_scalar(comm, value, op: str = "sum", dtype=np.float64):
     buf = np.array([value], dtype=dtype)
     allreduce_array(comm, buf, op)
     return buf[0].item()
+
+
+class Collectives:
+    """The reductions of ``comm`` as an object, for the code below ``radimg.parallel`` that
+    takes them as an argument instead of importing MPI (k-means, w-stack ranges, the
+    small-inversion geometry): ``allreduce(array, op)`` in place (:func:`allreduce_array`),
+    ``allgather(obj)`` (a list, one entry per rank), ``parallel`` (more than one rank).
+    :meth:`of` gives None for no communicator (the callee then runs serially)."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.parallel = comm_rank_size(comm)[1] > 1
+
+    @classmethod
+    def of(cls, comm):
+        return None if comm is None else cls(comm)
+
+    def allreduce(self, arr: np.ndarray, op: str = "sum") -> np.ndarray:
+        return allreduce_array(self.comm, arr, op)
+
+    def allgather(self, obj) -> list:
+        return self.comm.allgather(obj) if self.parallel else [obj]
 
 
 def wait_for_root(comm, root: int = 0, poll_s: float = 0.002) -> None:

@@ -31,7 +31,7 @@ grids through the gridder's prepared path (coordinates gathered once per applica
    copied as row slices (``_pack_tiles``); no per-cell index is kept.
 
 ``wstack-wproject`` geometry: stack centres from the distributed k-means (plus the serial
-operator's tail splits, ``stack_centres(..., comm)``); ``nstacks: auto`` from the serial cost
+operator's tail splits, ``stack_centres(..., collectives)``); ``nstacks: auto`` from the serial cost
 model on a gathered global subsample (rank 0 decides, broadcast); the residual range
 ``w - w_k`` is reduced over ranks and the kernel tables are built once on rank 0 and
 broadcast, so every rank grids with bitwise the same kernels as each other. Exchange tiles
@@ -59,10 +59,10 @@ import numpy as np
 from radimg.constants import C_LIGHT
 from radimg.kernels import gridder as _g
 from radimg.kernels._jit import JIT_OPTIONS
-from radimg.parallel.mpi import allreduce_array, comm_rank_size
+from radimg.parallel.mpi import Collectives, allreduce_array, comm_rank_size
 from radimg.parallel.redistribute import (
     MAX_MESSAGE_BYTES,
-    _exscan,
+    exscan,
     prefix_sum_boundaries,
     redistribute,
 )
@@ -173,7 +173,7 @@ class DistributedOperator:
         comm = self.comm
         dest, _ = prefix_sum_boundaries(comm, load, method=self._balance, keys=keys, nkeys=nkeys)
         self._dest = np.asarray(dest, dtype=np.int64)
-        row0 = int(_exscan(comm, np.array([nrow], np.int64))[0])
+        row0 = int(exscan(comm, np.array([nrow], np.int64))[0])
         moved = redistribute(
             comm,
             {
@@ -323,8 +323,8 @@ class DistributedOperator:
         smax = int(np.ceil(2.0 * max(tables.hs_x.max(), tables.hs_y.max()))) + 1
         # Exchange tiles at least the largest footprint plus a one-cell guard on each side,
         # so a footprint touches at most 2 x 2 of them.
-        self.ybounds = _even_bounds(nyp, max(int(tile), smax + 2))
-        self.xbounds = _even_bounds(nxp, max(int(tile), smax + 2))
+        self.ybounds = even_bounds(nyp, max(int(tile), smax + 2))
+        self.xbounds = even_bounds(nxp, max(int(tile), smax + 2))
         nty, ntx = self.ybounds.size - 1, self.xbounds.size - 1
         load_s = op0.per_sample_load()
         load = load_s.sum(axis=1).astype(np.int64)
@@ -339,7 +339,7 @@ class DistributedOperator:
             for k in np.unique(lab[cnt > 0]):
                 sel = np.flatnonzero((lab == k) & (cnt > 0))
                 jx, jy, _, _ = op0.sample_footprints(int(k), idx[sel])
-                tid = _tile_of(jy, self.ybounds) * ntx + _tile_of(jx, self.xbounds)
+                tid = tile_of(jy, self.ybounds) * ntx + tile_of(jx, self.xbounds)
                 keys[sel] = int(k) * nty * ntx + tid
         del op0
         self._move_rows(uvw, weight, valid, load, keys, centres.size * nty * ntx)
@@ -360,10 +360,10 @@ class DistributedOperator:
             mark = np.zeros((nty, ntx), dtype=bool)
             if op.stack_idx[k].size:
                 jx, jy, sx, sy = op.sample_footprints(k)
-                txa = _tile_of((jx - 1) % nxp, self.xbounds)
-                txb = _tile_of((jx + sx) % nxp, self.xbounds)
-                tya = _tile_of((jy - 1) % nyp, self.ybounds)
-                tyb = _tile_of((jy + sy) % nyp, self.ybounds)
+                txa = tile_of((jx - 1) % nxp, self.xbounds)
+                txb = tile_of((jx + sx) % nxp, self.xbounds)
+                tya = tile_of((jy - 1) % nyp, self.ybounds)
+                tyb = tile_of((jy + sy) % nyp, self.ybounds)
                 for ty in (tya, tyb):
                     for tx in (txa, txb):
                         mark[ty, tx] = True
@@ -540,7 +540,7 @@ class DistributedOperator:
         cs = np.cumsum(valid, axis=1)
         target = (cnt + 1) // 2
         ch = np.argmax(cs >= np.maximum(target, 1)[:, None], axis=1)
-        return np.where(cnt > 0, _sample_keys(uvw, freq[ch], spec, ybounds, xbounds), 0)
+        return np.where(cnt > 0, sample_keys(uvw, freq[ch], spec, ybounds, xbounds), 0)
 
     def _cells(self, tiles):
         """Flat grid cells of ``tiles`` in pack order (set-up / test oracle only: int64)."""
@@ -755,7 +755,7 @@ def _pack_tiles(grid, tiles, ybounds, xbounds, buf, off, mode):
     return k
 
 
-def _sample_keys(uvw, f, spec, ybounds, xbounds):
+def sample_keys(uvw, f, spec, ybounds, xbounds):
     """``plane0 * ntiles + tile`` of samples (rows of uvw at frequencies ``f``), the same
     quantities as the gridder's make_layout (first plane, tile of the kernel's first cell)."""
     fs = np.asarray(f, dtype=np.float64) / C_LIGHT
@@ -776,14 +776,14 @@ def _sample_keys(uvw, f, spec, ybounds, xbounds):
     return q * ntiles + tile
 
 
-def _even_bounds(n, tile):
+def even_bounds(n, tile):
     """Tile edges over ``n`` cells: ``max(1, n // tile)`` tiles, each at least ``tile`` cells
     (when there are several), so a footprint of ``<= tile`` cells meets at most two."""
     nt = max(1, int(n) // int(tile))
     return (np.arange(nt + 1, dtype=np.int64) * int(n)) // nt
 
 
-def _tile_of(j, bounds):
+def tile_of(j, bounds):
     """Tile index of cells ``j`` (already reduced mod the grid size)."""
     return np.searchsorted(bounds, j, side="right") - 1
 
@@ -811,14 +811,14 @@ def wproject_stacks(comm, uvw, freq, valid, npix_x, npix_y, cell_rad, *, epsilon
         # The serial cost model on a global subsample (all samples when few) that is the
         # same at any rank count, decided on rank 0 and broadcast so every rank uses the
         # same K.
-        sample, n_all = _global_subsample(comm, w_abs, 20000)
+        sample, n_all = global_subsample(comm, w_abs, 20000)
         k = 0
         if rank == 0:
             k = choose_nstacks(
                 sample, npix_x, npix_y, cell, float(epsilon), oversampling, n_total=n_all,
             )
         nstacks = int(comm.bcast(k, root=0)) if comm is not None and size > 1 else k
-    centres = stack_centres(w_abs, int(nstacks), comm=comm)
+    centres = stack_centres(w_abs, int(nstacks), collectives=Collectives.of(comm))
     if fft == "auto":
         # one backend for every rank: rank 0 decides, broadcast (radimg.ops.fft.resolve)
         from radimg.ops.fft import good_size, resolve
@@ -852,7 +852,7 @@ def wproject_stacks(comm, uvw, freq, valid, npix_x, npix_y, cell_rad, *, epsilon
 
 def subsample_slice(offset, tot, max_samples):
     """The rank-count independent subsample of a distributed array, as a slice of one
-    rank's part (pure; the rank arithmetic of :func:`_global_subsample`).
+    rank's part (pure; the rank arithmetic of :func:`global_subsample`).
 
     Parameters
     ----------
@@ -874,7 +874,7 @@ def subsample_slice(offset, tot, max_samples):
     return slice((-int(offset)) % stride, None, stride)
 
 
-def _global_subsample(comm, x, max_samples):
+def global_subsample(comm, x, max_samples):
     """Subsample of a distributed 1-D array that does not depend on the rank count,
     gathered on rank 0, and the global size. Other ranks get ``(None, size)``.
 

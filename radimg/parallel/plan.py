@@ -1077,7 +1077,7 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
     out = {}
     if mode == "wstack-wproject":
         from radimg.ops.wproject import WProjectOperator
-        from radimg.parallel.operator import _even_bounds, _tile_of
+        from radimg.parallel.operator import even_bounds, tile_of
 
         wabs = np.abs(w)
         lab = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), wabs)
@@ -1090,8 +1090,8 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
         t = op.tables
         nyp, nxp = op.nyp, op.nxp
         smax = int(np.ceil(2.0 * max(t.hs_x.max(), t.hs_y.max()))) + 1
-        yb = _even_bounds(nyp, max(int(tile), smax + 2))
-        xb = _even_bounds(nxp, max(int(tile), smax + 2))
+        yb = even_bounds(nyp, max(int(tile), smax + 2))
+        xb = even_bounds(nxp, max(int(tile), smax + 2))
         nty, ntx = yb.size - 1, xb.size - 1
         nplanes = op.nstacks
         keys = np.zeros(w.size, np.int64)
@@ -1102,10 +1102,10 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
             if idx.size == 0:
                 continue
             jx, jy, sx, sy = op.sample_footprints(k)
-            keys[idx] = k * nty * ntx + _tile_of(jy, yb) * ntx + _tile_of(jx, xb)
+            keys[idx] = k * nty * ntx + tile_of(jy, yb) * ntx + tile_of(jx, xb)
             load[idx] = sx.astype(np.int64) * sy
-            marks.append((idx, k, [(_tile_of((jy - 1) % nyp, yb), _tile_of((jx - 1) % nxp, xb)),
-                                   (_tile_of((jy + sy) % nyp, yb), _tile_of((jx + sx) % nxp, xb))]))
+            marks.append((idx, k, [(tile_of((jy - 1) % nyp, yb), tile_of((jx - 1) % nxp, xb)),
+                                   (tile_of((jy + sy) % nyp, yb), tile_of((jx + sx) % nxp, xb))]))
         rk = _balanced_ranks(keys, load, n_ranks)
         per_rs = np.zeros((n_ranks, nplanes), np.int64)
         np.add.at(per_rs, (rk, op.labels), 1)
@@ -1120,7 +1120,7 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
         out["tables"] = t
     else:
         from radimg.ops.operator import WideFieldOperator
-        from radimg.parallel.operator import _sample_keys
+        from radimg.parallel.operator import sample_keys
 
         wabs = np.abs(w)
         anchors = np.zeros((2, 3))
@@ -1135,7 +1135,7 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
         yb, xb = lay.ybounds, lay.xbounds
         nty, ntx = yb.size - 1, xb.size - 1
         nyp, nxp, nplanes = spec.nyp, spec.nxp, spec.nplanes
-        keys = _sample_keys(uvw, np.full(w.size, C_LIGHT), spec, yb, xb)
+        keys = sample_keys(uvw, np.full(w.size, C_LIGHT), spec, yb, xb)
         rk = _balanced_ranks(keys, np.ones(w.size, np.int64), n_ranks)
         p0, tl = np.divmod(keys, nty * ntx)
         # per (rank, tile): the plane range of its samples (touched_tiles' slot_pmin/pmax)

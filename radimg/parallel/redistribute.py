@@ -145,7 +145,7 @@ def global_positions(comm, load, keys=None, nkeys=None):
     rank, size = comm_rank_size(comm)
     if keys is None:
         local = np.array([load.sum()], dtype=np.int64)
-        off = _exscan(comm, local)
+        off = exscan(comm, local)
         tot = allreduce_array(comm, local.copy(), "sum")
         starts = off[0] + np.cumsum(load) - load
         return starts.astype(np.int64), int(tot[0])
@@ -155,7 +155,7 @@ def global_positions(comm, load, keys=None, nkeys=None):
         nkeys = int(allreduce_array(comm, mx, "max")[0]) + 1
     per_key = np.zeros(nkeys, dtype=np.int64)
     np.add.at(per_key, keys, load)
-    rank_off = _exscan(comm, per_key)
+    rank_off = exscan(comm, per_key)
     key_tot = allreduce_array(comm, per_key.copy(), "sum")
     key_base = np.zeros(nkeys, np.int64)
     np.cumsum(key_tot[:-1], out=key_base[1:])
@@ -170,7 +170,7 @@ def global_positions(comm, load, keys=None, nkeys=None):
     return starts, int(key_tot.sum())
 
 
-def _exscan(comm, arr):
+def exscan(comm, arr):
     """Exclusive prefix sum over ranks (rank 0 gets zeros); serial: zeros."""
     arr = np.ascontiguousarray(arr, dtype=np.int64)
     out = np.zeros_like(arr)

@@ -54,13 +54,13 @@ def setup():
 
 
 def test_cost_model_subsample_is_the_same_at_any_rank_count(setup):
-    from radimg.parallel.operator import _global_subsample
+    from radimg.parallel.operator import global_subsample
 
     comm, uvw, wgt, lo, hi = (setup[k] for k in ("comm", "uvw", "wgt", "lo", "hi"))
     w_abs = np.abs(uvw[:, 2:3] * FREQ / 299792458.0)[wgt != 0]
     mine = np.abs(uvw[lo:hi, 2:3] * FREQ / 299792458.0)[wgt[lo:hi] != 0]
-    got, tot = _global_subsample(comm, mine, 20_000)
-    want, tot1 = _global_subsample(None, w_abs, 20_000)
+    got, tot = global_subsample(comm, mine, 20_000)
+    want, tot1 = global_subsample(None, w_abs, 20_000)
     assert tot == tot1 == w_abs.size > 20_000 and want.size <= 20_000
     if comm.rank == 0:
         np.testing.assert_array_equal(got, want)
