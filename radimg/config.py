@@ -31,6 +31,8 @@ import yaml
 
 __all__ = [
     "ConfigError",
+    "ms_paths",
+    "stokes_products",
     "SCHEMA",
     "defaults",
     "dump_default",
@@ -373,6 +375,181 @@ def bytes_key(default, doc) -> Key:
     )
 
 
+# --------------------------------------------------------------------------------------
+# Data selection and polarisation keys (issue #15)
+# --------------------------------------------------------------------------------------
+
+
+def _yaml_if_text(v, opener="["):
+    """A ``--set`` value arrives as YAML already parsed, but a key given as a string that
+    looks like a list or mapping (``"[0, 3]"``) is parsed here."""
+    if isinstance(v, str) and v.strip().startswith(opener):
+        try:
+            return _load(v)
+        except yaml.YAMLError:
+            raise _Bad from None
+    return v
+
+
+def ms_paths(value) -> list[str]:
+    """``input.ms`` as a list of paths (one path or a list of them, imaged together)."""
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def ms_list_key(default, doc) -> Key:
+    """One Measurement Set path or a non-empty list of them; one path is stored as a
+    string (so code that images one MS keeps working), several as a list of strings."""
+    expected = "a path or a non-empty list of paths"
+
+    def convert(v):
+        v = _yaml_if_text(v)
+        items = list(v) if isinstance(v, (list, tuple)) else [v]
+        if not items or not all(isinstance(x, str) and x.strip() for x in items):
+            raise _Bad
+        items = [os.path.expanduser(x) for x in items]
+        dup = sorted({x for x in items if items.count(x) > 1})
+        if dup:
+            raise _Bad(f"{expected}, each given once ({dup[0]} is listed twice)")
+        return items[0] if len(items) == 1 else items
+
+    return Key(default, doc, expected, convert)
+
+
+def spw_key(default, doc) -> Key:
+    """A spectral window id, a non-empty list of ids, or ``all``."""
+    expected = 'a spectral window id (integer >= 0), a non-empty list of ids, or "all"'
+
+    def convert(v):
+        v = _yaml_if_text(v)
+        if isinstance(v, str) and v.strip().lower() == "all":
+            return "all"
+        items = list(v) if isinstance(v, (list, tuple)) else [v]
+        if not items:
+            raise _Bad
+        out = [_as_int(x) for x in items]
+        if any(x < 0 for x in out) or len(set(out)) != len(out):
+            raise _Bad
+        return out[0] if len(out) == 1 else out
+
+    return Key(default, doc, expected, convert)
+
+
+def field_key(default, doc) -> Key:
+    """A FIELD row id or a field NAME (a string of digits is an id)."""
+    expected = "a field id (integer >= 0) or a field name"
+
+    def convert(v):
+        if isinstance(v, str) and v.strip() and not v.strip().lstrip("+-").isdigit():
+            return v.strip()
+        x = _as_int(v)
+        if x < 0:
+            raise _Bad
+        return x
+
+    return Key(default, doc, expected, convert)
+
+
+def pair_key(default, doc, *, integer, lo=0.0, open_max=False) -> Key:
+    """Null or ``[first, last]`` (``first <= last``; ``last`` may be null when
+    ``open_max``): channel ranges (integers) and uv ranges (numbers)."""
+    what = "integers" if integer else "numbers"
+    expected = f"null or [min, max] ({what} >= {lo:g}, min <= max" + (
+        "; max null = no upper limit)" if open_max else ")")
+
+    def convert(v):
+        v = _yaml_if_text(v)
+        if v is None:
+            return None
+        if not isinstance(v, (list, tuple)) or len(v) != 2:
+            raise _Bad
+        conv = _as_int if integer else _as_float
+        a = conv(v[0])
+        b = None if (open_max and v[1] is None) else conv(v[1])
+        if a < lo or (b is not None and b < a):
+            raise _Bad
+        return [a, b]
+
+    return Key(default, doc, expected, convert)
+
+
+def phase_centre_key(default, doc) -> Key:
+    """Null (the field's own centre) or ``{ra_deg, dec_deg}``."""
+    expected = "null or {ra_deg: <deg>, dec_deg: <deg in -90..90>}"
+
+    def convert(v):
+        v = _yaml_if_text(v, "{")
+        if v is None:
+            return None
+        if not isinstance(v, Mapping) or set(v) != {"ra_deg", "dec_deg"}:
+            raise _Bad
+        ra, dec = _as_float(v["ra_deg"]), _as_float(v["dec_deg"])
+        if not -90.0 <= dec <= 90.0:
+            raise _Bad
+        return {"ra_deg": ra % 360.0, "dec_deg": dec}
+
+    return Key(copy.deepcopy(default), doc, expected, convert)
+
+
+#: Stokes parameters and instrumental products image.stokes may name, in stored order.
+STOKES_NAMES = ("I", "Q", "U", "V")
+INSTRUMENTAL_NAMES = ("XX", "XY", "YX", "YY", "RR", "RL", "LR", "LL")
+_POL_ORDER = STOKES_NAMES + INSTRUMENTAL_NAMES
+
+
+def stokes_products(value) -> list[str]:
+    """The polarisation products of an ``image.stokes`` value, in stored order.
+
+    ``"IQUV"``, ``"QU"``, ``"V"``, ``"XX"``, ``"XXYY"``, ``"xx,yy"`` or a list such as
+    ``["I", "V"]``: Stokes letters and two-letter instrumental products (case-insensitive;
+    commas and spaces separate but are not needed).
+
+    Raises
+    ------
+    ValueError
+        An unknown letter or product, one given twice, or linear and circular
+        instrumental products mixed.
+    """
+    text = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    s = re.sub(r"[\s,;+]", "", text.upper())
+    out, i = [], 0
+    while i < len(s):
+        if s[i : i + 2] in INSTRUMENTAL_NAMES:
+            tok, i = s[i : i + 2], i + 2
+        elif s[i] in STOKES_NAMES:
+            tok, i = s[i], i + 1
+        else:
+            raise ValueError(f"unknown polarisation {s[i:i + 2] or s[i]!r} in {text!r}")
+        if tok in out:
+            raise ValueError(f"{tok} is given twice in {text!r}")
+        out.append(tok)
+    if not out:
+        raise ValueError("no polarisation given")
+    if len({p[0] in "XY" for p in out if len(p) == 2}) > 1:
+        raise ValueError(f"{text!r} mixes linear (X, Y) and circular (R, L) products")
+    return sorted(out, key=_POL_ORDER.index)
+
+
+def stokes_key(default, doc) -> Key:
+    """``image.stokes``: see :func:`stokes_products`; stored as the products joined
+    (``"IQUV"``, ``"XXYY"``)."""
+    expected = (
+        "Stokes parameters from I, Q, U, V (e.g. I, V, QU, IQUV) and/or instrumental "
+        "products XX, XY, YX, YY, RR, RL, LR, LL (e.g. XX, XXYY)"
+    )
+
+    def convert(v):
+        if not isinstance(v, (str, list, tuple)):
+            raise _Bad
+        try:
+            return "".join(stokes_products(v))
+        except ValueError as exc:
+            raise _Bad(f"{expected}; {exc}") from None
+
+    return Key(default, doc, expected, convert)
+
+
 # Per-source keys of the simulated sky: key -> (converter key, required?)
 SOURCE_KEYS: dict[str, tuple[Key, bool]] = {
     "ra_deg": (float_key(None, "right ascension, degrees", lo=-360.0, hi=360.0), True),
@@ -391,6 +568,13 @@ SOURCE_KEYS: dict[str, tuple[Key, bool]] = {
     "major_arcsec": (float_key(0.0, "Gaussian FWHM major axis, arcsec (0 = point)", lo=0.0), False),
     "minor_arcsec": (float_key(0.0, "Gaussian FWHM minor axis, arcsec (0 = point)", lo=0.0), False),
     "pa_deg": (float_key(0.0, "Gaussian position angle, degrees east of north"), False),
+    "q_jy": (float_key(0.0, "Stokes Q at ref_freq_hz, Jy (same spectral index as I)"), False),
+    "u_jy": (float_key(0.0, "Stokes U at ref_freq_hz, Jy (same spectral index as I)"), False),
+    "v_jy": (float_key(0.0, "Stokes V at ref_freq_hz, Jy (same spectral index as I)"), False),
+    "rm_rad_m2": (
+        float_key(0.0, "rotation measure, rad/m^2: Q + iU turns by 2 RM (lambda^2 - lambda_ref^2)"),
+        False,
+    ),
 }
 
 
@@ -462,6 +646,10 @@ def _src(ra, dec, flux):
         "major_arcsec": 0.0,
         "minor_arcsec": 0.0,
         "pa_deg": 0.0,
+        "q_jy": 0.0,
+        "u_jy": 0.0,
+        "v_jy": 0.0,
+        "rm_rad_m2": 0.0,
     }
 
 
@@ -478,18 +666,35 @@ TELESCOPES = ("mwa", "vla", "meerkat")
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "input": {
-        "ms": str_key(
+        "ms": ms_list_key(
             "out/demo.ms",
-            "Measurement Set to image (simulate: true writes it first, unless an MS that "
-            "radimg did not simulate is there: that one is imaged, never replaced)",
-            path=True,
+            "Measurement Set to image, or a list of them imaged together (simulate: true "
+            "writes it first, unless an MS that radimg did not simulate is there: that one "
+            "is imaged, never replaced)",
         ),
         "datacolumn": str_key(
             "DATA", "MS column holding the visibilities (DATA, CORRECTED_DATA, ...)"
         ),
         "simulate": bool_key(False, "radimg run first writes input.ms from the simulate: section"),
-        "spw": int_key(0, "spectral window id", lo=0),
-        "field": int_key(0, "field id", lo=0),
+        "spw": spw_key(
+            0,
+            "spectral window id, a list of ids or all (the channels of every selected "
+            "window on one frequency axis)",
+        ),
+        "field": field_key(0, "field id or field name (FIELD NAME)"),
+        "chan_range": pair_key(
+            None,
+            "[first, last] channel of each selected window, inclusive, 0-based (null = "
+            "all; last is cut to the window's last channel)",
+            integer=True,
+        ),
+        "uv_range_lambda": pair_key(
+            None,
+            "[min, max] baseline length sqrt(u^2 + v^2) per channel, wavelengths, as "
+            "WSClean -minuv-l/-maxuv-l (null = all; max null = no upper limit)",
+            integer=False,
+            open_max=True,
+        ),
         "chunk_rows": int_key(100_000, "MS rows read per chunk (bounds read memory)", lo=1),
         "autocorrelations": bool_key(
             False, "image autocorrelations (ANTENNA1 == ANTENNA2) too; WSClean and CASA don't"
@@ -511,6 +716,20 @@ SCHEMA: dict[str, dict[str, Key]] = {
             None, "image height in pixels (null = npix)", lo=32, even=True, nullable=True
         ),
         "cell_arcsec": float_key(30.0, "pixel size, arcsec", lo=0.0, lo_open=True),
+        "stokes": stokes_key(
+            "I",
+            "polarisation products to image: Stokes I, Q, U, V (e.g. V, IQUV) or "
+            "instrumental XX, XY, YX, YY, RR, RL, LR, LL, formed as WSClean does",
+        ),
+        "channels_out": int_key(
+            1, "output channels: the selected channels in this many equal-bandwidth groups",
+            lo=1,
+        ),
+        "phase_centre": phase_centre_key(
+            None,
+            "image centre {ra_deg, dec_deg} (J2000); uvw and visibilities are rotated to "
+            "it exactly (null = the field's own phase centre)",
+        ),
         "weighting": choice_key("briggs", "visibility weighting", ("natural", "uniform", "briggs")),
         "robust": float_key(
             0.0, "Briggs robust parameter (-2 ~ uniform, 2 ~ natural)", lo=-2.0, hi=2.0
@@ -693,6 +912,29 @@ SCHEMA: dict[str, dict[str, Key]] = {
             0.0, "rms noise per visibility (real and imaginary parts), Jy", lo=0.0
         ),
         "seed": int_key(42, "random seed for the noise", lo=0),
+        "nspw": int_key(
+            1, "spectral windows, each of nchan channels of chan_width_hz", lo=1
+        ),
+        "spw_spacing_hz": float_key(
+            "auto",
+            "first-channel frequency step from one window to the next, Hz (auto: "
+            "nchan * chan_width_hz, windows side by side)",
+            lo=0.0,
+            lo_open=True,
+            auto=True,
+        ),
+        "feeds": choice_key(
+            "auto",
+            "feed type: linear (XX XY YX YY) or circular (RR RL LR LL); auto: the "
+            "telescope's (MWA, MeerKAT linear; VLA circular)",
+            ("auto", "linear", "circular"),
+        ),
+        "correlations": choice_key(
+            "auto",
+            "correlations written: parallel (XX, YY or RR, LL), all four, or auto (all "
+            "four when a source has q_jy, u_jy or v_jy)",
+            ("auto", "parallel", "all"),
+        ),
         "sources": sources_key(_DEFAULT_SOURCES, "sky model: list of point/Gaussian sources"),
         "sky_image": str_key(
             None,
@@ -1029,6 +1271,12 @@ def _cross_checks(cfg: dict) -> None:
             f"image.npix at image.cell_arcsec = {img['cell_arcsec']:g}: the image corners reach "
             f"past the horizon (l^2 + m^2 = {corner * corner:.2f} >= 1); reduce npix or "
             "cell_arcsec"
+        )
+    if cfg["input"]["simulate"] and len(ms_paths(cfg["input"]["ms"])) > 1:
+        raise ConfigError(
+            "input.simulate writes one Measurement Set, but input.ms lists "
+            f"{len(ms_paths(cfg['input']['ms']))}; give one path (or simulate each first "
+            "with `radimg simulate`)"
         )
     sim = cfg["simulate"]
     if sim["ha_stop_h"] <= sim["ha_start_h"]:

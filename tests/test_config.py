@@ -30,6 +30,8 @@ def test_defaults_have_required_sections_and_keys():
         "simulate": False,
         "spw": 0,
         "field": 0,
+        "chan_range": None,
+        "uv_range_lambda": None,
         "chunk_rows": 100000,
         "autocorrelations": False,
         "lock_wait_s": 60.0,
@@ -167,6 +169,10 @@ def test_set_sources_flow_list():
         "major_arcsec": 0.0,
         "minor_arcsec": 0.0,
         "pa_deg": 0.0,
+        "q_jy": 0.0,
+        "u_jy": 0.0,
+        "v_jy": 0.0,
+        "rm_rad_m2": 0.0,
     }
 
 

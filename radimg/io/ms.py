@@ -1,9 +1,14 @@
-"""Measurement Set reader: Stokes I visibilities, flags and weights of one row range.
+"""Measurement Set reader: the selected polarisation products, flags and weights of one row
+range of one or more Measurement Sets.
 
 The MS is opened read-only and read in chunks of ``chunk_rows`` rows, so memory stays bounded
 by the size of the returned arrays plus one chunk. Every rank of an SPMD job reads its own
-contiguous row range (``row_ranges``); conventions (units, Stokes I, weights of flagged
-samples) are those of ``docs/internals.md``.
+contiguous row range (``row_ranges``) of the rows of all selected MSs taken one after the
+other. What is read is fixed once by :func:`plan_selection` (MSs, spectral windows, field,
+channels, polarisation products, phase centre: the ``input.*`` keys and ``image.stokes`` /
+``image.phase_centre``), which every rank shares, then :func:`read_selection` reads a row
+range. Conventions (units, Stokes products, weights of flagged samples, the phase rotation)
+are those of ``docs/internals.md``.
 """
 
 from __future__ import annotations
@@ -20,9 +25,8 @@ CORR_NAMES = {
     5: "RR", 6: "RL", 7: "LR", 8: "LL",
     9: "XX", 10: "XY", 11: "YX", 12: "YY",
 }  # fmt: skip
-_PARALLEL_PAIRS = ((9, 12), (5, 8))
 _PARALLEL = (9, 12, 5, 8)
-_STOKES_I = 1
+C_LIGHT = 299792458.0
 
 # Columns the reader needs besides the data column; a table without them is not an MS.
 _REQUIRED = ("UVW", "FLAG", "WEIGHT", "DATA_DESC_ID", "FIELD_ID", "ANTENNA1", "ANTENNA2", "TIME")
@@ -34,7 +38,8 @@ class MSError(ValueError):
 
 @dataclass
 class VisData:
-    """Stokes I visibilities of one row range (see ``docs/internals.md``).
+    """Visibilities of the selected polarisation products of one row range (see
+    ``docs/internals.md``).
 
     Attributes
     ----------
@@ -42,14 +47,16 @@ class VisData:
         Baseline coordinates in metres, straight from the UVW column.
     freq : ndarray (chan,), float64
         Channel frequencies, Hz.
-    vis : ndarray (row, chan), complex64 | complex128
-        Stokes I; 0 where flagged.
-    weight : ndarray (row, chan), float32 | float64
-        Stokes I weights; 0 where flagged, where the data or weights were NaN/Inf, or negative.
+    vis : ndarray (row, chan) or (pol, row, chan), complex64 | complex128
+        The products of ``stokes`` (Stokes I by default); 0 where flagged.
+    weight : ndarray (row, chan) or (pol, row, chan), float32 | float64
+        Their weights; 0 where flagged, where the data or weights were NaN/Inf, or negative,
+        and in the columns of channels a row's spectral window does not have.
     phase_centre : tuple of float
-        ``(ra, dec)`` of the FIELD's PHASE_DIR, radians.
+        ``(ra, dec)`` the uvw and visibilities refer to, radians: the FIELD's PHASE_DIR, or
+        ``image.phase_centre`` when they were rotated to it.
     nrows_total : int
-        Rows in the main table (all spectral windows and fields), for ``row_ranges``.
+        Rows in the main table(s) (all spectral windows and fields), for ``row_ranges``.
     n_nonfinite_flagged : int
         Samples (row, chan) that were otherwise usable but had NaN/Inf data or weights and
         were flagged here; the caller warns (summed over ranks).
@@ -59,6 +66,14 @@ class VisData:
     n_bad_uvw_rows : int
         Cross-correlation rows flagged because their UVW is not finite, or exactly (0, 0, 0)
         (no baseline: a writer's placeholder, it would add a constant to every pixel).
+    stokes : tuple of str
+        The polarisation products read (``image.stokes``), e.g. ``("I",)`` or
+        ``("I", "Q", "U", "V")``. With one product ``vis`` and ``weight`` are
+        (row, chan); with several they are (pol, row, chan), in this order.
+    chan_width : ndarray (chan,), float64, optional
+        Channel widths, Hz (None when unknown).
+    n_uvrange_flagged : int
+        Samples (row, chan) with non-zero weight left out by ``input.uv_range_lambda``.
     """
 
     uvw: np.ndarray
@@ -70,6 +85,9 @@ class VisData:
     n_nonfinite_flagged: int = 0
     n_autocorr_rows: int = 0
     n_bad_uvw_rows: int = 0
+    stokes: tuple = ("I",)
+    chan_width: np.ndarray | None = None
+    n_uvrange_flagged: int = 0
 
 
 def row_ranges(nrows: int, size: int) -> list[tuple[int, int]]:
@@ -248,22 +266,6 @@ def _ddid_map(path, spw, wait_s=None):
     return ddids, {d: corr[pols[d]] for d in ddids if 0 <= pols[d] < len(corr)}
 
 
-def _stokes_i_plan(path, corr_types):
-    """Indices of the correlations that make Stokes I, or raise MSError if none do."""
-    for a, b in _PARALLEL_PAIRS:
-        if a in corr_types and b in corr_types:
-            return [corr_types.index(a), corr_types.index(b)]
-    for c in (_STOKES_I, *_PARALLEL):
-        if c in corr_types:
-            # One parallel hand (or Stokes I itself) is the best estimate of I there is.
-            return [corr_types.index(c)]
-    names = [CORR_NAMES.get(c, str(c)) for c in corr_types]
-    raise MSError(
-        f"{os.fspath(path)}: no correlation that makes Stokes I: POLARIZATION CORR_TYPE holds "
-        f"{names}; expected XX and/or YY, RR and/or LL, or I"
-    )
-
-
 def _iso_utc(mjd_s, ref="UTC"):
     """ISO 8601 UTC string (millisecond precision) of an MS epoch: MJD seconds in the time
     scale ``ref`` (the column's MEASINFO Ref; UTC in nearly every MS). None if not finite."""
@@ -416,34 +418,129 @@ def _ms_metadata(path, spw: int = 0, field: int = 0, lock_wait_s: float | None =
 # Reading
 # --------------------------------------------------------------------------------------
 
+# Polarisation products from correlations, as WSClean 3.1 forms them (msprovider.cpp
+# CopyData): a product the MS holds is read as it is; otherwise the first combination whose
+# correlations are all present, linear feeds before circular. Terms are (CORR_TYPE, factor).
+_CODE = {name: code for code, name in CORR_NAMES.items()}
+_RECIPES = {
+    "I": (((9, 0.5), (12, 0.5)), ((5, 0.5), (8, 0.5))),  # (XX + YY)/2, (RR + LL)/2
+    "Q": (((9, 0.5), (12, -0.5)), ((6, 0.5), (7, 0.5))),  # (XX - YY)/2, (RL + LR)/2
+    "U": (((10, 0.5), (11, 0.5)), ((6, -0.5j), (7, 0.5j))),  # (XY + YX)/2, -i(RL - LR)/2
+    "V": (((10, -0.5j), (11, 0.5j)), ((5, 0.5), (8, -0.5))),  # -i(XY - YX)/2, (RR - LL)/2
+}
+_NEEDS = {
+    "I": "XX and/or YY, RR and/or LL, or I",
+    "Q": "XX and YY (linear feeds), RL and LR (circular feeds), or Q",
+    "U": "XY and YX (linear feeds), RL and LR (circular feeds), or U",
+    "V": "XY and YX (linear feeds), RR and LL (circular feeds), or V",
+}
 
-def _stokes_i(data, flag, wspec, idx, cdtype, fdtype):
-    """Stokes I, weight and the count of newly flagged non-finite samples of one chunk.
 
-    data : (row, chan, corr) complex; flag : (row, chan, corr) bool;
-    wspec : (row, chan, corr) float (weights per correlation, broadcast when from WEIGHT).
+def product_recipe(name: str, corr_types) -> list | None:
+    """How the polarisation product ``name`` is formed from an MS's correlations.
+
+    Parameters
+    ----------
+    name : str
+        "I", "Q", "U", "V" or an instrumental product ("XX", "RL", ...).
+    corr_types : sequence of int
+        POLARIZATION CORR_TYPE of the data description (casacore Stokes codes).
+
+    Returns
+    -------
+    list of (int, complex) or None
+        ``(correlation index, factor)`` terms, the product being ``sum factor * data``;
+        None when the correlations cannot give it. Stokes I falls back to the one parallel
+        hand an MS holds (the best estimate of I there is), as radimg always did.
     """
-    d = data[:, :, idx].astype(np.result_type(data.dtype, cdtype), copy=False)
-    w = wspec[:, :, idx].astype(np.float64, copy=False)
-    fl = np.any(flag[:, :, idx], axis=2)
-    finite = np.all(np.isfinite(d), axis=2) & np.all(np.isfinite(w), axis=2)
-    bad = ~finite
-    n_bad = int(np.count_nonzero(bad & ~fl))
-    w = np.where(finite[:, :, None], w, 0.0)
-    d = np.where(finite[:, :, None], d, 0.0)
-    if len(idx) == 2:
-        vis = 0.5 * (d[:, :, 0] + d[:, :, 1])
-        w1, w2 = w[:, :, 0], w[:, :, 1]
-        ok = (w1 > 0) & (w2 > 0)
-        # I = (A + B) / 2 has variance (1/w1 + 1/w2) / 4, hence weight 4 / (1/w1 + 1/w2).
-        wi = np.zeros_like(w1)
-        np.divide(4.0 * w1 * w2, w1 + w2, out=wi, where=ok)
-    else:
-        vis = d[:, :, 0]
-        wi = np.where(w[:, :, 0] > 0, w[:, :, 0], 0.0)
-    wi[fl | bad] = 0.0
-    vis = np.where(wi > 0, vis, 0.0)
-    return vis.astype(cdtype), wi.astype(fdtype), n_bad
+    corr = [int(c) for c in corr_types]
+    code = _CODE.get(name)
+    if code in corr:
+        return [(corr.index(code), 1.0)]
+    for terms in _RECIPES.get(name, ()):
+        if all(c in corr for c, _ in terms):
+            return [(corr.index(c), f) for c, f in terms]
+    if name == "I":
+        for c in _PARALLEL:
+            if c in corr:
+                return [(corr.index(c), 1.0)]
+    return None
+
+
+def _recipes(path, corr_types, stokes):
+    """The recipe of every product of ``stokes``, or an MSError naming image.stokes."""
+    out = []
+    for name in stokes:
+        r = product_recipe(name, corr_types)
+        if r is None:
+            names = [CORR_NAMES.get(c, str(c)) for c in corr_types]
+            if name == "I":
+                why = "no correlation that makes Stokes I"
+            else:
+                kind = "Stokes" if name in _RECIPES else "the instrumental product"
+                why = f"the correlations cannot give {kind} {name}"
+            need = _NEEDS.get(name, f"the correlation {name} itself")
+            raise MSError(
+                f"{os.fspath(path)}: image.stokes = {''.join(stokes)}: {why}: POLARIZATION "
+                f"CORR_TYPE holds {names}; expected {need}"
+            )
+        out.append(r)
+    return out
+
+
+def _products(data, flag, wspec, recipes, cdtype, fdtype):
+    """Polarisation products and their weights from one chunk's correlations.
+
+    Parameters
+    ----------
+    data : ndarray (row, chan, corr) complex
+    flag : ndarray (row, chan, corr) bool
+    wspec : ndarray (row, chan, corr) float
+        Weights per correlation (WEIGHT broadcast over channels when there is no
+        WEIGHT_SPECTRUM).
+    recipes : list of list of (int, complex)
+        :func:`product_recipe` of each product.
+
+    Returns
+    -------
+    vis : ndarray (pol, row, chan) cdtype
+    weight : ndarray (pol, row, chan) fdtype
+        A product's weight is the inverse of its variance, ``1 / sum |f_k|^2 / w_k`` over
+        its terms (``4 / (1/w_XX + 1/w_YY)`` for Stokes I), 0 where any correlation used is
+        flagged, has a weight <= 0, or a non-finite value.
+    n_bad : int
+        Samples (row, chan) made unusable here by NaN/Inf data or weights that no flag had
+        removed already (counted once however many products use them).
+    """
+    nrow, nchan = data.shape[:2]
+    vis = np.zeros((len(recipes), nrow, nchan), dtype=cdtype)
+    wgt = np.zeros((len(recipes), nrow, nchan), dtype=fdtype)
+    bad_any = np.zeros((nrow, nchan), dtype=bool)
+    work = np.result_type(data.dtype, cdtype)
+    for p, terms in enumerate(recipes):
+        idx = [i for i, _ in terms]
+        d = data[:, :, idx].astype(work, copy=False)
+        w = wspec[:, :, idx].astype(np.float64, copy=False)
+        fl = np.any(flag[:, :, idx], axis=2)
+        finite = np.all(np.isfinite(d), axis=2) & np.all(np.isfinite(w), axis=2)
+        bad_any |= ~finite & ~fl
+        w = np.where(finite[:, :, None], w, 0.0)
+        d = np.where(finite[:, :, None], d, 0.0)
+        if len(terms) == 1:
+            v = d[:, :, 0] if terms[0][1] == 1.0 else terms[0][1] * d[:, :, 0]
+            wp = np.where(w[:, :, 0] > 0, w[:, :, 0] / abs(terms[0][1]) ** 2, 0.0)
+        else:
+            (_, f1), (_, f2) = terms
+            v = f1 * d[:, :, 0] + f2 * d[:, :, 1]
+            w1, w2 = w[:, :, 0], w[:, :, 1]
+            ok = (w1 > 0) & (w2 > 0)
+            # variance |f1|^2/w1 + |f2|^2/w2; for I = (A + B)/2: 4 w1 w2 / (w1 + w2)
+            wp = np.zeros_like(w1)
+            np.divide(w1 * w2, abs(f1) ** 2 * w2 + abs(f2) ** 2 * w1, out=wp, where=ok)
+        wp[fl | ~finite] = 0.0
+        vis[p] = np.where(wp > 0, v, 0.0)
+        wgt[p] = wp
+    return vis, wgt, int(np.count_nonzero(bad_any))
 
 
 def _use_weight_spectrum(t, cols, nchan, ncorr):
@@ -459,118 +556,368 @@ def _use_weight_spectrum(t, cols, nchan, ncorr):
         return False
 
 
-def _read_ms(
-    path,
-    datacolumn: str = "DATA",
-    rows=None,
-    chunk_rows: int = 100_000,
-    spw: int = 0,
-    field: int = 0,
-    precision: str = "single",
-    on_chunk=None,
-    autocorrelations: bool = False,
-    lock_wait_s: float | None = None,
-) -> VisData:
-    """Read Stokes I visibilities, weights and uvw of one row range of a Measurement Set.
+# --------------------------------------------------------------------------------------
+# Phase rotation
+# --------------------------------------------------------------------------------------
 
-    Only rows of the given spectral window (via DATA_DESCRIPTION) and field are returned,
-    and, unless ``autocorrelations``, only cross-correlations (as WSClean and CASA image).
-    Rows whose UVW is not finite or exactly zero are flagged (and counted).
-    FLAG and FLAG_ROW are honoured; WEIGHT_SPECTRUM is used when present and valid, else
-    WEIGHT broadcast over channels. Stokes I is ``(XX+YY)/2`` or ``(RR+LL)/2`` with weight
-    ``4/(1/w1 + 1/w2)``, or the single parallel hand; a sample is flagged if any correlation
-    used is. NaN/Inf data or weights are flagged and counted. The MS is never modified.
+
+def _uvw_axes(ra, dec):
+    """Rows: the u (east), v (north) and w (toward (ra, dec)) unit vectors, (3, 3)."""
+    sa, ca, sd, cd = np.sin(ra), np.cos(ra), np.sin(dec), np.cos(dec)
+    return np.array([[-sa, ca, 0.0], [-sd * ca, -sd * sa, cd], [cd * ca, cd * sa, sd]])
+
+
+def rotation_matrix(centre_from, centre_to) -> np.ndarray:
+    """The matrix taking uvw of phase centre ``centre_from`` to uvw of ``centre_to``.
+
+    A baseline ``b`` (celestial frame) has ``uvw = A(ra, dec) b`` with A's rows the u, v, w
+    axes of the centre, so ``uvw_to = A_to A_from^T uvw_from`` (exact, w included).
 
     Parameters
     ----------
-    path : str or path-like
-        The MS directory.
-    datacolumn : str
-        Complex data column, e.g. "DATA", "CORRECTED_DATA", "MODEL_DATA".
-    rows : (int, int), optional
-        Half-open range ``(start, stop)`` of main-table rows; all rows when omitted.
-    chunk_rows : int
-        Rows read per casacore call (bounds the temporary memory).
-    spw, field : int
-        Spectral window and field to select.
-    precision : {"single", "double"}
-        complex64/float32 or complex128/float64 output.
-    on_chunk : callable(rows_done, rows_in_range), optional
-        Called before each chunk is read (progress reporting).
-    autocorrelations : bool
-        Keep rows with ANTENNA1 == ANTENNA2 (left out and counted by default).
-    lock_wait_s : float, optional
-        Seconds to wait for a write-locked table (default ``LOCK_WAIT_S``).
+    centre_from, centre_to : (float, float)
+        ``(ra, dec)``, radians, in one frame (the MS's PHASE_DIR frame).
 
     Returns
     -------
-    VisData
-        ``vis`` and ``weight`` (row, chan) for the selected rows of the range, in MS order.
+    ndarray (3, 3), float64
+    """
+    return _uvw_axes(*centre_to) @ _uvw_axes(*centre_from).T
+
+
+def rotate_phase_centre(uvw, vis, freq, rot):
+    """Move visibilities to another phase centre (see :func:`rotation_matrix`).
+
+    With ``V = sum S exp(+2 pi i (u l + v m + w (n - 1)))`` (``docs/internals.md``) and
+    ``u l + v m + w n = b.s / lambda``, ``V_to = V_from exp(+2 pi i (w_from - w_to) nu / c)``.
+
+    Parameters
+    ----------
+    uvw : ndarray (row, 3), float64
+        Metres, for the old centre.
+    vis : ndarray (..., row, chan), complex
+        Multiplied in place.
+    freq : ndarray (chan,), float64
+        Hz.
+    rot : ndarray (3, 3)
+
+    Returns
+    -------
+    ndarray (row, 3), float64
+        uvw for the new centre.
+    """
+    new = uvw @ rot.T
+    dw = (uvw[:, 2] - new[:, 2])[:, None] * (np.asarray(freq, np.float64) / C_LIGHT)[None, :]
+    vis *= np.exp(2j * np.pi * dw).astype(vis.dtype, copy=False)
+    return new
+
+
+# --------------------------------------------------------------------------------------
+# Selection: what every rank reads
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    """One data description of one MS, as read: channels ``chan[0]:chan[1]`` of spectral
+    window ``spw``, placed at columns ``cols`` (chan,) of the selection's frequency axis."""
+
+    ddid: int
+    spw: int
+    chan: tuple
+    cols: np.ndarray
+    freq: np.ndarray
+    nchan_spw: int
+    recipes: list
+
+
+@dataclass
+class MSPart:
+    """One MS of a selection: its rows ``row0 .. row0 + nrows`` of the selection's row
+    space, the field read, and the windows read (by DATA_DESC_ID)."""
+
+    path: str
+    row0: int
+    nrows: int
+    field: int
+    field_name: str
+    centre: tuple
+    windows: dict
+    rotation: np.ndarray | None
+
+
+@dataclass
+class Selection:
+    """What a run reads, made once by :func:`plan_selection` and the same on every rank.
+
+    Attributes
+    ----------
+    parts : list of MSPart
+        The MSs, in ``input.ms`` order; their rows follow each other in one row space of
+        ``nrows_total`` rows, which :func:`row_ranges` splits between ranks.
+    freq, chan_width : ndarray (chan,), float64
+        The selected channels of every window and MS on one ascending frequency axis, Hz.
+    phase_centre : (float, float)
+        The image's phase centre (ra, dec), radians: ``image.phase_centre`` or the fields'.
+    stokes : tuple of str
+        Polarisation products read.
+    nrows_total : int
+    meta : dict
+        :func:`ms_metadata` of the first MS with ``nrows``, ``freq``, ``chan_width``,
+        ``bandwidth_hz``, ``phase_centre`` of the selection, and ``ms`` (paths),
+        ``stokes``, ``spws``, ``n_ms``.
+    """
+
+    parts: list
+    freq: np.ndarray
+    chan_width: np.ndarray
+    phase_centre: tuple
+    stokes: tuple
+    nrows_total: int
+    meta: dict
+
+
+def _config_error(msg):
+    from radimg.config import ConfigError
+
+    return ConfigError(msg)
+
+
+def _field_id(path, field, wait_s=None):
+    """A FIELD row id from ``input.field`` (an id, or a NAME looked up in the FIELD table)."""
+    if not isinstance(field, str):
+        return int(field)
+    f = _open(path, "FIELD", wait_s)
+    try:
+        names = [str(x) for x in f.getcol("NAME")] if "NAME" in f.colnames() and f.nrows() else []
+    finally:
+        f.close()
+    hits = [i for i, n in enumerate(names) if n == field]
+    if not hits:
+        hits = [i for i, n in enumerate(names) if n.lower() == field.lower()]
+    if len(hits) != 1:
+        what = "no field" if not hits else f"{len(hits)} fields"
+        raise _config_error(
+            f"input.field = {field!r}: {os.fspath(path)} has {what} of that name (FIELD NAME "
+            f"holds {names}); give a field name it holds once, or a field id"
+        )
+    return hits[0]
+
+
+def _spw_ids(path, spw, wait_s=None):
+    if spw == "all":
+        s = _open(path, "SPECTRAL_WINDOW", wait_s)
+        try:
+            return list(range(s.nrows()))
+        finally:
+            s.close()
+    return [int(x) for x in (spw if isinstance(spw, (list, tuple)) else [spw])]
+
+
+def _same_direction(a, b, tol=1e-9):
+    """Two (ra, dec) within ``tol`` radians of each other."""
+    ca = _uvw_axes(*a)[2]
+    cb = _uvw_axes(*b)[2]
+    return float(np.linalg.norm(ca - cb)) <= tol
+
+
+def plan_selection(
+    ms,
+    spw=0,
+    field=0,
+    chan_range=None,
+    stokes="I",
+    phase_centre=None,
+    channels_out: int = 1,
+    datacolumn: str | None = None,
+    lock_wait_s: float | None = None,
+) -> Selection:
+    """Decide what a run reads (cheap: subtables and the main table's shape only).
+
+    Parameters
+    ----------
+    ms : str, path-like or list of them
+        ``input.ms``: one MS or several imaged together.
+    spw : int, list of int or "all"
+        ``input.spw``.
+    field : int or str
+        ``input.field``: a FIELD id or NAME (looked up in each MS).
+    chan_range : (int, int), optional
+        ``input.chan_range``: first and last channel (inclusive) of every selected window;
+        ``last`` is cut to the window's last channel.
+    stokes : str or sequence of str
+        ``image.stokes`` (see :func:`radimg.config.stokes_products`).
+    phase_centre : dict or (float, float), optional
+        ``image.phase_centre`` ``{ra_deg, dec_deg}`` or ``(ra, dec)`` radians; None: the
+        fields' own centre, which must then be the same in every MS.
+    channels_out : int
+        ``image.channels_out``; more than the selected channels is an error.
+    datacolumn : str, optional
+        Checked to exist in every MS when given.
+    lock_wait_s : float, optional
+        Seconds to wait for a write-locked table.
+
+    Returns
+    -------
+    Selection
 
     Raises
     ------
     MSError
-        Missing path, not an MS, data column absent, zero rows, spw/field out of range, or
-        no correlation that makes Stokes I.
+        Missing path, not an MS, zero rows, spw/field out of range, bad CHAN_FREQ or
+        PHASE_DIR, absent data column, a polarisation product the correlations cannot give
+        (naming image.stokes).
+    ConfigError
+        A field name no MS holds once (input.field), a channel range that selects no
+        channel (input.chan_range), MSs/fields with different phase centres and no
+        image.phase_centre, channels_out above the channels selected (image.channels_out).
     """
-    if precision not in ("single", "double"):
-        raise ValueError(f"precision must be 'single' or 'double', got {precision!r}")
-    cdtype, fdtype = (
-        (np.complex64, np.float32) if precision == "single" else (np.complex128, np.float64)
-    )
-    chunk_rows = max(1, int(chunk_rows))
-    spath = os.fspath(path)
-    wait = lock_wait_s
-    t = _open(path, wait_s=wait)  # the main table first: "not an MS" beats any subtable complaint
-    try:
-        _check_main(path, t)
-    finally:
-        t.close()
-    freq, _ = _spw_info(path, spw, wait)
-    centre, _, _ = _field_centre(path, field, wait)
-    ddids, corr = _ddid_map(path, spw, wait)
-    plans = {d: _stokes_i_plan(path, corr[d]) for d in ddids if d in corr}
-    nchan = freq.size
+    from radimg.config import ms_paths, stokes_products
 
-    t = _open(path, wait_s=wait)
+    paths = ms_paths(ms) if not isinstance(ms, os.PathLike) else [os.fspath(ms)]
+    pols = tuple(stokes_products(stokes))
+    wait = lock_wait_s
+    parts, row0, meta0 = [], 0, None
+    for path in paths:
+        t = _open(path, wait_s=wait)  # the main table first: "not an MS" beats any subtable
+        try:
+            cols = _check_main(path, t)
+            nrows = t.nrows()
+            if datacolumn is not None and datacolumn not in cols:
+                raise MSError(
+                    f"{path}: data column {datacolumn!r} not found; the data columns present "
+                    f"are {', '.join(_data_columns(t)) or 'none'}"
+                )
+        finally:
+            t.close()
+        if nrows == 0:
+            raise MSError(f"{path}: the Measurement Set has zero rows")
+        fid = _field_id(path, field, wait)
+        centre, fname, _ = _field_centre(path, fid, wait)
+        windows = {}
+        for sp in _spw_ids(path, spw, wait):
+            freq, _ = _spw_info(path, sp, wait)
+            c0, c1 = 0, freq.size
+            if chan_range is not None:
+                a, b = int(chan_range[0]), int(chan_range[1])
+                if a >= freq.size:
+                    raise _config_error(
+                        f"input.chan_range = [{a}, {b}] selects no channel of spectral window "
+                        f"{sp} of {path} (it has {freq.size} channels: 0..{freq.size - 1})"
+                    )
+                c0, c1 = a, min(b, freq.size - 1) + 1
+            ddids, corr = _ddid_map(path, sp, wait)
+            for d in ddids:
+                if d not in corr:
+                    raise MSError(f"{path}: DATA_DESC_ID {d} has no valid POLARIZATION row")
+                windows[d] = Window(d, sp, (c0, c1), np.zeros(0, np.int64), freq[c0:c1],
+                                    freq.size, _recipes(path, corr[d], pols))
+        if meta0 is None:
+            meta0 = ms_metadata(path, _spw_ids(path, spw, wait)[0], fid, lock_wait_s=wait)
+        parts.append(MSPart(os.fspath(path), row0, int(nrows), fid, fname, centre, windows,
+                            None))
+        row0 += int(nrows)
+
+    # One frequency axis: every selected channel once (exactly equal frequencies share it).
+    freqs, widths = [], {}
+    for part in parts:
+        for w in part.windows.values():
+            _, width = _spw_info(part.path, w.spw, wait)
+            width = np.broadcast_to(np.abs(width), (w.nchan_spw,))[w.chan[0] : w.chan[1]]
+            freqs.append(w.freq)
+            for f, bw in zip(w.freq, width, strict=True):
+                widths.setdefault(float(f), float(bw))
+    axis = np.unique(np.concatenate(freqs)) if freqs else np.zeros(0)
+    if axis.size == 0:
+        raise MSError(
+            f"{', '.join(paths)}: no rows can match: the selected spectral window(s) "
+            f"{spw} have no DATA_DESCRIPTION row"
+        )
+    for part in parts:
+        for w in part.windows.values():
+            w.cols = np.searchsorted(axis, w.freq).astype(np.int64)
+    chan_width = np.array([widths[float(f)] for f in axis])
+    if int(channels_out) > axis.size:
+        raise _config_error(
+            f"image.channels_out = {channels_out} is more than the {axis.size} channel(s) "
+            "selected (input.spw, input.chan_range); lower image.channels_out"
+        )
+
+    if phase_centre is None:
+        target = parts[0].centre
+        for part in parts[1:]:
+            if not _same_direction(part.centre, target):
+                raise _config_error(
+                    f"{part.path} (field {part.field}) and {parts[0].path} (field "
+                    f"{parts[0].field}) have different phase centres "
+                    f"({np.degrees(part.centre[0]):.6f}, {np.degrees(part.centre[1]):.6f}) and "
+                    f"({np.degrees(target[0]):.6f}, {np.degrees(target[1]):.6f}) deg; set "
+                    "image.phase_centre: {ra_deg, dec_deg} to image them together"
+                )
+    elif isinstance(phase_centre, dict):
+        target = (math.radians(float(phase_centre["ra_deg"])),
+                  math.radians(float(phase_centre["dec_deg"])))
+    else:
+        target = (float(phase_centre[0]), float(phase_centre[1]))
+    for part in parts:
+        if not _same_direction(part.centre, target, 1e-12):
+            part.rotation = rotation_matrix(part.centre, target)
+
+    meta = dict(meta0)
+    meta.update(
+        nrows=row0,
+        freq=axis,
+        chan_width=chan_width,
+        bandwidth_hz=band_span(axis, chan_width),
+        phase_centre=target,
+        ms=[p.path for p in parts],
+        n_ms=len(parts),
+        stokes=list(pols),
+        spws=sorted({w.spw for p in parts for w in p.windows.values()}),
+    )
+    return Selection(parts, axis, chan_width, target, pols, row0, meta)
+
+
+# --------------------------------------------------------------------------------------
+# Reading a row range of a selection
+# --------------------------------------------------------------------------------------
+
+
+def _read_part(part, sel, datacolumn, start, stop, chunk_rows, cdtype, fdtype, on_chunk,
+               done0, total, autocorrelations, uv_range, wait, out, merge):
+    """Read rows [start, stop) of one MS of a selection, appending pieces to ``out``."""
+    spath = part.path
+    t = _open(spath, wait_s=wait)
     try:
-        cols = _check_main(path, t)
+        cols = _check_main(spath, t)
         if datacolumn not in cols:
             raise MSError(
                 f"{spath}: data column {datacolumn!r} not found; the data columns present are "
                 f"{', '.join(_data_columns(t)) or 'none'}"
             )
-        nrows_total = t.nrows()
-        if nrows_total == 0:
-            raise MSError(f"{spath}: the Measurement Set has zero rows")
-        start, stop = (0, nrows_total) if rows is None else (int(rows[0]), int(rows[1]))
-        if not 0 <= start <= stop <= nrows_total:
-            raise ValueError(f"rows {rows} outside the {nrows_total} rows of {spath}")
         has_flag_row = "FLAG_ROW" in cols
-
-        uvw_parts, vis_parts, wgt_parts = [], [], []
-        n_bad = n_auto = n_bad_uvw = 0
+        ddids = list(part.windows)
         ws_checked = {}
         for a in range(start, stop, chunk_rows):
             if on_chunk is not None:
-                on_chunk(a - start, stop - start)
+                on_chunk(done0 + a - start, total)
             n = min(chunk_rows, stop - a)
             ddid = t.getcol("DATA_DESC_ID", a, n)
             fid = t.getcol("FIELD_ID", a, n)
-            sel = np.isin(ddid, ddids) & (fid == field)
-            auto = t.getcol("ANTENNA1", a, n) == t.getcol("ANTENNA2", a, n)
+            a1c, a2c = t.getcol("ANTENNA1", a, n), t.getcol("ANTENNA2", a, n)
+            sel_rows = np.isin(ddid, ddids) & (fid == part.field)
+            auto = a1c == a2c
             if not autocorrelations:
-                n_auto += int(np.count_nonzero(sel & auto))
-                sel &= ~auto
-            if not sel.any():
+                out["n_auto"] += int(np.count_nonzero(sel_rows & auto))
+                sel_rows &= ~auto
+            if not sel_rows.any():
                 continue
+            times = t.getcol("TIME", a, n) if merge else None
             # Rows of several ddids (or spws of other shapes) interleave; read the selection
             # as a reference table when it is not the whole chunk.
-            pieces = []
-            for d in np.unique(ddid[sel]):
-                if d not in plans:
-                    raise MSError(f"{spath}: DATA_DESC_ID {d} has no valid POLARIZATION row")
-                rsel = np.nonzero(sel & (ddid == d))[0]
+            for d in np.unique(ddid[sel_rows]):
+                win = part.windows[int(d)]
+                rsel = np.nonzero(sel_rows & (ddid == d))[0]
                 if rsel.size == n:
                     sub, s0, sn = t, a, n
                 else:
@@ -578,16 +925,16 @@ def _read_ms(
                 try:
                     data = sub.getcol(datacolumn, s0, sn)
                     ncorr = data.shape[2]
-                    if data.shape[1] != nchan:
+                    if data.shape[1] != win.nchan_spw:
                         raise MSError(
                             f"{spath}: column {datacolumn} has {data.shape[1]} channels but "
-                            f"spectral window {spw} has {nchan}"
+                            f"spectral window {win.spw} has {win.nchan_spw}"
                         )
                     flag = sub.getcol("FLAG", s0, sn)
                     if has_flag_row:
                         flag = flag | sub.getcol("FLAG_ROW", s0, sn)[:, None, None]
                     if d not in ws_checked:
-                        ws_checked[d] = _use_weight_spectrum(t, cols, nchan, ncorr)
+                        ws_checked[d] = _use_weight_spectrum(t, cols, win.nchan_spw, ncorr)
                     wspec = None
                     if ws_checked[d]:
                         try:
@@ -596,104 +943,303 @@ def _read_ms(
                             wspec = None  # cells undefined in this chunk: fall back to WEIGHT
                     if wspec is None:
                         w = sub.getcol("WEIGHT", s0, sn).reshape(sn, 1, -1)
-                        wspec = np.broadcast_to(w, (sn, nchan, w.shape[2]))
+                        wspec = np.broadcast_to(w, (sn, win.nchan_spw, w.shape[2]))
                     uvw = sub.getcol("UVW", s0, sn).astype(np.float64, copy=False)
                 finally:
                     if sub is not t:
                         sub.close()
-                vis, wgt, nb = _stokes_i(data, flag, wspec, plans[d], cdtype, fdtype)
-                n_bad += nb
+                c0, c1 = win.chan
+                if (c0, c1) != (0, win.nchan_spw):
+                    data, flag, wspec = data[:, c0:c1], flag[:, c0:c1], wspec[:, c0:c1]
+                vis, wgt, nb = _products(data, flag, wspec, win.recipes, cdtype, fdtype)
+                del data, flag, wspec
+                out["n_bad"] += nb
                 # zero UVW is a placeholder on a cross-correlation (an autocorrelation has it)
                 bad_uvw = ~np.all(np.isfinite(uvw), axis=1) | (
                     ~np.any(uvw, axis=1) & ~auto[rsel]
                 )
                 if bad_uvw.any():
-                    n_bad_uvw += int(np.count_nonzero(bad_uvw & np.any(wgt > 0, axis=1)))
-                    wgt[bad_uvw] = 0
-                    vis[bad_uvw] = 0
+                    out["n_bad_uvw"] += int(np.count_nonzero(bad_uvw & np.any(wgt > 0, axis=(0, 2))))
+                    wgt[:, bad_uvw] = 0
+                    vis[:, bad_uvw] = 0
                     uvw = np.where(bad_uvw[:, None], 0.0, uvw)
-                pieces.append((rsel, uvw, vis, wgt))
-            if len(pieces) == 1:
-                _, uvw, vis, wgt = pieces[0]
-            else:
-                # Put the rows of the different data descriptions back in MS order.
-                order = np.argsort(np.concatenate([p[0] for p in pieces]), kind="stable")
-                uvw, vis, wgt = (np.concatenate([p[k] for p in pieces])[order] for k in (1, 2, 3))
-            uvw_parts.append(uvw)
-            vis_parts.append(vis)
-            wgt_parts.append(wgt)
+                if part.rotation is not None:
+                    uvw = rotate_phase_centre(uvw, vis, win.freq, part.rotation)
+                if uv_range is not None:
+                    q = np.hypot(uvw[:, 0], uvw[:, 1])[:, None] * (win.freq / C_LIGHT)[None, :]
+                    lo, hi = uv_range
+                    cut = (q < lo) if hi is None else ((q < lo) | (q > hi))
+                    cut = np.broadcast_to(cut, wgt.shape)
+                    out["n_uvrange"] += int(np.count_nonzero(cut & (wgt > 0)))
+                    wgt[cut] = 0
+                    vis[cut] = 0
+                key = None
+                if merge:
+                    key = (times[rsel], a1c[rsel], a2c[rsel])
+                out["pieces"].append((part.row0 + a + rsel, key, uvw, win, vis, wgt))
     finally:
         t.close()
 
-    uvw = _concat(uvw_parts, (0, 3), np.float64)
-    vis = _concat(vis_parts, (0, nchan), cdtype)
-    wgt = _concat(wgt_parts, (0, nchan), fdtype)
-    return VisData(
-        uvw=uvw,
-        freq=freq,
-        vis=vis,
-        weight=wgt,
-        phase_centre=centre,
-        nrows_total=int(nrows_total),
-        n_nonfinite_flagged=int(n_bad),
-        n_autocorr_rows=int(n_auto),
-        n_bad_uvw_rows=int(n_bad_uvw),
-    )
+
+def _assemble(pieces, nfreq, npol, cdtype, fdtype):
+    """Rows of all pieces on one frequency axis, in selection row order.
+
+    Rows of different windows of one MS with the same time, baseline and uvw become one
+    row (pieces then carry keys); the k-th such row of a window joins the k-th of another,
+    so two rows of one window are never merged. A window's channels fill its columns of
+    the axis; the other columns of its rows hold weight 0.
+    """
+    if not pieces:
+        return (np.zeros((0, 3)), np.zeros((npol, 0, nfreq), cdtype),
+                np.zeros((npol, 0, nfreq), fdtype))
+    grow = np.concatenate([p[0] for p in pieces])
+    uvw = np.concatenate([p[2] for p in pieces])
+    if pieces[0][1] is not None:
+        keys = np.column_stack([
+            np.concatenate([np.full(p[0].size, float(p[6])) for p in pieces]),  # the MS
+            *(np.concatenate([np.asarray(p[1][k], dtype=np.float64) for p in pieces])
+              for k in range(3)),  # time, antenna1, antenna2
+            uvw,
+        ])
+        ddid = np.concatenate([np.full(p[0].size, float(p[3].ddid)) for p in pieces])
+        # occurrence number of each row among the rows of its window with its key
+        kd = np.column_stack([keys, ddid])
+        order = np.lexsort((grow,) + tuple(kd[:, k] for k in range(kd.shape[1] - 1, -1, -1)))
+        ko = kd[order]
+        same = np.r_[False, np.all(ko[1:] == ko[:-1], axis=1)]
+        idx = np.arange(order.size)
+        occ = np.empty(order.size)
+        occ[order] = idx - np.maximum.accumulate(np.where(same, 0, idx))
+        _, inv = np.unique(np.column_stack([keys, occ]), axis=0, return_inverse=True)
+        inv = np.asarray(inv).ravel()
+        first = np.full(int(inv.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, inv, grow)
+        rank = np.empty(first.size, dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+        out_row = rank[inv]
+    else:
+        out_row = np.empty(grow.size, dtype=np.int64)
+        out_row[np.argsort(grow, kind="stable")] = np.arange(grow.size)
+    nout = int(out_row.max()) + 1
+    uvw_out = np.zeros((nout, 3))
+    vis_out = np.zeros((npol, nout, nfreq), dtype=cdtype)
+    wgt_out = np.zeros((npol, nout, nfreq), dtype=fdtype)
+    s = 0
+    for p in pieces:
+        m = p[0].size
+        rows = out_row[s : s + m]
+        uvw_out[rows] = p[2]
+        cols = p[3].cols
+        if cols.size == nfreq:
+            vis_out[:, rows] = p[4]
+            wgt_out[:, rows] = p[5]
+        else:
+            vis_out[:, rows[:, None], cols[None, :]] = p[4]
+            wgt_out[:, rows[:, None], cols[None, :]] = p[5]
+        s += m
+    return uvw_out, vis_out, wgt_out
 
 
-def uvw_subsample(
-    path,
-    spw: int = 0,
-    field: int = 0,
-    max_rows: int = 200_000,
+def read_selection(
+    sel: Selection,
+    datacolumn: str = "DATA",
+    rows=None,
+    chunk_rows: int = 100_000,
+    precision: str = "single",
+    on_chunk=None,
     autocorrelations: bool = False,
+    uv_range=None,
     lock_wait_s: float | None = None,
-):
-    """A strided subsample of the UVW column of the rows ``read_ms`` would select (spw,
-    field, no FLAG_ROW, cross-correlations unless ``autocorrelations``), for planning.
+) -> VisData:
+    """Read one row range of a :class:`Selection`: the polarisation products, weights and
+    uvw of the selected rows, on the selection's frequency axis and phase centre.
+
+    Only rows of the selected windows (via DATA_DESCRIPTION) and field are returned, and,
+    unless ``autocorrelations``, only cross-correlations (as WSClean and CASA image).
+    Rows whose UVW is not finite or exactly zero are flagged (and counted). FLAG and
+    FLAG_ROW are honoured per correlation: a product is flagged where any correlation it
+    uses is. WEIGHT_SPECTRUM is used when present and valid, else WEIGHT broadcast over
+    channels. Products and weights as :func:`_products`; NaN/Inf data or weights are
+    flagged and counted. uvw and visibilities are rotated to the selection's phase centre
+    (:func:`rotate_phase_centre`) before the uv range is applied. The MSs are never modified.
+
+    Parameters
+    ----------
+    sel : Selection
+        From :func:`plan_selection` (the same on every rank).
+    datacolumn : str
+        Complex data column, e.g. "DATA", "CORRECTED_DATA", "MODEL_DATA".
+    rows : (int, int), optional
+        Half-open range ``(start, stop)`` of the selection's row space (the MSs' main-table
+        rows one after the other); all rows when omitted.
+    chunk_rows : int
+        Rows read per casacore call (bounds the temporary memory).
+    precision : {"single", "double"}
+        complex64/float32 or complex128/float64 output.
+    on_chunk : callable(rows_done, rows_in_range), optional
+        Called before each chunk is read (progress reporting).
+    autocorrelations : bool
+        Keep rows with ANTENNA1 == ANTENNA2 (left out and counted by default).
+    uv_range : (float, float or None), optional
+        ``input.uv_range_lambda``: keep samples with ``min <= sqrt(u^2 + v^2) nu / c <=
+        max`` (wavelengths, after the rotation); the others get weight 0 and are counted.
+    lock_wait_s : float, optional
+        Seconds to wait for a write-locked table (default ``LOCK_WAIT_S``).
 
     Returns
     -------
-    n_rows : int
-        Estimated number of selected rows in the whole MS (the subsample's fraction of
-        selected rows times the MS's rows).
-    uvw : ndarray (row, 3) float64, metres
-        Finite, non-zero UVW of the subsampled selected rows.
-    freq : ndarray (chan,) float64, Hz
+    VisData
+        ``vis`` and ``weight`` (row, chan) with one product, (pol, row, chan) with several.
+    """
+    if precision not in ("single", "double"):
+        raise ValueError(f"precision must be 'single' or 'double', got {precision!r}")
+    cdtype, fdtype = (
+        (np.complex64, np.float32) if precision == "single" else (np.complex128, np.float64)
+    )
+    chunk_rows = max(1, int(chunk_rows))
+    start, stop = (0, sel.nrows_total) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= start <= stop <= sel.nrows_total:
+        names = ", ".join(p.path for p in sel.parts)
+        raise ValueError(f"rows {rows} outside the {sel.nrows_total} rows of {names}")
+    merge = any(len(p.windows) > 1 for p in sel.parts)
+    out = {"pieces": [], "n_bad": 0, "n_auto": 0, "n_bad_uvw": 0, "n_uvrange": 0}
+    for part in sel.parts:
+        a, b = max(start, part.row0), min(stop, part.row0 + part.nrows)
+        if a >= b:
+            continue
+        n0 = len(out["pieces"])
+        _read_part(part, sel, datacolumn, a - part.row0, b - part.row0, chunk_rows, cdtype,
+                   fdtype, on_chunk, a - start, stop - start, autocorrelations, uv_range,
+                   lock_wait_s, out, merge)
+        for k in range(n0, len(out["pieces"])):
+            out["pieces"][k] = out["pieces"][k] + (part.row0,)
+    uvw, vis, wgt = _assemble(out["pieces"], sel.freq.size, len(sel.stokes), cdtype, fdtype)
+    if len(sel.stokes) == 1:
+        vis, wgt = vis[0], wgt[0]
+    return VisData(
+        uvw=uvw,
+        freq=sel.freq.copy(),
+        vis=vis,
+        weight=wgt,
+        phase_centre=tuple(sel.phase_centre),
+        nrows_total=int(sel.nrows_total),
+        n_nonfinite_flagged=int(out["n_bad"]),
+        n_autocorr_rows=int(out["n_auto"]),
+        n_bad_uvw_rows=int(out["n_bad_uvw"]),
+        stokes=tuple(sel.stokes),
+        chan_width=sel.chan_width.copy(),
+        n_uvrange_flagged=int(out["n_uvrange"]),
+    )
+
+
+def _read_ms(
+    path,
+    datacolumn: str = "DATA",
+    rows=None,
+    chunk_rows: int = 100_000,
+    spw=0,
+    field=0,
+    precision: str = "single",
+    on_chunk=None,
+    autocorrelations: bool = False,
+    lock_wait_s: float | None = None,
+    stokes="I",
+    chan_range=None,
+    uv_range=None,
+    phase_centre=None,
+) -> VisData:
+    """Read one row range of one Measurement Set (or of several: ``path`` a list).
+
+    :func:`plan_selection` then :func:`read_selection` with the same arguments: by
+    default Stokes I of spectral window 0 and field 0, ``(XX+YY)/2`` or ``(RR+LL)/2`` with
+    weight ``4/(1/w1 + 1/w2)``, or the single parallel hand.
 
     Raises
     ------
     MSError
-        As :func:`ms_metadata` (missing, not an MS, zero rows, bad CHAN_FREQ, ...), and for
-        a table casacore cannot read (truncated storage files).
+        Missing path, not an MS, data column absent, zero rows, spw/field out of range, or
+        no correlation that makes the products asked for.
     """
-    meta = ms_metadata(path, spw, field, lock_wait_s=lock_wait_s)
-    ddids, _ = _ddid_map(path, spw, lock_wait_s)
-    t = _open(path, wait_s=lock_wait_s)
+    if precision not in ("single", "double"):
+        raise ValueError(f"precision must be 'single' or 'double', got {precision!r}")
+    sel = plan_selection(path, spw=spw, field=field, chan_range=chan_range, stokes=stokes,
+                         phase_centre=phase_centre, lock_wait_s=lock_wait_s)
+    return read_selection(sel, datacolumn=datacolumn, rows=rows, chunk_rows=chunk_rows,
+                          precision=precision, on_chunk=on_chunk,
+                          autocorrelations=autocorrelations, uv_range=uv_range,
+                          lock_wait_s=lock_wait_s)
+
+
+def uvw_subsample(
+    path,
+    spw=0,
+    field=0,
+    max_rows: int = 200_000,
+    autocorrelations: bool = False,
+    lock_wait_s: float | None = None,
+    chan_range=None,
+    phase_centre=None,
+):
+    """A strided subsample of the UVW column of the rows ``read_selection`` would select
+    (MSs, windows, field, no FLAG_ROW, cross-correlations unless ``autocorrelations``),
+    rotated to the phase centre, for planning.
+
+    Returns
+    -------
+    n_rows : int
+        Estimated number of selected rows in the whole selection (each MS's subsample's
+        fraction of selected rows times its rows).
+    uvw : ndarray (row, 3) float64, metres
+        Finite, non-zero UVW of the subsampled selected rows.
+    freq : ndarray (chan,) float64, Hz
+        The selection's frequency axis.
+
+    Raises
+    ------
+    MSError
+        As :func:`plan_selection` (missing, not an MS, zero rows, bad CHAN_FREQ, ...), and
+        for a table casacore cannot read (truncated storage files).
+    """
     try:
-        nrows = t.nrows()
-        step = max(1, -(-nrows // max(1, int(max_rows))))
-
-        def col(name):
-            return t.getcol(name, startrow=0, nrow=-1, rowincr=step)
-
-        uvw = np.asarray(col("UVW"), dtype=np.float64).reshape(-1, 3)
-        sel = np.isin(col("DATA_DESC_ID"), ddids) & (col("FIELD_ID") == field)
-        if "FLAG_ROW" in t.colnames():
-            sel &= ~np.asarray(col("FLAG_ROW"), dtype=bool)
-        if not autocorrelations:
-            sel &= col("ANTENNA1") != col("ANTENNA2")
+        sel = plan_selection(path, spw=spw, field=field, chan_range=chan_range,
+                             phase_centre=phase_centre, lock_wait_s=lock_wait_s)
     except RuntimeError as exc:
         raise MSError(
-            f"{os.fspath(path)}: casacore could not read the Measurement Set ({exc}); the "
-            "table is probably truncated or corrupt"
+            f"{path}: casacore could not read the Measurement Set ({exc}); the table is "
+            "probably truncated or corrupt"
         ) from None
-    finally:
-        t.close()
-    n_sel = int(round(nrows * sel.mean())) if sel.size else 0
-    uvw = uvw[sel]
-    uvw = uvw[np.all(np.isfinite(uvw), axis=1) & np.any(uvw != 0, axis=1)]
-    return n_sel, uvw, meta["freq"]
+    n_sel, parts = 0, []
+    per_ms = max(1, int(max_rows) // len(sel.parts))
+    for part in sel.parts:
+        t = _open(part.path, wait_s=lock_wait_s)
+        try:
+            nrows = t.nrows()
+            step = max(1, -(-nrows // per_ms))
+
+            def col(name, t=t, step=step):
+                return t.getcol(name, startrow=0, nrow=-1, rowincr=step)
+
+            uvw = np.asarray(col("UVW"), dtype=np.float64).reshape(-1, 3)
+            keep = np.isin(col("DATA_DESC_ID"), list(part.windows)) & (
+                col("FIELD_ID") == part.field)
+            if "FLAG_ROW" in t.colnames():
+                keep &= ~np.asarray(col("FLAG_ROW"), dtype=bool)
+            if not autocorrelations:
+                keep &= col("ANTENNA1") != col("ANTENNA2")
+        except RuntimeError as exc:
+            raise MSError(
+                f"{part.path}: casacore could not read the Measurement Set ({exc}); the "
+                "table is probably truncated or corrupt"
+            ) from None
+        finally:
+            t.close()
+        n_sel += int(round(nrows * keep.mean())) if keep.size else 0
+        uvw = uvw[keep]
+        uvw = uvw[np.all(np.isfinite(uvw), axis=1) & np.any(uvw != 0, axis=1)]
+        if part.rotation is not None:
+            uvw = uvw @ part.rotation.T
+        parts.append(uvw)
+    return n_sel, np.concatenate(parts), sel.freq
 
 
 def _concat(parts, empty_shape, dtype):

@@ -116,10 +116,12 @@ class MSWriter:
         Target MS directory.
     nrows : int
         Total rows of the main table.
-    freq : ndarray (chan,), float64
-        Channel centre frequencies, Hz.
+    freq : ndarray (chan,) or (spw, chan), float64
+        Channel centre frequencies, Hz; a 2-D array writes one spectral window (and data
+        description) per row, each of ``chan`` channels (rows name theirs by
+        ``put_rows(data_desc_id=)``).
     chan_width : float or ndarray (chan,)
-        Channel widths, Hz.
+        Channel widths, Hz (the same in every window).
     corr_types : sequence of int
         CASA CORR_TYPE codes, e.g. (9, 12) for XX, YY or (9, 10, 11, 12) for all four.
     phase_centre : (float, float)
@@ -169,8 +171,8 @@ class MSWriter:
         check_not_inside_table(self.path)
         self.marker = str(marker)
         self.nrows = int(nrows)
-        self.freq = np.atleast_1d(np.asarray(freq, dtype=np.float64))
-        self.nchan = self.freq.size
+        self.freq = np.atleast_2d(np.asarray(freq, dtype=np.float64))
+        self.nspw, self.nchan = self.freq.shape
         self.chan_width = np.broadcast_to(np.asarray(chan_width, np.float64), (self.nchan,))
         self.corr_types = [int(c) for c in corr_types]
         bad = [c for c in self.corr_types if c not in _CORR_PRODUCT]
@@ -246,6 +248,7 @@ class MSWriter:
         weight=None,
         sigma=None,
         scan_number=1,
+        data_desc_id=0,
     ):
         """Write rows ``[start, start + len(time))`` of the main table.
 
@@ -266,6 +269,8 @@ class MSWriter:
         weight, sigma : ndarray (row, corr) float, optional
             Default 1. Give both or neither for consistency (``weight = 1/sigma^2``).
         scan_number : int
+        data_desc_id : int
+            Spectral window (= data description) of these rows.
         """
         t = self.table
         time = np.asarray(time, dtype=np.float64)
@@ -294,8 +299,11 @@ class MSWriter:
         t.putcol("EXPOSURE", np.full(n, float(interval)), start, n)
         t.putcol("ANTENNA1", np.asarray(antenna1, dtype=np.int32), start, n)
         t.putcol("ANTENNA2", np.asarray(antenna2, dtype=np.int32), start, n)
-        for col in ("FEED1", "FEED2", "DATA_DESC_ID", "FIELD_ID", "ARRAY_ID", "OBSERVATION_ID"):
+        for col in ("FEED1", "FEED2", "FIELD_ID", "ARRAY_ID", "OBSERVATION_ID"):
             t.putcol(col, ints, start, n)
+        if not 0 <= int(data_desc_id) < self.nspw:
+            raise ValueError(f"data_desc_id {data_desc_id} outside the {self.nspw} windows")
+        t.putcol("DATA_DESC_ID", np.full(n, int(data_desc_id), dtype=np.int32), start, n)
         t.putcol("PROCESSOR_ID", ints, start, n)
         t.putcol("STATE_ID", ints, start, n)
         t.putcol("SCAN_NUMBER", np.full(n, int(scan_number), dtype=np.int32), start, n)
@@ -351,21 +359,22 @@ class MSWriter:
             f.putcol("RECEPTOR_ANGLE", np.tile(ang, (nant, 1)))
 
         with self._sub("SPECTRAL_WINDOW") as s:
-            s.addrows(1)
-            s.putcell("NUM_CHAN", 0, self.nchan)
-            s.putcell("NAME", 0, "SPW0")
-            s.putcell("REF_FREQUENCY", 0, float(self.freq[0]))
-            s.putcell("CHAN_FREQ", 0, self.freq)
-            s.putcell("CHAN_WIDTH", 0, np.asarray(self.chan_width))
-            s.putcell("EFFECTIVE_BW", 0, np.abs(self.chan_width))
-            s.putcell("RESOLUTION", 0, np.abs(self.chan_width))
-            s.putcell("MEAS_FREQ_REF", 0, 5)  # TOPO
-            s.putcell("TOTAL_BANDWIDTH", 0, float(np.abs(self.chan_width).sum()))
-            s.putcell("NET_SIDEBAND", 0, 1)
-            s.putcell("IF_CONV_CHAIN", 0, 0)
-            s.putcell("FREQ_GROUP", 0, 0)
-            s.putcell("FREQ_GROUP_NAME", 0, "")
-            s.putcell("FLAG_ROW", 0, False)
+            s.addrows(self.nspw)
+            for k in range(self.nspw):
+                s.putcell("NUM_CHAN", k, self.nchan)
+                s.putcell("NAME", k, f"SPW{k}")
+                s.putcell("REF_FREQUENCY", k, float(self.freq[k, 0]))
+                s.putcell("CHAN_FREQ", k, self.freq[k])
+                s.putcell("CHAN_WIDTH", k, np.asarray(self.chan_width))
+                s.putcell("EFFECTIVE_BW", k, np.abs(self.chan_width))
+                s.putcell("RESOLUTION", k, np.abs(self.chan_width))
+                s.putcell("MEAS_FREQ_REF", k, 5)  # TOPO
+                s.putcell("TOTAL_BANDWIDTH", k, float(np.abs(self.chan_width).sum()))
+                s.putcell("NET_SIDEBAND", k, 1)
+                s.putcell("IF_CONV_CHAIN", k, 0)
+                s.putcell("FREQ_GROUP", k, 0)
+                s.putcell("FREQ_GROUP_NAME", k, "")
+                s.putcell("FLAG_ROW", k, False)
 
         with self._sub("POLARIZATION") as p:
             p.addrows(1)
@@ -376,10 +385,11 @@ class MSWriter:
             p.putcell("FLAG_ROW", 0, False)
 
         with self._sub("DATA_DESCRIPTION") as d:
-            d.addrows(1)
-            d.putcell("SPECTRAL_WINDOW_ID", 0, 0)
-            d.putcell("POLARIZATION_ID", 0, 0)
-            d.putcell("FLAG_ROW", 0, False)
+            d.addrows(self.nspw)
+            for k in range(self.nspw):
+                d.putcell("SPECTRAL_WINDOW_ID", k, k)
+                d.putcell("POLARIZATION_ID", k, 0)
+                d.putcell("FLAG_ROW", k, False)
 
         with self._sub("FIELD") as f:
             f.addrows(1)

@@ -22,7 +22,10 @@ SIM_KEYS = (
     "telescope", "ra_deg", "dec_deg", "freq_hz", "chan_width_hz", "nchan", "ha_start_h",
     "ha_stop_h", "integration_s", "noise_jy", "seed", "sources", "sky_image",
     "sky_image_spectral_index", "sky_image_predict",
+    "nspw", "spw_spacing_hz", "feeds", "correlations",
 )  # fmt: skip
+#: Defaults of the polarisation and spectral-window keys (radimg.sim.polarisation).
+POL_DEFAULTS = {"nspw": 1, "spw_spacing_hz": "auto", "feeds": "auto", "correlations": "auto"}
 # Rows simulated and written per chunk: bounds memory for large simulations.
 CHUNK_ROWS = 200_000
 
@@ -64,7 +67,7 @@ def _resolve(sim_cfg):
     unknown = set(sim_cfg) - set(SIM_KEYS)
     if unknown:
         raise ValueError(f"unknown simulate key(s) {sorted(unknown)}; valid: {', '.join(SIM_KEYS)}")
-    cfg = {**default_sim_config(), **sim_cfg}
+    cfg = {**default_sim_config(), **POL_DEFAULTS, **sim_cfg}
     if int(cfg["nchan"]) < 1:
         raise ValueError(f"nchan must be >= 1, got {cfg['nchan']}")
     if float(cfg["noise_jy"]) < 0:
@@ -122,6 +125,7 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
     from radimg.io.ms_write import MSWriter, check_replaceable
     from radimg.io.paths import check_not_inside_table
     from radimg.kernels.dft import dft_predict
+    from radimg.sim import polarisation as pol
     from radimg.sim.layouts import load_layout
     from radimg.sim.sky import sky_arrays
     from radimg.sim.uvw import antenna_uvw, array_longitude, hour_angle_times
@@ -144,8 +148,13 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
     except ValueError as exc:
         raise ConfigError(f"simulate.telescope: {exc}") from None
     ra0, dec0 = np.radians(float(cfg["ra_deg"])), np.radians(float(cfg["dec_deg"]))
-    nchan = int(cfg["nchan"])
-    freq = float(cfg["freq_hz"]) + np.arange(nchan) * float(cfg["chan_width_hz"])
+    # nspw windows of nchan_w channels; freq holds them all, window by window
+    nchan_w, nspw = int(cfg["nchan"]), int(cfg["nspw"])
+    spacing = cfg["spw_spacing_hz"]
+    spacing = nchan_w * float(cfg["chan_width_hz"]) if spacing in (None, "auto") else spacing
+    freq = (float(cfg["freq_hz"]) + np.arange(nspw)[:, None] * float(spacing)
+            + np.arange(nchan_w)[None, :] * float(cfg["chan_width_hz"])).ravel()
+    nchan = freq.size
     integ = float(cfg["integration_s"])
     lon = array_longitude(layout.positions)
     mjd = hour_angle_times(cfg["ha_start_h"], cfg["ha_stop_h"], integ, ra0, lon)
@@ -186,7 +195,8 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
     au = antenna_uvw(layout.positions, mjd, ra0, dec0)  # (time, ant, 3)
     noise = float(cfg["noise_jy"])
     sigma_corr = noise * np.sqrt(2.0) if noise > 0 else 1.0
-    corr = tuple(layout.corr_types)
+    polarised = pol.is_polarised(cfg["sources"])
+    corr = pol.corr_types(cfg["feeds"], cfg["correlations"], polarised, layout.corr_types)
     ncorr = len(corr)
     rng = np.random.default_rng(int(cfg["seed"]))
     nthreads = numba.get_num_threads() if nthreads is None else int(nthreads)
@@ -195,8 +205,8 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
 
     with MSWriter(
         ms_path,
-        nrows=nrows,
-        freq=freq,
+        nrows=nrows * nspw,
+        freq=freq.reshape(nspw, nchan_w),
         chan_width=float(cfg["chan_width_hz"]),
         corr_types=corr,
         phase_centre=(ra0, dec0),
@@ -232,19 +242,28 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
                 vis = vis + skyimg.predict_operator(image, image_cell, uvw, freq, scale,
                                                     nthreads=nthreads)
             n = vis.shape[0]
-            data = np.repeat(vis[:, :, None], ncorr, axis=2)
-            if noise > 0:
-                z = rng.standard_normal((n, nchan, ncorr, 2))
-                data = data + sigma_corr * (z[..., 0] + 1j * z[..., 1])
-            w.put_rows(
-                t0 * nbl,
-                time=np.repeat(tsec[t0:t1], nbl),
-                antenna1=np.tile(a1, nt),
-                antenna2=np.tile(a2, nt),
-                uvw=uvw,
-                data=data.astype(np.complex64),
-                interval=integ,
-                weight=np.full((n, ncorr), 1.0 / sigma_corr**2, dtype=np.float32),
-                sigma=np.full((n, ncorr), sigma_corr, dtype=np.float32),
-            )
+            if polarised:
+                stokes = {"I": vis, **{k.upper(): dft_predict(
+                    uvw, freq, sky["l"], sky["m"], sky[f"flux_{k}"], sky["major"],
+                    sky["minor"], sky["pa"], nthreads=nthreads) for k in "quv"}}
+                data_all = pol.correlations(stokes, corr)
+            else:
+                data_all = pol.correlations({"I": vis}, corr)
+            for k in range(nspw):  # window k: rows k * nrows + ..., DATA_DESC_ID k
+                data = data_all[:, k * nchan_w : (k + 1) * nchan_w]
+                if noise > 0:
+                    z = rng.standard_normal((n, nchan_w, ncorr, 2))
+                    data = data + sigma_corr * (z[..., 0] + 1j * z[..., 1])
+                w.put_rows(
+                    k * nrows + t0 * nbl,
+                    data_desc_id=k,
+                    time=np.repeat(tsec[t0:t1], nbl),
+                    antenna1=np.tile(a1, nt),
+                    antenna2=np.tile(a2, nt),
+                    uvw=uvw,
+                    data=data.astype(np.complex64),
+                    interval=integ,
+                    weight=np.full((n, ncorr), 1.0 / sigma_corr**2, dtype=np.float32),
+                    sigma=np.full((n, ncorr), sigma_corr, dtype=np.float32),
+                )
     return ms_path

@@ -12,6 +12,11 @@ SOURCE_DEFAULTS = {
     "major_arcsec": 0.0,
     "minor_arcsec": 0.0,
     "pa_deg": 0.0,
+    # polarisation (radimg.sim.polarisation): Jy at ref_freq_hz, rad/m^2
+    "q_jy": 0.0,
+    "u_jy": 0.0,
+    "v_jy": 0.0,
+    "rm_rad_m2": 0.0,
 }
 SOURCE_REQUIRED = ("ra_deg", "dec_deg", "flux_jy")
 
@@ -63,7 +68,8 @@ def sky_arrays(sources, ra0, dec0, freq, default_ref_freq_hz):
     -------
     dict
         ``l``, ``m`` (src,), ``flux`` (src, chan) with ``S(f) = flux_jy (f/ref)^alpha``,
-        ``major``, ``minor``, ``pa`` (src,) radians.
+        ``major``, ``minor``, ``pa`` (src,) radians, and ``flux_q``, ``flux_u``,
+        ``flux_v`` (src, chan) (:func:`radimg.sim.polarisation.stokes_spectra`).
     """
     freq = np.asarray(freq, dtype=np.float64)
     rows = []
@@ -77,7 +83,9 @@ def sky_arrays(sources, ra0, dec0, freq, default_ref_freq_hz):
         rows.append({**SOURCE_DEFAULTS, **src})
     if not rows:
         z = np.zeros(0)
-        return {"l": z, "m": z, "flux": np.zeros((0, freq.size)), "major": z, "minor": z, "pa": z}
+        e = np.zeros((0, freq.size))
+        return {"l": z, "m": z, "flux": e, "major": z, "minor": z, "pa": z,
+                "flux_q": e, "flux_u": e, "flux_v": e}
     ra = np.radians([r["ra_deg"] for r in rows])
     dec = np.radians([r["dec_deg"] for r in rows])
     l, m, n = radec_to_lm(ra, dec, ra0, dec0)  # noqa: E741
@@ -96,4 +104,8 @@ def sky_arrays(sources, ra0, dec0, freq, default_ref_freq_hz):
     # A Gaussian given only a major axis is circular.
     minor = np.where((minor == 0) & (major > 0), major, minor)
     pa = np.radians([r["pa_deg"] for r in rows])
-    return {"l": l, "m": m, "flux": flux, "major": major, "minor": minor, "pa": pa}
+    from radimg.sim.polarisation import stokes_spectra
+
+    quv = np.array([stokes_spectra(r, freq, rf) for r, rf in zip(rows, ref, strict=True)])
+    return {"l": l, "m": m, "flux": flux, "major": major, "minor": minor, "pa": pa,
+            "flux_q": quv[:, 0], "flux_u": quv[:, 1], "flux_v": quv[:, 2]}
