@@ -61,7 +61,7 @@ KNOWN_UPWARD = {
 
 #: (importing module, imported module, name) -> why it is still there.
 KNOWN_PRIVATE = {
-    ("radimg.parallel.plan", "radimg.sim.simulate", "_resolve"):
+    ("radimg.parallel.plan_sampling", "radimg.sim.simulate", "_resolve"):
         "sim/simulate.py is being edited by the simulator's owner; rename to a public "
         "resolve_sim_config there",
     ("radimg.sim.layouts", "radimg.io.ms", "_open"):

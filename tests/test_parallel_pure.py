@@ -20,7 +20,7 @@ from radimg.parallel.balance import (
 )
 from radimg.parallel.kmeans import kmeans_w
 from radimg.parallel.plan import (
-    _BinnedSequence,
+    BinnedSequence,
     fits_memory,
     paper_plan,
     paper_setup,
@@ -174,7 +174,7 @@ def test_binned_sequence_matches_sample_level_assignment():
     rng = np.random.default_rng(3)
     counts = rng.integers(0, 50, 200)
     load = rng.integers(16, 300, 200)
-    seq = _BinnedSequence(counts, load)
+    seq = BinnedSequence(counts, load)
     flat = np.repeat(load, counts)
     ends = np.concatenate([[0], np.cumsum(flat)])
     for n in (1, 2, 5, 17, 300):

@@ -15,6 +15,7 @@ from small_sim import small_observation  # noqa: E402
 
 from radimg.parallel import plan as P  # noqa: E402
 from radimg.parallel.operator import DistributedOperator  # noqa: E402
+from radimg.parallel.plan_sampling import simulate_w_sample  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +25,7 @@ NPIX, CELL, EPS = 256, 240.0 * P.ARCSEC, 1e-4
 @pytest.fixture(scope="module")
 def obs():
     """u, v, w (wavelengths) of a small MWA snapshot; with freq = c they are also 'metres'."""
-    _, w, u, v, _ = P._simulate_w_sample(small_observation([], nchan=1, integration_s=60.0))
+    _, w, u, v, _ = simulate_w_sample(small_observation([], nchan=1, integration_s=60.0))
     return u, v, w
 
 

@@ -1,0 +1,196 @@
+"""The per-rank memory model of ``radimg plan`` and the memory check of ``radimg run``.
+
+Memory model per rank (bytes; each term listed in ``memory_breakdown``). It counts what
+``radimg run`` holds at its peak, the PSF / dirty-image ``hdot`` (or a major-cycle ``dot``) of
+:class:`radimg.parallel.operator.DistributedOperator`; ``c`` / ``r`` are the complex / real
+item sizes of ``precision``, ``G`` the padded grid's cells, ``P`` the image's pixels:
+
+- ``samples``: every per-sample array alive then, ``s * B_s + rows * B_r`` for the rank's
+  ``s`` samples and ``rows = s / nchan`` rows (:data:`SAMPLE_BYTES`). ``none``/``wstack``:
+  vis, imaging weight, redistributed weight, weight as read (4 x ``c``/``r``), the valid and
+  operator masks (2), two sample layouts (the serial operator's and the distributed one's,
+  int64 index + int32 plane each: 24), and inside ``hdot`` the PSF's ``ones_like(vis)``, the
+  row-padded vis and weight copies (``c + c + r``), ``prepare_samples`` coordinates (24) and
+  values (``c``); per row uvw as read, redistributed and the serial operator's copy with the
+  anchors (3 x 24), ``row_id`` and the destination rank (2 x 8). ``wstack-wproject``: vis,
+  PSF ones (2 ``c``), three weights (3 ``r``), masks (2), stack labels (4), stack index and
+  the per-stack tile layout cached by ``grid_samples`` (2 x 8); per row uvw as read and
+  redistributed, ``row_id``, destination (64); plus, for the samples of the rank's largest
+  stack, the work arrays of building its tile layout in the first ``hdot``
+  (:data:`LAYOUT_TRANSIENT_BYTES`: row/channel, u/v/w, sign, supports, first cells, tiles,
+  sort key and permutation, ~140 bytes).
+- ``grid_tiles``: the tile exchange buffers. Every cell a rank receives from other ranks
+  (tiles ``M_jk`` of the stacks/planes it touches and does not own; its own stacks skip the
+  buffers, its samples grid/degrid on the owner's grid) and every cell it serves to other
+  ranks as owner is held once in the send or receive buffer of ``dot``/``hdot`` (``c``, both
+  alive around the Alltoallv): ``(recv_cells + send_cells) * c``, so 0 at one rank. Tiles
+  are kept as int32 tile ids (4 bytes per tile, not counted), no per-cell index.
+- ``stack_grids``: full padded grids held at once. Owned stacks are transformed one at a
+  time, so this does NOT grow with the number of stacks owned: the scratch grid
+  (``c`` per cell), plus owner FFT work (:data:`OWNER_GRIDS`: none since issue #13: both
+  modes make an owner's plane in the scratch grid in both directions, the FFTs are pruned
+  1-D passes in place and the image-domain factors are applied once per application, so
+  tracemalloc sees no grid-sized or per-plane image temporaries in ``dot`` or ``hdot``).
+- ``images``: replicated images and image-sized work arrays, :data:`IMAGE_ARRAYS` float64
+  images (dirty, psf, the ``hdot`` accumulator and its temporaries, the operator's
+  correction / chirp factors; the local and summed weighting density grids are dropped
+  after the weights stage, so they are not counted).
+- ``kernels``: ``kernel_storage="table"`` (default): compact 1-D radial w-kernel tables,
+  ``n_planes_k x (support_max_k / 2) x 64`` complex per stack present, with
+  ``n_planes_k = 1 + ceil(16 * max|dw_k| * (1 - sqrt(1 - l_max^2)))`` (16 planes per turn of
+  edge phase); with ``support_model="tables"`` the real tables' size (every rank holds one
+  copy). ``"sparse"``: PURIFY-style precomputed [GC] and [GC]^H, two complex values plus
+  an int64 column index per touched cell (``load`` cells), the storage of the paper's
+  section 5 (21 GB per node there).
+
+The exchanged cells come from the tile model of :func:`radimg.parallel.plan_model.plan`
+(uv occupancy, kernel margin, one stack per plane), or, from
+:func:`radimg.parallel.plan.plan_from_config`, from the operator's own tiling replayed on the
+uvw subsample (:func:`radimg.parallel.plan_exchange.operator_exchange`: w-planes of
+``wstack`` with their ``Ww`` spread, exchange tiles and footprints of ``wstack-wproject``). What the model leaves out: the
+Python/numba/MPI process itself (~150-250 MiB, measured by scripts/bench_memory.py as the
+baseline), the reader's chunk buffers and set-up transients that stay below the peak.
+scripts/bench_memory.py compares the model with the measured peak RSS.
+
+Communication per operator application (``comm_bytes_per_apply``, summed over all ranks): the
+Alltoallv of grid tiles between the stack owner and the ranks that grid it (one direction:
+``dot`` sends owner -> griders, ``hdot`` the same volume back) plus, for ``hdot``, the image
+AllSumAll counted as a ring Allreduce, ``2 (n - 1)`` image sizes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from radimg.progress import format_bytes
+
+__all__ = [
+    "SAMPLE_BYTES",
+    "OWNER_GRIDS",
+    "IMAGE_ARRAYS",
+    "LAYOUT_TRANSIENT_BYTES",
+    "FINE_IMAGES",
+    "PROCESS_BASELINE_BYTES",
+    "memory_terms",
+    "resample_bytes",
+    "fits_memory",
+]
+
+# Memory model constants (see the module docstring; pinned by tests/test_plan_memory.py).
+# Per-sample bytes are (n_complex, n_real, fixed); per-row bytes are fixed.
+SAMPLE_BYTES = {
+    "wstack": ((4, 4, 2 + 24 + 24), 3 * 24 + 2 * 8),
+    "wstack-wproject": ((2, 3, 2 + 4 + 2 * 8), 2 * 24 + 2 * 8),
+}
+OWNER_GRIDS = {"wstack": 0, "wstack-wproject": 0}  # extra full grids (c) of an owner's FFTs
+IMAGE_ARRAYS = {"wstack": 5, "wstack-wproject": 5}  # float64 images held at the peak
+LAYOUT_TRANSIENT_BYTES = 40  # per sample of the largest stack: wproject tile_layout (traced)
+# Of IMAGE_ARRAYS, the images the pipeline holds at the requested size (PSF, the image being
+# made, its float64 copy); with small inversion the rest are the operator's coarse ones.
+FINE_IMAGES = 3
+
+
+def _mkey(mode):
+    return "wstack-wproject" if mode == "wstack-wproject" else "wstack"
+
+
+def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, planes_owned,
+                 grid_cells, image_pixels, kernel_bytes, max_stack_samples=None, small=None,
+                 dot=True):
+    """Per-rank memory terms (bytes) of the model in the module docstring.
+
+    Parameters
+    ----------
+    mode : {"none", "wstack", "wstack-wproject"}
+    precision : {"single", "double"}
+    samples, recv_cells, send_cells, planes_owned, kernel_bytes : ndarray (rank,) int
+        (``recv_cells`` / ``send_cells``: cells received from / sent to other ranks)
+    nchan : int, channels per row
+    grid_cells, image_pixels : int, padded grid cells and image pixels
+    max_stack_samples : ndarray (rank,) int, optional
+        Samples of the rank's largest stack (``wstack-wproject``; default: all its samples).
+    small : radimg.ops.resample.SmallGeometry, optional
+        Small inversion: ``image_pixels`` are the coarse image's; adds ``resample``.
+    dot : bool
+        The run applies the forward operator (deconvolution); False for a dirty image and
+        PSF only (``wstack-wproject`` then holds no zero-padded grid beside the scratch).
+
+    Returns
+    -------
+    dict term -> ndarray (rank,) int64 (``samples``, ``grid_tiles``, ``stack_grids``,
+    ``images``, ``kernels``)
+    """
+    c = 8 if precision == "single" else 16
+    r = c // 2
+    m = _mkey(mode)
+    (nc, nr, fixed), per_row = SAMPLE_BYTES[m]
+    s = np.asarray(samples, dtype=np.int64)
+    rows = -(-s // max(1, int(nchan)))
+    owned = np.asarray(planes_owned, dtype=np.int64)
+    n = s.size
+    owner_grids = np.minimum(owned, OWNER_GRIDS[m] if (dot or m == "wstack") else 0)
+    per_sample = s * (nc * c + nr * r + fixed) + rows * per_row
+    if m == "wstack-wproject":
+        big = s if max_stack_samples is None else np.asarray(max_stack_samples, np.int64)
+        per_sample = per_sample + big * LAYOUT_TRANSIENT_BYTES
+    out = {
+        "samples": per_sample,
+        "grid_tiles": (np.asarray(recv_cells, np.int64) + np.asarray(send_cells, np.int64))
+        * c,
+        "stack_grids": np.int64(grid_cells) * (c + owner_grids * c),
+        "images": np.full(n, IMAGE_ARRAYS[m] * int(image_pixels) * 8, np.int64),
+        "kernels": np.asarray(kernel_bytes, dtype=np.int64),
+    }
+    if small is not None:
+        out["images"] = np.full(n, (IMAGE_ARRAYS[m] - FINE_IMAGES) * int(image_pixels) * 8,
+                                np.int64)
+        out["resample"] = np.full(n, resample_bytes(small, precision), np.int64)
+    return out
+
+
+def resample_bytes(g, precision):
+    """Bytes of the requested images the pipeline holds around a small-inversion operator:
+    :data:`FINE_IMAGES` float64 images (the PSF, and while the dirty image is made its
+    float64 copy and the copy divided by the weight sum). The peak of one
+    :meth:`radimg.ops.resample.SmallInversion.to_fine` (the requested rows' half spectrum
+    over the fine period and its inverse transform, ``npix_y * nf_x * 3/2`` complex values)
+    comes before those two copies and is smaller than them, so it is not added (measured
+    on the real MWA job, 4096 x 30": the dirty stage peaks 145 MiB above the PSF stage,
+    one float64 image)."""
+    del precision  # the pipeline's images are float64 in either precision
+    return int(FINE_IMAGES * g.npix_x * g.npix_y * 8)
+
+
+#: Resident memory of a radimg rank before it holds any data: Python, numpy, numba's loaded
+#: kernels, casacore, h5py and MPI (an idle ``radimg run`` process measured 156 MiB by
+#: scripts/bench_memory.py). The model's terms exclude it; the limit check adds it.
+PROCESS_BASELINE_BYTES = 160 * 2**20
+
+
+def fits_memory(plan_result: dict, mem_per_rank, scheme: str = "balanced"):
+    """Whether every rank's estimated memory, plus :data:`PROCESS_BASELINE_BYTES`, fits
+    ``mem_per_rank`` bytes.
+
+    Returns
+    -------
+    (ok, message) : (bool, str) the message holds a per-component table for the worst rank.
+    """
+    sch = plan_result[scheme]
+    mem = np.asarray(sch["memory_per_rank_bytes"], dtype=np.int64) + PROCESS_BASELINE_BYTES
+    worst = int(np.argmax(mem))
+    ok = bool(mem.max() <= mem_per_rank)
+    lines = [
+        f"{scheme} distribution over {len(mem)} rank(s): peak {format_bytes(mem.max())} on rank "
+        f"{worst}, limit {format_bytes(mem_per_rank)} per rank: {'fits' if ok else 'DOES NOT FIT'}",
+        f"  {'component':<12} {'rank ' + str(worst):>14} {'max over ranks':>16}",
+    ]
+    for k, v in sch["memory_breakdown"].items():
+        lines.append(f"  {k:<12} {format_bytes(v[worst]):>14} {format_bytes(max(v)):>16}")
+    base = format_bytes(PROCESS_BASELINE_BYTES)
+    lines.append(f"  {'process':<12} {base:>14} {base:>16}")
+    if not ok:
+        need = int(math.ceil(mem.sum() / mem_per_rank))
+        lines.append(f"  more ranks needed (at least ~{need}), or less precision / a smaller image")
+    return ok, "\n".join(lines)
