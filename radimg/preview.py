@@ -22,7 +22,8 @@ import tempfile
 
 import numpy as np
 
-from radimg.io.product import ProductError, image_wcs, read_product
+from radimg.io.product import ProductError, read_product
+from radimg.io.wcs import image_wcs
 
 __all__ = ["preview", "load_figure", "image_figure"]
 

@@ -1,4 +1,4 @@
-"""The HDF5 product of a run: atomic write, read, ``radimg info`` text and FITS export.
+"""The HDF5 product of a run (the file format): atomic write and read.
 
 Layout (DESIGN.md "HDF5 product")::
 
@@ -17,12 +17,15 @@ stored array unchanged (FITS rows run bottom to top, which is our ``iy``), with
 
 A product is written to a temporary file in the destination directory and renamed into
 place, so a crash never leaves a half-written product at the final path.
+
+The WCS: :mod:`radimg.io.wcs`; ``radimg info``: :mod:`radimg.io.product_info`; ``radimg
+export``: :mod:`radimg.io.fits_export`. Their public names are also reachable from here
+(``radimg.io.product.info_text`` ...), imported on first use.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 import uuid
@@ -32,20 +35,34 @@ from typing import Any
 import h5py
 import numpy as np
 
-from radimg.progress import format_bytes
+from radimg.io.wcs import (
+    OBS_KEYS,
+    STOKES_CODES,  # noqa: F401 - re-exported (old import path)
+    WCS_KEYS,
+    attr_str,
+    check_wcs_info,
+    image_wcs,
+    make_wcs_info,
+)
 
 __all__ = [
     "IMAGE_NAMES",
     "IMAGE_UNITS",
+    "OBS_KEYS",
+    "RUN_KEYS",
+    "WCS_KEYS",
     "ProductError",
     "check_output_path",
-    "export_fits",
+    "checked_wcs",
     "image_wcs",
-    "info_text",
+    "is_radimg_product",
     "make_wcs_info",
+    "open_product",
     "read_product",
+    "read_run_attrs",
     "remove_stale_temporaries",
     "stale_temporaries",
+    "temporary_name",
     "write_product",
 ]
 
@@ -57,198 +74,11 @@ IMAGE_UNITS = {
     "residual": "Jy/beam",
     "restored": "Jy/beam",
 }
-WCS_KEYS = (
-    "ctype",
-    "crval_deg",
-    "crpix",
-    "cdelt_deg",
-    "freq_hz",
-    "bmaj_deg",
-    "bmin_deg",
-    "bpa_deg",
-)
 RUN_KEYS = ("config_yaml", "radimg_version", "n_ranks", "timings_json", "load_balance_json")
-#: What a FITS image of the observation carries besides the WCS, with the value an older
-#: product (or an unknown) reads as: the imaged band's total width (FITS CDELT3; 0 = unknown),
-#: the Stokes parameter, DATE-OBS (ISO 8601 UTC), TELESCOP, OBSERVER and OBJECT.
-OBS_KEYS = {
-    "bandwidth_hz": 0.0,
-    "stokes": "I",
-    "date_obs": "",
-    "telescope": "",
-    "observer": "",
-    "field_name": "",
-}
-#: FITS STOKES axis values (Greisen & Calabretta 2002, Table 7)
-STOKES_CODES = {
-    "I": 1,
-    "Q": 2,
-    "U": 3,
-    "V": 4,
-    "RR": -1,
-    "LL": -2,
-    "RL": -3,
-    "LR": -4,
-    "XX": -5,
-    "YY": -6,
-    "XY": -7,
-    "YX": -8,
-}
 
 
 class ProductError(ValueError):
     """A product file that cannot be written, found or understood (a user error)."""
-
-
-# --------------------------------------------------------------------------------------
-# WCS
-# --------------------------------------------------------------------------------------
-
-
-def make_wcs_info(
-    npix_x: int,
-    npix_y: int,
-    cell_rad: float,
-    phase_centre_rad: tuple[float, float],
-    freq_hz: float,
-    beam_deg: tuple[float, float, float] = (0.0, 0.0, 0.0),
-    **obs,
-) -> dict:
-    """The ``wcs_info`` dict of ``write_product`` for an image in radimg's orientation.
-
-    Parameters
-    ----------
-    npix_x, npix_y : int
-        Image width and height in pixels.
-    cell_rad : float
-        Pixel size, radians (the same on both axes).
-    phase_centre_rad : (float, float)
-        Phase centre (ra, dec), radians, as ``VisData.phase_centre``.
-    freq_hz : float
-        Reference (mean) frequency of the image, Hz.
-    beam_deg : (float, float, float), optional
-        Restoring beam (bmaj FWHM, bmin FWHM, bpa east of north), degrees; zeros if none.
-    **obs
-        Any of :data:`OBS_KEYS` (``bandwidth_hz``, ``stokes``, ``date_obs``, ``telescope``,
-        ``observer``, ``field_name``); the others take their defaults.
-
-    Returns
-    -------
-    dict
-        Keys ``ctype, crval_deg, crpix, cdelt_deg, freq_hz, bmaj_deg, bmin_deg, bpa_deg``
-        and :data:`OBS_KEYS`. ``crpix`` is FITS 1-based: ``(npix_x//2 + 1, npix_y//2 + 1)``.
-    """
-    unknown = set(obs) - set(OBS_KEYS)
-    if unknown:
-        raise TypeError(
-            f"make_wcs_info: unknown keys {sorted(unknown)} (OBS_KEYS: {list(OBS_KEYS)})"
-        )
-    cell_deg = math.degrees(cell_rad)
-    ra, dec = (math.degrees(a) for a in phase_centre_rad)
-    return {
-        "ctype": ("RA---SIN", "DEC--SIN"),
-        "crval_deg": (ra % 360.0, dec),
-        "crpix": (npix_x // 2 + 1.0, npix_y // 2 + 1.0),
-        "cdelt_deg": (-cell_deg, cell_deg),
-        "freq_hz": float(freq_hz),
-        "bmaj_deg": float(beam_deg[0]),
-        "bmin_deg": float(beam_deg[1]),
-        "bpa_deg": float(beam_deg[2]),
-        **{k: type(v)(obs.get(k, v)) for k, v in OBS_KEYS.items()},
-    }
-
-
-def _check_wcs_info(wcs_info: Mapping) -> dict:
-    missing = [k for k in WCS_KEYS if k not in wcs_info and k != "ctype"]
-    if missing:
-        raise ValueError(f"wcs_info lacks {', '.join(missing)} (see make_wcs_info)")
-    out = {
-        "ctype": tuple(str(c) for c in wcs_info.get("ctype", ("RA---SIN", "DEC--SIN"))),
-        "crval_deg": tuple(float(x) for x in wcs_info["crval_deg"]),
-        "crpix": tuple(float(x) for x in wcs_info["crpix"]),
-        "cdelt_deg": tuple(float(x) for x in wcs_info["cdelt_deg"]),
-    }
-    for k in ("freq_hz", "bmaj_deg", "bmin_deg", "bpa_deg"):
-        out[k] = float(wcs_info[k])
-    for k in ("ctype", "crval_deg", "crpix", "cdelt_deg"):
-        if len(out[k]) != 2:
-            raise ValueError(f"wcs_info['{k}'] must have two entries (x, y), got {out[k]!r}")
-    for k, default in OBS_KEYS.items():
-        v = wcs_info.get(k, default)
-        out[k] = _str(v) if isinstance(default, str) else float(v)
-    return out
-
-
-def _mjd(iso: str):
-    """MJD (UTC days) of an ISO 8601 date-time, None when it does not parse."""
-    import datetime
-
-    try:
-        t = datetime.datetime.fromisoformat(iso)
-    except ValueError:
-        return None
-    return (t - datetime.datetime(1858, 11, 17, tzinfo=t.tzinfo)).total_seconds() / 86400.0
-
-
-def image_wcs(wcs_info: Mapping, *, spectral: bool = False, stokes_axis: bool = True):
-    """An ``astropy.wcs.WCS`` for the images described by ``wcs_info``.
-
-    Parameters
-    ----------
-    wcs_info : mapping
-        As stored on ``/images`` (see ``make_wcs_info``).
-    spectral : bool, optional
-        Add a degenerate FREQ axis (CRVAL3 the mean frequency, CDELT3 the imaged band's
-        total width, as WSClean writes them) and, with ``stokes_axis``, a STOKES axis;
-        default: the 2-D celestial WCS only. DATE-OBS (and MJD-OBS) come with it when known.
-    stokes_axis : bool, optional
-        With ``spectral``: the fourth, STOKES axis (WSClean's layout); default true.
-
-    Returns
-    -------
-    astropy.wcs.WCS
-        Pixel coordinates are 0-based ``(ix, iy)`` in astropy's ``pixel_to_world``.
-    """
-    from astropy.wcs import WCS
-
-    info = _check_wcs_info(wcs_info)
-    w = WCS(naxis=(4 if stokes_axis else 3) if spectral else 2)
-    ctype = list(info["ctype"])
-    crval = list(info["crval_deg"])
-    crpix = list(info["crpix"])
-    cdelt = list(info["cdelt_deg"])
-    cunit = ["deg", "deg"]
-    if spectral:
-        # CDELT must not be 0 (a singular WCS): an unknown band width becomes 1 Hz
-        bw = info["bandwidth_hz"] if info["bandwidth_hz"] > 0 else 1.0
-        ctype += ["FREQ"]
-        crval += [info["freq_hz"]]
-        crpix += [1.0]
-        cdelt += [bw]
-        cunit += ["Hz"]
-        if stokes_axis:
-            ctype += ["STOKES"]
-            crval += [float(STOKES_CODES.get(info["stokes"].upper(), 1))]
-            crpix += [1.0]
-            cdelt += [1.0]
-            cunit += [""]
-    w.wcs.ctype = ctype
-    w.wcs.crval = crval
-    w.wcs.crpix = crpix
-    w.wcs.cdelt = cdelt
-    w.wcs.cunit = cunit
-    # MS phase centres are J2000; WSClean labels its images the same way.
-    w.wcs.radesys = "FK5"
-    w.wcs.equinox = 2000.0
-    if spectral:
-        w.wcs.specsys = "TOPOCENT"
-        if info["date_obs"]:
-            w.wcs.dateobs = info["date_obs"]
-            mjd = _mjd(info["date_obs"])
-            if mjd is not None:
-                w.wcs.mjdobs = mjd
-    w.wcs.set()
-    return w
 
 
 # --------------------------------------------------------------------------------------
@@ -386,7 +216,7 @@ def _attr_value(value):
     return json.dumps(value, default=_json_default)
 
 
-def _tmp_name(path: str) -> str:
+def temporary_name(path: str) -> str:
     d, base = os.path.split(path)
     return os.path.join(d, f".{base}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
@@ -509,7 +339,7 @@ def write_product(
 
     path = check_output_path(path, overwrite)
     _make_parent(path)
-    info = _check_wcs_info(wcs_info)
+    info = check_wcs_info(wcs_info)
     arrays = {}
     shape = None
     for name, img in images.items():
@@ -532,7 +362,7 @@ def write_product(
     run.setdefault("timings_json", "{}")
     run.setdefault("load_balance_json", "{}")
 
-    tmp = _tmp_name(path)
+    tmp = temporary_name(path)
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = "radimg-product"
@@ -575,7 +405,7 @@ def write_product(
 # --------------------------------------------------------------------------------------
 
 
-def _open(path) -> h5py.File:
+def open_product(path) -> h5py.File:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ProductError(f"no such product file: {path}")
@@ -589,14 +419,10 @@ def _open(path) -> h5py.File:
     return f
 
 
-def _str(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _read_wcs(g) -> dict:
+def read_wcs_attrs(g) -> dict:
     a = g.attrs
     return {
-        "ctype": tuple(_str(c) for c in a["ctype"]),
+        "ctype": tuple(attr_str(c) for c in a["ctype"]),
         "crval_deg": tuple(float(x) for x in a["crval_deg"]),
         "crpix": tuple(float(x) for x in a["crpix"]),
         "cdelt_deg": tuple(float(x) for x in a["cdelt_deg"]),
@@ -605,13 +431,13 @@ def _read_wcs(g) -> dict:
         "bmin_deg": float(a["bmin_deg"]),
         "bpa_deg": float(a["bpa_deg"]),
         **{
-            k: (_str(a[k]) if isinstance(v, str) else float(a[k])) if k in a else v
+            k: (attr_str(a[k]) if isinstance(v, str) else float(a[k])) if k in a else v
             for k, v in OBS_KEYS.items()
         },
     }
 
 
-def _read_run(g) -> dict:
+def read_run_attrs(g) -> dict:
     run = {}
     for k, v in g.attrs.items():
         if isinstance(v, bytes):
@@ -622,10 +448,10 @@ def _read_run(g) -> dict:
     return run
 
 
-def _checked_wcs(g, path) -> dict:
-    """``_read_wcs`` of ``/images``, refusing a WCS that no viewer can use."""
+def checked_wcs(g, path) -> dict:
+    """``read_wcs_attrs`` of ``/images``, refusing a WCS that no viewer can use."""
     try:
-        wcs = _read_wcs(g)
+        wcs = read_wcs_attrs(g)
     except (KeyError, ValueError, TypeError) as exc:
         raise ProductError(
             f"{os.fspath(path)}: /images lacks a readable WCS attribute ({exc})"
@@ -665,7 +491,7 @@ def read_product(path: str | os.PathLike, images: bool | Iterable[str] = True) -
     ProductError
         Missing file, not HDF5, or not a radimg product.
     """
-    with _open(path) as f:
+    with open_product(path) as f:
         g = f["images"]
         names = [n for n in g if isinstance(g[n], h5py.Dataset)]
         if images is True:
@@ -681,10 +507,10 @@ def read_product(path: str | os.PathLike, images: bool | Iterable[str] = True) -
                 )
         out = {
             "images": {n: g[n][()] for n in want},
-            "units": {n: _str(g[n].attrs.get("unit", "")) for n in names},
+            "units": {n: attr_str(g[n].attrs.get("unit", "")) for n in names},
             "shape": tuple(int(s) for s in g[names[0]].shape) if names else None,
-            "wcs": _checked_wcs(g, path),
-            "run": _read_run(f["run"]),
+            "wcs": checked_wcs(g, path),
+            "run": read_run_attrs(f["run"]),
             "extras": {},
         }
         if "extras" in f:
@@ -701,346 +527,19 @@ def read_product(path: str | os.PathLike, images: bool | Iterable[str] = True) -
     return out
 
 
-def _fmt_num(v) -> str:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return str(v)
-    if isinstance(v, int):
-        return str(v)
-    return f"{v:.4g}"
+#: Names of the modules split off this one, imported on first use (old import paths).
+_MOVED = {
+    "info_text": "radimg.io.product_info",
+    "export_fits": "radimg.io.fits_export",
+    "fits_targets": "radimg.io.fits_export",
+    "is_radimg_fits": "radimg.io.fits_export",
+}
 
 
-def _fmt_tree(obj, indent: int, lines: list[str]) -> None:
-    pad = " " * indent
-    if isinstance(obj, Mapping):
-        for k, v in obj.items():
-            if isinstance(v, Mapping):
-                lines.append(f"{pad}{k}:")
-                _fmt_tree(v, indent + 2, lines)
-            elif isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
-                # e.g. per-rank timing dicts: one line per rank
-                for i, item in enumerate(v[:16]):
-                    flat = ", ".join(
-                        f"{kk} {_fmt_num(vv)}"
-                        for kk, vv in item.items()
-                        if not isinstance(vv, (Mapping, list))
-                    )
-                    lines.append(f"{pad}{k}[{i}]: {flat}")
-                if len(v) > 16:
-                    lines.append(f"{pad}... ({len(v) - 16} more)")
-            elif (
-                isinstance(v, list)
-                and v
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-            ):
-                if len(v) <= 8:
-                    lines.append(f"{pad}{k}: [{', '.join(_fmt_num(x) for x in v)}]")
-                else:
-                    mean = sum(v) / len(v)
-                    ratio = f", max/mean {max(v) / mean:.3f}" if mean > 0 else ""
-                    lines.append(
-                        f"{pad}{k}: n={len(v)} min {_fmt_num(min(v))} mean "
-                        f"{_fmt_num(mean)} max {_fmt_num(max(v))}{ratio}"
-                    )
-            else:
-                lines.append(f"{pad}{k}: {_fmt_num(v)}")
-    elif obj not in (None, {}, []):
-        lines.append(f"{pad}{obj}")
+def __getattr__(name):
+    # lazy: fits_export and product_info import this module
+    if name in _MOVED:
+        import importlib
 
-
-def _sexagesimal(value: float, decimals: int) -> tuple[int, int, float]:
-    """(units, minutes, seconds) of ``value`` >= 0, rounded to ``decimals`` of a second
-    first, so 30 deg prints as 30d00m00.0s, never 29d59m60.0s."""
-    scale = 10**decimals
-    total = round(value * 3600.0 * scale)  # in 10^-decimals seconds
-    units, rest = divmod(total, 3600 * scale)
-    minutes, sec = divmod(rest, 60 * scale)
-    return int(units), int(minutes), sec / scale
-
-
-def _hms(ra_deg: float) -> str:
-    hh, mm, ss = _sexagesimal((ra_deg % 360.0) / 15.0, 2)
-    return f"{hh % 24:02d}h{mm:02d}m{ss:05.2f}s"
-
-
-def _dms(dec_deg: float) -> str:
-    sign = "-" if dec_deg < 0 else "+"
-    dd, mm, ss = _sexagesimal(abs(dec_deg), 1)
-    return f"{sign}{dd:02d}d{mm:02d}m{ss:04.1f}s"
-
-
-def _timings_table(obj) -> str | None:
-    """The run's stage table (``radimg.progress.stage_table``) from ``timings_json`` as
-    ``radimg run`` writes it; None for any other layout (then shown as a tree)."""
-    from radimg.progress import stage_table
-
-    if not (isinstance(obj, dict) and "peak_rss_bytes_per_rank" in obj):
-        return None  # an older or hand-made layout
-    per_rank = obj.get("per_rank")
-    if not (isinstance(per_rank, list) and per_rank and all(isinstance(r, dict) for r in per_rank)):
-        return None
-    try:
-        seconds = [{k: float(v) for k, v in r.items() if k != "peak_rss_bytes"} for r in per_rank]
-        mem = (
-            [r["peak_rss_bytes"] for r in per_rank]
-            if all("peak_rss_bytes" in r for r in per_rank)
-            else None
-        )
-        counters = obj.get("counters_per_rank")
-        if not (isinstance(counters, list) and len(counters) == len(per_rank)):
-            counters = None
-        return stage_table(seconds, mem, counters)
-    except (TypeError, ValueError, KeyError):
-        return None
-
-
-def info_text(path: str | os.PathLike) -> str:
-    """What a product holds, as text for ``radimg info``.
-
-    Sizes, WCS (phase centre, cell, field of view, frequency), restoring beam, per-image
-    unit and statistics, run facts (version, ranks), timings and load balance.
-    """
-    path = os.fspath(path)
-    with _open(path) as f:
-        g = f["images"]
-        wcs = _checked_wcs(g, path)
-        run = _read_run(f["run"])
-        rows = []
-        for n in g:
-            ds = g[n]
-            if not isinstance(ds, h5py.Dataset):
-                continue
-            a = ds[()]
-            finite = a[np.isfinite(a)]
-            if finite.size:
-                stats = (
-                    f"min {finite.min():.4g}  max {finite.max():.4g}  "
-                    f"rms {float(np.sqrt(np.mean(finite.astype(np.float64) ** 2))):.4g}"
-                )
-            else:
-                stats = "no finite pixels"
-            unit = _str(ds.attrs.get("unit", ""))
-            rows.append((n, f"{a.shape[0]} x {a.shape[1]}", str(a.dtype), unit, stats))
-        extras = []
-        if "extras" in f:
-            f["extras"].visititems(
-                lambda n, o: (
-                    extras.append(f"{n} {o.shape} {o.dtype}")
-                    if isinstance(o, h5py.Dataset)
-                    else None
-                )
-            )
-    lines = [f"radimg product: {path} ({format_bytes(os.path.getsize(path))})"]
-    lines.append(
-        f"  software: radimg {run.get('radimg_version', '?')}, {run.get('n_ranks', '?')} rank(s)"
-    )
-    w = max((len(r[0]) for r in rows), default=5)
-    lines.append("  images (npix_y x npix_x):")
-    for n, shp, dt, unit, stats in rows:
-        lines.append(f"    {n:<{w}}  {shp}  {dt}  {unit:<8}  {stats}")
-    ra, dec = wcs["crval_deg"]
-    cx, cy = wcs["cdelt_deg"]
-    lines.append(f"  phase centre: RA {ra:.6f} deg ({_hms(ra)})  Dec {dec:.6f} deg ({_dms(dec)})")
-    if rows:
-        ny, nx = (int(s) for s in rows[0][1].split(" x "))
-        fov = f", field {abs(cx) * nx:.3f} x {abs(cy) * ny:.3f} deg"
-    else:
-        fov = ""
-    lines.append(
-        f"  projection: {wcs['ctype'][0]} / {wcs['ctype'][1]}, cell {abs(cx) * 3600:.4g} arcsec"
-        f"{fov}, crpix ({wcs['crpix'][0]:g}, {wcs['crpix'][1]:g})"
-    )
-    bw = f", bandwidth {wcs['bandwidth_hz'] / 1e6:.6g} MHz" if wcs["bandwidth_hz"] > 0 else ""
-    lines.append(f"  frequency: {wcs['freq_hz'] / 1e6:.6g} MHz{bw}, Stokes {wcs['stokes']}")
-    obs = [
-        f"{label} {wcs[k]}"
-        for label, k in (
-            ("telescope", "telescope"),
-            ("observer", "observer"),
-            ("field", "field_name"),
-            ("date", "date_obs"),
-        )
-        if wcs[k]
-    ]
-    if obs:
-        lines.append("  observation: " + ", ".join(obs) + (" UTC" if wcs["date_obs"] else ""))
-    if wcs["bmaj_deg"] > 0:
-        lines.append(
-            f"  restoring beam: bmaj {wcs['bmaj_deg'] * 3600:.4g} arcsec, "
-            f"bmin {wcs['bmin_deg'] * 3600:.4g} arcsec, bpa {wcs['bpa_deg']:.4g} deg"
-        )
-    else:
-        lines.append("  restoring beam: none (not fitted)")
-    for title, attr in (("timings (s)", "timings_json"), ("load balance", "load_balance_json")):
-        try:
-            obj = json.loads(run.get(attr, "{}"))
-        except (TypeError, ValueError):
-            obj = run.get(attr)
-        table = _timings_table(obj) if attr == "timings_json" else None
-        if table is not None:
-            lines.append("  timings (per rank):")
-            lines += ["    " + ln for ln in table.splitlines()]
-            continue
-        lines.append(f"  {title}:" + ("" if obj else " none recorded"))
-        _fmt_tree(obj, 4, lines)
-    other = {k: v for k, v in run.items() if k not in RUN_KEYS}
-    if other:
-        lines.append("  run attributes:")
-        _fmt_tree(other, 4, lines)
-    if extras:
-        lines.append("  extras: " + "; ".join(extras))
-    cfg_lines = str(run.get("config_yaml", "")).count("\n")
-    lines.append(f"  config: {cfg_lines} lines of resolved YAML in /run.attrs['config_yaml']")
-    return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------------------
-# FITS export
-# --------------------------------------------------------------------------------------
-
-
-def _fits_header(wcs: Mapping, run: Mapping, degenerate_axes: bool):
-    """The FITS header common to a product's images (see :func:`export_fits`)."""
-    import yaml
-
-    from radimg import __version__
-
-    w = image_wcs(wcs, spectral=True, stokes_axis=degenerate_axes)
-    h = w.to_header()
-    h["FREQ"] = (wcs["freq_hz"], "image reference (mean) frequency, Hz")
-    h["BTYPE"] = "Intensity"
-    if wcs["bmaj_deg"] > 0:
-        h["BMAJ"] = (wcs["bmaj_deg"], "restoring beam FWHM major axis, deg")
-        h["BMIN"] = (wcs["bmin_deg"], "restoring beam FWHM minor axis, deg")
-        h["BPA"] = (wcs["bpa_deg"], "restoring beam PA, north through east, deg")
-    for key, attr, comment in (
-        ("TELESCOP", "telescope", "MS OBSERVATION TELESCOPE_NAME"),
-        ("OBSERVER", "observer", "MS OBSERVATION OBSERVER"),
-        ("OBJECT", "field_name", "MS FIELD NAME"),
-    ):
-        if wcs[attr]:
-            h[key] = (wcs[attr], comment)
-    h["ORIGIN"] = f"radimg {__version__}"  # is_radimg_fits relies on this card
-    h["RADIMGV"] = (str(run.get("radimg_version", "")), "radimg that made the product")
-    h["NRANKS"] = (int(run.get("n_ranks", 0)), "MPI ranks of the run")
-    text = str(run.get("config_yaml", ""))
-    try:  # block style: one key per line, so most lines fit a 72-character HISTORY card
-        text = yaml.safe_dump(
-            yaml.safe_load(text), default_flow_style=False, sort_keys=False, width=68
-        )
-    except yaml.YAMLError:
-        pass  # not YAML after all: the text as stored
-    if text.strip():
-        h.add_history(f"radimg {run.get('radimg_version', __version__)} run, resolved config:")
-        for line in text.splitlines():
-            h.add_history(line)  # astropy splits a line over several cards past 72 characters
-    return h
-
-
-def fits_targets(product_path, outdir, names) -> dict[str, str]:
-    """``{image: <outdir>/<product stem>-<image>.fits}`` (WSClean-style names)."""
-    stem = os.path.splitext(os.path.basename(os.fspath(product_path)))[0]
-    return {n: os.path.join(os.fspath(outdir), f"{stem}-{n}.fits") for n in names}
-
-
-def is_radimg_fits(path) -> bool:
-    """True when ``path`` is a FITS file radimg wrote (ORIGIN = "radimg ...")."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2880 * 4)
-    except OSError:
-        return False
-    if not head.startswith(b"SIMPLE  ="):
-        return False
-    for i in range(0, len(head), 80):
-        card = head[i : i + 80]
-        if card.startswith(b"ORIGIN  ="):
-            return b"'radimg" in card
-        if card.startswith(b"END     ") or card.rstrip() == b"END":
-            break
-    return False
-
-
-def export_fits(
-    path: str | os.PathLike,
-    outdir: str | os.PathLike,
-    overwrite: bool = True,
-    *,
-    degenerate_axes: bool = False,
-) -> list[str]:
-    """Write one FITS file per image of a product, usable as it is by an astronomer's tools
-    (DS9, CARTA, CASA ``importfits``, astropy, PyBDSF).
-
-    Files are named ``<product stem>-<image>.fits`` (WSClean style). The data array is the
-    stored ``(npix_y, npix_x)`` array (north up, east left, as WSClean's and CASA's) with a
-    degenerate frequency axis in front: ``(1, npix_y, npix_x)``, WCS SIN celestial axes and
-    ``FREQ`` (CRVAL3 the mean frequency, CDELT3 the imaged band's total width, as WSClean
-    writes them; also the ``FREQ`` keyword). The header carries what the observation and the
-    run know, with WSClean's and CASA's keys:
-
-    - ``BMAJ``, ``BMIN``, ``BPA`` (degrees; the beam fitted to the PSF) on every image,
-      model included (WSClean does the same), when the product has a beam;
-    - ``BUNIT`` ``Jy/beam`` (``Jy/pixel`` for the model): the FITS standard's spelling,
-      which CASA writes and astropy's FITS unit parser accepts (WSClean's ``JY/BEAM`` it
-      rejects); CASA and CARTA read either;
-    - ``DATE-OBS`` (the first TIME of the MS, ISO 8601 UTC, as WSClean) and ``MJD-OBS``;
-      ``TELESCOP``, ``OBSERVER`` (the MS OBSERVATION table) and ``OBJECT`` (the field name),
-      each where known; ``RADESYS``/``EQUINOX`` (J2000), ``SPECSYS`` TOPOCENT;
-    - the run's resolved config as ``HISTORY`` cards (YAML, block style).
-
-    Parameters
-    ----------
-    path : str or path-like
-        The product.
-    outdir : str or path-like
-        Directory for the FITS files (created if missing).
-    overwrite : bool, optional
-        Replace existing FITS files (the default: they are derived from the product, and a
-        pipeline must not fail over them after its computation); if false,
-        ``FileExistsError`` before anything is written. ``radimg export`` passes false
-        unless ``--overwrite`` is given.
-    degenerate_axes : bool, optional
-        WSClean's layout: data ``(1, 1, npix_y, npix_x)``, FREQ and STOKES (I) axes 3 and 4.
-
-    Returns
-    -------
-    list of str
-        The paths written.
-    """
-    from astropy.io import fits
-
-    from radimg.io.paths import expand
-
-    prod = read_product(path)
-    outdir = expand(outdir)
-    if os.path.lexists(outdir) and not os.path.isdir(outdir):
-        raise ProductError(f"FITS directory {outdir} exists and is not a directory")
-    targets = fits_targets(path, outdir, prod["images"])
-    for target in targets.values():  # before anything is written
-        check_output_path(target, overwrite, what="FITS file", replaceable=is_radimg_fits)
-    try:
-        os.makedirs(outdir, exist_ok=True)
-    except OSError as e:
-        raise ProductError(f"cannot create FITS directory {outdir}: {e.strerror or e}") from None
-    wcs = prod["wcs"]
-    header = _fits_header(wcs, prod["run"], degenerate_axes)
-    written = []
-    for name, data in prod["images"].items():
-        data = np.asarray(data, dtype=np.float32)
-        data = data[(np.newaxis,) * (2 if degenerate_axes else 1)]
-        hdu = fits.PrimaryHDU(data=data, header=header.copy())
-        h = hdu.header
-        h["BUNIT"] = (prod["units"].get(name, "Jy/beam"), "brightness unit")
-        if not wcs["field_name"]:
-            h["OBJECT"] = name
-        h["RADIMGIM"] = (name, "which radimg image")
-        target = targets[name]
-        tmp = _tmp_name(target)
-        try:
-            hdu.writeto(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            raise
-        written.append(target)
-    return written
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
