@@ -136,6 +136,12 @@ def _check_range(x, lo, hi, lo_open, hi_open):
         raise _Bad
 
 
+def _snr_db(v: Any) -> float:
+    x = _as_float(v)
+    _check_range(x, -100.0, 300.0, False, False)
+    return x
+
+
 def int_key(default, doc, *, lo=None, hi=None, even=False, auto=False, nullable=False) -> Key:
     """An integer key, optionally bounded, even, or also accepting ``"auto"`` / null."""
     expected = "an " + ("even " if even else "") + "integer"
@@ -952,6 +958,47 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "(w-stacking at epsilon 1e-8, for an image on radimg's own grid), auto (by cost)",
             ("auto", "dft", "operator"),
         ),
+        # Pratley & McEwen 2019 sec. 5 / Pratley et al. 2018: random variable-density uvw
+        "uv_distribution": choice_key(
+            "earth_rotation",
+            "uvw of the samples: earth_rotation (the layout's tracks over the hour angles) or "
+            "gaussian (random u, v, w as in Pratley et al. 2018; rows cycle the layout's "
+            "baselines)",
+            ("earth_rotation", "gaussian"),
+        ),
+        "gaussian_rows": int_key(
+            100_000, "uv_distribution gaussian: number of rows (samples per channel)", lo=1
+        ),
+        "uv_sigma_lambda": float_key(
+            382.0,
+            "uv_distribution gaussian: standard deviation of u and v, wavelengths at freq_hz "
+            "(the paper's pi/3 in radians is a third of 1/(2 cell): 382 at 90 arcsec)",
+            lo=0.0,
+            lo_open=True,
+        ),
+        "uv_max_lambda": float_key(
+            1145.0,
+            "uv_distribution gaussian: |u| and |v| are drawn again beyond this, wavelengths "
+            "(keep it inside 1/(2 image.cell_arcsec))",
+            lo=0.0,
+            lo_open=True,
+        ),
+        "w_sigma_lambda": float_key(
+            200.0, "uv_distribution gaussian: standard deviation of w, wavelengths", lo=0.0
+        ),
+        "w_max_lambda": float_key(
+            600.0,
+            "uv_distribution gaussian: |w| is drawn again beyond this, wavelengths",
+            lo=0.0,
+            lo_open=True,
+        ),
+        "input_snr_db": Key(
+            None,
+            "noise from the input SNR of the model visibilities, dB (Pratley et al. 2018: "
+            "noise rms per part = ||y0||_2 / sqrt(2 M) 10^(-SNR/20)); null = use noise_jy",
+            "a number from -100 to 300 (dB) or null",
+            lambda v: None if v is None else _snr_db(v),
+        ),
     },
 }
 
@@ -1283,6 +1330,22 @@ def _cross_checks(cfg: dict) -> None:
         raise ConfigError(
             f"simulate.ha_stop_h ({sim['ha_stop_h']:g}) must be greater than "
             f"simulate.ha_start_h ({sim['ha_start_h']:g})"
+        )
+    if sim["input_snr_db"] is not None and sim["noise_jy"] > 0:
+        raise ConfigError(
+            "simulate.input_snr_db and simulate.noise_jy both set the noise; set one "
+            "(noise_jy: 0 with input_snr_db, or input_snr_db: null)"
+        )
+    if sim["uv_distribution"] == "gaussian" and sim["uv_max_lambda"] < sim["uv_sigma_lambda"]:
+        raise ConfigError(
+            f"simulate.uv_max_lambda ({sim['uv_max_lambda']:g}) must be at least "
+            f"simulate.uv_sigma_lambda ({sim['uv_sigma_lambda']:g})"
+        )
+    if sim["uv_distribution"] == "gaussian" and sim["w_max_lambda"] < sim["w_sigma_lambda"] / 4:
+        raise ConfigError(
+            f"simulate.w_max_lambda ({sim['w_max_lambda']:g}) is below a quarter of "
+            f"simulate.w_sigma_lambda ({sim['w_sigma_lambda']:g}); almost every draw would be "
+            "rejected"
         )
     tel = sim["telescope"]
     if tel.lower() not in TELESCOPES:

@@ -43,7 +43,7 @@ import numpy as np
 from radimg.deconv.major import stop_requested
 from radimg.parallel.mpi import allreduce_array, bcast_array, comm_rank_size
 
-__all__ = ["SARA", "admm", "epsilon_bound", "power_norm"]
+__all__ = ["SARA", "admm", "epsilon_bound", "noise_scale", "power_norm", "whitening"]
 
 SARA_BASES = ("dirac", "db1", "db2", "db3", "db4", "db5", "db6", "db7", "db8")
 
@@ -52,6 +52,81 @@ def epsilon_bound(m_complex, sigma=1.0):
     """l2 bound ``sqrt(2M + 2 sqrt(4M)) sigma`` for M complex samples of per-part rms sigma
     (mean + 2 standard deviations of the chi distribution with 2M degrees of freedom)."""
     return math.sqrt(2.0 * m_complex + 2.0 * math.sqrt(4.0 * m_complex)) * sigma
+
+
+MAD_TO_SIGMA = 1.482602218505602  # sigma of a Gaussian / its median absolute deviation
+
+
+def noise_scale(values, weight):
+    """Robust scale ``s`` of the per-sample noise ``sigma_k = s / sqrt(weight_k)``.
+
+    Parameters
+    ----------
+    values : ndarray (n,), complex
+        Noise-like samples (``radimg.io.noise.noise_sample``: Stokes V or differences).
+    weight : ndarray (n,), float, > 0
+        Their Stokes I weights (only their relative values matter).
+
+    Returns
+    -------
+    float
+        The median absolute deviation (about the median) of the real and imaginary parts of
+        ``values sqrt(weight)`` times 1.4826: the Gaussian sigma, unmoved by a minority of
+        samples that carry signal (polarised or leaked sources, RFI).
+    """
+    z = np.asarray(values) * np.sqrt(np.asarray(weight, dtype=np.float64))
+    parts = np.concatenate([z.real, z.imag])
+    if parts.size == 0:
+        return 0.0
+    return float(MAD_TO_SIGMA * np.median(np.abs(parts - np.median(parts))))
+
+
+def whitening(comm, weight, sigma_jy=0.0, sample=None):
+    """``sqrt(w_k) / s``: the per-sample factor that gives the data unit noise per part.
+
+    Parameters
+    ----------
+    comm : mpi4py communicator or None.
+    weight : ndarray (row, chan), float, this rank's MS weights (``1/sigma^2`` when honest).
+    sigma_jy : float
+        > 0: every sample has this rms per part (the weights only flag); 0: the weights'
+        scale is estimated from the data (``sample``).
+    sample : callable() -> (kind, values, weight), called on rank 0 only when
+        ``sigma_jy`` is 0 (``radimg.io.noise.noise_sample`` bound to the MS).
+
+    Returns
+    -------
+    sw : ndarray (row, chan), float64.
+    info : dict with ``sigma_jy`` (median per-sample rms per part), ``scale`` (s), ``kind``,
+        ``n`` (samples used) and ``weights_sigma_jy`` (what the weights alone say).
+    """
+    weight = np.asarray(weight, dtype=np.float64)
+    pos = weight > 0
+    if sigma_jy > 0:
+        sw = np.where(pos, 1.0 / sigma_jy, 0.0)
+        return sw, {"sigma_jy": float(sigma_jy), "kind": "deconvolution.admm_sigma_jy",
+                    "scale": None, "n": 0, "weights_sigma_jy": None}
+    from radimg.io.ms import MSError
+
+    info = None
+    if comm is None or comm.Get_rank() == 0:
+        try:
+            kind, vals, w = sample()
+            s = noise_scale(vals, w)
+            wmed = float(np.median(w))
+            info = {"kind": kind, "scale": s, "n": int(vals.size),
+                    "sigma_jy": s / math.sqrt(wmed), "weights_sigma_jy": 1.0 / math.sqrt(wmed)}
+            if not s > 0:
+                info = {"error": f"the noise estimated from {kind} is 0; set "
+                                 "deconvolution.admm_sigma_jy"}
+        except MSError as exc:  # every rank raises it, not rank 0 alone
+            info = {"error": str(exc)}
+    if comm is not None:
+        info = comm.bcast(info, root=0)
+    if "error" in info:
+        raise MSError(info["error"])
+    sw = np.sqrt(np.clip(weight, 0.0, None)) / info["scale"]
+    return sw, info
 
 
 def _sum_identical(comm, a):
@@ -149,26 +224,41 @@ def _vis_norm2(comm, a, xp=np):
     return float(comm.bcast(tot, root=0))
 
 
-def power_norm(fwd, adj, shape, comm=None, niter=100, tol=1e-6, seed=0):
+#: Relative change of the power method's estimate at which it stops. ADMM's step
+#: mu = 1/||Phi_w||^2 needs the norm to a few per cent at most (the linearised x-step
+#: converges for any mu < 2/||Phi_w||^2, and the estimate approaches the norm from below, so
+#: mu errs on the large side by the error left); 1e-6 cost 3-5x the iterations (each a dot and
+#: an hdot) for no change in the image beyond 1e-4 (issue #16: 28 s of a 100 s real-data run).
+POWER_TOL = 1e-3
+
+
+def power_norm(fwd, adj, shape, comm=None, niter=100, tol=POWER_TOL, seed=0, info=None):
     """||Phi_w||^2 (largest eigenvalue of Phi_w^H Phi_w) by the power method.
 
     ``fwd(x)`` returns this rank's (whitened) vis, ``adj(v)`` the image summed over ranks.
-    The start vector is seeded and identical on every rank.
+    The start vector is seeded and identical on every rank. ``info`` (a dict), when given,
+    receives ``iters`` (applications of ``adj(fwd(.))``) and ``rel_change`` (of the last).
+    The estimate is raised by the last relative change, so it errs above the norm (mu below
+    1/||Phi_w||^2), never below.
     """
     rng = np.random.default_rng(seed)
     b = rng.standard_normal(shape)
     b /= np.linalg.norm(b)
     lam = 0.0
-    for _ in range(niter):
+    it, rel = 0, 1.0
+    while it < niter:
+        it += 1
         ab = adj(fwd(b))
         ab = bcast_array(comm, ab) if comm is not None else ab
         new = float(np.linalg.norm(ab))
         b = ab / new
-        if abs(new - lam) <= tol * new:
-            lam = new
-            break
+        rel = abs(new - lam) / new
         lam = new
-    return lam
+        if rel <= tol:
+            break
+    if info is not None:
+        info.update(iters=it, rel_change=rel)
+    return lam * (1.0 + rel)
 
 
 def _prox_l1_pos(xt, tau, sara, u, weights, iters, tol=1e-4):

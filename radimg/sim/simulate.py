@@ -9,6 +9,7 @@ the MS UVW column, so radimg, WSClean and CASA all image the sources at their RA
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -21,11 +22,22 @@ C_LIGHT = 299792458.0
 SIM_KEYS = (
     "telescope", "ra_deg", "dec_deg", "freq_hz", "chan_width_hz", "nchan", "ha_start_h",
     "ha_stop_h", "integration_s", "noise_jy", "seed", "sources", "sky_image",
-    "sky_image_spectral_index", "sky_image_predict",
+    "sky_image_spectral_index", "sky_image_predict", "uv_distribution", "gaussian_rows",
+    "uv_sigma_lambda", "uv_max_lambda", "w_sigma_lambda", "w_max_lambda", "input_snr_db",
     "nspw", "spw_spacing_hz", "feeds", "correlations",
 )  # fmt: skip
 #: Defaults of the polarisation and spectral-window keys (radimg.sim.polarisation).
 POL_DEFAULTS = {"nspw": 1, "spw_spacing_hz": "auto", "feeds": "auto", "correlations": "auto"}
+#: Defaults of the keys a caller's dict may leave out (``radimg.config`` fills them all).
+GAUSSIAN_DEFAULTS = {
+    "uv_distribution": "earth_rotation",
+    "gaussian_rows": 100_000,
+    "uv_sigma_lambda": 382.0,
+    "uv_max_lambda": 1145.0,
+    "w_sigma_lambda": 200.0,
+    "w_max_lambda": 600.0,
+    "input_snr_db": None,
+}
 # Rows simulated and written per chunk: bounds memory for large simulations.
 CHUNK_ROWS = 200_000
 
@@ -67,7 +79,22 @@ def _resolve(sim_cfg):
     unknown = set(sim_cfg) - set(SIM_KEYS)
     if unknown:
         raise ValueError(f"unknown simulate key(s) {sorted(unknown)}; valid: {', '.join(SIM_KEYS)}")
-    cfg = {**default_sim_config(), **POL_DEFAULTS, **sim_cfg}
+    cfg = {**default_sim_config(), **GAUSSIAN_DEFAULTS, **POL_DEFAULTS, **sim_cfg}
+    if cfg["uv_distribution"] not in ("earth_rotation", "gaussian"):
+        raise ValueError(
+            f"uv_distribution must be earth_rotation or gaussian, got {cfg['uv_distribution']!r}"
+        )
+    for k in ("uv_sigma_lambda", "uv_max_lambda", "w_max_lambda"):
+        if not float(cfg[k]) > 0:
+            raise ValueError(f"{k} must be > 0, got {cfg[k]}")
+    if not float(cfg["w_sigma_lambda"]) >= 0:
+        raise ValueError(f"w_sigma_lambda must be >= 0, got {cfg['w_sigma_lambda']}")
+    if int(cfg["gaussian_rows"]) < 1:
+        raise ValueError(f"gaussian_rows must be >= 1, got {cfg['gaussian_rows']}")
+    if cfg["input_snr_db"] is not None:
+        if float(sim_cfg.get("noise_jy", 0.0)) > 0:
+            raise ValueError("input_snr_db and noise_jy both set the noise; set one")
+        cfg["noise_jy"] = 0.0  # the default's noise gives way to the SNR
     if int(cfg["nchan"]) < 1:
         raise ValueError(f"nchan must be >= 1, got {cfg['nchan']}")
     if float(cfg["noise_jy"]) < 0:
@@ -128,7 +155,7 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
     from radimg.sim import polarisation as pol
     from radimg.sim.layouts import load_layout
     from radimg.sim.sky import sky_arrays
-    from radimg.sim.uvw import antenna_uvw, array_longitude, hour_angle_times
+    from radimg.sim.uvw import antenna_uvw, array_longitude, gaussian_uvw, hour_angle_times
 
     try:
         cfg = _resolve(sim_cfg)
@@ -160,7 +187,15 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
     mjd = hour_angle_times(cfg["ha_start_h"], cfg["ha_stop_h"], integ, ra0, lon)
     a1, a2 = baselines(len(layout.names))
     nbl, ntime = a1.size, mjd.size
-    nrows = nbl * ntime
+    gaussian = cfg["uv_distribution"] == "gaussian"
+    if gaussian:
+        # random uvw (Pratley et al. 2018); rows cycle the baselines, one time step per
+        # nbl rows from the track's first integration
+        nrows = int(cfg["gaussian_rows"])
+        ntime = -(-nrows // nbl)
+        mjd = mjd[0] + np.arange(ntime) * integ / 86400.0
+    else:
+        nrows = nbl * ntime
     try:
         sky = sky_arrays(cfg["sources"], ra0, dec0, freq, float(cfg["freq_hz"]))
     except ValueError as exc:
@@ -192,9 +227,9 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
             }
         else:
             image_cell = skyimg.on_radimg_grid(image, ra0, dec0)
-    au = antenna_uvw(layout.positions, mjd, ra0, dec0)  # (time, ant, 3)
+    au = None if gaussian else antenna_uvw(layout.positions, mjd, ra0, dec0)  # (time, ant, 3)
+    uvw_rng = np.random.default_rng([int(cfg["seed"]), 16])  # its own stream: noise unchanged
     noise = float(cfg["noise_jy"])
-    sigma_corr = noise * np.sqrt(2.0) if noise > 0 else 1.0
     polarised = pol.is_polarised(cfg["sources"])
     corr = pol.corr_types(cfg["feeds"], cfg["correlations"], polarised, layout.corr_types)
     ncorr = len(corr)
@@ -202,6 +237,44 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
     nthreads = numba.get_num_threads() if nthreads is None else int(nthreads)
     tsec = mjd * 86400.0
     half = 0.5 * integ
+    rows_per_chunk = max(1, CHUNK_ROWS // nbl) * nbl
+
+    def chunks():
+        """(first row, uvw (row, 3) metres, model vis (row, chan)) in row order."""
+        for r0 in range(0, nrows, rows_per_chunk):
+            r1 = min(nrows, r0 + rows_per_chunk)
+            if gaussian:
+                uvw = gaussian_uvw(
+                    r1 - r0, uvw_rng, uv_sigma=float(cfg["uv_sigma_lambda"]),
+                    uv_max=float(cfg["uv_max_lambda"]), w_sigma=float(cfg["w_sigma_lambda"]),
+                    w_max=float(cfg["w_max_lambda"]),
+                ) * (C_LIGHT / float(cfg["freq_hz"]))
+            else:
+                t0, t1 = r0 // nbl, r1 // nbl
+                uvw = (au[t0:t1, a1] - au[t0:t1, a2]).reshape(-1, 3)
+            vis = dft_predict(uvw, freq, sky["l"], sky["m"], sky["flux"], sky["major"],
+                              sky["minor"], sky["pa"], nthreads=nthreads)
+            if predict_how == "operator":
+                vis = vis + skyimg.predict_operator(image, image_cell, uvw, freq, scale,
+                                                    nthreads=nthreads)
+            yield r0, uvw, vis
+
+    parts = chunks()
+    snr = cfg.get("input_snr_db")
+    if snr is not None:
+        # the noise follows from the whole model (Pratley et al. 2018; PURIFY's
+        # SNR_to_standard_deviation): rms per part = ||y0||_2 / sqrt(2 M) 10^(-SNR/20), so
+        # 20 log10(||y0|| / ||n||) = SNR; the model is held (16 B per sample) to know ||y0||
+        parts = list(parts)
+        y2 = sum(float(np.vdot(v, v).real) for _, _, v in parts)
+        m = nrows * nchan
+        noise = math.sqrt(y2 / (2.0 * m)) * 10.0 ** (-float(snr) / 20.0)
+        log(f"input SNR {float(snr):g} dB: ||y0||_2 = {math.sqrt(y2):.6g} Jy over {m} samples, "
+            f"noise {noise:.6g} Jy rms per part")
+    sigma_corr = noise * np.sqrt(2.0) if noise > 0 else 1.0
+    history = f"radimg.sim.simulate: {cfg!r}" + (
+        f"; sky image predicted by {predict_how}" if predict_how else "") + (
+        f"; input SNR {float(snr):g} dB -> noise_jy {noise:.9g}" if snr is not None else "")
 
     with MSWriter(
         ms_path,
@@ -217,31 +290,13 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
         time_range=(tsec[0] - half, tsec[-1] + half),
         field_name="radimg_sim",
         mount=layout.mount,
-        history=f"radimg.sim.simulate: {cfg!r}"
-        + (f"; sky image predicted by {predict_how}" if predict_how else ""),
+        history=history,
         overwrite=overwrite,
         marker=f"radimg.sim.simulate: {cfg!r}" if marker is None else marker,
     ) as w:
-        times_per_chunk = max(1, CHUNK_ROWS // nbl)
-        for t0 in range(0, ntime, times_per_chunk):
-            t1 = min(ntime, t0 + times_per_chunk)
-            nt = t1 - t0
-            uvw = (au[t0:t1, a1] - au[t0:t1, a2]).reshape(-1, 3)
-            vis = dft_predict(
-                uvw,
-                freq,
-                sky["l"],
-                sky["m"],
-                sky["flux"],
-                sky["major"],
-                sky["minor"],
-                sky["pa"],
-                nthreads=nthreads,
-            )
-            if predict_how == "operator":
-                vis = vis + skyimg.predict_operator(image, image_cell, uvw, freq, scale,
-                                                    nthreads=nthreads)
+        for r0, uvw, vis in parts:
             n = vis.shape[0]
+            rows = np.arange(r0, r0 + n)
             if polarised:
                 stokes = {"I": vis, **{k.upper(): dft_predict(
                     uvw, freq, sky["l"], sky["m"], sky[f"flux_{k}"], sky["major"],
@@ -255,11 +310,11 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
                     z = rng.standard_normal((n, nchan_w, ncorr, 2))
                     data = data + sigma_corr * (z[..., 0] + 1j * z[..., 1])
                 w.put_rows(
-                    k * nrows + t0 * nbl,
+                    k * nrows + r0,
                     data_desc_id=k,
-                    time=np.repeat(tsec[t0:t1], nbl),
-                    antenna1=np.tile(a1, nt),
-                    antenna2=np.tile(a2, nt),
+                    time=tsec[rows // nbl],
+                    antenna1=a1[rows % nbl],
+                    antenna2=a2[rows % nbl],
                     uvw=uvw,
                     data=data.astype(np.complex64),
                     interval=integ,

@@ -162,3 +162,31 @@ def array_longitude(positions):
     """East longitude (radians) of the mean of ITRF positions (ant, 3)."""
     c = np.asarray(positions, dtype=np.float64).mean(axis=0)
     return float(np.arctan2(c[1], c[0]))
+
+
+def gaussian_uvw(n, rng, *, uv_sigma, uv_max, w_sigma, w_max):
+    """Random uvw with Gaussian variable density (Pratley et al. 2018; Pratley & McEwen 2019
+    sec. 5): u, v ~ N(0, uv_sigma) and w ~ N(0, w_sigma), each truncated (values beyond
+    ``uv_max`` / ``w_max`` in magnitude are drawn again, so no spike sits at the limit).
+
+    Parameters
+    ----------
+    n : int
+        Samples.
+    rng : numpy.random.Generator
+    uv_sigma, uv_max, w_sigma, w_max : float
+        Wavelengths (same unit out).
+
+    Returns
+    -------
+    ndarray (n, 3), float64
+    """
+    out = np.empty((int(n), 3))
+    for col, sig, lim in ((0, uv_sigma, uv_max), (1, uv_sigma, uv_max), (2, w_sigma, w_max)):
+        x = rng.standard_normal(out.shape[0]) * sig
+        bad = np.abs(x) > lim
+        while bad.any():
+            x[bad] = rng.standard_normal(int(bad.sum())) * sig
+            bad = np.abs(x) > lim
+        out[:, col] = x
+    return out

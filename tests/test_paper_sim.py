@@ -1,0 +1,119 @@
+"""The paper-like simulation (issue #16): Gaussian variable-density uvw, input SNR as
+Pratley et al. (2018) define it, and ADMM's noise estimate from the data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from radimg.config import ConfigError, resolve
+from radimg.deconv.admm import noise_scale, whitening
+from radimg.sim.uvw import gaussian_uvw
+from tests.data_paths import MWA_MS, pyuvdata_ms
+
+pytestmark = pytest.mark.unit
+
+
+def test_gaussian_uvw_truncated_with_the_stated_sigma():
+    rng = np.random.default_rng(3)
+    uvw = gaussian_uvw(200_000, rng, uv_sigma=100.0, uv_max=300.0, w_sigma=200.0, w_max=600.0)
+    assert np.abs(uvw[:, :2]).max() <= 300.0 and np.abs(uvw[:, 2]).max() <= 600.0
+    # a Gaussian truncated at 3 sigma: sigma 0.9865 of the untruncated one
+    np.testing.assert_allclose(uvw.std(axis=0), [98.65, 98.65, 197.3], rtol=0.01)
+    # redrawn, not clipped: no pile-up at the limit
+    assert np.count_nonzero(np.abs(uvw[:, 2]) > 599.0) < 0.0005 * uvw.shape[0]
+
+
+def _sim(tmp_path, name, **kw):
+    from radimg.sim.simulate import simulate
+
+    cfg = {"telescope": "vla", "nchan": 1, "uv_distribution": "gaussian", "gaussian_rows": 3000,
+           "uv_sigma_lambda": 100.0, "uv_max_lambda": 300.0, "freq_hz": 1e9, "seed": 5,
+           "sources": [{"ra_deg": 0.5, "dec_deg": -26.0, "flux_jy": 2.0},
+                       {"ra_deg": 359.0, "dec_deg": -28.0, "flux_jy": 1.0}], **kw}
+    return simulate(cfg, tmp_path / name, nthreads=1)
+
+
+def _column(ms, col):
+    import casacore.tables as pt
+
+    with pt.table(str(ms), ack=False) as t:
+        return t.getcol(col)
+
+
+def test_input_snr_sets_the_noise_as_the_paper_defines_it(tmp_path):
+    clean = _sim(tmp_path, "clean.ms", noise_jy=0.0)
+    noisy = _sim(tmp_path, "noisy.ms", input_snr_db=30.0)
+    np.testing.assert_array_equal(_column(clean, "UVW"), _column(noisy, "UVW"))
+    y0 = _column(clean, "DATA").astype(np.complex128)
+    y = _column(noisy, "DATA").astype(np.complex128)
+    i0, i1 = 0.5 * (y0[..., 0] + y0[..., -1]), 0.5 * (y[..., 0] + y[..., -1])
+    snr = 20 * math.log10(np.linalg.norm(i0) / np.linalg.norm(i1 - i0))
+    assert abs(snr - 30.0) < 0.2  # 3000 samples: ||n|| known to ~1 %
+    # the weights say the same noise (Stokes I weight 1/sigma^2 from the two hands)
+    sigma = np.linalg.norm(i0) / math.sqrt(2 * i0.size) * 10 ** (-30 / 20)
+    w = _column(noisy, "WEIGHT")[0, 0]
+    np.testing.assert_allclose(1 / math.sqrt(2 * w), sigma, rtol=1e-5)
+    uvw_l = _column(clean, "UVW") * 1e9 / 299792458.0
+    assert np.abs(uvw_l[:, :2]).max() <= 300.0 + 1e-6 and np.abs(uvw_l[:, 2]).max() <= 600.0
+
+
+@pytest.mark.parametrize(
+    "key, value, needle",
+    [
+        ("uv_distribution", "uniform", "simulate.uv_distribution"),
+        ("uv_sigma_lambda", 0, "simulate.uv_sigma_lambda"),
+        ("w_max_lambda", -1, "simulate.w_max_lambda"),
+        ("input_snr_db", "loud", "simulate.input_snr_db"),
+        ("input_snr_db", 1000, "simulate.input_snr_db"),
+        ("gaussian_rows", 0, "simulate.gaussian_rows"),
+    ],
+)
+def test_bad_paper_sim_keys_name_the_key(key, value, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        resolve(None, [f"simulate.{key}={value}"])
+
+
+def test_snr_and_noise_together_is_an_error():
+    with pytest.raises(ConfigError, match=r"simulate\.input_snr_db and simulate\.noise_jy"):
+        resolve(None, ["simulate.input_snr_db=30", "simulate.noise_jy=0.1"])
+    with pytest.raises(ConfigError, match=r"simulate\.uv_max_lambda"):
+        resolve(None, ["simulate.uv_distribution=gaussian", "simulate.uv_max_lambda=10",
+                       "simulate.uv_sigma_lambda=100"])
+
+
+def test_noise_scale_is_robust_to_a_minority_of_signal():
+    rng = np.random.default_rng(1)
+    n = 40_000
+    w = rng.uniform(0.5, 2.0, n)
+    sig = 1.7
+    v = (rng.standard_normal(n) + 1j * rng.standard_normal(n)) * sig / np.sqrt(w)
+    v[: n // 20] += 50.0  # 5 % of samples carry a strong polarised source
+    s = noise_scale(v, w)
+    assert abs(s / sig - 1) < 0.05
+    # without the outliers' robustness a plain rms is far off: the test can fail
+    assert np.sqrt(np.mean(np.abs(v * np.sqrt(w)) ** 2) / 2) > 5 * sig
+
+
+def test_whitening_with_sigma_and_weights():
+    w = np.array([[4.0, 0.0], [1.0, 16.0]])
+    sw, info = whitening(None, w, sigma_jy=2.0)
+    np.testing.assert_array_equal(sw, [[0.5, 0.0], [0.5, 0.5]])
+    sw, info = whitening(None, w, 0.0, sample=lambda: ("test", np.array([3 + 3j, -3 - 3j]),
+                                                        np.array([1.0, 1.0])))
+    assert info["kind"] == "test" and info["scale"] == pytest.approx(3 * 1.482602218505602)
+    np.testing.assert_allclose(sw, np.sqrt(w) / info["scale"])
+
+
+def test_real_mwa_noise_from_stokes_v_not_the_weights():
+    """pyuvdata's MWA snapshot: WEIGHT says 6 mJy per visibility, Stokes V (XY, YX) 1.6 Jy."""
+    from radimg.io.noise import noise_sample
+
+    ms = pyuvdata_ms(MWA_MS)
+    kind, vals, w = noise_sample(ms)
+    assert kind == "Stokes V"
+    sigma = noise_scale(vals, w) / math.sqrt(np.median(w))
+    assert 1.3 < sigma < 1.9
+    assert 1 / math.sqrt(np.median(w)) < 0.01  # what the weights alone claim
