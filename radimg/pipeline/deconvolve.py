@@ -1,0 +1,349 @@
+"""Stage *deconvolve*: CLEAN (Cotton-Schwab major cycles, radimg.deconv.major) or ADMM
+(radimg.deconv.admm) on the imaging backend, then the restored image.
+
+Both drivers run their loop through one :class:`MajorLoop`, which owns what they share: the
+progress line, the checkpoint after each major cycle (ADMM: every ``checkpoint_every``
+iterations), the collective stop check after it, the test fault point, and the end of an
+interrupted run (a complete checkpoint, then :class:`JobInterrupted` on every rank).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from radimg.pipeline.common import JobInterrupted, collective_check
+from radimg.progress import Progress
+
+
+@dataclass
+class Deconvolved:
+    """What deconvolution adds to the product: ``images`` (``model``, ``residual``,
+    ``restored``; ``restored`` on rank 0 only) and ``summary`` (``deconvolution_json``)."""
+
+    images: dict
+    summary: dict
+
+    @property
+    def stopped_early(self) -> bool:
+        """deconvolution.stop_after_major ended the loop: the product is not final."""
+        return bool(self.summary["stopped_early"])
+
+    def run_attrs(self):
+        return {"deconvolution_json": json.dumps(self.summary)}
+
+
+def deconvolve(job, backend, geom, psf, dirty, beam, wcs_info):
+    """CLEAN or ADMM from the dirty image and PSF, restored with ``beam`` (fitted when the
+    PSF was made); collective. Returns :class:`Deconvolved`."""
+    from radimg.deconv.checkpoint import read_checkpoint
+    from radimg.deconv.image import restore
+    from radimg.parallel.mpi import bcast_array
+
+    comm = job.comm
+    checkpoint = None
+    if job.resume:
+        checkpoint = read_checkpoint(job.checkpoint_path, row_id=backend.row_id,
+                                     vis_names=("z",))
+        job.log(f"resuming from {job.checkpoint_path}: {checkpoint['counters']}")
+    driver = clean if job.cfg["deconvolution"]["algorithm"] == "clean" else admm
+    model, residual, summary = driver(job, backend, geom, psf, dirty, wcs_info, checkpoint)
+    if summary["stopped_early"]:
+        job.log(
+            f"stopped early as deconvolution.stop_after_major asks; continue with --resume "
+            f"(checkpoint {job.checkpoint_path})"
+        )
+    with job.timer.stage("restore"):
+        restored = restore(model, residual, beam, geom.cell_deg) if comm.rank == 0 else None
+    model = bcast_array(comm, np.ascontiguousarray(model, dtype=np.float64))
+    images = {"model": model, "residual": residual, "restored": restored}
+    return Deconvolved(images, summary)
+
+
+class MajorLoop:
+    """The checkpoint-progress-interrupt helper both drivers hand to their loop.
+
+    Parameters
+    ----------
+    job : radimg.pipeline.context.Job
+    wcs_info : dict, stored with every checkpoint
+    label : str, the progress line's unit (``major cycle``, ``ADMM iteration``)
+    total, done : int, the loop's length and the steps a resumed run has done
+    counter : str, the timing table's counter of steps (``major cycles``, ...)
+    contents : callable ``state -> dict``, the driver's part of
+        :func:`radimg.deconv.checkpoint.write_checkpoint`'s arguments (image, counters,
+        arrays ...)
+    position : callable ``state -> tuple``, where in the loop ``state`` is (a checkpoint of
+        the same position is not written twice)
+    """
+
+    def __init__(self, job, wcs_info, *, label, total, done, counter, contents, position):
+        from radimg.config import to_yaml
+
+        dcfg = job.cfg["deconvolution"]
+        self.job, self.wcs_info = job, wcs_info
+        self.counter, self.contents, self.position = counter, contents, position
+        self.enabled = bool(job.cfg["output"]["checkpoint"]) or dcfg["stop_after_major"] > 0
+        self.written_at = None  # position of the latest checkpoint written
+        self.run_attrs = {
+            "config_yaml": to_yaml(job.cfg),
+            "n_ranks": job.comm.size,
+            "timings_json": "{}",
+            "load_balance_json": "{}",
+        }
+        self.progress = Progress(job.rank, total, label, verbose=job.verbose)
+        self.progress.n = done
+
+    def step_begins(self):
+        """Before each step's operator work: the test fault point ``major``."""
+        self.job.fault_point("major")
+
+    def step_done(self):
+        self.job.timer.count(self.counter)
+        self.progress.update(1)
+
+    def note(self, msg):
+        """A line from the loop, under the progress line."""
+        self.progress.note(msg, level=1, labelled=False)
+
+    def stop_requested(self):
+        # Collective (the loop calls it on every rank after a checkpoint): Allreduce(MAX)
+        # of the stop-signal flags, so every rank stops after the same step.
+        return self.job.signals.stop_requested()
+
+    def on_checkpoint(self, state):
+        """The loop's checkpoint hook: writes one when the run keeps checkpoints."""
+        if self.enabled:
+            self.write(state)
+
+    def write(self, state):
+        """Write the checkpoint of ``state`` (collective; stage ``checkpoint``)."""
+        from radimg.deconv.checkpoint import write_checkpoint
+
+        job = self.job
+        with job.timer.stage("checkpoint"):
+            write_checkpoint(job.comm, job.checkpoint_path, wcs_info=self.wcs_info,
+                             run_attrs=self.run_attrs, **self.contents(state))
+        self.written_at = self.position(state)
+
+    def finish(self, state, where):
+        """Close the progress line; after a stop signal, make sure the checkpoint holds
+        ``state`` and raise :class:`JobInterrupted` (``where``: the step, for the message)."""
+        if state.get("interrupted"):
+            end = "(interrupted)"
+        else:
+            end = "(stopped early)" if state.get("stopped") else "(done)"
+        self.progress.close(end)
+        if not state.get("interrupted"):
+            return
+        if self.written_at != self.position(state):
+            self.write(state)
+        job = self.job
+        raise JobInterrupted(
+            f"stopped by {job.signals.signal_name()} after {where}; the checkpoint "
+            f"{job.checkpoint_path} is complete",
+            signal_name=job.signals.signal_name(),
+            checkpoint=job.checkpoint_path,
+            rank=job.rank,
+        )
+
+
+def clean(job, backend, geom, psf, dirty, wcs_info, checkpoint):
+    """Cotton-Schwab CLEAN (radimg.deconv.major.cotton_schwab). Returns ``(model, residual,
+    summary)``."""
+    from radimg.deconv.major import cotton_schwab, new_clean_state
+    from radimg.pipeline.preflight import check_mask
+
+    comm, dcfg = job.comm, job.cfg["deconvolution"]
+    user_mask = collective_check(comm, check_mask, job.cfg)
+    # A CLEAN model has few components: predict them by a direct Fourier transform while
+    # that is faster than the gridded op.dot (radimg.deconv.predict; the same choice on
+    # every rank). Not where the samples stay on a device (the residual is made there).
+    predict, chooser = backend.predict, None
+    if dcfg.get("predict", "auto") != "operator" and backend.samples_on_host:
+        from radimg.deconv.predict import MajorPredict
+
+        chooser = MajorPredict(backend.op, geom.cell_rad, comm=comm, nthreads=job.nthreads,
+                               dtype=backend.vis.dtype, mode=dcfg.get("predict", "auto"))
+
+        def predict(model):
+            return backend.predict(model, by=chooser)
+
+    if checkpoint is None:
+        state, residual = new_clean_state(geom.shape), dirty.copy()
+    else:
+        state = _clean_state(checkpoint)
+        residual = backend.residual(state["model"], predict)
+
+    loop = MajorLoop(job, wcs_info, label="major cycle", total=dcfg["nmajor"],
+                     done=state["nmajor"], counter="major cycles", contents=_clean_contents,
+                     position=lambda st: ("clean", st["nmajor"], st["iters"]))
+
+    def cycle_residual(model):
+        loop.step_begins()
+        residual = backend.residual(model, predict)
+        loop.step_done()
+        return residual
+
+    model, residual, state = cotton_schwab(
+        cycle_residual, residual, psf, dcfg, comm=comm, user_mask=user_mask, state=state,
+        on_checkpoint=loop.on_checkpoint, stop_check=loop.stop_requested, log=loop.note,
+    )
+    if chooser is not None:
+        job.timer.set_counter("predicts by DFT", chooser.used["dft"])
+    loop.finish(state, f"major cycle {state['nmajor']}")
+    summary = {
+        "algorithm": "clean",
+        "major_cycles": state["nmajor"],
+        "components": state["iters"],
+        "stopped_early": state["stopped"],
+    }
+    job.log(f"CLEAN: {state['iters']} components in {state['nmajor']} major cycles")
+    return model, residual, summary
+
+
+def _clean_state(checkpoint):
+    """The CLEAN state a checkpoint holds."""
+    counters = checkpoint["counters"]
+    auto_mask = checkpoint["extras"].get("auto_mask")
+    return {
+        "model": checkpoint["image"],
+        "nmajor": int(counters["nmajor"]),
+        "iters": int(counters["iters"]),
+        "auto_mask": None if auto_mask is None else np.asarray(auto_mask).astype(bool),
+        "done": bool(counters["done"]),
+        "reached": counters.get("reached"),  # absent in checkpoints before the stop rule
+    }
+
+
+def _clean_contents(state):
+    """write_checkpoint's arguments for a CLEAN state."""
+    auto_mask = state["auto_mask"]
+    return {
+        "image": state["model"],
+        "counters": {
+            "algorithm": "clean",
+            "nmajor": state["nmajor"],
+            "iters": state["iters"],
+            "done": state["done"],
+            "reached": state["reached"],
+        },
+        "arrays": {} if auto_mask is None else {"auto_mask": auto_mask.astype(np.uint8)},
+    }
+
+
+def admm(job, backend, geom, psf, dirty, wcs_info, checkpoint):
+    """ADMM with SARA sparsity and the l2 data-fidelity ball (radimg.deconv.admm.admm) on the
+    whitened operator. Returns ``(model, residual, summary)``."""
+    from radimg.deconv.admm import SARA, epsilon_bound, power_norm
+    from radimg.deconv.admm import admm as run_admm
+
+    comm, dcfg, shape = job.comm, job.cfg["deconvolution"], geom.shape
+    sw = _whitening(backend, dcfg["admm_sigma_jy"])
+    n_samples = comm.allreduce(int(np.count_nonzero(sw)))
+    eps = epsilon_bound(n_samples)
+    y_w = backend.whiten(sw)
+    sara = SARA(shape, levels=dcfg["admm_levels"], comm=comm)
+    state = None
+    if checkpoint is None:
+        with job.timer.stage("power method"):
+            op_norm = power_norm(backend.forward_whitened, backend.adjoint_whitened, shape,
+                                 comm=comm, niter=dcfg["admm_power_iters"])
+    else:
+        op_norm = float(checkpoint["counters"]["op_norm"])
+        state = _admm_state(checkpoint, backend, sara, y_w.dtype)
+    job.log(f"ADMM: ||Phi_w||^2 = {op_norm:.6g}, epsilon = {eps:.6g} ({n_samples} samples)")
+
+    def contents(st):
+        return _admm_contents(st, op_norm, backend, sara)
+
+    loop = MajorLoop(job, wcs_info, label="ADMM iteration", total=dcfg["niter"],
+                     done=0 if state is None else state["it"], counter="ADMM iterations",
+                     contents=contents, position=lambda st: ("admm", st["it"], st["round"]))
+    forward_calls = 0
+
+    def forward(x):
+        # admm() calls the forward operator once before its loop, then once per iteration
+        nonlocal forward_calls
+        forward_calls += 1
+        if forward_calls > 1:
+            loop.step_begins()
+        vis = backend.forward_whitened(x)
+        if forward_calls > 1:
+            loop.step_done()
+        return vis
+
+    model, state = run_admm(
+        forward, backend.adjoint_whitened, y_w, shape, eps=eps, op_norm=op_norm, comm=comm,
+        sara=sara, niter=dcfg["niter"], tol=dcfg["admm_tol"], kappa=dcfg["admm_kappa"],
+        dual_iters=dcfg["admm_dual_iters"], reweights=dcfg["admm_reweights"], state=state,
+        checkpoint_every=dcfg["checkpoint_every"] if loop.enabled else 0,
+        on_checkpoint=loop.on_checkpoint, stop_after=dcfg["stop_after_major"],
+        stop_check=loop.stop_requested, log=loop.note, xp=backend.xp,
+    )
+    loop.finish(state, f"ADMM iteration {state['it']}")
+    residual = backend.residual(model)
+    summary = {
+        "algorithm": "admm",
+        "iterations": state["it"],
+        "epsilon": eps,
+        "op_norm": op_norm,
+        "stopped_early": state["stopped"],
+        "converged": state["done"],
+    }
+    job.log(f"ADMM: {state['it']} iterations, converged {state['done']}")
+    return model, residual, summary
+
+
+def _whitening(backend, sigma_jy):
+    """ADMM's whitening factors ``sw`` (row, chan) float64: ``1 / sigma`` (the configured
+    noise per visibility) or ``sqrt(WEIGHT)`` (WEIGHT = 1 / sigma^2), 0 where the imaging
+    weight is 0."""
+    data_weight = np.asarray(backend.data_weight, dtype=np.float64)
+    if sigma_jy > 0:
+        sw = np.where(data_weight > 0, 1.0 / sigma_jy, 0.0)
+    else:
+        sw = np.sqrt(np.clip(data_weight, 0.0, None))
+    return np.where(backend.imaging_weight != 0, sw, 0.0)
+
+
+def _admm_state(checkpoint, backend, sara, vis_dtype):
+    """The ADMM state a checkpoint holds (the dual variable ``z`` back on the backend)."""
+    counters, extras = checkpoint["counters"], checkpoint["extras"]
+    return {
+        "x": checkpoint["image"],
+        "z": backend.vis_from_host(extras["z"], vis_dtype),
+        "u": {b: np.asarray(extras[f"u/{b}"], dtype=np.float64) for b in sara.mine},
+        "weights": None
+        if not counters["reweighted"]
+        else {b: np.asarray(extras[f"weights/{b}"], dtype=np.float64) for b in sara.mine},
+        "it": int(counters["it"]),
+        "round": int(counters["round"]),
+        "tau": float(counters["tau"]),
+        "done": bool(counters["done"]),
+    }
+
+
+def _admm_contents(state, op_norm, backend, sara):
+    """write_checkpoint's arguments for an ADMM state (``z`` gathered by MS row)."""
+    per_rank = {f"u/{b}": state["u"][b] for b in sara.mine}
+    if state["weights"] is not None:
+        per_rank.update({f"weights/{b}": state["weights"][b] for b in sara.mine})
+    return {
+        "image": state["x"],
+        "counters": {
+            "algorithm": "admm",
+            "it": state["it"],
+            "round": state["round"],
+            "tau": state["tau"],
+            "done": state["done"],
+            "op_norm": op_norm,
+            "reweighted": state["weights"] is not None,
+        },
+        "per_rank": per_rank,
+        "vis_arrays": {"z": backend.vis_to_host(state["z"])},
+        "row_id": backend.row_id,
+        "nrows_total": backend.nrows_total,
+    }

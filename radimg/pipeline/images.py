@@ -1,0 +1,66 @@
+"""Stage *images*: the PSF, the restoring beam fitted to it, and the dirty image (global,
+normalised by the weight sum), and the WCS of the images."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from radimg.pipeline.common import collective_check
+from radimg.progress import Progress
+
+
+def make_images(job, backend, geom):
+    """PSF (stage ``psf``), restoring beam (``beam``) and dirty image (``dirty``).
+
+    Returns
+    -------
+    psf, dirty : ndarray (npix_y, npix_x) float64, identical on every rank
+    beam : (bmaj_deg, bmin_deg, bpa_deg)
+    """
+    comm, timer, verbose = job.comm, job.timer, job.verbose
+    with (
+        timer.stage("psf"),
+        Progress(comm.rank, None, "gridding PSF", verbose=verbose, ticker=True),
+    ):
+        job.fault_point("psf")
+        psf = backend.psf()
+    with timer.stage("beam"):
+        # Fitted now, before the dirty image and any minor cycle, so that a PSF without a
+        # main lobe (a user error, raised on every rank) costs nothing more; rank 0 fits and
+        # warns (once) when it falls back to the lobe's second moments.
+        from radimg.deconv.image import fit_beam
+
+        beam = collective_check(comm, fit_beam, psf, geom.cell_deg)
+    with (
+        timer.stage("dirty"),
+        Progress(comm.rank, None, "gridding dirty image", verbose=verbose, ticker=True),
+    ):
+        job.fault_point("dirty")
+        dirty = backend.dirty()
+    job.log(f"dirty image peak {dirty.max():.4g} Jy/beam, PSF peak {psf.max():.4f}")
+    return psf, dirty, beam
+
+
+def wcs_info(meta, geom, beam):
+    """The ``wcs_info`` of the product's ``/images`` (radimg.io.product.write_product) for
+    the MS metadata ``meta``, the image ``geom`` and the restoring ``beam`` (degrees)."""
+    ra, dec = meta["phase_centre"]
+    cell_deg = np.degrees(geom.cell_rad)
+    freq = np.asarray(meta["freq"], dtype=float)
+    return {
+        "ctype": ["RA---SIN", "DEC--SIN"],
+        "crval_deg": [float(np.degrees(ra) % 360.0), float(np.degrees(dec))],
+        "crpix": [geom.npix_x // 2 + 1, geom.npix_y // 2 + 1],
+        "cdelt_deg": [-cell_deg, cell_deg],
+        "freq_hz": float(freq.mean()),
+        "bmaj_deg": beam[0],
+        "bmin_deg": beam[1],
+        "bpa_deg": beam[2],
+        # what the FITS export needs besides the WCS (radimg.io.product.OBS_KEYS)
+        "bandwidth_hz": float(meta.get("bandwidth_hz", 0.0)),
+        "stokes": "I",
+        "date_obs": str(meta.get("date_obs", "")),
+        "telescope": str(meta.get("telescope", "")),
+        "observer": str(meta.get("observer", "")),
+        "field_name": str(meta.get("field_name", "")),
+    }

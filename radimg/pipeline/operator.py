@@ -1,0 +1,305 @@
+"""Stage *operator*: the imaging backend, built by one factory (:func:`make_backend`).
+
+An imaging backend holds this rank's samples and the measurement operator over them, and
+gives the later stages global images (identical on every rank) and the whitened operator
+ADMM needs; it is the only object that knows how the work is split between ranks and
+devices. The interface (:class:`ImagingBackend`):
+
+- ``psf()``, ``dirty()``: ``Phi^H W 1 / sum W`` and ``Phi^H W y / sum W``, global;
+- ``predict(model, by=None)``: this rank's model visibilities (``by``: another predictor of
+  the same samples, e.g. the CLEAN model's direct Fourier transform);
+- ``residual(model, predict=None)``: ``Phi^H W (y - Phi x) / sum W``, global (a major cycle);
+- ``whiten(sw)``, ``forward_whitened(x)``, ``adjoint_whitened(v)``, ``xp``: ADMM's
+  ``Phi_w = diag(sw) Phi`` and its adjoint (vis-space vectors in the array module ``xp``),
+  ``vis_to_host`` / ``vis_from_host`` for checkpoints;
+- ``load_balance()``: the scheme's per-rank figures for ``load_balance_json`` (or None),
+  ``transfers()``: host <-> device byte counters for the timing table, and
+  ``operator_record()``: the product's ``operator_json``;
+- attributes ``scheme`` (``balanced`` | ``row-range``), ``op``, ``vis``, ``uvw``,
+  ``data_weight``, ``imaging_weight``, ``weight_sum``, ``row_id`` and ``nrows_total`` (the MS
+  row of each local sample row, for checkpoints of vis-space vectors), ``samples_on_host``.
+
+Backends today:
+
+- :class:`DistributedBackend` (``gridder.device: cpu``): Pratley & McEwen (2019) sec. 4.
+  Rows move so every rank carries the same gridding load, w-plane owners exchange grid
+  tiles with one Alltoallv per application, images are summed inside the operator.
+- :class:`RowRangeBackend` (``gridder.device: gpu``): every rank keeps the rows it read on
+  its device (resident), applies the whole operator to them and the partial images are
+  summed (AllSumAll, eq. 7). Not load-balanced (issue #14 item 1): a GPU backend in the
+  distributed scheme implements the same interface and replaces this one in
+  :func:`make_backend`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from radimg.pipeline.common import agreed
+
+
+def make_backend(job, geom, obs, weigh):
+    """The imaging backend of this run (collective): the one place that chooses how the
+    operator is distributed.
+
+    Parameters
+    ----------
+    job : radimg.pipeline.context.Job
+    geom : radimg.pipeline.context.ImageGeometry
+    obs : radimg.pipeline.context.Observation, this rank's rows as read (its ``data.vis``
+        moves into the backend)
+    weigh : callable ``(uvw, data_weight) -> (imaging_weight, weight_sum)``, the weights
+        stage, called on the samples the backend keeps (after any redistribution)
+
+    Returns
+    -------
+    ImagingBackend
+    """
+    options, choice = operator_options(job, geom, obs.data)
+    backend = RowRangeBackend if job.use_gpu else DistributedBackend
+    return backend(job, geom, obs, weigh, options, choice)
+
+
+def operator_options(job, geom, data):
+    """Keyword arguments of the operator constructors, with ``wterm.mode: auto`` decided
+    (radimg.ops.choose: every mode costed on this data set and image, decided once on rank 0
+    from global values and broadcast, so the same at any rank count). Returns
+    ``(options, choice)``, ``choice`` None unless the mode was ``auto``."""
+    wcfg, gcfg = job.cfg["wterm"], job.cfg["gridder"]
+    oversampling = wcfg["oversampling"]
+    options = dict(
+        epsilon=float(wcfg["epsilon"]),
+        mode=wcfg["mode"],
+        nstacks=wcfg["nstacks"],
+        oversampling=oversampling if oversampling == "auto" else float(oversampling),
+        nthreads=job.nthreads,
+        precision=gcfg["precision"],
+        fft=gcfg["fft"],
+    )
+    choice = None
+    if wcfg["mode"] == "auto":
+        from radimg.ops.choose import decide
+
+        with job.timer.stage("operator setup"):
+            choice = decide(job.comm, data.uvw, data.freq, data.weight != 0, geom.npix_x,
+                            geom.npix_y, geom.cell_rad, geom.cell_rad, options["epsilon"],
+                            precision=gcfg["precision"], oversampling=options["oversampling"],
+                            nstacks=wcfg["nstacks"],
+                            small_inversion=bool(job.cfg["image"]["small_inversion"]))
+        options.update(choice.operator_kwargs(options["oversampling"], wcfg["nstacks"]))
+        job.log(choice.log_line())
+    return options, choice
+
+
+class ImagingBackend:
+    """What both backends share (module doc: the interface). Subclasses build ``op`` and
+    set the sample attributes; images come out as float64 arrays ``(npix_y, npix_x)``."""
+
+    scheme = ""
+    samples_on_host = True
+    xp = np
+
+    def __init__(self, job, geom, options, choice):
+        self.job, self.geom = job, geom
+        self.options, self.choice = options, choice
+
+    def _with_small_inversion(self, build, uvw, freq, valid):
+        """``build(npix_x, npix_y, cell)`` through image.small_inversion (the operator grids
+        on the coarsest cells the data allow; images are resampled to the requested cells
+        exactly; radimg.ops.resample), agreed on by every rank; logs the chosen geometry."""
+        from radimg.ops.resample import small_inversion
+
+        job, geom = self.job, self.geom
+        op = agreed(job.comm, lambda: small_inversion(
+            build, uvw, freq, valid, geom.npix_x, geom.npix_y, geom.cell_rad,
+            epsilon=self.options["epsilon"], mode=self.options["mode"],
+            nthreads=job.nthreads, comm=job.comm,
+            enabled=bool(job.cfg["image"]["small_inversion"]),
+        ))
+        small = getattr(op, "small_geometry", None)
+        if small is not None:
+            d = small.describe()
+            job.log("small inversion: gridding {} x {} pixels of {:.4g} x {:.4g} arcsec "
+                    "(field period {} x {} pixels)".format(*d["coarse_npix"][::-1],
+                                                           *d["coarse_cell_arcsec"][::-1],
+                                                           *d["fine_period"][::-1]))
+        return op
+
+    def predict(self, model, by=None):
+        """Model visibilities (row, chan) of this rank's samples: ``op.dot``, or ``by``."""
+        rdt = np.real(self.vis).dtype
+        with self.job.timer.stage("major: predict"):
+            return (by or self.op.dot)(np.ascontiguousarray(model, dtype=rdt))
+
+    def vis_to_host(self, vis):
+        """A vis-space vector of this backend as a host array (checkpoints)."""
+        return vis
+
+    def vis_from_host(self, vis, dtype):
+        """A host vis-space vector (a resumed checkpoint's) as this backend holds them."""
+        return vis.astype(dtype)
+
+    def load_balance(self):
+        """Per-rank figures of the distribution scheme (collective), or None."""
+        return None
+
+    def transfers(self):
+        """Host <-> device byte counters (name -> value) for the timing table."""
+        return {}
+
+    def operator_record(self):
+        """``/run`` ``operator_json``: the w-term mode run (and asked for), the geometry the
+        operator built, and with ``wterm.mode: auto`` the chooser's table."""
+        from radimg.ops.resample import SmallInversion
+
+        op, options, choice = self.op, self.options, self.choice
+        inner = op.op if isinstance(op, SmallInversion) else op  # the (distributed) operator
+        serial = getattr(inner, "op", inner)  # DistributedOperator -> its serial operator
+        small = getattr(op, "small_geometry", None)
+        rec = {
+            "requested_mode": self.job.cfg["wterm"]["mode"],
+            "mode": options["mode"],
+            "epsilon": options["epsilon"],
+            "oversampling": getattr(inner, "oversampling", options["oversampling"]),
+            "oversampling_w": getattr(serial, "oversampling_w", None)
+            if options["mode"] == "wstack" else None,
+            "nplanes": getattr(inner, "nplanes", getattr(inner, "nstacks", None)),
+            "small_inversion": None if small is None else small.describe(),
+            "choice": None if choice is None else choice.describe(),
+        }
+        return {k: (float(v) if isinstance(v, np.floating) else
+                    int(v) if isinstance(v, np.integer) else v) for k, v in rec.items()}
+
+
+class DistributedBackend(ImagingBackend):
+    """CPU, Pratley & McEwen (2019) sec. 4 (:class:`radimg.parallel.operator.
+    DistributedOperator`): rows redistributed by gridding load before the weights are made;
+    every image the operator returns is already the global one."""
+
+    scheme = "balanced"
+
+    def __init__(self, job, geom, obs, weigh, options, choice):
+        from radimg.parallel.operator import DistributedOperator
+
+        super().__init__(job, geom, options, choice)
+        data = obs.data
+        with job.timer.stage("operator setup"):
+            self.op = self._with_small_inversion(
+                lambda nx, ny, cell: DistributedOperator(
+                    job.comm, data.uvw, data.freq, data.weight, nx, ny, cell, **options
+                ),
+                data.uvw, data.freq, data.weight != 0,
+            )
+            self.uvw, self.data_weight = self.op.uvw, self.op.weight
+            self.vis = self.op.redistribute_vis(data.vis)
+            del data.vis  # the read order's copy: only the redistributed one from here on
+        self.row_id, self.nrows_total = self.op.row_id, obs.nrows_total
+        self.imaging_weight, self.weight_sum = weigh(self.uvw, self.data_weight)
+
+    def _image(self, vis, weight):
+        # the operator's adjoint ends with the Allreduce over ranks (eq. 10)
+        return np.asarray(self.op.hdot(vis, weight), dtype=np.float64)
+
+    def psf(self):
+        return self._image(np.ones_like(self.vis), self.imaging_weight) / self.weight_sum
+
+    def dirty(self):
+        return self._image(self.vis, self.imaging_weight) / self.weight_sum
+
+    def residual(self, model, predict=None):
+        residual_vis = self.vis - (predict or self.predict)(model)
+        with self.job.timer.stage("major: image"):
+            return self._image(residual_vis, self.imaging_weight) / self.weight_sum
+
+    def whiten(self, sw):
+        self._sw = sw
+        return sw * self.vis
+
+    def forward_whitened(self, x):
+        return self._sw * self.predict(x)
+
+    def adjoint_whitened(self, vis):
+        with self.job.timer.stage("major: image"):
+            return self._image(vis, self._sw)
+
+    def load_balance(self):
+        return self.op.load_balance()
+
+
+class RowRangeBackend(ImagingBackend):
+    """GPU (:mod:`radimg.gpu.operator`): every rank keeps the rows it read, resident on its
+    device (issue #7: samples and imaging weights go over once; the PSF, the dirty image
+    and every major-cycle residual then move only images); the ranks' images are summed
+    here (AllSumAll, eq. 7)."""
+
+    scheme = "row-range"
+    samples_on_host = False  # the residual is made on the device from resident samples
+
+    def __init__(self, job, geom, obs, weigh, options, choice):
+        from radimg.gpu.operator import make_operator
+
+        super().__init__(job, geom, options, choice)
+        data = obs.data
+        # The stage is opened here too, before the weights, so that the timing table lists
+        # the stages in the same order for either backend.
+        with job.timer.stage("operator setup"):
+            self.uvw, self.data_weight, self.vis = data.uvw, data.weight, data.vis
+            del data.vis
+        self.row_id = np.arange(*obs.rows, dtype=np.int64)
+        self.nrows_total = obs.nrows_total
+        self.imaging_weight, self.weight_sum = weigh(self.uvw, self.data_weight)
+        valid = self.imaging_weight != 0
+        with job.timer.stage("operator setup"):
+            # wstack-wproject takes global w-stacks over comm, like the CPU operator
+            self.op = self._with_small_inversion(
+                lambda nx, ny, cell: make_operator(
+                    self.uvw, data.freq, nx, ny, cell, weight_mask=valid, **options,
+                    comm=job.comm,
+                ),
+                self.uvw, data.freq, valid,
+            )
+            self.op.set_data(self.vis, self.imaging_weight)
+        self.xp = self.op.xp
+
+    def _sum(self, local):
+        """The global image: this rank's local image summed over ranks (eq. 7)."""
+        from mpi4py import MPI
+
+        img = np.ascontiguousarray(local, dtype=np.float64)
+        out = np.empty_like(img)
+        self.job.comm.Allreduce(img, out, op=MPI.SUM)
+        return out
+
+    def psf(self):
+        return self._sum(self.op.psf_image()) / self.weight_sum
+
+    def dirty(self):
+        return self._sum(self.op.dirty_image()) / self.weight_sum
+
+    def residual(self, model, predict=None):
+        # one image in, one image out; ``predict`` is not used (the samples are resident)
+        with self.job.timer.stage("major: residual"):
+            model = np.ascontiguousarray(model, dtype=np.float64)
+            return self._sum(self.op.residual_image(model)) / self.weight_sum
+
+    def whiten(self, sw):
+        # y_w, z and the residuals stay on the device; per iteration one image goes in
+        # (wdot) and one comes out (whdot)
+        return self.op.set_whitening(sw)
+
+    def forward_whitened(self, x):
+        with self.job.timer.stage("major: predict"):
+            return self.op.wdot(x)
+
+    def adjoint_whitened(self, vis):
+        with self.job.timer.stage("major: image"):
+            return self._sum(self.op.whdot(vis))
+
+    def vis_to_host(self, vis):
+        return self.op.vis_to_host(vis)
+
+    def vis_from_host(self, vis, dtype):
+        return self.op.vis_to_device(vis)
+
+    def transfers(self):
+        return self.op.transfer_summary()
