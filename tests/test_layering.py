@@ -64,11 +64,6 @@ KNOWN_PRIVATE = {
     ("radimg.parallel.plan_sampling", "radimg.sim.simulate", "_resolve"):
         "sim/simulate.py is being edited by the simulator's owner; rename to a public "
         "resolve_sim_config there",
-    ("radimg.io.noise", "radimg.io.ms", "_open"):
-        "io/noise.py and io/ms.py are new work of the MS reader's owner (issue #15): make "
-        "open_table, ddid_map, spw_info public in io/ms.py",
-    ("radimg.io.noise", "radimg.io.ms", "_ddid_map"): "as above",
-    ("radimg.io.noise", "radimg.io.ms", "_spw_info"): "as above",
     ("radimg.sim.layouts", "radimg.io.ms", "_open"):
         "io/ms.py is being rewritten by the MS reader's owner (issue #15); make open_table "
         "public there",

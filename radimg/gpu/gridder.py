@@ -81,14 +81,12 @@ if cuda is not None:
     # Note: numba-cuda compiles a device function for the *current* device's compute
     # capability, so compile_ptx of these kernels needs a device, or (tests/test_gpu.py) a
     # stand-in for get_current_device.
-    _device_fn = cuda.jit(device=True)
+    from radimg.gpu.scalar import DEVICE as _SCALAR
 
-    @_device_fn
-    def _es(x, beta):
-        t = 1.0 - x * x
-        if t <= 0.0:
-            return 0.0
-        return math.exp(beta * (math.sqrt(t) - 1.0))
+    _device_fn = cuda.jit(device=True)
+    # written once for CPU and GPU (radimg/kernels/scalar.py)
+    _es = _SCALAR.es
+    _sample_uvw = _SCALAR.sample_uvw
 
     @_device_fn
     def _lower(p0, lo, hi, val):
@@ -159,17 +157,7 @@ if cuda is not None:
         w0 = spec_f[4]
         dw = spec_f[5]
         nshift = spec_f[6]
-        row = i // nchan
-        ch = i - row * nchan
-        f = fscale[ch]
-        u = uvw[row, 0] * f
-        v = uvw[row, 1] * f
-        w = uvw[row, 2] * f
-        flip = w < 0.0
-        if flip:
-            u = -u
-            v = -v
-            w = -w
+        row, ch, flip, u, v, w = _sample_uvw(uvw, fscale, nchan, i)
         kw = 1.0
         ph = 0.0
         if Ww > 1:

@@ -62,75 +62,11 @@ def _require_cuda():
 
 
 if cuda is not None:
-    _device_fn = cuda.jit(device=True)
+    from radimg.gpu.scalar import DEVICE as _SCALAR
 
-    @_device_fn
-    def _lagrange4(x):
-        # weights of the nodes at -1, 0, 1, 2 for a point x in [0, 1)
-        return (-x * (x - 1.0) * (x - 2.0) / 6.0, (x + 1.0) * (x - 1.0) * (x - 2.0) / 2.0,
-                -(x + 1.0) * x * (x - 2.0) / 2.0, (x + 1.0) * x * (x - 1.0) / 6.0)
-
-    @_device_fn
-    def _support(hs, iw, fw):
-        h = max(hs[iw + 1], hs[iw + 2])
-        if fw < 0.0 or fw > 1.0:
-            h = max(h, max(hs[iw], hs[iw + 3]))
-        s = int(math.ceil(2.0 * h))
-        return max(s, 1)
-
-    @_device_fn
-    def _wp_setup(uvw, fscale, nchan, i, wk, xs, ys, dw0, ddw, hs_x, hs_y):
-        """radimg.kernels.wproject._sample_setup: (row, ch, flip, dw, iw, fw, Sx, Sy, ox, oy,
-        jx, jy)."""
-        row = i // nchan
-        ch = i - row * nchan
-        f = fscale[ch]
-        u = uvw[row, 0] * f
-        v = uvw[row, 1] * f
-        w = uvw[row, 2] * f
-        flip = w < 0.0
-        if flip:
-            u = -u
-            v = -v
-            w = -w
-        dw = w - wk
-        nw = hs_x.shape[0]
-        pw = (dw - dw0) / ddw
-        iw = int(math.floor(pw)) - 1
-        if iw < 0:
-            iw = 0
-        if iw > nw - 4:
-            iw = nw - 4
-        fw = pw - (iw + 1)
-        sx = _support(hs_x, iw, fw)
-        sy = _support(hs_y, iw, fw)
-        gx = u * xs
-        gy = v * ys
-        jx = int(math.ceil(gx - 0.5 * sx))
-        jy = int(math.ceil(gy - 0.5 * sy))
-        return row, ch, flip, dw, iw, fw, sx, sy, gx - jx, gy - jy, jx, jy
-
-    @_device_fn
-    def _fill_1d(tab, iw, fw, g, S, tmax, q, out):
-        """out[r, a] = kernel term r at offset g - a, a < S (radimg.kernels.wproject._fill_1d:
-        4-point Lagrange in dw times 4-point Lagrange in t)."""
-        w0, w1, w2, w3 = _lagrange4(fw)
-        p0 = (g + tmax) * q
-        ip = int(math.floor(p0))
-        c0, c1, c2, c3 = _lagrange4(p0 - ip)
-        base = ip - 1
-        for r in range(tab.shape[0]):
-            for a in range(S):
-                j = base - a * q
-                v0 = (w0 * tab[r, iw, j] + w1 * tab[r, iw + 1, j] + w2 * tab[r, iw + 2, j]
-                      + w3 * tab[r, iw + 3, j])
-                v1 = (w0 * tab[r, iw, j + 1] + w1 * tab[r, iw + 1, j + 1]
-                      + w2 * tab[r, iw + 2, j + 1] + w3 * tab[r, iw + 3, j + 1])
-                v2 = (w0 * tab[r, iw, j + 2] + w1 * tab[r, iw + 1, j + 2]
-                      + w2 * tab[r, iw + 2, j + 2] + w3 * tab[r, iw + 3, j + 2])
-                v3 = (w0 * tab[r, iw, j + 3] + w1 * tab[r, iw + 1, j + 3]
-                      + w2 * tab[r, iw + 2, j + 3] + w3 * tab[r, iw + 3, j + 3])
-                out[r, a] = c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3
+    # written once for CPU and GPU (radimg/kernels/scalar.py)
+    _wp_setup = _SCALAR.wproject_setup
+    _fill_1d = _SCALAR.fill_1d
 
 
 def _make_grid_kernel(nbc, maxr, maxs):

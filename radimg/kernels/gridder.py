@@ -39,6 +39,7 @@ import numba
 import numpy as np
 
 from radimg.constants import C_LIGHT
+from radimg.kernels import scalar as _scalar
 from radimg.kernels._jit import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from radimg.kernels.es import es_poly_coeffs, es_poly_even_odd
 from radimg.kernels.trig import cis_cycles
@@ -285,14 +286,6 @@ def touched_tiles(layout: SampleLayout, p: int):
 
 
 @numba.njit(**JIT_OPTIONS)
-def _es(x, beta):
-    t = 1.0 - x * x
-    if t <= 0.0:
-        return 0.0
-    return math.exp(beta * (math.sqrt(t) - 1.0))
-
-
-@numba.njit(**JIT_OPTIONS)
 def _run_for_plane(p0, a, b, p, Ww):
     """[lo, hi) of samples in p0[a:b] (sorted) with p - Ww + 1 <= p0 <= p."""
     lo = a + np.searchsorted(p0[a:b], p - Ww + 1)
@@ -345,18 +338,8 @@ def _wtap(coefw, Ww, gw, p):
     return k
 
 
-@numba.njit(**JIT_OPTIONS)
-def _sample_uvw(uvw, fscale, nchan, i):
-    row = i // nchan
-    ch = i - row * nchan
-    f = fscale[ch]
-    u = uvw[row, 0] * f
-    v = uvw[row, 1] * f
-    w = uvw[row, 2] * f
-    flip = w < 0.0
-    if flip:
-        u, v, w = -u, -v, -w
-    return row, ch, flip, u, v, w
+# shared with the CUDA twins (radimg/kernels/scalar.py)
+_sample_uvw = _scalar.CPU.sample_uvw
 
 
 # ------------------------------------------------------------------ prepared (sorted) path

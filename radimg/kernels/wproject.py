@@ -47,6 +47,7 @@ import numba
 import numpy as np
 
 from radimg.constants import C_LIGHT
+from radimg.kernels import scalar as _scalar
 from radimg.kernels._blas import blas_threads
 from radimg.kernels._jit import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from radimg.kernels.es import es_correction, leggauss
@@ -392,83 +393,12 @@ def _build_wkernel_tables(npix_x, npix_y, cell_rad, nxp, nyp, dw_min, dw_max, ep
 # ----------------------------------------------------------------------------- numba
 
 
-@numba.njit(**JIT_OPTIONS)
-def _lagrange4(x):
-    # weights of the nodes at -1, 0, 1, 2 for a point x in [0, 1)
-    return (-x * (x - 1.0) * (x - 2.0) / 6.0, (x + 1.0) * (x - 1.0) * (x - 2.0) / 2.0,
-            -(x + 1.0) * x * (x - 2.0) / 2.0, (x + 1.0) * x * (x - 1.0) / 6.0)
-
-
-@numba.njit(**JIT_OPTIONS)
-def _dw_node(dw, dw0, ddw, nw):
-    pw = (dw - dw0) / ddw
-    iw = int(math.floor(pw)) - 1
-    if iw < 0:
-        iw = 0
-    if iw > nw - 4:
-        iw = nw - 4
-    return iw, pw - (iw + 1)
-
-
-@numba.njit(**JIT_OPTIONS)
-def _support(hs, iw, fw):
-    h = max(hs[iw + 1], hs[iw + 2])
-    if fw < 0.0 or fw > 1.0:
-        h = max(h, max(hs[iw], hs[iw + 3]))
-    s = int(math.ceil(2.0 * h))
-    return max(s, 1)
-
-
-@numba.njit(**JIT_OPTIONS)
-def _coords(uvw, fscale, nchan, i):
-    row = i // nchan
-    ch = i - row * nchan
-    f = fscale[ch]
-    u = uvw[row, 0] * f
-    v = uvw[row, 1] * f
-    w = uvw[row, 2] * f
-    flip = w < 0.0
-    if flip:
-        u, v, w = -u, -v, -w
-    return row, ch, u, v, w, flip
-
-
-@numba.njit(**JIT_OPTIONS)
-def _fill_1d(tab, iw, fw, g, S, tmax, q, out):
-    """out[r, a] = kernel term r at offset t_a = g - a (g = first offset), a < S:
-    4-point Lagrange in dw times 4-point Lagrange in t (16 taps)."""
-    R = tab.shape[0]
-    w0, w1, w2, w3 = _lagrange4(fw)
-    p0 = (g + tmax) * q
-    ip = int(math.floor(p0))
-    c0, c1, c2, c3 = _lagrange4(p0 - ip)
-    base = ip - 1
-    for r in range(R):
-        r0 = tab[r, iw]
-        r1 = tab[r, iw + 1]
-        r2 = tab[r, iw + 2]
-        r3 = tab[r, iw + 3]
-        for a in range(S):
-            j = base - a * q
-            v0 = w0 * r0[j] + w1 * r1[j] + w2 * r2[j] + w3 * r3[j]
-            v1 = w0 * r0[j + 1] + w1 * r1[j + 1] + w2 * r2[j + 1] + w3 * r3[j + 1]
-            v2 = w0 * r0[j + 2] + w1 * r1[j + 2] + w2 * r2[j + 2] + w3 * r3[j + 2]
-            v3 = w0 * r0[j + 3] + w1 * r1[j + 3] + w2 * r2[j + 3] + w3 * r3[j + 3]
-            out[r, a] = c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3
-
-
-@numba.njit(**JIT_OPTIONS)
-def _sample_setup(uvw, fscale, nchan, i, wk, xs, ys, dw0, ddw, hs_x, hs_y):
-    row, ch, u, v, w, flip = _coords(uvw, fscale, nchan, i)
-    dw = w - wk
-    iw, fw = _dw_node(dw, dw0, ddw, hs_x.size)
-    Sx = _support(hs_x, iw, fw)
-    Sy = _support(hs_y, iw, fw)
-    gx = u * xs
-    gy = v * ys
-    jx = int(math.ceil(gx - 0.5 * Sx))
-    jy = int(math.ceil(gy - 0.5 * Sy))
-    return row, ch, flip, dw, iw, fw, Sx, Sy, gx - jx, gy - jy, jx, jy
+# The scalar pieces, shared with the CUDA twins (radimg/kernels/scalar.py).
+_dw_node = _scalar.CPU.dw_node
+_support = _scalar.CPU.support
+_fill_1d = _scalar.CPU.fill_1d
+_sample_setup = _scalar.CPU.wproject_setup
+_sample_uvw = _scalar.CPU.sample_uvw
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
@@ -570,7 +500,7 @@ def _grid_kernel(uvw, fscale, vis, weight, use_weight, idx, tile_ptr, colour_ptr
 def _supports_kernel(uvw, fscale, idx, wk_of, dw0, ddw, hs_x, hs_y, out_x, out_y):
     nchan = fscale.size
     for n in numba.prange(idx.size):
-        row, ch, u, v, w, flip = _coords(uvw, fscale, nchan, idx[n])
+        row, ch, flip, u, v, w = _sample_uvw(uvw, fscale, nchan, idx[n])
         iw, fw = _dw_node(w - wk_of[n], dw0, ddw, hs_x.size)
         out_x[n] = _support(hs_x, iw, fw)
         out_y[n] = _support(hs_y, iw, fw)
