@@ -73,3 +73,36 @@ def test_share_wisdom_serial_plans_once(monkeypatch):
     F.share_wisdom(None, Measured(), lambda: calls.append(1))
     F.share_wisdom(None, Plain(), lambda: calls.append(2))
     assert calls == [1]
+
+
+def test_good_size_is_the_one_rule():
+    """radimg.ops.fft.good_size against a brute-force search: the smallest even 5-smooth
+    length >= max(ceil(n), 16) (even=False, minimum=1: any 5-smooth length, as the
+    deconvolution's convolutions use it); and no other module defines its own rule."""
+    import ast
+    import math
+    import pathlib
+
+    from radimg.ops.fft import good_size
+
+    def smooth(m):
+        for f in (2, 3, 5):
+            while m % f == 0:
+                m //= f
+        return m == 1
+
+    for n in [0.5, *range(1, 400), 1153.2, 2 * 77, 4097]:
+        even = next(m for m in range(max(math.ceil(n), 16), 10**6)
+                    if m % 2 == 0 and smooth(m))
+        assert good_size(n) == even, n
+        anyl = next(m for m in range(max(math.ceil(n), 1), 10**6) if smooth(m))
+        assert good_size(n, even=False, minimum=1) == anyl, n
+    assert good_size(154) == 160  # 2 x 77: 7- and 11-smooth lengths are not used
+    root = pathlib.Path(__file__).resolve().parents[1] / "radimg"
+    defs = sorted(
+        str(p.relative_to(root)) for p in root.rglob("*.py")
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.FunctionDef) and "good_size" in node.name
+    )
+    # deconv/image.py's _good_size is a one-line call of the shared rule
+    assert defs == ["deconv/image.py", "ops/fft.py"], defs
