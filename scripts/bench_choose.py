@@ -304,7 +304,7 @@ def run_case(name, args):
 
 def field_scan(args):
     """wstack-wproject's accuracy against field width (radimg.ops.choose.WPROJECT_MAX_NM1):
-    the real MWA snapshot at 1024 px and cells from 60" to 108" (17-31 deg), double
+    the real MWA snapshot at 1024 px and cells from 60" to 120" (17-34 deg), double
     precision, the ``dot`` of a source at the centre and one near the corner against the
     DFT (max error / max |V|), next to wstack's."""
     from radimg.kernels.dft import dft_predict
@@ -316,7 +316,7 @@ def field_scan(args):
     npix, out = 1024, []
     print("\n| field (deg) | 1 - n (corner) | wstack-wproject dot error | wstack dot error |")
     print("|---|---|---|---|")
-    for cell_as in (60.0, 72.0, 88.0, 98.0, 108.0):
+    for cell_as in (60.0, 72.0, 88.0, 98.0, 108.0, 120.0):
         cell = cell_as * ARCSEC
         wgt = np.ones((uvw.shape[0], freq.size))
         drop_beyond_grid(uvw, freq, wgt, npix, npix, cell)

@@ -18,7 +18,7 @@ geometry that operator would build, and checked against ``epsilon``:
   :func:`radimg.ops.operator.resolve_geometry` (its cost model; accuracy by construction).
 - ``wstack-wproject``: k-means stacks from :func:`radimg.ops.wproject.choose_nstacks` and
   the time from :func:`radimg.ops.wproject.predicted_cost`. Its kernel tables are built for
-  epsilon, but measured errors exceed it on fields wider than ~25 deg (:data:`
+  epsilon, but measured errors exceed it on fields wider than ~31 deg (:data:`
   WPROJECT_MAX_NM1`); there the chooser does not count on it.
 
 Each candidate gets the small-inversion geometry :mod:`radimg.ops.resample` decides for its
@@ -89,13 +89,12 @@ COST_RESAMPLE = 6.0e-10
 #: at the corner of the image its operator grids (the coarse period under small inversion).
 #: ``python scripts/bench_choose.py --field-scan``: pyuvdata's real MWA snapshot at 1024 px,
 #: epsilon 1e-5, double precision, max |dot - DFT| / max |DFT| for a source at the centre
-#: and one near the corner: 17 deg (1 - n = 0.022) 5.0e-6, 20.5 deg (0.032) 6.9e-6, 25 deg
-#: (0.049) 7.3e-6; 28 deg (0.061) 1.6e-5, 31 deg (0.075) 6.9e-5; wstack 3.7e-6 on all.
-#: 4096 x 30" (34 deg, small inversion, single): 1.1e-3 (``--case mwa-4096``). Beyond this
-#: the chooser does not count on wstack-wproject (its kernel tables, radimg/kernels/
-#: wproject.py, fall short of their budget there; about 7x epsilon at 31 deg for epsilon
-#: 1e-6 too).
-WPROJECT_MAX_NM1 = 0.05
+#: and one near the corner, with the w-kernel support cut of 82d0db4/8c390d0
+#: (radimg/kernels/wproject.py): 17 deg (1 - n = 0.022) 4.0e-6, 20.5 deg (0.032) 4.2e-6,
+#: 25 deg (0.049) 4.3e-6, 28 deg (0.061) 4.7e-6, 31 deg (0.075) 8.6e-6; 34 deg (0.093)
+#: 2.6e-5 (wstack 3.7e-6 on all). Beyond 0.075 the chooser does not count on wstack-wproject
+#: (before the support fix the limit was 0.05: 31 deg gave 6.9e-5).
+WPROJECT_MAX_NM1 = 0.075
 #: Size of the |w| subsample the wproject cost model reads (as radimg.parallel.operator).
 MAX_W_SAMPLES = 20000
 
