@@ -33,6 +33,8 @@ Backends today:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from radimg.pipeline.common import agreed
@@ -91,9 +93,10 @@ def operator_options(job, geom, data):
     return options, choice
 
 
-class ImagingBackend:
-    """What both backends share (module doc: the interface). Subclasses build ``op`` and
-    set the sample attributes; images come out as float64 arrays ``(npix_y, npix_x)``."""
+class ImagingBackend(ABC):
+    """The interface of an imaging backend (module doc) and what both backends share.
+    Subclasses build ``op``, set the sample attributes and implement the abstract methods;
+    images come out as float64 arrays ``(npix_y, npix_x)``, identical on every rank."""
 
     scheme = ""
     samples_on_host = True
@@ -124,6 +127,32 @@ class ImagingBackend:
                                                            *d["coarse_cell_arcsec"][::-1],
                                                            *d["fine_period"][::-1]))
         return op
+
+    @abstractmethod
+    def psf(self):
+        """``Phi^H W 1 / sum W`` (collective)."""
+
+    @abstractmethod
+    def dirty(self):
+        """``Phi^H W y / sum W`` (collective)."""
+
+    @abstractmethod
+    def residual(self, model, predict=None):
+        """``Phi^H W (y - Phi x) / sum W`` for the model image ``x`` (collective);
+        ``predict(model)`` replaces :meth:`predict` where the backend predicts on the host."""
+
+    @abstractmethod
+    def whiten(self, sw):
+        """Keep ADMM's whitening factors ``sw`` (row, chan) float64 and return the whitened
+        data ``y_w = sw * y`` (row, chan) complex, in the array module :attr:`xp`."""
+
+    @abstractmethod
+    def forward_whitened(self, x):
+        """``Phi_w x``: vis (row, chan) in :attr:`xp` of a host image."""
+
+    @abstractmethod
+    def adjoint_whitened(self, vis):
+        """``Phi_w^H v``: the global host image of a vis vector (collective)."""
 
     def predict(self, model, by=None):
         """Model visibilities (row, chan) of this rank's samples: ``op.dot``, or ``by``."""
