@@ -10,9 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from radimg.constants import ARCSEC
 from radimg.pipeline.common import fault_point, log
-
-ARCSEC = np.pi / (180.0 * 3600.0)
 
 
 @dataclass

@@ -13,9 +13,8 @@ import warnings
 
 import numpy as np
 
+from radimg.constants import C_LIGHT
 from radimg.pipeline.common import config_error, everywhere
-
-C_LIGHT = 299792458.0  # m/s
 
 
 def drop_beyond_uv_grid(comm, data, geom):
