@@ -333,6 +333,43 @@ def band_span(freq, width):
     return float(np.max(freq + half) - np.min(freq - half)) if freq.size else 0.0
 
 
+def output_channels(freq, chan_width, channels_out: int) -> list[dict]:
+    """The selected channels in ``channels_out`` output channels (``image.channels_out``),
+    as WSClean 3.1 divides them for ``-channels-out``: output channel ``k`` of ``N`` holds
+    the input channels ``k n // N .. (k + 1) n // N - 1`` of the ascending frequency axis,
+    so equal bandwidths when the channels are equally wide and contiguous (as within one
+    spectral window), and every output channel holds at least one channel.
+
+    Parameters
+    ----------
+    freq, chan_width : ndarray (chan,), float64
+        The selection's frequency axis and channel widths, Hz.
+    channels_out : int
+        1 <= channels_out <= chan.
+
+    Returns
+    -------
+    list of dict
+        Per output channel: ``chan`` (first, stop) slice bounds of the axis, ``freq_hz``
+        (the mean of its first and last channel frequencies, WSClean's CRVAL3) and
+        ``bandwidth_hz`` (:func:`band_span`, WSClean's CDELT3).
+    """
+    freq = np.asarray(freq, dtype=np.float64).ravel()
+    width = np.asarray(chan_width, dtype=np.float64).ravel()
+    n, nout = freq.size, int(channels_out)
+    if not 1 <= nout <= n:
+        raise ValueError(f"channels_out = {nout} must lie in 1..{n} (channels selected)")
+    out = []
+    for k in range(nout):
+        a, b = k * n // nout, (k + 1) * n // nout
+        out.append({
+            "chan": (a, b),
+            "freq_hz": 0.5 * float(freq[a] + freq[b - 1]),
+            "bandwidth_hz": band_span(freq[a:b], width[a:b] if width.size == n else width),
+        })
+    return out
+
+
 def ms_metadata(path, spw: int = 0, field: int = 0, lock_wait_s: float | None = None) -> dict:
     """Cheap summary of a Measurement Set (see :func:`_ms_metadata`); a table casacore
     cannot read (truncated or corrupt storage files) is an :class:`MSError` naming it."""
@@ -721,7 +758,20 @@ def _same_direction(a, b, tol=1e-9):
     return float(np.linalg.norm(ca - cb)) <= tol
 
 
-def plan_selection(
+def plan_selection(*args, **kwargs) -> Selection:
+    """:func:`_plan_selection` (see it for the arguments); casacore's RuntimeError from a
+    damaged table (truncated or corrupt storage files) becomes an :class:`MSError`."""
+    try:
+        return _plan_selection(*args, **kwargs)
+    except RuntimeError as exc:
+        ms = args[0] if args else kwargs.get("ms")
+        raise MSError(
+            f"{ms}: casacore could not read the Measurement Set ({exc}); the table is "
+            "probably truncated or corrupt"
+        ) from None
+
+
+def _plan_selection(
     ms,
     spw=0,
     field=0,
@@ -1040,7 +1090,20 @@ def _assemble(pieces, nfreq, npol, cdtype, fdtype):
     return uvw_out, vis_out, wgt_out
 
 
-def read_selection(
+def read_selection(sel: Selection, *args, **kwargs) -> VisData:
+    """:func:`_read_selection` (see it for the arguments); casacore's RuntimeError from a
+    damaged table becomes an :class:`MSError` naming the MSs."""
+    try:
+        return _read_selection(sel, *args, **kwargs)
+    except RuntimeError as exc:
+        names = ", ".join(p.path for p in sel.parts)
+        raise MSError(
+            f"{names}: casacore could not read the Measurement Set ({exc}); the table is "
+            "probably truncated or corrupt"
+        ) from None
+
+
+def _read_selection(
     sel: Selection,
     datacolumn: str = "DATA",
     rows=None,

@@ -3,6 +3,10 @@
 Layout (DESIGN.md "HDF5 product")::
 
     /images/{dirty,psf,model,residual,restored}   float32 (npix_y, npix_x), attr ``unit``
+        with several Stokes parameters or output channels (issue #15; /images ``layout``
+        "cube"): (stokes, channel, npix_y, npix_x) with attrs ``axes``, ``stokes``,
+        ``freqs_hz``, ``bandwidths_hz``, ``bmaj_deg``, ``bmin_deg``, ``bpa_deg`` (per
+        channel), and ``<name>_mfs`` (stokes, npix_y, npix_x) with the MFS frequency and beam
         attrs on /images: ctype, crval_deg, crpix (FITS, 1-based), cdelt_deg, freq_hz,
                           bmaj_deg, bmin_deg, bpa_deg, npix_x, npix_y;
                           and (extensions, absent from older products) bandwidth_hz,
@@ -37,7 +41,7 @@ import numpy as np
 
 from radimg.io.wcs import (
     OBS_KEYS,
-    STOKES_CODES,  # noqa: F401 - re-exported (old import path)
+    STOKES_CODES,
     WCS_KEYS,
     attr_str,
     check_wcs_info,
@@ -308,10 +312,14 @@ def write_product(
     images : mapping of str to ndarray (npix_y, npix_x), float
         Usually ``dirty, psf, model, residual, restored``; any subset (and further names
         of ``[a-z0-9_]`` characters) is accepted. Stored as float32; ``model`` in
-        Jy/pixel, everything else in Jy/beam.
+        Jy/pixel, everything else in Jy/beam. A cube product (``wcs_info['cube']``) has
+        (stokes, channel, npix_y, npix_x) images and (stokes, npix_y, npix_x) MFS images
+        named ``<name>_mfs``.
     wcs_info : mapping
         From ``make_wcs_info``: ``ctype, crval_deg, crpix, cdelt_deg, freq_hz, bmaj_deg,
-        bmin_deg, bpa_deg``.
+        bmin_deg, bpa_deg`` (for a cube: of the MFS images), and for a cube ``cube``:
+        ``stokes`` (names), per output channel ``freqs_hz``, ``bandwidths_hz``,
+        ``bmaj_deg``, ``bmin_deg``, ``bpa_deg``, stored as attributes of each cube image.
     run_attrs : mapping
         ``config_yaml`` (str), ``n_ranks`` (int), ``timings_json`` and
         ``load_balance_json`` (JSON text, or a dict/list that is serialised here),
@@ -340,17 +348,25 @@ def write_product(
     path = check_output_path(path, overwrite)
     _make_parent(path)
     info = check_wcs_info(wcs_info)
+    cube = _check_cube(wcs_info.get("cube"))
     arrays = {}
     shape = None
     for name, img in images.items():
         if not name or not all(c.isalnum() or c == "_" for c in name):
             raise ValueError(f"invalid image name {name!r}")
         a = np.asarray(img)
-        if a.ndim != 2:
-            raise ValueError(f"image '{name}' must be 2-D (npix_y, npix_x), got shape {a.shape}")
-        if shape is not None and a.shape != shape:
+        want = _image_axes(name, cube)
+        if a.ndim != len(want):
+            raise ValueError(
+                f"image '{name}' must be {len(want)}-D ({', '.join(want)}), got shape {a.shape}")
+        if cube is not None:
+            lead = (len(cube["stokes"]), len(cube["freqs_hz"]))[: a.ndim - 2]
+            if a.shape[:-2] != lead:
+                raise ValueError(f"image '{name}' has shape {a.shape}; the cube's (stokes, "
+                                 f"channel) are {lead}")
+        if shape is not None and a.shape[-2:] != shape:
             raise ValueError(f"image '{name}' has shape {a.shape}, others {shape}")
-        shape = a.shape
+        shape = a.shape[-2:]
         arrays[name] = np.ascontiguousarray(a, dtype=np.float32)
     if not arrays:
         raise ValueError("write_product needs at least one image")
@@ -377,9 +393,12 @@ def write_product(
             g.attrs["npix_y"] = shape[0]
             g.attrs["crpix_convention"] = "FITS, 1-based: pixel [iy, ix] is (ix+1, iy+1)"
             g.attrs["orientation"] = "north up, east left; array axes (y, x)"
+            g.attrs["layout"] = "image" if cube is None else "cube"
             for name, a in arrays.items():
                 ds = g.create_dataset(name, data=a)
-                ds.attrs["unit"] = IMAGE_UNITS.get(name, "Jy/beam")
+                ds.attrs["unit"] = IMAGE_UNITS.get(name.removesuffix("_mfs"), "Jy/beam")
+                if cube is not None:
+                    _write_cube_attrs(ds, name, cube, info)
             r = f.create_group("run")
             r.attrs["config_yaml"] = str(run.pop("config_yaml"))
             r.attrs["radimg_version"] = str(run.pop("radimg_version"))
@@ -398,6 +417,66 @@ def write_product(
             os.unlink(tmp)
         raise
     return path
+
+
+#: Axes of a cube product's images (DESIGN.md "Product"); 2-D images are (y, x).
+CUBE_AXES = ("stokes", "channel", "y", "x")
+MFS_AXES = ("stokes", "y", "x")
+
+
+def _image_axes(name, cube):
+    if cube is None:
+        return ("y", "x")
+    return MFS_AXES if name.endswith("_mfs") else CUBE_AXES
+
+
+def _check_cube(cube):
+    """``wcs_info['cube']`` (None for 2-D products) checked: ``stokes`` (names), and per
+    output channel ``freqs_hz``, ``bandwidths_hz``, ``bmaj_deg``, ``bmin_deg``,
+    ``bpa_deg``."""
+    if cube is None:
+        return None
+    out = {"stokes": [str(x) for x in cube["stokes"]]}
+    bad = [x for x in out["stokes"] if x not in STOKES_CODES]
+    if bad or not out["stokes"]:
+        raise ValueError(f"cube stokes {out['stokes']} must be names of {list(STOKES_CODES)}")
+    n = len(cube["freqs_hz"])
+    for k in ("freqs_hz", "bandwidths_hz", "bmaj_deg", "bmin_deg", "bpa_deg"):
+        out[k] = np.asarray(cube[k], dtype=np.float64).reshape(-1)
+        if out[k].size != n or n == 0:
+            raise ValueError(f"cube {k} must hold one value per output channel ({n})")
+    return out
+
+
+def _write_cube_attrs(ds, name, cube, info):
+    ds.attrs["axes"] = np.array(_image_axes(name, cube), dtype=h5py.string_dtype())
+    ds.attrs["stokes"] = np.array(cube["stokes"], dtype=h5py.string_dtype())
+    if name.endswith("_mfs"):
+        for k in ("freq_hz", "bandwidth_hz", "bmaj_deg", "bmin_deg", "bpa_deg"):
+            ds.attrs[k] = info[k]
+    else:
+        for k in ("freqs_hz", "bandwidths_hz", "bmaj_deg", "bmin_deg", "bpa_deg"):
+            ds.attrs[k] = cube[k]
+
+
+def read_cube_attrs(ds) -> dict | None:
+    """The cube attributes of one image dataset (None for a 2-D image): ``axes``,
+    ``stokes`` (list of str) and, per output channel, ``freqs_hz``, ``bandwidths_hz``,
+    ``bmaj_deg``, ``bmin_deg``, ``bpa_deg`` (ndarray (channel,)); an MFS image
+    (``<name>_mfs``, (stokes, y, x)) has one channel: its ``freq_hz``, ``bandwidth_hz`` and
+    beam."""
+    if ds.ndim == 2:
+        return None
+    a = ds.attrs
+    out = {"axes": [attr_str(x) for x in a["axes"]], "stokes": [attr_str(x) for x in a["stokes"]]}
+    if "freqs_hz" in a:
+        for k in ("freqs_hz", "bandwidths_hz", "bmaj_deg", "bmin_deg", "bpa_deg"):
+            out[k] = np.asarray(a[k], dtype=np.float64).reshape(-1)
+    else:
+        for k in ("freq_hz", "bandwidth_hz", "bmaj_deg", "bmin_deg", "bpa_deg"):
+            out[k.replace("freq_", "freqs_").replace("bandwidth_", "bandwidths_")] = (
+                np.array([float(a[k])]))
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -481,8 +560,10 @@ def read_product(path: str | os.PathLike, images: bool | Iterable[str] = True) -
     Returns
     -------
     dict
-        ``images``: name -> ndarray (npix_y, npix_x) float32; ``units``: name -> str;
-        ``shape``: (npix_y, npix_x); ``wcs``: the ``wcs_info`` dict; ``run``: the ``/run``
+        ``images``: name -> ndarray (npix_y, npix_x) float32, or for a cube product
+        (stokes, channel, npix_y, npix_x) and ``<name>_mfs`` (stokes, npix_y, npix_x);
+        ``cube``: name -> :func:`read_cube_attrs` of each cube image; ``units``: name ->
+        str; ``shape``: (npix_y, npix_x); ``wcs``: the ``wcs_info`` dict; ``run``: the ``/run``
         attributes; ``timings`` and ``load_balance``: the parsed JSON; ``extras``:
         name -> ndarray.
 
@@ -508,7 +589,9 @@ def read_product(path: str | os.PathLike, images: bool | Iterable[str] = True) -
         out = {
             "images": {n: g[n][()] for n in want},
             "units": {n: attr_str(g[n].attrs.get("unit", "")) for n in names},
-            "shape": tuple(int(s) for s in g[names[0]].shape) if names else None,
+            "shape": tuple(int(s) for s in g[names[0]].shape[-2:]) if names else None,
+            # per image of a cube product: read_cube_attrs (2-D images are absent)
+            "cube": {n: read_cube_attrs(g[n]) for n in names if g[n].ndim > 2},
             "wcs": checked_wcs(g, path),
             "run": read_run_attrs(f["run"]),
             "extras": {},

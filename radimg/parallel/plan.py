@@ -87,8 +87,10 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
         source = "estimate from the simulate: section"
     else:
         n_samples, w, u, v, nchan = ms_w_sample(
-            inp["ms"], int(inp.get("spw", 0)), field=int(inp.get("field", 0)),
+            inp["ms"], inp.get("spw", 0), field=inp.get("field", 0),
             autocorrelations=bool(inp.get("autocorrelations", False)),
+            chan_range=inp.get("chan_range"),
+            phase_centre=img.get("phase_centre"),
         )
         source = f"MS {inp['ms']} (UVW subsample)"
     eps = float(wt.get("epsilon", 1e-5))

@@ -15,14 +15,16 @@ __all__ = ["ms_w_sample", "simulate_w_sample", "tile_prob_from_uv", "MAX_SAMPLE_
 MAX_SAMPLE_ROWS = 200_000
 
 
-def ms_w_sample(path, spw=0, max_rows=MAX_SAMPLE_ROWS, field=0, autocorrelations=False):
+def ms_w_sample(path, spw=0, max_rows=MAX_SAMPLE_ROWS, field=0, autocorrelations=False,
+                chan_range=None, phase_centre=None):
     """(n_samples, w, u, v (wavelengths), nchan) from a strided subsample of the UVW column
     of the rows a run would image (radimg.io.ms.uvw_subsample: the MS is checked as the
     run checks it, so a bad MS is the same clean error)."""
     from radimg.io.ms import MSError, uvw_subsample
 
     n_rows, uvw, freq = uvw_subsample(
-        path, spw, field, max_rows=max_rows, autocorrelations=autocorrelations
+        path, spw, field, max_rows=max_rows, autocorrelations=autocorrelations,
+        chan_range=chan_range, phase_centre=phase_centre,
     )
     if uvw.shape[0] == 0:
         raise MSError(

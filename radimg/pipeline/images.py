@@ -58,7 +58,7 @@ def wcs_info(meta, geom, beam):
         "bpa_deg": beam[2],
         # what the FITS export needs besides the WCS (radimg.io.product.OBS_KEYS)
         "bandwidth_hz": float(meta.get("bandwidth_hz", 0.0)),
-        "stokes": "I",
+        "stokes": "".join(meta.get("stokes", ["I"])),
         "date_obs": str(meta.get("date_obs", "")),
         "telescope": str(meta.get("telescope", "")),
         "observer": str(meta.get("observer", "")),

@@ -91,6 +91,10 @@ def run_stages(job):
     preflight(job)
     obs = read(job)
     geom = ImageGeometry.from_config(job.cfg, warn=job.rank == 0)
+    from radimg.pipeline.cube import image_cube, is_cube
+
+    if is_cube(obs):  # several Stokes parameters or output channels (issue #15)
+        return image_cube(job, geom, obs)
     weighting_summary = drop_beyond_uv_grid(job.comm, obs.data, geom)
     backend = make_backend(
         job, geom, obs, partial(weigh, job, geom, obs.data.freq, summary=weighting_summary)

@@ -175,14 +175,14 @@ def check_fits_dir(cfg):
 def check_outputs(cfg, resume):
     """Checks of everything a run will write or read besides the MS, before any work
     (rank 0; :func:`collective_check` raises the same error on every rank)."""
-    from radimg.config import ConfigError
+    from radimg.config import ConfigError, ms_paths
     from radimg.deconv.checkpoint import checkpoint_path
     from radimg.io.paths import same_or_inside
     from radimg.io.product import check_output_path
 
     out = cfg["output"]
     dcfg = cfg["deconvolution"]
-    ms = cfg["input"]["ms"]
+    mss = ms_paths(cfg["input"]["ms"])
     deconvolves = dcfg["algorithm"] != "none"
     writes = {"output.path": out["path"]}
     if deconvolves and (out["checkpoint"] or dcfg["stop_after_major"] > 0):
@@ -190,11 +190,12 @@ def check_outputs(cfg, resume):
     if out["fits_dir"]:
         writes["output.fits_dir"] = out["fits_dir"]
     for what, path in writes.items():
-        if same_or_inside(path, ms) or same_or_inside(ms, path):
-            raise ConfigError(
-                f"{what} {path} and input.ms {ms} overlap; radimg never writes into (or over) "
-                "the Measurement Set it images"
-            )
+        for ms in mss:
+            if same_or_inside(path, ms) or same_or_inside(ms, path):
+                raise ConfigError(
+                    f"{what} {path} and input.ms {ms} overlap; radimg never writes into (or "
+                    "over) the Measurement Set it images"
+                )
     check_output_path(out["path"], out["overwrite"] or resume)
     if out["fits_dir"] and os.path.realpath(out["path"]) == os.path.realpath(out["fits_dir"]):
         raise ConfigError(f"output.fits_dir and output.path are the same path: {out['path']}")
@@ -203,14 +204,44 @@ def check_outputs(cfg, resume):
             check_output_path(path, True, what=what)
     if out["fits_dir"]:
         check_fits_dir(cfg)
+    check_deconvolvable(cfg)
     if dcfg["algorithm"] == "clean":
         check_mask(cfg)
+
+
+def check_deconvolvable(cfg):
+    """Deconvolution works on one image (issue #15: joined channels and polarisations are
+    not built yet): a cube of several Stokes parameters or output channels is refused, as is
+    ADMM (x >= 0) of a Stokes parameter that may be negative."""
+    from radimg.config import ConfigError, stokes_products
+
+    algo = cfg["deconvolution"]["algorithm"]
+    if algo == "none":
+        return
+    img = cfg["image"]
+    pols = stokes_products(img["stokes"])
+    if len(pols) > 1 or img["channels_out"] > 1:
+        raise ConfigError(
+            f"deconvolution.algorithm = {algo} deconvolves one image, but image.stokes = "
+            f"{img['stokes']} and image.channels_out = {img['channels_out']} make a cube of "
+            f"{len(pols) * img['channels_out']} images; set deconvolution.algorithm: none "
+            "for dirty images of each, or image one Stokes parameter with "
+            "image.channels_out: 1 (joined-channel and joined-polarisation deconvolution "
+            "are not available yet)"
+        )
+    if algo == "admm" and pols[0] in ("Q", "U", "V", "XY", "YX", "RL", "LR"):
+        raise ConfigError(
+            f"deconvolution.algorithm = admm constrains the sky to x >= 0, but image.stokes = "
+            f"{pols[0]} may be negative; use deconvolution.algorithm: clean (it cleans "
+            "negative peaks too) or none"
+        )
 
 
 def check_resumable(ckpt_path, cfg):
     """A resume needs a checkpoint of the same algorithm and image geometry."""
     import yaml
 
+    from radimg.config import defaults
     from radimg.deconv.checkpoint import read_checkpoint
 
     if not os.path.exists(ckpt_path):
@@ -228,9 +259,15 @@ def check_resumable(ckpt_path, cfg):
         ("image", "npix_y"),
         ("image", "cell_arcsec"),
         ("image", "weighting"),
+        ("image", "stokes"),
+        ("image", "phase_centre"),
         ("input", "ms"),
+        ("input", "spw"),
+        ("input", "chan_range"),
+        ("input", "uv_range_lambda"),
     ):
-        then = old.get(sect, {}).get(key)
+        # a checkpoint older than a key holds its default (issue #15 added the selection's)
+        then = old.get(sect, {}).get(key, defaults()[sect][key])
         now = cfg[sect][key]
         if then != now:
             raise config_error(
