@@ -865,8 +865,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "admm_sigma_jy": float_key(
             0.0,
-            "ADMM: rms noise per visibility (real and imaginary parts), Jy; 0 = from the "
-            "MS weights (sigma = 1/sqrt(WEIGHT))",
+            "ADMM: rms noise per visibility (real and imaginary parts), Jy; 0 = the MS "
+            "weights' scale estimated from the data (Stokes V or channel differences; a "
+            "simulated MS: its weights as they are)",
             lo=0.0,
         ),
         "admm_dual_iters": int_key(

@@ -117,3 +117,66 @@ def test_real_mwa_noise_from_stokes_v_not_the_weights():
     sigma = noise_scale(vals, w) / math.sqrt(np.median(w))
     assert 1.3 < sigma < 1.9
     assert 1 / math.sqrt(np.median(w)) < 0.01  # what the weights alone claim
+
+
+def _whiten_in_pipeline(ms, weight, sigma_jy=0.0):
+    """The pipeline's ADMM whitening (radimg.pipeline.deconvolve._whitening) on a stand-in
+    job and backend: the factors and the log lines."""
+    from types import SimpleNamespace
+
+    from mpi4py import MPI
+
+    from radimg.pipeline.deconvolve import _whitening
+
+    lines = []
+    job = SimpleNamespace(comm=MPI.COMM_SELF, cfg=resolve(None, [f"input.ms={ms}"]),
+                          log=lines.append)
+    imaging = weight.copy()
+    imaging[0, 0] = 0.0  # a sample the imaging weights drop: no data fidelity either
+    backend = SimpleNamespace(data_weight=weight, imaging_weight=imaging)
+    sw = _whitening(job, backend, sigma_jy)
+    assert sw[0, 0] == 0.0
+    return sw, lines
+
+
+def test_pipeline_admm_noise_from_the_data_of_a_real_ms():
+    """admm_sigma_jy 0 on the real MWA snapshot: the scale of the weights from Stokes V
+    (1.3-1.9 Jy), not the weights' own 4-6 mJy, and the log says so."""
+    w = np.random.default_rng(0).uniform(1e4, 1e5, (50, 3))
+    sw, lines = _whiten_in_pipeline(pyuvdata_ms(MWA_MS), w)
+    s = np.sqrt(w[1:]) / sw[1:]  # one scale for every sample: relative weights kept
+    np.testing.assert_allclose(s, s[0, 0], rtol=1e-12)
+    line = next(ln for ln in lines if "from Stokes V" in ln)
+    sigma = float(line.split("ADMM noise: ")[1].split(" Jy")[0])
+    weights_say = float(line.split("the weights alone say ")[1].split(" Jy")[0])
+    assert 1.3 < sigma < 1.9 and weights_say < 0.01, line
+    sw2, lines2 = _whiten_in_pipeline(pyuvdata_ms(MWA_MS), w, sigma_jy=2.0)
+    np.testing.assert_allclose(sw2[1:], 0.5)
+    assert "admm_sigma_jy" in lines2[0]
+
+
+def test_pipeline_admm_noise_of_a_simulated_ms_and_the_fallback(tmp_path):
+    """A simulated MS: its weights are the noise, as they are. The same MS without radimg's
+    marker (a 'real' MS with one channel and only XX, YY): no estimate is possible, so the
+    weights are used with a warning instead of stopping the run. (With circular feeds, RR and
+    LL give Stokes V: the estimate then is within 2% of the simulated noise.)"""
+    import casacore.tables as pt
+
+    from radimg.io.ms_write import MARKER_KEYWORD
+
+    ms = _sim(tmp_path, "noisy.ms", input_snr_db=30.0, feeds="linear")
+    w = np.full((40, 1), 25.0)
+    sw, lines = _whiten_in_pipeline(ms, w)
+    np.testing.assert_allclose(sw[1:], 5.0)
+    assert "weights of a simulated MS" in lines[0], lines
+    with pt.table(str(ms), readonly=False, ack=False) as t:
+        t.removekeyword(MARKER_KEYWORD)
+    sw, lines = _whiten_in_pipeline(ms, w)
+    np.testing.assert_allclose(sw[1:], 5.0)
+    assert "WARNING" in lines[0] and "cannot estimate the visibility noise" in lines[0], lines
+    circ = _sim(tmp_path, "circular.ms", input_snr_db=30.0)
+    with pt.table(str(circ), readonly=False, ack=False) as t:
+        t.removekeyword(MARKER_KEYWORD)
+        wi = 2 * np.median(t.getcol("WEIGHT")[:, 0])  # Stokes I weight: two hands
+    sw, lines = _whiten_in_pipeline(circ, np.full((40, 1), wi))
+    assert "Stokes V" in lines[0] and abs(sw[1, 0] / math.sqrt(wi) - 1) < 0.03, lines

@@ -241,16 +241,19 @@ def admm(job, backend, geom, psf, dirty, wcs_info, checkpoint):
     from radimg.deconv.admm import admm as run_admm
 
     comm, dcfg, shape = job.comm, job.cfg["deconvolution"], geom.shape
-    sw = _whitening(backend, dcfg["admm_sigma_jy"])
+    sw = _whitening(job, backend, dcfg["admm_sigma_jy"])
     n_samples = comm.allreduce(int(np.count_nonzero(sw)))
     eps = epsilon_bound(n_samples)
     y_w = backend.whiten(sw)
     sara = SARA(shape, levels=dcfg["admm_levels"], comm=comm)
     state = None
     if checkpoint is None:
+        power = {}
         with job.timer.stage("power method"):
             op_norm = power_norm(backend.forward_whitened, backend.adjoint_whitened, shape,
-                                 comm=comm, niter=dcfg["admm_power_iters"])
+                                 comm=comm, niter=dcfg["admm_power_iters"], info=power)
+        job.log(f"ADMM: power method {power['iters']} iterations (last relative change "
+                f"{power['rel_change']:.1e})")
     else:
         op_norm = float(checkpoint["counters"]["op_norm"])
         state = _admm_state(checkpoint, backend, sara, y_w.dtype)
@@ -297,16 +300,67 @@ def admm(job, backend, geom, psf, dirty, wcs_info, checkpoint):
     return model, residual, summary
 
 
-def _whitening(backend, sigma_jy):
-    """ADMM's whitening factors ``sw`` (row, chan) float64: ``1 / sigma`` (the configured
-    noise per visibility) or ``sqrt(WEIGHT)`` (WEIGHT = 1 / sigma^2), 0 where the imaging
-    weight is 0."""
+def _whitening(job, backend, sigma_jy):
+    """ADMM's whitening factors ``sw`` (row, chan) float64, ``1 / sigma_k`` per sample (0
+    where the imaging weight is 0), with one log line saying where the noise came from.
+
+    ``sigma_jy`` > 0: every sample has that rms per part. 0: the MS weights' relative values
+    with their scale estimated from the data (:func:`radimg.io.noise.noise_sample`, Stokes
+    V or channel differences; issue #16: the real MWA snapshot's WEIGHT says 4 mJy, its
+    Stokes V 1.6 Jy), except for a Measurement Set radimg simulated, whose weights are the
+    simulated noise exactly; where the data allow no estimate (one channel, no cross
+    hands) the weights are used as they are, with a warning in the log.
+    """
+    from functools import partial
+
+    from radimg.deconv.admm import whitening
+    from radimg.io.ms import MSError
+    from radimg.io.noise import noise_sample
+
+    comm, in_cfg = job.comm, job.cfg["input"]
     data_weight = np.asarray(backend.data_weight, dtype=np.float64)
+    weights_only = np.sqrt(np.clip(data_weight, 0.0, None))
     if sigma_jy > 0:
-        sw = np.where(data_weight > 0, 1.0 / sigma_jy, 0.0)
+        sw, _ = whitening(comm, data_weight, sigma_jy)
+        job.log(f"ADMM noise: {sigma_jy:.4g} Jy per visibility part (deconvolution.admm_sigma_jy)")
+    elif _simulated(comm, in_cfg["ms"]):
+        sw = weights_only
+        job.log(f"ADMM noise: the weights of a simulated MS (median sigma "
+                f"{_median_sigma(comm, data_weight):.4g} Jy per part)")
     else:
-        sw = np.sqrt(np.clip(data_weight, 0.0, None))
+        sample = partial(noise_sample, in_cfg["ms"], datacolumn=in_cfg["datacolumn"],
+                         spw=in_cfg["spw"], field=in_cfg["field"],
+                         chan_range=in_cfg["chan_range"], lock_wait_s=in_cfg["lock_wait_s"])
+        try:
+            sw, info = whitening(comm, data_weight, 0.0, sample)
+        except MSError as exc:  # raised on every rank alike
+            sw = weights_only
+            job.log(f"ADMM noise: WARNING: {exc}; using the MS weights as they are (median "
+                    f"sigma {_median_sigma(comm, data_weight):.4g} Jy per part)")
+        else:
+            job.log(f"ADMM noise: {info['sigma_jy']:.4g} Jy per visibility part (median), "
+                    f"from {info['kind']} ({info['n']} values); the weights alone say "
+                    f"{info['weights_sigma_jy']:.4g} Jy (their relative values are kept)")
     return np.where(backend.imaging_weight != 0, sw, 0.0)
+
+
+def _simulated(comm, ms):
+    """Whether every MS of ``input.ms`` is one radimg simulated (decided on rank 0)."""
+    from radimg.config import ms_paths
+    from radimg.io.ms_write import radimg_ms_marker
+
+    sim = None
+    if comm.rank == 0:
+        sim = all(radimg_ms_marker(p) is not None for p in ms_paths(ms))
+    return bool(comm.bcast(sim, root=0))
+
+
+def _median_sigma(comm, data_weight):
+    """For the log: 1/sqrt of the ranks' median positive weights, averaged by their counts."""
+    pos = data_weight[data_weight > 0]
+    loc = (float(np.median(pos)) * pos.size, pos.size) if pos.size else (0.0, 0)
+    tot = comm.allreduce(np.array(loc))
+    return 1.0 / np.sqrt(tot[0] / tot[1]) if tot[1] > 0 else float("nan")
 
 
 def _admm_state(checkpoint, backend, sara, vis_dtype):
