@@ -179,9 +179,10 @@ def run_case(name, args):
     from reference import dft_dirty
 
     from radimg.kernels.dft import dft_predict
-    from radimg.ops.choose import CALIBRATION, WtermChoice, choice_table, choose_wterm, summarize
+    from radimg.ops.choose import CALIBRATION, WtermChoice, choice_table, choose_wterm
     from radimg.ops.operator import make_operator
     from radimg.ops.resample import SmallInversion, small_inversion
+    from radimg.parallel.choose import summarize
 
     t0 = time.perf_counter()
     uvw, freq, wgt, npix, cell = load_case(name, args.workdir)

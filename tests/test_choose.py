@@ -11,6 +11,7 @@ from reference import C_LIGHT, dft_dirty, dft_predict
 from radimg.ops import choose as CH
 from radimg.ops.operator import make_operator
 from radimg.ops.resample import small_inversion
+from radimg.parallel.choose import summarize
 
 pytestmark = pytest.mark.unit
 
@@ -31,7 +32,7 @@ def synth(fov_deg, npix, wmax, nrow=1500, seed=3, umax_frac=0.4):
 
 def choice_for(uvw, npix, cell, eps, precision="double", **kw):
     valid = np.ones((uvw.shape[0], FREQ.size), bool)
-    s = CH.summarize(uvw, FREQ, valid, npix, npix, cell, cell)
+    s = summarize(uvw, FREQ, valid, npix, npix, cell, cell)
     return CH.choose_wterm(s, npix, npix, cell, cell, eps, precision=precision, **kw)
 
 
@@ -198,7 +199,7 @@ def test_operator_kwargs():
 def test_summary_from_wavelengths_matches_summarize():
     uvw, cell = synth(20.0, 64, 200.0)
     valid = np.ones((uvw.shape[0], FREQ.size), bool)
-    a = CH.summarize(uvw, FREQ, valid, 64, 64, cell, cell)
+    a = summarize(uvw, FREQ, valid, 64, 64, cell, cell)
     lam = FREQ / C_LIGHT
     u, v, w = ((uvw[:, i:i + 1] * lam[None, :]).ravel() for i in range(3))
     b = CH.summary_from_wavelengths(u, v, w, u.size, 64, 64, cell, cell)

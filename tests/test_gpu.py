@@ -139,20 +139,23 @@ def test_gpu_pipeline_under_cuda_simulator():
     _run_simulator_file("tests/gpu_sim/sim_pipeline.py", RADIMG_GPU_SIMULATOR="1")
 
 
-def test_gpu_wproject_global_stacks_two_ranks_under_cuda_simulator():
-    """GPU w-projection with ``comm`` at 2 ranks (tests/gpu_sim/sim_mpi_wproject.py): the
-    global w-stacks make the summed image and the prediction equal a one-rank operator on all
-    samples to 1e-10 (double), where per-rank stacks differ from it at the epsilon level."""
+@pytest.mark.parametrize("nranks", [1, 2, 3])
+def test_gpu_distributed_operator_under_cuda_simulator(nranks):
+    """The GPU operator in the CPU's distributed scheme at 1-3 ranks
+    (tests/gpu_sim/sim_mpi_dist.py, modes none, wstack, wstack-wproject): the CPU scheme's
+    rows and load figures (max/mean load <= 1.01), and the global image, the prediction and
+    the resident residual equal the CPU distributed operator's and the one-rank serial
+    operator's to 1e-10 (double) / 1e-5 (single): rank-count invariance."""
     mpiexec = pathlib.Path(sys.executable).with_name("mpiexec")
     if not mpiexec.exists():
         pytest.skip("no mpiexec next to the interpreter (pip install mpich)")
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", OMP_NUM_THREADS="1")
     env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
-    r = subprocess.run([str(mpiexec), "-n", "2", sys.executable,
-                        "tests/gpu_sim/sim_mpi_wproject.py"],
+    r = subprocess.run([str(mpiexec), "-n", str(nranks), sys.executable,
+                        "tests/gpu_sim/sim_mpi_dist.py"],
                        capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
-    assert "WPROJECT-RANKS-OK ranks=2" in r.stdout, r.stdout
+    assert f"GPU-DIST-OK ranks={nranks}" in r.stdout, r.stdout
 
 
 # ----------------------------------------------------------------------------- PTX

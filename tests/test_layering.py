@@ -49,14 +49,6 @@ LAYERS = {
 
 #: (importing module, imported module) -> why it is still there.
 KNOWN_UPWARD = {
-    ("radimg.ops.choose", "radimg.parallel.mpi"):
-        "choose.summarize/decide are collective; they move into radimg.parallel with the "
-        "wterm chooser's owner (ops/choose.py is not the foundations helper's file)",
-    ("radimg.ops.choose", "radimg.parallel.operator"):
-        "as above (global_subsample, subsample_slice)",
-    ("radimg.gpu.operator", "radimg.parallel.operator"):
-        "gpu make_operator(comm=...) takes global w-stacks from parallel.wproject_stacks; the "
-        "one backend factory of issue #14 item 1 passes them in instead",
 }
 
 #: (importing module, imported module, name) -> why it is still there.

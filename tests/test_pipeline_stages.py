@@ -55,13 +55,13 @@ def test_operator_distribution_is_chosen_in_the_factory_only():
 
 
 def test_backends_implement_the_whole_interface():
-    from radimg.pipeline.operator import DistributedBackend, ImagingBackend, RowRangeBackend
+    from radimg.pipeline.operator import DistributedBackend, GpuDistributedBackend, ImagingBackend
 
     assert ImagingBackend.__abstractmethods__ >= {
         "psf", "dirty", "residual", "whiten", "forward_whitened", "adjoint_whitened"}
-    for cls in (DistributedBackend, RowRangeBackend):
+    for cls in (DistributedBackend, GpuDistributedBackend):
         assert not cls.__abstractmethods__, cls
-        assert cls.scheme in ("balanced", "row-range")
+        assert cls.scheme == "balanced"
 
 
 def test_public_names():

@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from radimg.constants import C_LIGHT
-from radimg.gpu._device import get_xp, is_host_array, to_device, to_host
+from radimg.gpu._device import get_xp, is_host_array, simulator_enabled, to_device, to_host
 from radimg.kernels.es import MAX_SUPPORT
 from radimg.kernels.gridder import GridSpec, SampleLayout
 
@@ -63,8 +63,12 @@ __all__ = [
 
 SHARED_BYTES = 48 * 1024  # the per-block shared memory every CUDA GPU offers without opt-in
 _CHUNK = 4096  # samples per block at most (dense tiles are split over blocks)
-_BLOCK = 128  # threads per block for the sample kernels
-_BLOCK2D = (16, 16)  # threads per block for the image kernels
+# Threads per block for the sample kernels and the image kernels. The numba CUDA simulator
+# runs every thread of a block as a Python thread, so under it (tests only) blocks are small:
+# the same code paths (shared-memory tiles, strided cooperative loops over blockDim) run,
+# several times faster. The kernels read the block size from blockDim, never from these.
+_BLOCK = 32 if simulator_enabled() else 128
+_BLOCK2D = (8, 8) if simulator_enabled() else (16, 16)
 _MAXW = MAX_SUPPORT  # local kernel-weight arrays are sized at compile time
 
 

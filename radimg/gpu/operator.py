@@ -49,46 +49,31 @@ from radimg.gpu import gridder as _gg
 from radimg.gpu import wproject as _gwp
 from radimg.gpu._device import TransferStats, get_xp, is_host_array, to_device, to_host
 
-__all__ = ["GpuWideFieldOperator", "GpuWProjectOperator", "make_operator"]
+__all__ = ["GpuWideFieldOperator", "GpuWProjectOperator", "ResidentOperator", "make_operator"]
 
 
 def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="wstack",
                   nstacks="auto", oversampling=2.0, nthreads=1, precision="double", fft="auto",
-                  weight_mask=None, comm=None, **kwargs):
-    """GPU twin of :func:`radimg.ops.operator.make_operator` (same arguments).
+                  weight_mask=None, **kwargs):
+    """GPU twin of :func:`radimg.ops.operator.make_operator` (same arguments and default mode),
+    on this process's samples alone.
 
-    ``comm`` (mpi4py or None; collective when given): mode ``wstack-wproject`` takes the
-    global w-stacks and kernel tables of all ranks' samples
-    (:func:`radimg.parallel.operator.wproject_stacks`, as the CPU distributed operator does)
-    instead of stacks fitted to this rank's samples, so images do not depend on the rank count
-    beyond summation order. Raises :class:`radimg.gpu.GpuUnavailableError` when no GPU is
-    usable.
+    Mode ``wstack-wproject`` fits its w-stacks to the samples given, unless ``centres``,
+    ``dw_range`` and ``tables`` are passed (the global ones of
+    :func:`radimg.parallel.operator.wproject_stacks`, so ranks agree); the distributed scheme
+    (rows balanced by load, stack owners, tile exchange) is
+    :class:`radimg.parallel.gpu_operator.GpuDistributedOperator`. Raises
+    :class:`radimg.gpu.GpuUnavailableError` when no GPU is usable.
     """
+    common = dict(epsilon=epsilon, nstacks=nstacks, oversampling=oversampling,
+                  nthreads=nthreads, precision=precision, fft=fft, weight_mask=weight_mask)
     if mode == "wstack-wproject":
-        get_xp()  # no GPU: refuse before any collective work
-        if comm is not None and "centres" not in kwargs:
-            from radimg.parallel.operator import wproject_stacks
-
-            uvw = np.ascontiguousarray(uvw, dtype=np.float64)
-            freq = np.atleast_1d(np.asarray(freq, dtype=np.float64))
-            valid = (np.ones((uvw.shape[0], freq.size), bool) if weight_mask is None
-                     else np.asarray(weight_mask) != 0)
-            geo = wproject_stacks(comm, uvw, freq, valid, npix_x, npix_y, cell_rad,
-                                  epsilon=epsilon, nstacks=nstacks, oversampling=oversampling,
-                                  nthreads=nthreads, precision=precision, fft=fft)
-            return GpuWProjectOperator(uvw, freq, npix_x, npix_y, cell_rad,
-                                       weight_mask=weight_mask, **geo, **kwargs)
-        return GpuWProjectOperator(uvw, freq, npix_x, npix_y, cell_rad, epsilon=epsilon,
-                                   nstacks=nstacks, oversampling=oversampling,
-                                   nthreads=nthreads, precision=precision, fft=fft,
-                                   weight_mask=weight_mask, **kwargs)
-    return GpuWideFieldOperator(uvw, freq, npix_x, npix_y, cell_rad, epsilon=epsilon, mode=mode,
-                                nstacks=nstacks, oversampling=oversampling, nthreads=nthreads,
-                                precision=precision, fft=fft, weight_mask=weight_mask, **kwargs)
+        return GpuWProjectOperator(uvw, freq, npix_x, npix_y, cell_rad, **common, **kwargs)
+    return GpuWideFieldOperator(uvw, freq, npix_x, npix_y, cell_rad, mode=mode, **common,
+                                **kwargs)
 
 
-
-class _ResidentOperator:
+class ResidentOperator:
     """What both GPU operators share: resident samples, the major-cycle images, ``dot`` /
     ``hdot`` for host or device arrays, and host <-> device byte counts.
 
@@ -219,7 +204,7 @@ class _ResidentOperator:
         self._need_whitening()
         self.transfers.begin()
         vis = self.xp.ascontiguousarray(vis, dtype=self.cdtype)
-        img = to_host(self._hdot_dev(vis, self._sw), self.xp, self.transfers)
+        img = self._image_out(self._hdot_dev(vis, self._sw), False)
         self._admm_adj.append((self.transfers.call_h2d, self.transfers.call_d2h))
         return img
 
@@ -292,10 +277,10 @@ class _ResidentOperator:
         if weight is not None:
             w_d = self._dev_weight(weight) if is_host_array(weight, self.xp) else weight
         img = self._hdot_dev(vis_d, w_d)
-        return to_host(img, self.xp, self.transfers) if host else img
+        return self._image_out(img, False) if host else img
 
 
-class GpuWideFieldOperator(_ResidentOperator):
+class GpuWideFieldOperator(ResidentOperator):
     """Measurement operator on one GPU, modes ``none`` and ``wstack``.
 
     Public: ``dot(image) -> vis``, ``hdot(vis, weight=None) -> image`` (host arrays in, host
@@ -305,19 +290,25 @@ class GpuWideFieldOperator(_ResidentOperator):
     :meth:`wdot`, :meth:`whdot` for ADMM with device-resident vis-space vectors, the stage
     methods and ``stats``.
 
-    Extra keyword arguments: ``block`` (threads per block, default 128), ``max_shared``
-    (shared-memory budget per block in bytes; 0 forces the global-atomics path).
+    Extra keyword arguments: ``block`` (threads per block, default 128; 32 under the
+    simulator), ``max_shared`` (shared-memory budget per block in bytes; 0 forces the
+    global-atomics path), ``cpu`` (a :class:`radimg.ops.operator.WideFieldOperator` already
+    built for this geometry and these samples: used instead of building one; the other
+    arguments are then ignored) and ``nrow`` with it (the leading rows that hold samples: the
+    distributed operator's global-geometry anchor rows after them are left out of the
+    layout and of the vis arrays).
     """
 
     def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, block=_gg._BLOCK,
-                 max_shared=_gg.SHARED_BYTES, **kwargs):
+                 max_shared=_gg.SHARED_BYTES, cpu=None, nrow=None, **kwargs):
         from radimg.ops.operator import WideFieldOperator
 
         self.xp = xp = get_xp()  # raises GpuUnavailableError before any work
         self.transfers = TransferStats()
         self._block = int(block)
         self._max_shared = int(max_shared)
-        cpu = WideFieldOperator(uvw, freq, npix_x, npix_y, cell_rad, **kwargs)
+        if cpu is None:
+            cpu = WideFieldOperator(uvw, freq, npix_x, npix_y, cell_rad, **kwargs)
         self._cpu = cpu
         for name in ("nrow", "nchan", "npix_x", "npix_y", "cell_x", "cell_y", "mode", "epsilon",
                      "precision", "cdtype", "rdtype", "spec", "planes", "oversampling", "mask"):
@@ -329,7 +320,11 @@ class GpuWideFieldOperator(_ResidentOperator):
         self._uvw = to_device(cpu.uvw, xp, st, dtype=np.float64)
         self._fscale = to_device(cpu.freq / C_LIGHT, xp, st, dtype=np.float64)
         self._spec_f = to_device(_gg.spec_array(cpu.spec), xp, st)
-        self._layout = _gg.upload_layout(cpu.layout(), cpu.spec.W, xp, st)
+        layout = cpu.layout()
+        if nrow is not None and int(nrow) != cpu.nrow:
+            self.nrow = int(nrow)
+            layout = cpu.layout(np.arange(self.nrow * self.nchan, dtype=np.int64))
+        self._layout = _gg.upload_layout(layout, cpu.spec.W, xp, st)
         self._correction = to_device(cpu.correction, xp, st, dtype=np.float64)
         self._coef, self._coefw = _gg._tables_dev(cpu.spec, xp, st)
         self._kernels = _gg.kernels(self.rdtype)
@@ -417,6 +412,29 @@ class GpuWideFieldOperator(_ResidentOperator):
                            self._max_shared)
         return out
 
+    # The distributed scheme's four owner steps (radimg.parallel.gpu_operator): the image
+    # factor once per application, then per plane the owner's transform.
+    def scale_image(self, img_d):
+        """The image-domain factor common to every plane: ``x / g`` (device float64)."""
+        return img_d * self._correction
+
+    def owner_forward(self, img_s, p):
+        """``F Z S_p`` of an image :meth:`scale_image` made: plane ``p``'s device grid."""
+        return self._plane_grid(img_s, p)
+
+    def owner_adjoint(self, grid, p, acc):
+        """``acc += S_p^H Z^H F^H grid`` without the common factor (:meth:`finish_image`)."""
+        fgrid = self._ifft2(grid)
+        self._kernels.plane_to_image[_gg._grid2d(acc.shape), _gg._BLOCK2D](
+            fgrid, self.cell_x, self.cell_y, float(self.planes[p]), float(self.spec.nshift),
+            acc)
+        return acc
+
+    def finish_image(self, acc):
+        """The common factor of the adjoint, in place on the device float64 sum."""
+        acc *= self._correction
+        return acc
+
     # ------------------------------------------------------------------ operator
     def _dot_dev(self, img_d):
         vis = self.xp.zeros((self.nrow, self.nchan), dtype=self.cdtype)
@@ -441,7 +459,7 @@ class GpuWideFieldOperator(_ResidentOperator):
         return acc.astype(self.rdtype, copy=False)
 
 
-class GpuWProjectOperator(_ResidentOperator):
+class GpuWProjectOperator(ResidentOperator):
     """``wterm.mode: wstack-wproject`` on one GPU: the twin of
     :class:`radimg.ops.wproject.WProjectOperator` (Pratley & McEwen 2019, eqs. 3-8).
 
@@ -453,17 +471,20 @@ class GpuWProjectOperator(_ResidentOperator):
 
     Extra keyword arguments: ``block`` (threads per block of the sample kernels, default 128),
     ``max_shared`` (shared-memory budget per block in bytes for the tiled gridding kernel; 0
-    forces the global-atomics path).
+    forces the global-atomics path), ``cpu`` (a :class:`radimg.ops.wproject.WProjectOperator`
+    already built for these samples: used instead of building one, the other arguments are
+    then ignored).
     """
 
     def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, block=_gwp._BLOCK,
-                 max_shared=_gwp.SHARED_BYTES, **kwargs):
+                 max_shared=_gwp.SHARED_BYTES, cpu=None, **kwargs):
         from radimg.ops.wproject import WProjectOperator
 
         self.xp = xp = get_xp()  # raises GpuUnavailableError before any work
         self.transfers = TransferStats()
         self._block = int(block)
-        cpu = WProjectOperator(uvw, freq, npix_x, npix_y, cell_rad, **kwargs)
+        if cpu is None:
+            cpu = WProjectOperator(uvw, freq, npix_x, npix_y, cell_rad, **kwargs)
         self._cpu = cpu
         for name in ("nrow", "nchan", "npix_x", "npix_y", "cell", "epsilon", "precision",
                      "cdtype", "rdtype", "nstacks", "centres", "nxp", "nyp", "W", "beta",
@@ -556,6 +577,22 @@ class GpuWProjectOperator(_ResidentOperator):
         else:
             _gwp.launch_grid(*args, self._idx[k], *geo)
         return grid
+
+    # The distributed scheme's owner steps (radimg.parallel.gpu_operator); ``S_k`` is applied
+    # whole per stack here, so the common factor steps are the identity.
+    def scale_image(self, img_d):
+        return img_d
+
+    def owner_forward(self, img_d, k):
+        """``F Z S_k x``: stack ``k``'s device grid."""
+        return self.image_to_stack_grid(img_d, k)
+
+    def owner_adjoint(self, grid, k, acc):
+        """``acc += Re S_k^H Z^H F^H grid``."""
+        return self.stack_grid_to_image(grid, k, acc)
+
+    def finish_image(self, acc):
+        return acc
 
     # ------------------------------------------------------------------ operator
     def _dot_dev(self, img_d):

@@ -36,6 +36,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from radimg.gpu._device import simulator_enabled
+
 try:  # guarded like radimg.gpu.gridder: radimg.gpu imports without numba.cuda
     import numba
     from numba import cuda
@@ -49,7 +51,9 @@ __all__ = ["kernels", "kernel_signatures", "kernel_shape", "grid_wproject", "deg
 SHARED_BYTES = 48 * 1024  # per-block shared memory every CUDA GPU offers without opt-in
 _TILES = (32, 16, 8)  # shared-path tile sizes tried, largest first
 _CHUNK = 2048  # samples per block at most on the shared path
-_BLOCK = 128  # threads per block
+# threads per block; small under the numba CUDA simulator (tests only), which runs every
+# thread as a Python thread (radimg.gpu.gridder._BLOCK says why)
+_BLOCK = 32 if simulator_enabled() else 128
 _R_STEP = 4  # R and S of the local arrays are rounded up to these (fewer specialisations)
 _S_STEP = 8
 

@@ -33,8 +33,10 @@ The decision does not use the rank or thread count: ``gridder.nthreads: auto`` g
 rank ``cores / ranks`` threads, and a choice that moved with it would make images depend on
 the rank count (DESIGN.md "Determinism"). The inputs are global values (sample count,
 ``|w|`` range, local-frequency maxima) and the rank-count independent subsample of ``|w|``
-(:func:`radimg.parallel.operator._global_subsample`), so the same data give the same choice
-at any rank count; the pipeline decides on rank 0 and broadcasts the result.
+(:func:`radimg.parallel.operator.global_subsample`), so the same data give the same choice
+at any rank count; the pipeline decides on rank 0 and broadcasts the result. The collective
+part (:func:`radimg.parallel.choose.summarize` and ``decide``) lives in radimg.parallel;
+this module is the pure model.
 """
 
 from __future__ import annotations
@@ -52,9 +54,8 @@ __all__ = [
     "WSummary",
     "WtermChoice",
     "choose_wterm",
-    "decide",
     "none_error_bound",
-    "summarize",
+    "subsample_slice",
     "summary_from_wavelengths",
 ]
 
@@ -123,59 +124,29 @@ class WSummary:
     fmax: np.ndarray
 
 
-def summarize(uvw, freq, valid, npix_x, npix_y, cell_x, cell_y, *, comm=None,
-              max_samples=MAX_W_SAMPLES):
-    """:class:`WSummary` of this rank's samples; collective when ``comm`` is given.
+def subsample_slice(offset, tot, max_samples):
+    """The rank-count independent subsample of a distributed array, as a slice of one
+    rank's part (pure; the rank arithmetic of
+    :func:`radimg.parallel.operator.global_subsample`).
 
     Parameters
     ----------
-    uvw : ndarray (row, 3) float64, metres; freq : ndarray (chan,) float64, Hz
-    valid : ndarray (row, chan) bool, the samples that will be gridded
-    npix_x, npix_y, cell_x, cell_y : the requested image (cells in radians)
-    comm : mpi4py communicator or None
+    offset : int
+        Global index of this rank's first element (the ranks' parts in rank order).
+    tot : int
+        Global size.
+    max_samples : int
 
     Returns
     -------
-    WSummary; ``w_sample`` is gathered on rank 0 only (None elsewhere). Reductions: one
-    Allreduce each for the count, the ``|w|`` range and the local-frequency maxima, one
-    gather of at most ``max_samples`` values.
+    slice
+        All elements when ``tot <= max_samples``, else those whose global index is a
+        multiple of ``stride = ceil(tot / max_samples)`` (at most ``max_samples``).
     """
-    from radimg.ops.resample import candidate_periods, local_frequency_max
-    from radimg.parallel.mpi import allreduce_array
-    from radimg.parallel.operator import global_subsample as _global_subsample
-
-    uvw = np.ascontiguousarray(uvw, dtype=np.float64)
-    freq = np.ascontiguousarray(np.atleast_1d(freq), dtype=np.float64)
-    valid = np.asarray(valid, dtype=bool)
-    # |w| exactly as the wstack operator computes its range ...
-    absw = np.abs(uvw[:, 2])[:, None] * (freq / C_LIGHT)[None, :]
-    sel = absw[valid]
-    mm = np.array([sel.min() if sel.size else np.inf, -(sel.max() if sel.size else -np.inf)])
-    allreduce_array(comm, mm, "min")
-    nsel = int(allreduce_array(comm, np.array([sel.size], np.int64), "sum")[0])
-    # ... and as wproject_stacks computes its k-means input (bitwise the same subsample)
-    w_abs = np.abs(uvw[:, 2:3] * freq[None, :] / C_LIGHT)[valid]
-    sample, _ = _global_subsample(comm, w_abs, max_samples)
-    periods = candidate_periods(npix_x, npix_y, cell_x, cell_y)
-    fmax = np.ascontiguousarray(
-        local_frequency_max(uvw, freq, valid, [(p[2], p[3]) for p in periods])
-    )
-    allreduce_array(comm, fmax, "max")
-    wmin, wmax = (float(mm[0]), float(-mm[1])) if nsel else (0.0, 0.0)
-    return WSummary(nsel, wmin, wmax, sample, periods, fmax)
-
-
-def decide(comm, uvw, freq, valid, npix_x, npix_y, cell_x, cell_y, epsilon, **kw):
-    """:func:`choose_wterm` on the samples of all ranks, the same :class:`WtermChoice` on
-    every rank. Collective when ``comm`` is given: :func:`summarize` (global reductions
-    and the rank-count independent ``|w|`` subsample on rank 0), then rank 0 decides and
-    broadcasts; a ConfigError it raises (no mode reaches epsilon) is raised on every rank
-    (radimg.parallel.mpi.check_on_root). ``kw``: as :func:`choose_wterm`."""
-    from radimg.parallel.mpi import check_on_root
-
-    summ = summarize(uvw, freq, valid, npix_x, npix_y, cell_x, cell_y, comm=comm)
-    return check_on_root(comm, choose_wterm, summ, npix_x, npix_y, cell_x, cell_y, epsilon,
-                         **kw)
+    if tot <= max_samples:
+        return slice(None)
+    stride = -(-int(tot) // int(max_samples))
+    return slice((-int(offset)) % stride, None, stride)
 
 
 def summary_from_wavelengths(u, v, w, n_samples, npix_x, npix_y, cell_x, cell_y, *,
@@ -183,7 +154,6 @@ def summary_from_wavelengths(u, v, w, n_samples, npix_x, npix_y, cell_x, cell_y,
     """:class:`WSummary` from a subsample of ``(u, v, w)`` in wavelengths standing for
     ``n_samples`` samples (``radimg plan``: no MS read in full, no MPI)."""
     from radimg.ops.resample import candidate_periods, local_frequency_max
-    from radimg.parallel.operator import subsample_slice
 
     u, v, w = (np.asarray(a, dtype=np.float64).ravel() for a in (u, v, w))
     absw = np.abs(w)

@@ -59,6 +59,7 @@ import numpy as np
 from radimg.constants import C_LIGHT
 from radimg.kernels import gridder as _g
 from radimg.kernels._jit import JIT_OPTIONS
+from radimg.ops.choose import subsample_slice
 from radimg.parallel.mpi import Collectives, allreduce_array, comm_rank_size
 from radimg.parallel.redistribute import (
     MAX_MESSAGE_BYTES,
@@ -67,9 +68,9 @@ from radimg.parallel.redistribute import (
     redistribute,
 )
 
-__all__ = ["DistributedOperator", "wproject_stacks"]
+__all__ = ["DistributedOperator", "wproject_stacks", "global_subsample", "subsample_slice"]
 
-_PACK, _UNPACK, _ADD, _ZERO = 0, 1, 2, 3  # _pack_tiles modes
+PACK, UNPACK, UNPACK_ADD, ZERO = 0, 1, 2, 3  # _pack_tiles modes
 
 
 def _anchor_w(target, f, below):
@@ -460,7 +461,7 @@ class DistributedOperator:
         """Name of the FFT backend this rank runs (the same on every rank)."""
         return self.op._fft.name if self.mode == "wstack-wproject" else self.op.fft.name
 
-    def _pack(self, grid, tiles, buf, off, mode=_PACK):
+    def _pack(self, grid, tiles, buf, off, mode=PACK):
         """Copy tiles (row-major within each tile, tiles in list order) between ``grid``
         (2-D) and ``buf[off:]``: pack, unpack, unpack-add or zero the tiles in ``grid``."""
         return _pack_tiles(grid, tiles, self.ybounds, self.xbounds, buf, off, mode)
@@ -642,7 +643,7 @@ class DistributedOperator:
         self._alltoallv(send, self._fwd_send, recv, self._fwd_recv)
         del send
         for p, tiles, off in self._recv_plan:
-            self._pack(self._scratch, tiles, recv, off, _UNPACK)
+            self._pack(self._scratch, tiles, recv, off, UNPACK)
             self._degrid(ctx, self._scratch, p, vis)
         self._degrid_end(ctx, vis)
         return vis[: self.nrow]
@@ -656,7 +657,7 @@ class DistributedOperator:
         send = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
         ctx = self._grid_begin(v, w)
         for p, tiles, off in self._recv_plan:
-            self._pack(self._scratch, tiles, send, off, _ZERO)
+            self._pack(self._scratch, tiles, send, off, ZERO)
             self._grid(ctx, v, w, p, self._scratch)
             self._pack(self._scratch, tiles, send, off)
         recv = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
@@ -668,7 +669,7 @@ class DistributedOperator:
             if p in self._touched:  # own samples grid straight onto the owner's grid
                 self._grid(ctx, v, w, p, self._scratch)
             for tiles, off in self._serve_by_plane[p]:
-                self._pack(self._scratch, tiles, recv, off, _ADD)
+                self._pack(self._scratch, tiles, recv, off, UNPACK_ADD)
             self._owner_adjoint(self._scratch, p, acc)
         if self.my_planes:
             if self.mode == "wstack-wproject":
@@ -848,30 +849,6 @@ def wproject_stacks(comm, uvw, freq, valid, npix_x, npix_y, cell_rad, *, epsilon
         tables = comm.bcast(tables, root=0)
     opkw["tables"] = tables
     return opkw
-
-
-def subsample_slice(offset, tot, max_samples):
-    """The rank-count independent subsample of a distributed array, as a slice of one
-    rank's part (pure; the rank arithmetic of :func:`global_subsample`).
-
-    Parameters
-    ----------
-    offset : int
-        Global index of this rank's first element (the ranks' parts in rank order).
-    tot : int
-        Global size.
-    max_samples : int
-
-    Returns
-    -------
-    slice
-        All elements when ``tot <= max_samples``, else those whose global index is a
-        multiple of ``stride = ceil(tot / max_samples)`` (at most ``max_samples``).
-    """
-    if tot <= max_samples:
-        return slice(None)
-    stride = -(-int(tot) // int(max_samples))
-    return slice((-int(offset)) % stride, None, stride)
 
 
 def global_subsample(comm, x, max_samples):

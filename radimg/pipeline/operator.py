@@ -15,7 +15,7 @@ devices. The interface (:class:`ImagingBackend`):
 - ``load_balance()``: the scheme's per-rank figures for ``load_balance_json`` (or None),
   ``transfers()``: host <-> device byte counters for the timing table, and
   ``operator_record()``: the product's ``operator_json``;
-- attributes ``scheme`` (``balanced`` | ``row-range``), ``op``, ``vis``, ``uvw``,
+- attributes ``scheme`` (``balanced``), ``op``, ``vis``, ``uvw``,
   ``data_weight``, ``imaging_weight``, ``weight_sum``, ``row_id`` and ``nrows_total`` (the MS
   row of each local sample row, for checkpoints of vis-space vectors), ``samples_on_host``.
 
@@ -24,11 +24,9 @@ Backends today:
 - :class:`DistributedBackend` (``gridder.device: cpu``): Pratley & McEwen (2019) sec. 4.
   Rows move so every rank carries the same gridding load, w-plane owners exchange grid
   tiles with one Alltoallv per application, images are summed inside the operator.
-- :class:`RowRangeBackend` (``gridder.device: gpu``): every rank keeps the rows it read on
-  its device (resident), applies the whole operator to them and the partial images are
-  summed (AllSumAll, eq. 7). Not load-balanced (issue #14 item 1): a GPU backend in the
-  distributed scheme implements the same interface and replaces this one in
-  :func:`make_backend`.
+- :class:`GpuDistributedBackend` (``gridder.device: gpu``): the same scheme, with the
+  per-plane work on each rank's device and the samples resident there; tiles of planes
+  owned by another rank are staged through the host.
 """
 
 from __future__ import annotations
@@ -58,7 +56,7 @@ def make_backend(job, geom, obs, weigh):
     ImagingBackend
     """
     options, choice = operator_options(job, geom, obs.data)
-    backend = RowRangeBackend if job.use_gpu else DistributedBackend
+    backend = GpuDistributedBackend if job.use_gpu else DistributedBackend
     return backend(job, geom, obs, weigh, options, choice)
 
 
@@ -80,7 +78,7 @@ def operator_options(job, geom, data):
     )
     choice = None
     if wcfg["mode"] == "auto":
-        from radimg.ops.choose import decide
+        from radimg.parallel.choose import decide
 
         with job.timer.stage("operator setup"):
             choice = decide(job.comm, data.uvw, data.freq, data.weight != 0, geom.npix_x,
@@ -255,61 +253,50 @@ class DistributedBackend(ImagingBackend):
         return self.op.load_balance()
 
 
-class RowRangeBackend(ImagingBackend):
-    """GPU (:mod:`radimg.gpu.operator`): every rank keeps the rows it read, resident on its
-    device (issue #7: samples and imaging weights go over once; the PSF, the dirty image
-    and every major-cycle residual then move only images); the ranks' images are summed
-    here (AllSumAll, eq. 7)."""
+class GpuDistributedBackend(ImagingBackend):
+    """GPU in the CPU's distributed scheme (:class:`radimg.parallel.gpu_operator.
+    GpuDistributedOperator`): rows redistributed by gridding load before the weights are
+    made, plane owners and the tile exchange as on the CPU, the per-plane work on each rank's
+    device; the samples, imaging weights (and ADMM's whitening) are resident there (issue #7:
+    the PSF, the dirty image and every major-cycle residual then move images, plus the tiles
+    of planes owned elsewhere, staged through the host). Every image the operator returns is
+    already the global one."""
 
-    scheme = "row-range"
+    scheme = "balanced"
     samples_on_host = False  # the residual is made on the device from resident samples
 
     def __init__(self, job, geom, obs, weigh, options, choice):
-        from radimg.gpu.operator import make_operator
+        from radimg.parallel.gpu_operator import GpuDistributedOperator
 
         super().__init__(job, geom, options, choice)
         data = obs.data
-        # The stage is opened here too, before the weights, so that the timing table lists
-        # the stages in the same order for either backend.
         with job.timer.stage("operator setup"):
-            self.uvw, self.data_weight, self.vis = data.uvw, data.weight, data.vis
-            del data.vis
-        self.row_id = np.arange(*obs.rows, dtype=np.int64)
-        self.nrows_total = obs.nrows_total
-        self.imaging_weight, self.weight_sum = weigh(self.uvw, self.data_weight)
-        valid = self.imaging_weight != 0
-        with job.timer.stage("operator setup"):
-            # wstack-wproject takes global w-stacks over comm, like the CPU operator
             self.op = self._with_small_inversion(
-                lambda nx, ny, cell: make_operator(
-                    self.uvw, data.freq, nx, ny, cell, weight_mask=valid, **options,
-                    comm=job.comm,
+                lambda nx, ny, cell: GpuDistributedOperator(
+                    job.comm, data.uvw, data.freq, data.weight, nx, ny, cell, **options
                 ),
-                self.uvw, data.freq, valid,
+                data.uvw, data.freq, data.weight != 0,
             )
+            self.uvw, self.data_weight = self.op.uvw, self.op.weight
+            self.vis = self.op.redistribute_vis(data.vis)
+            del data.vis  # the read order's copy: only the redistributed one from here on
+        self.row_id, self.nrows_total = self.op.row_id, obs.nrows_total
+        self.imaging_weight, self.weight_sum = weigh(self.uvw, self.data_weight)
+        with job.timer.stage("operator setup"):
             self.op.set_data(self.vis, self.imaging_weight)
         self.xp = self.op.xp
 
-    def _sum(self, local):
-        """The global image: this rank's local image summed over ranks (eq. 7)."""
-        from mpi4py import MPI
-
-        img = np.ascontiguousarray(local, dtype=np.float64)
-        out = np.empty_like(img)
-        self.job.comm.Allreduce(img, out, op=MPI.SUM)
-        return out
-
     def psf(self):
-        return self._sum(self.op.psf_image()) / self.weight_sum
+        return np.asarray(self.op.psf_image(), dtype=np.float64) / self.weight_sum
 
     def dirty(self):
-        return self._sum(self.op.dirty_image()) / self.weight_sum
+        return np.asarray(self.op.dirty_image(), dtype=np.float64) / self.weight_sum
 
     def residual(self, model, predict=None):
         # one image in, one image out; ``predict`` is not used (the samples are resident)
         with self.job.timer.stage("major: residual"):
             model = np.ascontiguousarray(model, dtype=np.float64)
-            return self._sum(self.op.residual_image(model)) / self.weight_sum
+            return np.asarray(self.op.residual_image(model), dtype=np.float64) / self.weight_sum
 
     def whiten(self, sw):
         # y_w, z and the residuals stay on the device; per iteration one image goes in
@@ -322,13 +309,16 @@ class RowRangeBackend(ImagingBackend):
 
     def adjoint_whitened(self, vis):
         with self.job.timer.stage("major: image"):
-            return self._sum(self.op.whdot(vis))
+            return np.asarray(self.op.whdot(vis), dtype=np.float64)
 
     def vis_to_host(self, vis):
         return self.op.vis_to_host(vis)
 
     def vis_from_host(self, vis, dtype):
         return self.op.vis_to_device(vis)
+
+    def load_balance(self):
+        return self.op.load_balance()
 
     def transfers(self):
         return self.op.transfer_summary()

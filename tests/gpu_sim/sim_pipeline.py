@@ -60,6 +60,7 @@ def _product(path):
     with h5py.File(path, "r") as f:
         images = {k: f["images"][k][...] for k in f["images"]}
         timings = json.loads(f["run"].attrs["timings_json"])
+        timings["load_balance"] = json.loads(f["run"].attrs["load_balance_json"])
     return images, timings
 
 
@@ -89,6 +90,8 @@ def test_gpu_pipeline_product_equals_cpu(ms_dir, mode):
         peak = max(float(np.abs(a).max()), 1e-30)
         assert float(np.abs(a - b).max()) <= 1e-5 * peak, (name, np.abs(a - b).max() / peak)
     assert np.abs(cpu["model"]).max() > 0  # CLEAN found components: a real major cycle ran
+    # the GPU runs in the CPU's distributed scheme (issue #14 item 1), not per row range
+    assert timings["load_balance"]["scheme"] == "balanced", timings["load_balance"]
     # counters live in StageTimer's per-rank counters, or in the per-rank timings dict of a
     # pipeline that still uses the plain Timer
     (c,) = timings.get("counters_per_rank") or timings["per_rank"]

@@ -1,7 +1,7 @@
 """``wterm.mode: auto`` decided the same on every rank and at every rank count (issue #13).
 
 Launched by tests/test_mpi_launch.py at 1-4 ranks with uneven row ranges (one rank empty
-from 3 ranks on). The collective chooser the pipeline calls (radimg.ops.choose.decide:
+from 3 ranks on). The collective chooser the pipeline calls (radimg.parallel.choose.decide:
 global reductions, the rank-count independent |w| subsample, rank 0 decides and
 broadcasts) must give every rank the same answer, equal to the serial chooser's on all
 rows. 24 000 samples, so the w-stack cost model reads a subsample.
@@ -46,7 +46,8 @@ def _data(fov_deg, wsig, seed=21):
 def test_every_rank_gets_the_serial_choice(fov, wsig, expect):
     from mpi4py import MPI
 
-    from radimg.ops.choose import choose_wterm, decide, summarize
+    from radimg.ops.choose import choose_wterm
+    from radimg.parallel.choose import decide, summarize
 
     comm = MPI.COMM_WORLD
     uvw, wgt, cell = _data(fov, wsig)

@@ -154,7 +154,7 @@ def test_tile_pack_equals_cell_index_oracle(setup):
     """Slow oracle for ``_pack_tiles`` (int32 tile ids, row slices): every mode equals
     fancy indexing with the int64 cells of the same tiles (``_cells``), at the offsets the
     exchange uses, for every tile list this rank packs or unpacks."""
-    from radimg.parallel.operator import _ADD, _PACK, _UNPACK, _ZERO
+    from radimg.parallel.operator import PACK, UNPACK, UNPACK_ADD, ZERO
 
     D = setup["D"]
     rng = np.random.default_rng(D.rank)
@@ -168,15 +168,15 @@ def test_tile_pack_equals_cell_index_oracle(setup):
         assert np.unique(cells).size == cells.size  # tiles of one list never overlap
         grid = rng.normal(size=shape) + 1j * rng.normal(size=shape)
         buf = np.zeros(off + cells.size + 3, complex)
-        assert D._pack(grid, tiles, buf, off, _PACK) == off + cells.size
+        assert D._pack(grid, tiles, buf, off, PACK) == off + cells.size
         np.testing.assert_array_equal(buf[off : off + cells.size], grid.ravel()[cells])
         assert not buf[:off].any() and not buf[off + cells.size :].any()
         buf[off : off + cells.size] = rng.normal(size=cells.size)
-        for mode in (_UNPACK, _ADD, _ZERO):
+        for mode in (UNPACK, UNPACK_ADD, ZERO):
             got, ref = grid.copy(), grid.copy().ravel()
             D._pack(got, tiles, buf, off, mode)
             seg = buf[off : off + cells.size]
-            ref[cells] = {_UNPACK: seg, _ADD: ref[cells] + seg, _ZERO: 0}[mode]
+            ref[cells] = {UNPACK: seg, UNPACK_ADD: ref[cells] + seg, ZERO: 0}[mode]
             np.testing.assert_array_equal(got.ravel(), ref)
 
 
