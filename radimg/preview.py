@@ -6,6 +6,8 @@
   present, and the PSF (central zoom), each on RA/Dec axes from the product's WCS (astropy
   WCSAxes), with a colour bar in the image's unit. When the product holds a restoring beam
   (``bmaj_deg > 0``) its ellipse is drawn in the lower-left corner of each sky image.
+  A cube product (several Stokes parameters or output channels) shows one row per
+  Stokes parameter and one column per output channel (at most six) plus the MFS image.
 - LOAD.png: one bar chart per per-rank quantity of ``load_balance_json`` (gridding load,
   samples, bytes moved, memory) and per-rank wall time / peak memory from ``timings_json``,
   each with the mean as a dashed line and max/mean in the title: the figure a survey operator
@@ -25,7 +27,7 @@ import numpy as np
 from radimg.io.product import ProductError, read_product
 from radimg.io.wcs import image_wcs
 
-__all__ = ["preview", "load_figure", "image_figure"]
+__all__ = ["preview", "load_figure", "image_figure", "cube_figure"]
 
 PSF_ZOOM_PIX = 128
 # load_balance_json keys shown first, in this order, when present (others follow)
@@ -137,6 +139,8 @@ def image_figure(prod: dict, *, psf_zoom: int = PSF_ZOOM_PIX):
 
     images = prod["images"]
     main = "restored" if "restored" in images else "dirty" if "dirty" in images else None
+    if main is not None and main in (prod.get("cube") or {}):
+        return cube_figure(prod, main)
     panels = [n for n in (main, "residual", "psf") if n is not None and n in images]
     if not panels:
         raise ProductError(
@@ -188,6 +192,68 @@ def image_figure(prod: dict, *, psf_zoom: int = PSF_ZOOM_PIX):
     fig.suptitle(
         f'{nx}x{ny} at {cell:.4g}" ({nx * cell / 3600:.1f} deg), '
         f"{beam['freq_hz'] / 1e6:.4g} MHz, {prod['run'].get('n_ranks', '?')} rank(s){btxt}",
+        fontsize=10,
+    )
+    return fig
+
+
+#: Output channels a cube preview shows at most (evenly spaced, the first and last kept).
+CUBE_MAX_CHANNELS = 6
+
+
+def cube_figure(prod: dict, name: str):
+    """The figure of a cube product (issue #15): one row per Stokes parameter, one column
+    per output channel (at most :data:`CUBE_MAX_CHANNELS`, evenly spaced) and the MFS image
+    last, each on RA/Dec axes with its own colour scale (Q, U and V are signed and weak
+    beside I) and the channel's restoring beam."""
+    Figure, _ = _matplotlib()
+    from matplotlib.patches import Ellipse
+
+    cube = prod["cube"][name]
+    data = np.asarray(prod["images"][name], dtype=np.float32)  # (stokes, channel, y, x)
+    mfs = prod["images"].get(f"{name}_mfs")
+    nchan = data.shape[1]
+    chans = sorted({int(round(x)) for x in np.linspace(0, nchan - 1,
+                                                       min(nchan, CUBE_MAX_CHANNELS))})
+    cols = [(c, data[:, c]) for c in chans]
+    if mfs is not None and nchan > 1:
+        cols.append((None, np.asarray(mfs, dtype=np.float32)))
+    wcs = image_wcs(prod["wcs"])
+    nrow, ncol = data.shape[0], len(cols)
+    fig = Figure(figsize=(3.4 * ncol, 3.2 * nrow), layout="constrained")
+    ny, nx = prod["shape"]
+    unit = prod["units"].get(name, "")
+    for r, stokes in enumerate(cube["stokes"]):
+        for k, (c, planes) in enumerate(cols):
+            img = planes[r]
+            ax = fig.add_subplot(nrow, ncol, r * ncol + k + 1, projection=wcs)
+            vmin, vmax = _limits(img, psf=False)
+            if stokes != "I" and stokes not in ("XX", "YY", "RR", "LL"):
+                vmax = max(abs(vmin), abs(vmax))  # signed: symmetric about 0
+                vmin = -vmax
+            im = ax.imshow(img, origin="lower", cmap="inferno" if vmin >= 0 or stokes == "I"
+                           else "RdBu_r", vmin=vmin, vmax=vmax, interpolation="nearest")
+            finite = img[np.isfinite(img)]
+            peak = float(finite[np.argmax(np.abs(finite))]) if finite.size else 0.0
+            where = "MFS" if c is None else f"{cube['freqs_hz'][c] / 1e6:.5g} MHz"
+            ax.set_title(f"{name} {stokes}, {where}: peak {peak:.3g}", fontsize=8)
+            ax.coords[0].set_axislabel("RA" if r == nrow - 1 else " ")
+            ax.coords[1].set_axislabel("Dec" if k == 0 else " ")
+            ax.coords[0].set_major_formatter("hh:mm")
+            ax.coords[1].set_major_formatter("dd")
+            beam = dict(prod["wcs"])
+            if c is not None:
+                beam.update(bmaj_deg=float(cube["bmaj_deg"][c]),
+                            bmin_deg=float(cube["bmin_deg"][c]),
+                            bpa_deg=float(cube["bpa_deg"][c]))
+            _beam_ellipse(ax, beam, (ny, nx), Ellipse)
+            if k == ncol - 1:
+                fig.colorbar(im, ax=ax, shrink=0.8, label=unit)
+    cell = abs(prod["wcs"]["cdelt_deg"][1]) * 3600
+    fig.suptitle(
+        f"{name}: Stokes {' '.join(cube['stokes'])}, {nchan} output channel(s)"
+        + (f" (showing {len(chans)})" if len(chans) < nchan else "")
+        + f', {nx}x{ny} at {cell:.4g}", {prod["run"].get("n_ranks", "?")} rank(s)',
         fontsize=10,
     )
     return fig

@@ -867,6 +867,67 @@ def _all_auto(t, p):
 case("ms-only-autocorrelations", "ms", run_ms(_all_auto, name="auto.ms"), "auto.ms",
      "autocorrelation", "input.autocorrelations")
 
+# ---- selection, Stokes parameters and output channels (issue #15) ---------------------------
+# The base MS holds XX and YY (no cross hands) in 2 channels.
+
+case("config-image.stokes-unknown-letter", "config", run_set("image.stokes=IQX"),
+     "image.stokes", "'X'")
+case("ms-stokes-u-from-parallel-hands", "ms", run_set("image.stokes=IU"), "image.stokes",
+     "Stokes U", "CORR_TYPE")
+case("ms-chan-range-selects-nothing", "ms", run_set("input.chan_range=[5, 6]"),
+     "input.chan_range", "selects no channel")
+case("ms-uv-range-leaves-nothing", "ms", run_set("input.uv_range_lambda=[1.0e7, null]"),
+     "input.uv_range_lambda", "nothing to image")
+case("ms-channels-out-above-channels", "ms", run_set("image.channels_out=3"),
+     "image.channels_out", "2 channel")
+
+
+def _flag_channel(chan):
+    def mutate(t, p):
+        f = t.getcol("FLAG")
+        f[:, chan, :] = True
+        t.putcol("FLAG", f)
+
+    return mutate
+
+
+case("ms-output-channel-without-data", "ms",
+     run_ms(_flag_channel(1), "image.channels_out=2", name="ch1flagged.ms"),
+     "ch1flagged.ms", "output channel 1", "image.channels_out")
+
+
+def _shifted_centre(t, p):
+    from casacore.tables import table
+
+    with table(str(p / "FIELD"), readonly=False, ack=False) as ft:
+        d = ft.getcell("PHASE_DIR", 0)
+        d[..., 0] += 0.01
+        ft.putcell("PHASE_DIR", 0, d)
+
+
+def _two_ms(mutate):
+    def argv(ws):
+        a = ws.ms_copy(None, name="a.ms")
+        b = ws.ms_copy(mutate, name="b.ms")
+        return ["run", ws.config(**{"input.ms": [str(a), str(b)]})]
+
+    return argv
+
+
+case("ms-list-different-phase-centres", "ms", _two_ms(_shifted_centre), "b.ms",
+     "different phase centres", "image.phase_centre")
+case("ms-list-same-phase-centre-images", "ms", _two_ms(None), status=0, check=_product_exists)
+case("ms-spw-list-images", "ms", run_set("input.spw=[0]"), status=0, check=_product_exists)
+case("deconv-clean-of-a-stokes-cube", "deconv",
+     run_set("image.stokes=IQ", "deconvolution.algorithm=clean"),
+     "deconvolution.algorithm", "image.stokes", "algorithm: none")
+case("deconv-clean-of-a-channel-cube", "deconv",
+     run_set("image.channels_out=2", "deconvolution.algorithm=clean"),
+     "deconvolution.algorithm", "image.channels_out")
+case("deconv-admm-of-stokes-q", "deconv",
+     run_set("image.stokes=Q", "deconvolution.algorithm=admm"),
+     "deconvolution.algorithm = admm", "x >= 0", "image.stokes")
+
 
 def _locked(ws):
     ms = ws.ms_copy(name="locked.ms")

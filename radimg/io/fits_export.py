@@ -14,9 +14,9 @@ from radimg.io.product import (
     read_product,
     temporary_name,
 )
-from radimg.io.wcs import image_wcs
+from radimg.io.wcs import STOKES_CODES, image_wcs
 
-__all__ = ["export_fits", "fits_targets", "is_radimg_fits"]
+__all__ = ["export_fits", "fits_targets", "is_radimg_fits", "stokes_groups"]
 
 
 def _fits_header(wcs: Mapping, run: Mapping, degenerate_axes: bool):
@@ -108,6 +108,13 @@ def export_fits(
       each where known; ``RADESYS``/``EQUINOX`` (J2000), ``SPECSYS`` TOPOCENT;
     - the run's resolved config as ``HISTORY`` cards (YAML, block style).
 
+    A cube product's images (several Stokes parameters or output channels, issue #15) are
+    4-axis cubes, data ``(stokes, freq, npix_y, npix_x)`` (FITS axes RA, DEC, FREQ,
+    STOKES with the standard STOKES codes, CRVAL3/CDELT3 the first output channel's
+    frequency and the channel step), with CASA's ``BEAMS`` table of per-channel beams;
+    ``<name>_mfs`` a cube of one channel, the whole band. Products whose STOKES codes are
+    not equally spaced go to one file per product (:func:`stokes_groups`).
+
     Parameters
     ----------
     path : str or path-like
@@ -143,21 +150,40 @@ def export_fits(
     except OSError as e:
         raise ProductError(f"cannot create FITS directory {outdir}: {e.strerror or e}") from None
     wcs = prod["wcs"]
-    header = _fits_header(wcs, prod["run"], degenerate_axes)
-    written = []
+    cubes = prod.get("cube", {})
+    # every file of a cube product: one 4-axis cube per image, or one per Stokes parameter
+    # when the products' STOKES codes are not equally spaced (a FITS axis is linear)
+    plans = []
     for name, data in prod["images"].items():
-        data = np.asarray(data, dtype=np.float32)
-        data = data[(np.newaxis,) * (2 if degenerate_axes else 1)]
-        hdu = fits.PrimaryHDU(data=data, header=header.copy())
-        h = hdu.header
+        if name not in cubes:
+            plans.append((targets[name], name, None, data))
+            continue
+        groups = stokes_groups(cubes[name]["stokes"])
+        for order in groups:
+            target = targets[name]
+            if len(groups) > 1:
+                target = target[: -len(".fits")] + f"-{cubes[name]['stokes'][order[0]]}.fits"
+            plans.append((target, name, order, data))
+    for target, *_ in plans:
+        if target not in targets.values():
+            check_output_path(target, overwrite, what="FITS file", replaceable=is_radimg_fits)
+    written = []
+    for target, name, order, data in plans:
+        if order is None:
+            header = _fits_header(wcs, prod["run"], degenerate_axes)
+            data = np.asarray(data, dtype=np.float32)
+            hdus = [fits.PrimaryHDU(data=data[(np.newaxis,) * (2 if degenerate_axes else 1)],
+                                    header=header)]
+        else:
+            hdus = _cube_hdus(wcs, prod["run"], cubes[name], order, data)
+        h = hdus[0].header
         h["BUNIT"] = (prod["units"].get(name, "Jy/beam"), "brightness unit")
         if not wcs["field_name"]:
             h["OBJECT"] = name
         h["RADIMGIM"] = (name, "which radimg image")
-        target = targets[name]
         tmp = temporary_name(target)
         try:
-            hdu.writeto(tmp)
+            fits.HDUList(hdus).writeto(tmp)
             os.replace(tmp, target)
         except BaseException:
             if os.path.lexists(tmp):
@@ -165,3 +191,70 @@ def export_fits(
             raise
         written.append(target)
     return written
+
+
+def stokes_groups(stokes) -> list[list[int]]:
+    """How a cube's products go to FITS files: one list of product indices per file, in
+    the file's STOKES axis order. One file when the products' standard codes (I Q U V = 1..4,
+    RR LL RL LR = -1..-4, XX YY XY YX = -5..-8) sorted form an arithmetic sequence (the
+    STOKES axis is linear: ``IQUV``, ``QU``, ``IV``, ``XXXYYXYY`` as XX YY XY YX), else one
+    file per product (``IQV``)."""
+    codes = [STOKES_CODES[s] for s in stokes]
+    order = sorted(range(len(codes)), key=lambda i: codes[i], reverse=min(codes) < 0)
+    steps = {codes[b] - codes[a] for a, b in zip(order, order[1:])}
+    if len(steps) <= 1:
+        return [order]
+    return [[i] for i in range(len(codes))]
+
+
+def _cube_hdus(wcs, run, cube, order, data):
+    """The primary HDU of a 4-axis FITS cube (FITS axes RA, DEC, FREQ, STOKES; numpy
+    (stokes, freq, y, x), radimg's own layout) of the products ``order`` of ``data`` (stokes,
+    channel, y, x) or, for an MFS image, (stokes, y, x), and CASA's BEAMS table (per-channel
+    restoring beams; CARTA and CASA read it) when the beams differ between channels."""
+    from astropy.io import fits
+
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim == 3:  # <name>_mfs: one output channel, the whole band
+        data = data[:, None]
+    data = np.ascontiguousarray(data[order])
+    freqs = np.asarray(cube["freqs_hz"], dtype=np.float64)
+    header = _fits_header(dict(wcs, stokes=cube["stokes"][order[0]]), run, True)
+    if freqs.size > 1:
+        step = (freqs[-1] - freqs[0]) / (freqs.size - 1)
+        header["CRVAL3"], header["CDELT3"] = freqs[0], step
+        if not np.allclose(np.diff(freqs), step, rtol=1e-6, atol=0.0):
+            # a linear FREQ axis cannot hold them: every channel's frequency as a card
+            for k, f in enumerate(freqs):
+                header[f"CHFRQ{k + 1:03d}"] = (float(f), f"output channel {k} frequency, Hz")
+    else:
+        header["CRVAL3"] = freqs[0]
+        header["CDELT3"] = float(cube["bandwidths_hz"][0]) or 1.0
+    header["FREQ"] = (float(freqs.mean()), "mean frequency of the output channels, Hz")
+    codes = [STOKES_CODES[cube["stokes"][i]] for i in order]
+    header["CRVAL4"] = float(codes[0])
+    header["CDELT4"] = float(codes[1] - codes[0]) if len(codes) > 1 else 1.0
+    bmaj, bmin, bpa = (np.asarray(cube[k], dtype=np.float64)
+                       for k in ("bmaj_deg", "bmin_deg", "bpa_deg"))
+    hdus = [fits.PrimaryHDU(data=data, header=header)]
+    if bmaj.size > 1 and np.all(bmaj > 0):
+        hdus[0].header["BMAJ"], hdus[0].header["BMIN"], hdus[0].header["BPA"] = (
+            float(np.median(bmaj)), float(np.median(bmin)), float(np.median(bpa)))
+        hdus[0].header["CASAMBM"] = (True, "per-channel beams in the BEAMS table")
+        nchan, npol = bmaj.size, len(order)
+        chan = np.tile(np.arange(nchan, dtype=np.int32), npol)
+        pol = np.repeat(np.arange(npol, dtype=np.int32), nchan)
+        cols = [
+            fits.Column("BMAJ", "1E", "arcsec", array=np.tile(bmaj * 3600.0, npol)),
+            fits.Column("BMIN", "1E", "arcsec", array=np.tile(bmin * 3600.0, npol)),
+            fits.Column("BPA", "1E", "deg", array=np.tile(bpa, npol)),
+            fits.Column("CHAN", "1J", array=chan),
+            fits.Column("POL", "1J", array=pol),
+        ]
+        beams = fits.BinTableHDU.from_columns(cols, name="BEAMS")
+        beams.header["NCHAN"], beams.header["NPOL"] = nchan, npol
+        hdus.append(beams)
+    elif bmaj.size == 1 and bmaj[0] > 0:
+        hdus[0].header["BMAJ"], hdus[0].header["BMIN"], hdus[0].header["BPA"] = (
+            float(bmaj[0]), float(bmin[0]), float(bpa[0]))
+    return hdus

@@ -9,7 +9,13 @@ from collections.abc import Mapping
 import h5py
 import numpy as np
 
-from radimg.io.product import RUN_KEYS, checked_wcs, open_product, read_run_attrs
+from radimg.io.product import (
+    RUN_KEYS,
+    checked_wcs,
+    open_product,
+    read_cube_attrs,
+    read_run_attrs,
+)
 from radimg.io.wcs import attr_str
 from radimg.progress import format_bytes
 
@@ -119,7 +125,7 @@ def info_text(path: str | os.PathLike) -> str:
         g = f["images"]
         wcs = checked_wcs(g, path)
         run = read_run_attrs(f["run"])
-        rows = []
+        rows, plane, cube = [], None, None
         for n in g:
             ds = g[n]
             if not isinstance(ds, h5py.Dataset):
@@ -134,7 +140,10 @@ def info_text(path: str | os.PathLike) -> str:
             else:
                 stats = "no finite pixels"
             unit = attr_str(ds.attrs.get("unit", ""))
-            rows.append((n, f"{a.shape[0]} x {a.shape[1]}", str(a.dtype), unit, stats))
+            rows.append((n, " x ".join(str(s) for s in a.shape), str(a.dtype), unit, stats))
+            plane = plane or a.shape[-2:]
+            if a.ndim == 4 and cube is None:
+                cube = read_cube_attrs(ds)
         extras = []
         if "extras" in f:
             f["extras"].visititems(
@@ -149,14 +158,16 @@ def info_text(path: str | os.PathLike) -> str:
         f"  software: radimg {run.get('radimg_version', '?')}, {run.get('n_ranks', '?')} rank(s)"
     )
     w = max((len(r[0]) for r in rows), default=5)
-    lines.append("  images (npix_y x npix_x):")
+    lines.append("  images (npix_y x npix_x" + (
+        "; cubes stokes x channel x npix_y x npix_x, <name>_mfs stokes x npix_y x npix_x):"
+        if cube is not None else "):"))
     for n, shp, dt, unit, stats in rows:
         lines.append(f"    {n:<{w}}  {shp}  {dt}  {unit:<8}  {stats}")
     ra, dec = wcs["crval_deg"]
     cx, cy = wcs["cdelt_deg"]
     lines.append(f"  phase centre: RA {ra:.6f} deg ({_hms(ra)})  Dec {dec:.6f} deg ({_dms(dec)})")
-    if rows:
-        ny, nx = (int(s) for s in rows[0][1].split(" x "))
+    if plane is not None:
+        ny, nx = (int(s) for s in plane)
         fov = f", field {abs(cx) * nx:.3f} x {abs(cy) * ny:.3f} deg"
     else:
         fov = ""
@@ -166,6 +177,12 @@ def info_text(path: str | os.PathLike) -> str:
     )
     bw = f", bandwidth {wcs['bandwidth_hz'] / 1e6:.6g} MHz" if wcs["bandwidth_hz"] > 0 else ""
     lines.append(f"  frequency: {wcs['freq_hz'] / 1e6:.6g} MHz{bw}, Stokes {wcs['stokes']}")
+    if cube is not None:
+        chans = ", ".join(
+            f"{f / 1e6:.6g} ({b / 1e6:.4g})"
+            for f, b in zip(cube["freqs_hz"], cube["bandwidths_hz"], strict=True))
+        lines.append(f"  cube: Stokes {' '.join(cube['stokes'])}; {len(cube['freqs_hz'])} output "
+                     f"channel(s), MHz (bandwidth): {chans}")
     obs = [
         f"{label} {wcs[k]}"
         for label, k in (
