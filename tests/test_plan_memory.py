@@ -146,20 +146,32 @@ def test_model_bounds_traced_peak(obs, mode):
     uvw = np.stack([u, v, w], 1)  # "as read"
     weight = np.ones((w.size, 1), np.float64)
     vis_read = (np.ones((w.size, 1)) * (1 + 1j)).astype(np.complex128)
+    steps = []  # (step, current, peak so far) for the failure message
+
+    def step(name):
+        cur, pk = tracemalloc.get_traced_memory()
+        steps.append((name, cur - t0, pk - t0))
+
     op = DistributedOperator(None, uvw, [P.C_LIGHT], weight, NPIX, NPIX, CELL, epsilon=EPS,
                              mode=mode, precision=precision)
+    step("operator")
     vis = op.redistribute_vis(vis_read)
     del vis_read
     wgt = op.weight * 1.0
+    step("redistribute")
     psf = op.hdot(np.ones_like(vis), wgt)
+    step("psf")
     dirty = op.hdot(vis, wgt)
+    step("dirty")
     model = op.dot(dirty - 0.1 * psf)
+    step("dot")
     peak = tracemalloc.get_traced_memory()[1] - t0
+    top = tracemalloc.take_snapshot().statistics("lineno")[:5]
     tracemalloc.stop()
     ex = _exchange(obs, op, mode, precision)
     total = sum(int(v[0]) for v in _terms(obs, op, ex, mode, precision).values())
     assert model.shape == vis.shape
-    assert peak <= total <= 1.25 * peak, (peak, total)
+    assert peak <= total <= 1.25 * peak, (peak, total, steps, [str(t) for t in top])
 
 
 def test_small_inversion_plans_the_coarse_operator(obs):
