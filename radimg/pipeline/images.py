@@ -43,24 +43,18 @@ def make_images(job, backend, geom):
 
 def wcs_info(meta, geom, beam):
     """The ``wcs_info`` of the product's ``/images`` (radimg.io.product.write_product) for
-    the MS metadata ``meta``, the image ``geom`` and the restoring ``beam`` (degrees)."""
-    ra, dec = meta["phase_centre"]
-    cell_deg = np.degrees(geom.cell_rad)
-    freq = np.asarray(meta["freq"], dtype=float)
-    return {
-        "ctype": ["RA---SIN", "DEC--SIN"],
-        "crval_deg": [float(np.degrees(ra) % 360.0), float(np.degrees(dec))],
-        "crpix": [geom.npix_x // 2 + 1, geom.npix_y // 2 + 1],
-        "cdelt_deg": [-cell_deg, cell_deg],
-        "freq_hz": float(freq.mean()),
-        "bmaj_deg": beam[0],
-        "bmin_deg": beam[1],
-        "bpa_deg": beam[2],
-        # what the FITS export needs besides the WCS (radimg.io.product.OBS_KEYS)
-        "bandwidth_hz": float(meta.get("bandwidth_hz", 0.0)),
-        "stokes": "".join(meta.get("stokes", ["I"])),
-        "date_obs": str(meta.get("date_obs", "")),
-        "telescope": str(meta.get("telescope", "")),
-        "observer": str(meta.get("observer", "")),
-        "field_name": str(meta.get("field_name", "")),
-    }
+    the MS metadata ``meta``, the image ``geom`` and the restoring ``beam`` (degrees): one
+    builder, :func:`radimg.io.wcs.make_wcs_info`, fed from the job's objects."""
+    from radimg.io.wcs import make_wcs_info
+
+    return make_wcs_info(
+        geom.npix_x, geom.npix_y, geom.cell_rad, tuple(meta["phase_centre"]),
+        float(np.mean(np.asarray(meta["freq"], dtype=float))), tuple(beam),
+        # what the FITS export needs besides the WCS (radimg.io.wcs.OBS_KEYS)
+        bandwidth_hz=float(meta.get("bandwidth_hz", 0.0)),
+        stokes="".join(meta.get("stokes", ["I"])),
+        date_obs=str(meta.get("date_obs", "")),
+        telescope=str(meta.get("telescope", "")),
+        observer=str(meta.get("observer", "")),
+        field_name=str(meta.get("field_name", "")),
+    )
