@@ -53,12 +53,6 @@ KNOWN_UPWARD = {
 
 #: (importing module, imported module, name) -> why it is still there.
 KNOWN_PRIVATE = {
-    ("radimg.parallel.plan_sampling", "radimg.sim.simulate", "_resolve"):
-        "sim/simulate.py is being edited by the simulator's owner; rename to a public "
-        "resolve_sim_config there",
-    ("radimg.sim.layouts", "radimg.io.ms", "_open"):
-        "io/ms.py is being rewritten by the MS reader's owner (issue #15); make open_table "
-        "public there",
 }
 
 

@@ -131,7 +131,7 @@ def row_ranges(nrows: int, size: int) -> list[tuple[int, int]]:
 LOCK_WAIT_S = 60.0
 
 
-def _open(path, sub=None, wait_s=None):
+def open_table(path, sub=None, wait_s=None):
     """Open the MS (or one of its subtables) read-only, turning casacore errors into MSError.
 
     The table is opened without casacore's automatic locking, which waits for ever for a
@@ -191,7 +191,7 @@ def _data_columns(t):
 
 
 def _spw_info(path, spw, wait_s=None):
-    s = _open(path, "SPECTRAL_WINDOW", wait_s)
+    s = open_table(path, "SPECTRAL_WINDOW", wait_s)
     try:
         n = s.nrows()
         if not 0 <= spw < n:
@@ -221,7 +221,7 @@ def _spw_info(path, spw, wait_s=None):
 
 
 def _field_centre(path, field, wait_s=None):
-    f = _open(path, "FIELD", wait_s)
+    f = open_table(path, "FIELD", wait_s)
     try:
         n = f.nrows()
         if not 0 <= field < n:
@@ -247,14 +247,14 @@ def _field_centre(path, field, wait_s=None):
 
 def _ddid_map(path, spw, wait_s=None):
     """DATA_DESC_ID -> (spw, polarization id) and the POLARIZATION CORR_TYPE lists."""
-    dd = _open(path, "DATA_DESCRIPTION", wait_s)
+    dd = open_table(path, "DATA_DESCRIPTION", wait_s)
     try:
         n = dd.nrows()
         spws = np.asarray(dd.getcol("SPECTRAL_WINDOW_ID") if n else [], dtype=np.int64)
         pols = np.asarray(dd.getcol("POLARIZATION_ID") if n else [], dtype=np.int64)
     finally:
         dd.close()
-    p = _open(path, "POLARIZATION", wait_s)
+    p = open_table(path, "POLARIZATION", wait_s)
     try:
         corr = [
             [int(c) for c in np.asarray(p.getcell("CORR_TYPE", r)).ravel()]
@@ -298,7 +298,7 @@ def _observation_info(path, t_main, nrows, wait_s=None):
             ref = "UTC"
         times = [(float(t_main.getcell("TIME", r)), ref) for r in {0, nrows - 1}]
     if os.path.isdir(os.path.join(os.fspath(path), "OBSERVATION")):
-        o = _open(path, "OBSERVATION", wait_s)
+        o = open_table(path, "OBSERVATION", wait_s)
         try:
             names = o.colnames()
             if o.nrows():
@@ -412,7 +412,7 @@ def _ms_metadata(path, spw: int = 0, field: int = 0, lock_wait_s: float | None =
         Missing path, not an MS, zero rows, or spw/field out of range.
     """
     wait = lock_wait_s
-    t = _open(path, wait_s=wait)
+    t = open_table(path, wait_s=wait)
     try:
         cols = _check_main(path, t)
         nrows = t.nrows()
@@ -425,7 +425,7 @@ def _ms_metadata(path, spw: int = 0, field: int = 0, lock_wait_s: float | None =
     freq, width = _spw_info(path, spw, wait)
     centre, name, frame = _field_centre(path, field, wait)
     ddids, corr = _ddid_map(path, spw, wait)
-    s, f = _open(path, "SPECTRAL_WINDOW", wait), _open(path, "FIELD", wait)
+    s, f = open_table(path, "SPECTRAL_WINDOW", wait), open_table(path, "FIELD", wait)
     n_spw, n_field = s.nrows(), f.nrows()
     s.close()
     f.close()
@@ -724,7 +724,7 @@ def _field_id(path, field, wait_s=None):
     """A FIELD row id from ``input.field`` (an id, or a NAME looked up in the FIELD table)."""
     if not isinstance(field, str):
         return int(field)
-    f = _open(path, "FIELD", wait_s)
+    f = open_table(path, "FIELD", wait_s)
     try:
         names = [str(x) for x in f.getcol("NAME")] if "NAME" in f.colnames() and f.nrows() else []
     finally:
@@ -743,7 +743,7 @@ def _field_id(path, field, wait_s=None):
 
 def _spw_ids(path, spw, wait_s=None):
     if spw == "all":
-        s = _open(path, "SPECTRAL_WINDOW", wait_s)
+        s = open_table(path, "SPECTRAL_WINDOW", wait_s)
         try:
             return list(range(s.nrows()))
         finally:
@@ -829,7 +829,7 @@ def _plan_selection(
     wait = lock_wait_s
     parts, row0, meta0 = [], 0, None
     for path in paths:
-        t = _open(path, wait_s=wait)  # the main table first: "not an MS" beats any subtable
+        t = open_table(path, wait_s=wait)  # the main table first: "not an MS" beats any subtable
         try:
             cols = _check_main(path, t)
             nrows = t.nrows()
@@ -937,7 +937,7 @@ def _read_part(part, sel, datacolumn, start, stop, chunk_rows, cdtype, fdtype, o
                done0, total, autocorrelations, uv_range, wait, out, merge):
     """Read rows [start, stop) of one MS of a selection, appending pieces to ``out``."""
     spath = part.path
-    t = _open(spath, wait_s=wait)
+    t = open_table(spath, wait_s=wait)
     try:
         cols = _check_main(spath, t)
         if datacolumn not in cols:
@@ -1274,7 +1274,7 @@ def uvw_subsample(
     n_sel, parts = 0, []
     per_ms = max(1, int(max_rows) // len(sel.parts))
     for part in sel.parts:
-        t = _open(part.path, wait_s=lock_wait_s)
+        t = open_table(part.path, wait_s=lock_wait_s)
         try:
             nrows = t.nrows()
             step = max(1, -(-nrows // per_ms))

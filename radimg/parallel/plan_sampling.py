@@ -45,10 +45,10 @@ def simulate_w_sample(sim: dict, max_times=50):
     ``max_times`` of its integrations, so stacks, supports and tiles are those of the run.
     """
     from radimg.sim.layouts import load_layout
-    from radimg.sim.simulate import _resolve, baselines
+    from radimg.sim.simulate import baselines, resolve_sim_config
     from radimg.sim.uvw import antenna_uvw, array_longitude, hour_angle_times
 
-    cfg = _resolve(dict(sim))
+    cfg = resolve_sim_config(dict(sim))
     layout = load_layout(cfg["telescope"])
     ra0, dec0 = math.radians(float(cfg["ra_deg"])), math.radians(float(cfg["dec_deg"]))
     nchan = int(cfg["nchan"])

@@ -113,10 +113,10 @@ def layout_from_ms(path) -> Layout:
     Antennas flagged in the ANTENNA table or placed at the Earth's centre (unused rows)
     are dropped.
     """
-    from radimg.io.ms import MSError, _open
+    from radimg.io.ms import MSError, open_table
 
     path = os.fspath(path)
-    t = _open(path, "ANTENNA")
+    t = open_table(path, "ANTENNA")
     try:
         names = list(t.getcol("NAME"))
         pos = np.asarray(t.getcol("POSITION"), dtype=np.float64).reshape(-1, 3)
@@ -132,7 +132,7 @@ def layout_from_ms(path) -> Layout:
         raise MSError(f"{path}: the ANTENNA table holds fewer than 2 usable antennas")
     telescope = "UNKNOWN"
     if os.path.isdir(os.path.join(path, "OBSERVATION")):
-        o = _open(path, "OBSERVATION")
+        o = open_table(path, "OBSERVATION")
         try:
             if o.nrows():
                 telescope = str(o.getcell("TELESCOPE_NAME", 0)) or telescope

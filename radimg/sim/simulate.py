@@ -75,7 +75,7 @@ def default_sim_config() -> dict:
     }
 
 
-def _resolve(sim_cfg):
+def resolve_sim_config(sim_cfg):
     unknown = set(sim_cfg) - set(SIM_KEYS)
     if unknown:
         raise ValueError(f"unknown simulate key(s) {sorted(unknown)}; valid: {', '.join(SIM_KEYS)}")
@@ -158,7 +158,7 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
     from radimg.sim.uvw import antenna_uvw, array_longitude, gaussian_uvw, hour_angle_times
 
     try:
-        cfg = _resolve(sim_cfg)
+        cfg = resolve_sim_config(sim_cfg)
     except ValueError as exc:
         raise ConfigError(f"simulate: {exc}") from None
     log = log or (lambda msg: None)
