@@ -3,6 +3,9 @@
 Slow on purpose and written in plain numpy, independent of every fast path in radimg.
 Conventions are those of docs/internals.md (l toward east, m toward north, image
 ``[iy, ix]`` with ``l = -(ix - npix_x//2) * cell``, ``m = (iy - npix_y//2) * cell``).
+The model image is in Jy/pixel and neither direction carries a ``1 / n``: the measurement
+equation's ``1 / n`` cancels against the solid angle of a pixel (``dOmega = dl dm / n``), so a
+point source of flux S is ``S exp(...)`` (:func:`point_source_vis`), as in WSClean and CASA.
 """
 
 import numpy as np
@@ -43,7 +46,7 @@ def _uvw_lambda(uvw, freq):
 
 
 def dft_dirty(uvw, freq, vis, wgt, npix_x, npix_y, cell_rad, pixels=None, chunk=256):
-    """``D = sum_k wgt_k Re[V_k exp(-2 pi i (u l + v m + w (n-1)))] / n`` at the given pixels.
+    """``D = sum_k wgt_k Re[V_k exp(-2 pi i (u l + v m + w (n-1)))]`` at the given pixels.
 
     Returns ndarray (npts,) float64, or (npix_y, npix_x) when ``pixels`` is None.
     """
@@ -54,14 +57,14 @@ def dft_dirty(uvw, freq, vis, wgt, npix_x, npix_y, cell_rad, pixels=None, chunk=
     for s in range(0, l.size, chunk):
         sl = slice(s, s + chunk)
         ph = np.outer(l[sl], u) + np.outer(m[sl], v) + np.outer(n[sl] - 1.0, w)
-        out[sl] = (np.exp(-2j * np.pi * ph) @ vw).real / n[sl]
+        out[sl] = (np.exp(-2j * np.pi * ph) @ vw).real
     if pixels is None:
         return out.reshape(npix_y, npix_x)
     return out
 
 
 def dft_predict(uvw, freq, image, cell_rad, chunk=4096):
-    """Forward operator: ``V_k = sum_pix x exp(+2 pi i (u l + v m + w (n-1))) / n``.
+    """Forward operator: ``V_k = sum_pix x exp(+2 pi i (u l + v m + w (n-1)))`` (x in Jy/pixel).
 
     Only the non-zero pixels of ``image`` (npix_y, npix_x) contribute.
     Returns ndarray (row, chan) complex128.
@@ -69,7 +72,7 @@ def dft_predict(uvw, freq, image, cell_rad, chunk=4096):
     npix_y, npix_x = image.shape
     iy, ix = np.nonzero(image)
     l, m, n = pixel_lm(npix_x, npix_y, cell_rad, np.stack([iy, ix], axis=1))
-    amp = image[iy, ix] / n
+    amp = image[iy, ix].astype(np.float64)
     u, v, w = _uvw_lambda(uvw, freq)
     out = np.zeros(u.size, dtype=np.complex128)
     for s in range(0, u.size, chunk):

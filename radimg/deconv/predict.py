@@ -4,9 +4,10 @@ transform of those components (no MPI inside the kernels, no I/O).
 A CLEAN model after one minor cycle holds a few hundred non-zero pixels. Predicting them
 one by one,
 
-``V(row, chan) = sum_s x_s / n_s exp(+2 pi i (u l_s + v m_s + w (n_s - 1)))``
+``V(row, chan) = sum_s x_s exp(+2 pi i (u l_s + v m_s + w (n_s - 1)))``
 
-(the operator's forward, ``docs/internals.md``; exact, no gridding error), costs
+(the operator's forward, ``docs/internals.md``: ``x`` in Jy/pixel, no ``1 / n``; exact, no
+gridding error), costs
 ``rows x components`` sine/cosine pairs, while the gridded predict (``op.dot``) costs the
 same whatever the model: w-plane FFTs and degridding every sample. On pyuvdata's real MWA
 snapshot at 1024 x 1' (72.6 k samples, 358 then 729 components) the DFT is ~0.1-0.3 s per
@@ -112,7 +113,7 @@ def model_components(model, cell_rad):
     l, m, nm1, amp : ndarray (ncomp,) float64
         Direction cosines (``l = -(ix - npix_x // 2) cell``, ``m = (iy - npix_y // 2)
         cell``), ``n - 1`` (without cancellation near the centre) and the amplitude
-        ``x / n`` (the forward operator's ``1 / n``).
+        ``x`` (Jy/pixel: the forward operator has no ``1 / n``, docs/internals.md).
     """
     model = np.asarray(model)
     ny, nx = model.shape
@@ -122,7 +123,7 @@ def model_components(model, cell_rad):
     r2 = l * l + m * m
     n = np.sqrt(1.0 - r2)
     nm1 = -r2 / (1.0 + n)
-    amp = model[iy, ix].astype(np.float64) / n
+    amp = model[iy, ix].astype(np.float64)
     return l, m, nm1, amp
 
 

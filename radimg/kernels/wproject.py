@@ -527,18 +527,21 @@ def _quadrant_chirp_kernel(nm1q, wk, out):
 
 
 @numba.njit(**JIT_OPTIONS)
-def _scale_row(nm1_row, cy_inv, corr_x, cx, use_amp, v):
-    """v[ix] (pixel row, image order) *= 1 / (n g(l) g(m)) when ``use_amp`` (vectorised)."""
+def _scale_row(cy_inv, corr_x, use_amp, v):
+    """v[ix] (pixel row, image order) *= 1 / (g(l) g(m)) when ``use_amp`` (vectorised).
+
+    No ``1 / n``: the model is in Jy/pixel, whose solid-angle Jacobian ``dl dm / n`` cancels
+    the measurement equation's ``1 / n`` (docs/internals.md, "Units and conventions")."""
     if not use_amp:
         return
     nx = v.size
     for ix in range(nx):
-        v[ix] *= cy_inv / ((nm1_row[abs(ix - cx)] + 1.0) * corr_x[ix])
+        v[ix] *= cy_inv / corr_x[ix]
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
 def _image_to_pad_kernel(image, nm1q, wk, corr_y, corr_x, use_amp, pad_r):
-    """pad[-py mod nyp, px mod nxp] = image[iy, ix] (/ (n g g)) exp(2 pi i wk (n - 1)).
+    """pad[-py mod nyp, px mod nxp] = image[iy, ix] (/ (g g)) exp(2 pi i wk (n - 1)).
 
     ``pad_r`` is the padded grid's interleaved real view (nyp, 2 nxp): the image row's two
     halves are two contiguous runs of it (px >= 0 from column 0, px < 0 ending at nxp)."""
@@ -563,7 +566,7 @@ def _image_to_pad_kernel(image, nm1q, wk, corr_y, corr_x, use_amp, pad_r):
                 continue
             for ix in range(nx):
                 v[ix] = image[iy, ix]
-            _scale_row(nm1q[ay], 1.0 / corr_y[iy], corr_x, cx, use_amp, v)
+            _scale_row(1.0 / corr_y[iy], corr_x, use_amp, v)
             prow = pad_r[(cy - iy) % nyp]
             for ax in range(nx - cx):  # px = ax >= 0 -> grid column ax
                 x = v[cx + ax]
@@ -579,7 +582,7 @@ def _image_to_pad_kernel(image, nm1q, wk, corr_y, corr_x, use_amp, pad_r):
 @numba.njit(**PARALLEL_JIT_OPTIONS)
 def _pad_to_image_kernel(full_r, nm1q, wk, corr_y, corr_x, use_amp, out):
     """out[iy, ix] += Re[full[-py mod nyp, px mod nxp] conj(exp(2 pi i wk (n - 1)))]
-    (/ (n g g)); ``full_r`` the interleaved real view as in :func:`_image_to_pad_kernel`."""
+    (/ (g g)); ``full_r`` the interleaved real view as in :func:`_image_to_pad_kernel`."""
     ny, nx = out.shape
     nyp = full_r.shape[0]
     nxp = full_r.shape[1] // 2
@@ -605,18 +608,16 @@ def _pad_to_image_kernel(full_r, nm1q, wk, corr_y, corr_x, use_amp, out):
             for ax in range(1, cx + 1):
                 j = 2 * (nxp - ax)
                 v[cx - ax] = frow[j] * cr[ax] + frow[j + 1] * ci[ax]
-            _scale_row(nm1q[ay], 1.0 / corr_y[iy], corr_x, cx, use_amp, v)
+            _scale_row(1.0 / corr_y[iy], corr_x, use_amp, v)
             orow = out[iy]
             for ix in range(nx):
                 orow[ix] += v[ix]
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _scale_image_kernel(img, nm1q, corr_y, corr_x):
-    ny, nx = img.shape
-    cy, cx = ny // 2, nx // 2
-    for iy in numba.prange(ny):
-        _scale_row(nm1q[abs(iy - cy)], 1.0 / corr_y[iy], corr_x, cx, True, img[iy])
+def _scale_image_kernel(img, corr_y, corr_x):
+    for iy in numba.prange(img.shape[0]):
+        _scale_row(1.0 / corr_y[iy], corr_x, True, img[iy])
 
 
 def quadrant_chirp(nm1q, wk):
@@ -634,7 +635,7 @@ def _real_view(a):
 
 
 def image_to_pad(image, nm1q, wk, corr_y, corr_x, pad, *, scale=True):
-    """``pad[-py mod nyp, px mod nxp] = image * exp(2 pi i wk (n - 1)) / (n g(l) g(m))``
+    """``pad[-py mod nyp, px mod nxp] = image * exp(2 pi i wk (n - 1)) / (g(l) g(m))``
     (S_k and Z, eq. 4); other cells of ``pad`` are not touched.
 
     Parameters
@@ -644,7 +645,7 @@ def image_to_pad(image, nm1q, wk, corr_y, corr_x, pad, *, scale=True):
     wk : float, stack centre (wavelengths)
     corr_y, corr_x : ndarray (npix_y,), (npix_x,) float64, ``g`` at the image rows / columns
     pad : ndarray (nyp, nxp) complex64 | complex128, C-contiguous
-    scale : bool, False when ``image`` already carries ``1 / (n g g)`` (:func:`scale_image`)
+    scale : bool, False when ``image`` already carries ``1 / (g g)`` (:func:`scale_image`)
     """
     _image_to_pad_kernel(np.ascontiguousarray(image, dtype=np.float64), nm1q, float(wk),
                          corr_y, corr_x, bool(scale), _real_view(pad))
@@ -652,16 +653,16 @@ def image_to_pad(image, nm1q, wk, corr_y, corr_x, pad, *, scale=True):
 
 
 def pad_to_image(full, nm1q, wk, corr_y, corr_x, out, *, scale=True):
-    """``out += Re[full[-py mod nyp, px mod nxp] conj(exp(2 pi i wk (n - 1)))] / (n g g)``
-    (Z^H, S_k^H); without the ``1 / (n g g)`` when ``scale`` is False (apply it once to the
+    """``out += Re[full[-py mod nyp, px mod nxp] conj(exp(2 pi i wk (n - 1)))] / (g g)``
+    (Z^H, S_k^H); without the ``1 / (g g)`` when ``scale`` is False (apply it once to the
     sum over stacks with :func:`scale_image`). Arguments as :func:`image_to_pad`."""
     _pad_to_image_kernel(_real_view(full), nm1q, float(wk), corr_y, corr_x, bool(scale), out)
     return out
 
 
-def scale_image(img, nm1q, corr_y, corr_x):
-    """``img *= 1 / (n g(l) g(m))`` in place (float64 (npix_y, npix_x)); returns ``img``."""
-    _scale_image_kernel(img, nm1q, corr_y, corr_x)
+def scale_image(img, corr_y, corr_x):
+    """``img *= 1 / (g(l) g(m))`` in place (float64 (npix_y, npix_x)); returns ``img``."""
+    _scale_image_kernel(img, corr_y, corr_x)
     return img
 
 

@@ -5,10 +5,11 @@ geometry that operator would build, and checked against ``epsilon``:
 
 - ``none`` (2-D gridding, radimg/ops/operator.py): one padded grid. It ignores
   ``exp(2 pi i w (n - 1))``; per sample the dropped phase is ``phi = 2 pi |w| (1 - n)`` and
-  ``|1 - exp(i phi)| <= phi``, so with the ``1 / n`` of the measurement equation the image
-  (or visibility) error relative to the peak of a unit source is at most
+  ``|1 - exp(i phi)| <= phi``, so (a unit source has unit amplitude anywhere: the operator
+  carries no ``1 / n``, docs/internals.md) the image (or visibility) error relative to the
+  peak of a unit source is at most
 
-      e_none = 2 pi max|w| (1 - n_min) / n_min,   n_min = n at the image's farthest corner
+      e_none = 2 pi max|w| (1 - n_min),   n_min = n at the image's farthest corner
 
   whatever the sky and the weights. ``none`` meets epsilon when ``e_none <= NONE_SHARE eps``
   (the kernels keep the rest: they measure <= 0.25 eps). This is a bound, not an estimate:
@@ -170,7 +171,7 @@ def summary_from_wavelengths(u, v, w, n_samples, npix_x, npix_y, cell_x, cell_y,
 # ----------------------------------------------------------------------------- model
 def none_error_bound(wmax, npix_x, npix_y, cell_x, cell_y):
     """Worst-case error of mode ``none`` relative to a unit source's peak (module doc):
-    ``2 pi max|w| (1 - n_min) / n_min`` over the requested image."""
+    ``2 pi max|w| (1 - n_min)`` over the requested image."""
     lx = max(npix_x // 2, npix_x - 1 - npix_x // 2) * cell_x
     my = max(npix_y // 2, npix_y - 1 - npix_y // 2) * cell_y
     r2 = lx * lx + my * my
@@ -178,7 +179,7 @@ def none_error_bound(wmax, npix_x, npix_y, cell_x, cell_y):
         return math.inf
     n_min = math.sqrt(1.0 - r2)
     # 1 - n without cancellation for small fields
-    return 2.0 * math.pi * float(wmax) * (r2 / (1.0 + n_min)) / n_min
+    return 2.0 * math.pi * float(wmax) * (r2 / (1.0 + n_min))
 
 
 def _resample_cost(g):
@@ -337,7 +338,7 @@ def _wide_field(mode, summary, small, npix_x, npix_y, cell_x, cell_y, epsilon, p
                                               else epsilon)
     if mode == "none" and not cand.meets_epsilon:
         cand.note = (f"w-term error up to {cand.error_bound:.2g} of the peak "
-                     f"(2 pi max|w| (1-n)/n, max|w| {summary.wmax:.4g} wavelengths) > "
+                     f"(2 pi max|w| (1-n), max|w| {summary.wmax:.4g} wavelengths) > "
                      f"{NONE_SHARE:g} x epsilon")
     return cand
 

@@ -1,13 +1,17 @@
 """Serial wide-field measurement operator, modes ``none`` and ``wstack``.
 
-Forward (docs/internals.md): ``V_k = sum_pix x exp(+2 pi i (u l + v m + w (n - 1))) / n``;
-adjoint: ``D = sum_k wgt_k Re[V_k exp(-2 pi i (u l + v m + w (n - 1)))] / n``.
+Forward (docs/internals.md): ``V_k = sum_pix x exp(+2 pi i (u l + v m + w (n - 1)))``;
+adjoint: ``D = sum_k wgt_k Re[V_k exp(-2 pi i (u l + v m + w (n - 1)))]``. No ``1 / n`` in
+either: the model is in Jy/pixel, and the measurement equation's ``1 / n`` cancels against a
+pixel's solid angle ``dl dm / n``, so a point source of flux S is ``S exp(...)`` (as the
+simulator, WSClean and CASA have it) and CLEAN recovers S anywhere in the field.
 
 In the notation of Pratley & McEwen (2019), eqs. 2-3 and 7, per w-plane ``k``:
 ``Phi_k = W [G]_k F Z S_k`` and ``Phi^H = sum_k S_k^H Z^H F^H [G]_k^H W^H``, with
 
-- ``S_k``: pixel-wise ``exp(+2 pi i w_k (n - 1 - nshift)) / (g(l) g(m) g_w(n - 1 - nshift) n)``
-  (chirp, gridding correction of all three kernel axes by quadrature, 1/n; eq. 4);
+- ``S_k``: pixel-wise ``exp(+2 pi i w_k (n - 1 - nshift)) / (g(l) g(m) g_w(n - 1 - nshift))``
+  (chirp and gridding correction of all three kernel axes by quadrature; eq. 4 without the
+  paper's ``1 / n``, see above);
 - ``Z``: zero padding by the oversampling factor; ``F``: FFT (radimg/ops/fft.py);
 - ``[G]_k``: the separable ES kernel (as piecewise polynomials, radimg/kernels/es.py) in u, v
   and, for w-stacking, in w around plane ``k`` (radimg/kernels/gridder.py), with the
@@ -234,8 +238,9 @@ def resolve_oversampling(npix_x, npix_y, cell_x, cell_y, epsilon, mode, nsel, wm
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
 def _correction_kernel(cx, cy, cell_x, cell_y, nshift, dw, cheb, cheb_half, out):
-    """out[iy, ix] = 1 / (cx[ix] cy[iy] g_w((n - 1 - nshift) dw) n); g_w from a Chebyshev
-    series on [-cheb_half, cheb_half] (empty series: no w axis)."""
+    """out[iy, ix] = 1 / (cx[ix] cy[iy] g_w((n - 1 - nshift) dw)); g_w from a Chebyshev
+    series on [-cheb_half, cheb_half] (empty series: no w axis). No 1/n: Jy/pixel model
+    (module docstring)."""
     ny, nx = out.shape
     deg = cheb.size
     for iy in numba.prange(ny):
@@ -252,7 +257,7 @@ def _correction_kernel(cx, cy, cell_x, cell_y, nshift, dw, cheb, cheb_half, out)
                 for j in range(deg - 1, 0, -1):
                     b1, b2 = 2.0 * t * b1 - b2 + cheb[j], b1
                 gw = t * b1 - b2 + cheb[0]
-            out[iy, ix] = 1.0 / (cx[ix] * cy[iy] * gw * n)
+            out[iy, ix] = 1.0 / (cx[ix] * cy[iy] * gw)
 
 
 def _chebyshev_fit(f, half, tol=1e-14):
@@ -384,7 +389,7 @@ class WideFieldOperator:
         if self.fft.name == "fftw-measure" and plan_fft:
             self.prepare_fft()  # plan (or load wisdom) now, not in dot/hdot
 
-        # Image-domain correction 1 / (g(l) g(m) g_w(n - 1 - nshift) n) by quadrature.
+        # Image-domain correction 1 / (g(l) g(m) g_w(n - 1 - nshift)) by quadrature (no 1/n).
         gx = es_poly_correction((np.arange(self.npix_x) - self.npix_x // 2) / nxp, W, beta)
         gy = es_poly_correction((np.arange(self.npix_y) - self.npix_y // 2) / nyp, W, beta)
         if wstack:

@@ -26,7 +26,7 @@ fringe's frequency smeared by the window's spectrum ``sinc * bump_hat``, which d
 beyond ``~ beta / (2 pi delta)``; where ``Win = 1`` nothing is divided back, so operator
 errors are not amplified.
 
-Which band. A sample's fringe ``exp(-2 pi i (u l + v m + w (n - 1))) / n`` is not band-limited
+Which band. A sample's fringe ``exp(-2 pi i (u l + v m + w (n - 1)))`` is not band-limited
 to ``|u|``: its local frequency along ``l`` is ``u - w l / n``, so over the period it reaches
 ``F_x = max_k (|u_k| + |w_k| s_x)`` with ``s_x = max |l / n|`` at the period's corner
 (:func:`local_frequency_max`; ``F_y`` likewise). The coarse band must hold ``F P`` plus the

@@ -3,10 +3,11 @@
 Pratley & McEwen 2019, eqs. 3-8. Per stack ``k`` (samples reflected to ``w >= 0`` and
 clustered on ``w`` by k-means):
 
-    Phi_k = [GC]_k F Z S_k,     S_k = exp(+2 pi i w_k (n - 1)) / (n g(l) g(m))
+    Phi_k = [GC]_k F Z S_k,     S_k = exp(+2 pi i w_k (n - 1)) / (g(l) g(m))
 
-(the sign is ours: forward ``V = sum x exp(+2 pi i (u l + v m + w (n - 1))) / n``, see
-docs/internals.md; the paper writes the opposite convention), ``Z`` zero pads to the
+(the sign is ours: forward ``V = sum x exp(+2 pi i (u l + v m + w (n - 1)))``, see
+docs/internals.md; the paper writes the opposite convention, and its ``1 / n``, which a model
+in Jy/pixel cancels with the pixel's solid angle ``dl dm / n``, is left out), ``Z`` zero pads to the
 ``(nyp, nxp)`` grid, ``F`` is an unnormalised FFT and ``[GC]_k`` interpolates with the
 combined anti-aliasing + w-projection kernel of the residual ``w - w_k``
 (radimg/kernels/wproject.py). The adjoint is ``Re sum_k S_k^H Z^H F^H [GC]_k^H`` (eq. 7/10).
@@ -340,7 +341,7 @@ class WProjectOperator:
 
     def _factors(self):
         """``(nm1q,)``: ``n - 1`` on the quadrant ``[|py|, |px|]``, (npix_y//2 + 1,
-        npix_x//2 + 1) float64; the amplitude ``1 / (n g g)`` is evaluated from it and the
+        npix_x//2 + 1) float64, for the chirp; the amplitude ``1 / (g g)`` is evaluated from the
         tables' ``corr_y``, ``corr_x`` where needed, never held as an image."""
         if self._image_factors is None:
             ay = np.arange(self.npix_y // 2 + 1) * self.cell
@@ -359,7 +360,7 @@ class WProjectOperator:
 
     @property
     def _amp(self):
-        """``1 / (n g(l) g(m))`` on the whole image (npix_y, npix_x) (the GPU operator's copy)."""
+        """``1 / (g(l) g(m))`` on the whole image (npix_y, npix_x) (the GPU operator's copy)."""
         return self.scale_image(np.ones((self.npix_y, self.npix_x)))
 
     def _col_slabs(self):
@@ -427,7 +428,7 @@ class WProjectOperator:
 
     # ------------------------------------------------------------------ stages
     def scale_image(self, image, inplace=False):
-        """``image / (n g(l) g(m))`` (the amplitude part of ``S_k``, the same for every stack)
+        """``image / (g(l) g(m))`` (the amplitude part of ``S_k``, the same for every stack)
         as a new float64 (npix_y, npix_x) array, or in ``image`` itself (``inplace``, a
         C-contiguous float64 array): apply it once per application and pass
         ``scaled=False`` to the stage methods (:meth:`dot`, :meth:`hdot`)."""
@@ -439,7 +440,7 @@ class WProjectOperator:
             img = np.array(image, dtype=np.float64, order="C")
         t = self.tables
         self._threads()
-        return wpk.scale_image(img, self._factors()[0], t.corr_y, t.corr_x)
+        return wpk.scale_image(img, t.corr_y, t.corr_x)
 
     def _pad_buffer(self, out):
         """``out`` (or a new grid) with every cell outside the image's positions zeroed."""
@@ -484,7 +485,7 @@ class WProjectOperator:
         Pruned: the first pass (along u) transforms the grid rows that hold data, the
         second (along v) only the image's columns. ``overwrite``: ``grid`` may be used as
         the work array (it is then destroyed), else it is copied. ``scaled=False`` leaves
-        out the ``1 / (n g g)`` factor (apply :meth:`scale_image` once to the sum).
+        out the ``1 / (g g)`` factor (apply :meth:`scale_image` once to the sum).
         ``rows``: sorted grid rows that may hold data (default: found by a scan).
         """
         if out is None:

@@ -472,7 +472,7 @@ class DistributedOperator:
     def _owner_forward(self, image, p):
         """``F Z S_p x`` on the owner: the plane's grid (rows that someone needs, at least)."""
         if self.mode == "wstack-wproject":
-            # the image carries 1 / (n g g) already (dot); the scratch grid is free while
+            # the image carries 1 / (g g) already (dot); the scratch grid is free while
             # the owner's planes are made (received tiles are unpacked into it afterwards)
             return self.op.image_to_stack_grid(image, p, rows=self._plane_rows[p],
                                                out=self._scratch, scaled=False)
@@ -484,7 +484,7 @@ class DistributedOperator:
         """``acc += Re S_p^H Z^H F^H grid`` on the owner."""
         if self.mode == "wstack-wproject":
             # the scratch grid is zeroed before the next plane: the FFT may work in it;
-            # 1 / (n g g) is applied once to the sum (hdot)
+            # 1 / (g g) is applied once to the sum (hdot)
             self.op.stack_grid_to_image(grid, p, out=acc, overwrite=True, scaled=False,
                                         rows=self._plane_rows[p])
         else:

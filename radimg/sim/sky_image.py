@@ -224,15 +224,12 @@ def choose_predict(sky: SkyImage, ra0, dec0, n_samples: int, requested: str = "a
 
 def predict_operator(sky: SkyImage, cell, uvw, freq, flux_scale, nthreads=1):
     """Visibilities (row, chan) complex128 of ``sky`` on radimg's grid: the operator's
-    forward map applied to ``flux * n`` (it divides by n, a point source does not), channel
-    ``c`` scaled by ``flux_scale[c]`` (the spectral factor)."""
+    forward map applied to ``flux`` (Jy/pixel; like a point source, it carries no ``1 / n``),
+    channel ``c`` scaled by ``flux_scale[c]`` (the spectral factor)."""
     from radimg.ops.operator import make_operator
 
     ny, nx = sky.flux.shape
-    yy = (np.arange(ny) - ny // 2) * cell
-    xx = -(np.arange(nx) - nx // 2) * cell
-    n = np.sqrt(np.clip(1.0 - xx[None, :] ** 2 - yy[:, None] ** 2, 0.0, None))
     op = make_operator(uvw, freq, nx, ny, cell, epsilon=OPERATOR_EPSILON, mode="wstack",
                        precision="double", nthreads=nthreads)
-    vis = np.asarray(op.dot(sky.flux * n), dtype=np.complex128)
+    vis = np.asarray(op.dot(sky.flux), dtype=np.complex128)
     return vis * np.asarray(flux_scale, dtype=np.float64)[None, :]
