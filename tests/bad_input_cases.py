@@ -30,9 +30,9 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import yaml
@@ -580,7 +580,7 @@ case("simcmd-layout-ms-missing", "simcmd",
 case("simcmd-layout-not-an-ms", "simcmd",
      lambda ws: ["simulate", ws.config(**{"input.ms": str(ws.dir / "s.ms"),
                                           "simulate.telescope": str(ws.dir)})],
-     str("not a Measurement Set"))
+     "not a Measurement Set")
 case("simcmd-source-behind-the-sky", "simcmd",
      lambda ws: ["simulate", ws.config(**{
          "input.ms": str(ws.dir / "s.ms"),
