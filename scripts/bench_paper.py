@@ -155,7 +155,7 @@ def _peak_memory(timings, ranks):
     """Peak RSS per rank (bytes) from the product's timings, when recorded."""
     if not isinstance(timings, dict):
         return None
-    for key in ("peak_rss_bytes", "peak_memory_bytes", "peak_memory"):
+    for key in ("peak_rss_bytes_per_rank", "peak_rss_bytes", "peak_memory_bytes"):
         v = timings.get(key)
         if isinstance(v, list) and len(v) == ranks:
             return [int(x) for x in v]

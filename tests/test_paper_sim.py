@@ -180,3 +180,30 @@ def test_pipeline_admm_noise_of_a_simulated_ms_and_the_fallback(tmp_path):
         wi = 2 * np.median(t.getcol("WEIGHT")[:, 0])  # Stokes I weight: two hands
     sw, lines = _whiten_in_pipeline(circ, np.full((40, 1), wi))
     assert "Stokes V" in lines[0] and abs(sw[1, 0] / math.sqrt(wi) - 1) < 0.03, lines
+
+
+def test_model_bound_widens_only_when_the_image_cannot_hold_the_data():
+    """model_bound: the noise's epsilon while a model of the image explains most of ||y_w||;
+    what the model leaves once the data are dominated by what no image model can fit (a
+    stand-in operator: the image's pixels are the first samples, the rest see only sky
+    outside the image)."""
+    from radimg.deconv.admm import epsilon_bound, model_bound
+
+    rng = np.random.default_rng(4)
+    npix, m_out = 64, 400
+
+    def fwd(x):
+        return np.concatenate([x.ravel(), np.zeros(m_out)]).astype(np.complex128)[:, None]
+
+    sky = np.zeros((8, 8))
+    sky[3, 4] = 200.0
+    noise = (rng.standard_normal((npix + m_out, 1)) + 1j * rng.standard_normal((npix + m_out, 1)))
+    eps0 = epsilon_bound(npix + m_out)
+    for outside, widened in ((0.0, False), (20.0, True)):
+        y = fwd(sky) + noise
+        y[npix:] += outside * (1 + 1j)  # emission the image cannot hold
+        eps, info = model_bound(fwd, y, sky, eps0)
+        assert info["widened"] is widened, info
+        expect = np.linalg.norm(y - fwd(sky)) if widened else eps0
+        assert eps == pytest.approx(expect, rel=1e-12)
+        assert eps >= eps0

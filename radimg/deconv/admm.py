@@ -43,7 +43,8 @@ import numpy as np
 from radimg.deconv.major import stop_requested
 from radimg.parallel.mpi import allreduce_array, bcast_array, comm_rank_size
 
-__all__ = ["SARA", "admm", "epsilon_bound", "noise_scale", "power_norm", "whitening"]
+__all__ = ["SARA", "admm", "epsilon_bound", "model_bound", "noise_scale", "power_norm",
+           "whitening"]
 
 SARA_BASES = ("dirac", "db1", "db2", "db3", "db4", "db5", "db6", "db7", "db8")
 
@@ -52,6 +53,47 @@ def epsilon_bound(m_complex, sigma=1.0):
     """l2 bound ``sqrt(2M + 2 sqrt(4M)) sigma`` for M complex samples of per-part rms sigma
     (mean + 2 standard deviations of the chi distribution with 2M degrees of freedom)."""
     return math.sqrt(2.0 * m_complex + 2.0 * math.sqrt(4.0 * m_complex)) * sigma
+
+
+#: A model of the image that removes less than this fraction of ||y_w|| marks data dominated
+#: by what the image cannot hold (see :func:`model_bound`).
+MODEL_BOUND_FRACTION = 0.5
+
+
+def model_bound(fwd, y_w, model, eps_noise, comm=None, xp=np):
+    """The l2 bound ADMM can meet: the noise's, or what a plain model of the image leaves.
+
+    On a real wide-field observation the image cannot hold all the sky the data see (the
+    real MWA snapshot, 512 x 1' = 8.5 deg inside a ~25 deg beam plus diffuse emission: a
+    CLEAN model to 3 sigma leaves 95.4% of ||y_w||, and so does one over 34 deg, 91.8%;
+    the noise's ball is 1.2% of it), so the ball ``||y_w - Phi_w x|| <= eps_noise`` is
+    out of reach and ADMM, pushed towards it, loads the field with positive flux that
+    stands for emission elsewhere (1179 Jy where CLEAN finds 217; residual mean -0.36
+    Jy/beam). Then the bound is what ``model`` (a CLEAN-like model of the field) leaves:
+    ADMM looks for the sparsest image that fits the data as well as it does.
+
+    Parameters
+    ----------
+    fwd : callable image -> this rank's ``Phi_w x`` (row, chan) complex (``xp``).
+    y_w : this rank's whitened data (row, chan) complex (``xp``).
+    model : ndarray (npix_y, npix_x) float64, identical on every rank.
+    eps_noise : float, :func:`epsilon_bound` of the whitened noise.
+    comm : mpi4py communicator or None.
+
+    Returns
+    -------
+    eps : float
+        ``eps_noise``, or the model's residual norm when that exceeds ``eps_noise`` and the
+        model removes less than :data:`MODEL_BOUND_FRACTION` of ``||y_w||``.
+    info : dict
+        ``data_norm`` (||y_w||), ``model_residual_norm``, ``widened`` (bool).
+    """
+    r = y_w - fwd(model)
+    nr = math.sqrt(_vis_norm2(comm, r, xp))
+    ny = math.sqrt(_vis_norm2(comm, y_w, xp))
+    widened = nr > eps_noise and (ny - nr) < MODEL_BOUND_FRACTION * ny
+    return (nr if widened else eps_noise), {"data_norm": ny, "model_residual_norm": nr,
+                                             "widened": bool(widened)}
 
 
 MAD_TO_SIGMA = 1.482602218505602  # sigma of a Gaussian / its median absolute deviation
@@ -297,7 +339,7 @@ def admm(
     niter=200,
     tol=1e-4,
     kappa=1e-3,
-    dual_iters=20,
+    dual_iters=5,
     reweights=0,
     state=None,
     checkpoint_every=0,
@@ -324,7 +366,10 @@ def admm(
     tol : float, stop a round when ||x_k+1 - x_k|| / ||x_k+1|| < tol and the residual is
         inside the l2 ball (within 1%).
     kappa : float, l1 weight relative to max|Psi^T Phi_w^H y_w| (PURIFY's default 1e-3).
-    dual_iters : int, dual forward-backward iterations of the prox.
+    dual_iters : int, dual forward-backward iterations of the prox. The duals are warm-started
+        from the previous iteration's, so a few suffice: on the real MWA snapshot (512 x 1',
+        2 ranks, 100 iterations) 5 and 20 give models within 5.5e-4 of each other (relative
+        l2), at 1.0 and 1.7 s per iteration (the prox was 65% of an iteration at 20).
     reweights : int, further reweighted-l1 rounds (Candes et al. 2008) after the first.
     state : dict or None, a checkpointed state to continue from (see the returned state).
     checkpoint_every : int, call ``on_checkpoint(state)`` every k iterations (0 = never).

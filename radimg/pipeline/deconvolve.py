@@ -245,6 +245,10 @@ def admm(job, backend, geom, psf, dirty, wcs_info, checkpoint):
     n_samples = comm.allreduce(int(np.count_nonzero(sw)))
     eps = epsilon_bound(n_samples)
     y_w = backend.whiten(sw)
+    if checkpoint is None:
+        eps = _admm_bound(job, backend, psf, dirty, y_w, eps)
+    else:
+        eps = float(checkpoint["counters"].get("eps", eps))
     sara = SARA(shape, levels=dcfg["admm_levels"], comm=comm)
     state = None
     if checkpoint is None:
@@ -260,7 +264,7 @@ def admm(job, backend, geom, psf, dirty, wcs_info, checkpoint):
     job.log(f"ADMM: ||Phi_w||^2 = {op_norm:.6g}, epsilon = {eps:.6g} ({n_samples} samples)")
 
     def contents(st):
-        return _admm_contents(st, op_norm, backend, sara)
+        return _admm_contents(st, op_norm, backend, sara, eps)
 
     loop = MajorLoop(job, wcs_info, label="ADMM iteration", total=dcfg["niter"],
                      done=0 if state is None else state["it"], counter="ADMM iterations",
@@ -298,6 +302,44 @@ def admm(job, backend, geom, psf, dirty, wcs_info, checkpoint):
     }
     job.log(f"ADMM: {state['it']} iterations, converged {state['done']}")
     return model, residual, summary
+
+
+def _admm_bound(job, backend, psf, dirty, y_w, eps_noise):
+    """ADMM's l2 bound: the noise's, or, where the image cannot hold most of what the data
+    see, what a CLEAN model of the field leaves (:func:`radimg.deconv.admm.model_bound`;
+    Hogbom on rank 0 to ``auto_threshold`` robust sigmas of the dirty image, 3 when that is
+    0, in one minor cycle, then one forward operator). Logged either way."""
+    from radimg.deconv.admm import model_bound
+    from radimg.deconv.clean import hogbom_minor
+    from radimg.deconv.image import mad_sigma
+    from radimg.parallel.mpi import bcast_array
+
+    comm, dcfg = job.comm, job.cfg["deconvolution"]
+    nsig = dcfg["auto_threshold"] or 3.0
+    model, ncomp = np.zeros(dirty.shape), 0
+    with job.timer.stage("ADMM bound"):
+        if comm.rank == 0:
+            residual = np.array(dirty, dtype=np.float64)
+            stop = max(nsig * mad_sigma(residual), dcfg["threshold_jy"])
+            hogbom_minor(residual, np.asarray(psf, dtype=np.float64), model,
+                         np.ones(dirty.shape, bool), gain=dcfg["gain"], stop=stop,
+                         niter=100_000)
+            ncomp = int(np.count_nonzero(model))
+        model = bcast_array(comm, model)
+        eps, info = model_bound(backend.forward_whitened, y_w, model, eps_noise, comm=comm,
+                                xp=backend.xp)
+    frac = info["model_residual_norm"] / info["data_norm"] if info["data_norm"] else 0.0
+    what = (f"a CLEAN model to {nsig:g} sigma ({comm.bcast(ncomp, root=0)} components, "
+            f"{model.sum():.4g} Jy) leaves ||y_w - Phi_w x|| = "
+            f"{info['model_residual_norm']:.5g}, {100 * frac:.1f}% of ||y_w|| = "
+            f"{info['data_norm']:.5g}")
+    if info["widened"]:
+        job.log(f"ADMM: WARNING: the noise's l2 bound {eps_noise:.5g} is out of reach: {what} "
+                "(emission the image cannot hold: outside the field or on scales it cannot "
+                f"represent); epsilon = {eps:.5g}, ADMM fits the data as well as that model")
+    else:
+        job.log(f"ADMM: epsilon = {eps:.5g} from the noise ({what})")
+    return eps
 
 
 def _whitening(job, backend, sigma_jy):
@@ -380,7 +422,7 @@ def _admm_state(checkpoint, backend, sara, vis_dtype):
     }
 
 
-def _admm_contents(state, op_norm, backend, sara):
+def _admm_contents(state, op_norm, backend, sara, eps):
     """write_checkpoint's arguments for an ADMM state (``z`` gathered by MS row)."""
     per_rank = {f"u/{b}": state["u"][b] for b in sara.mine}
     if state["weights"] is not None:
@@ -394,6 +436,7 @@ def _admm_contents(state, op_norm, backend, sara):
             "tau": state["tau"],
             "done": state["done"],
             "op_norm": op_norm,
+            "eps": eps,
             "reweighted": state["weights"] is not None,
         },
         "per_rank": per_rank,
