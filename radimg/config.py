@@ -853,6 +853,25 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "components already are (0 = off)",
             lo=0.0,
         ),
+        # Cubes (issue #15; radimg.deconv.joined): WSClean's -join-channels,
+        # -fit-spectral-pol and -join-polarizations
+        "join_channels": bool_key(
+            False,
+            "CLEAN a cube's output channels together: peaks on the weight-sum-weighted MFS "
+            "residual, each component on every channel (with spectral_terms: fitted)",
+        ),
+        "spectral_terms": int_key(
+            None,
+            "joined channels: fit each component's channel values with this many polynomial "
+            "terms in nu/nu0 - 1 (WSClean -fit-spectral-pol; null = no fit)",
+            lo=1,
+            nullable=True,
+        ),
+        "join_polarizations": bool_key(
+            False,
+            "CLEAN a cube's Stokes parameters together: peaks on the root of the sum of "
+            "their squares",
+        ),
         # ADMM (PURIFY: Carrillo et al. 2014, Onose et al. 2016, Pratley et al. 2018)
         "admm_tol": float_key(
             1e-4, "ADMM: stop when the relative change of the image falls below this", lo=0.0
@@ -1325,6 +1344,14 @@ def _cross_checks(cfg: dict) -> None:
             "input.simulate writes one Measurement Set, but input.ms lists "
             f"{len(ms_paths(cfg['input']['ms']))}; give one path (or simulate each first "
             "with `radimg simulate`)"
+        )
+    dcfg = cfg["deconvolution"]
+    nterms = dcfg["spectral_terms"]
+    if nterms is not None and nterms > img["channels_out"]:
+        raise ConfigError(
+            f"deconvolution.spectral_terms = {nterms} is more than image.channels_out = "
+            f"{img['channels_out']}: a polynomial of {nterms} terms needs as many output "
+            "channels; lower spectral_terms or raise channels_out"
         )
     sim = cfg["simulate"]
     if sim["ha_stop_h"] <= sim["ha_start_h"]:

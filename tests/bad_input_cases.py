@@ -924,6 +924,25 @@ case("deconv-clean-of-a-stokes-cube", "deconv",
 case("deconv-clean-of-a-channel-cube", "deconv",
      run_set("image.channels_out=2", "deconvolution.algorithm=clean"),
      "deconvolution.algorithm", "image.channels_out")
+case("deconv-spectral-terms-above-channels-out", "deconv",
+     run_set("image.channels_out=2", "deconvolution.join_channels=true",
+             "deconvolution.spectral_terms=3"),
+     "deconvolution.spectral_terms = 3", "image.channels_out = 2")
+case("deconv-spectral-terms-zero", "deconv", run_set("deconvolution.spectral_terms=0"),
+     "deconvolution.spectral_terms")
+case("deconv-joined-clark", "deconv",
+     run_set("image.channels_out=2", "deconvolution.join_channels=true",
+             "deconvolution.algorithm=clean", "deconvolution.minor=clark"),
+     "deconvolution.join_channels", "deconvolution.minor = clark")
+case("deconv-joined-admm", "deconv",
+     run_set("image.stokes=IQ", "deconvolution.join_polarizations=true",
+             "deconvolution.algorithm=admm"),
+     "join_polarizations", "deconvolution.algorithm = admm")
+case("deconv-resume-joined", "deconv",
+     lambda ws: ["run", ws.config(), "--set", "image.channels_out=2", "--set",
+                 "deconvolution.algorithm=clean", "--set", "deconvolution.join_channels=true",
+                 "--resume"],
+     "--resume", "deconvolution.join_channels", "cannot resume")
 case("deconv-admm-of-stokes-q", "deconv",
      run_set("image.stokes=Q", "deconvolution.algorithm=admm"),
      "deconvolution.algorithm = admm", "x >= 0", "image.stokes")

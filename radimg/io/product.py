@@ -77,6 +77,7 @@ IMAGE_UNITS = {
     "model": "Jy/pixel",
     "residual": "Jy/beam",
     "restored": "Jy/beam",
+    "spectral_index": "1",  # dimensionless: d ln S / d ln nu
 }
 RUN_KEYS = ("config_yaml", "radimg_version", "n_ranks", "timings_json", "load_balance_json")
 
@@ -427,7 +428,13 @@ MFS_AXES = ("stokes", "y", "x")
 def _image_axes(name, cube):
     if cube is None:
         return ("y", "x")
-    return MFS_AXES if name.endswith("_mfs") else CUBE_AXES
+    return MFS_AXES if _is_plane(name) else CUBE_AXES
+
+
+def _is_plane(name):
+    """Cube products' images of one plane per Stokes parameter (stokes, y, x): the MFS
+    images and the spectral index of joined-channel CLEAN."""
+    return name.endswith("_mfs") or name == "spectral_index"
 
 
 def _check_cube(cube):
@@ -451,7 +458,7 @@ def _check_cube(cube):
 def _write_cube_attrs(ds, name, cube, info):
     ds.attrs["axes"] = np.array(_image_axes(name, cube), dtype=h5py.string_dtype())
     ds.attrs["stokes"] = np.array(cube["stokes"], dtype=h5py.string_dtype())
-    if name.endswith("_mfs"):
+    if _is_plane(name):
         for k in ("freq_hz", "bandwidth_hz", "bmaj_deg", "bmin_deg", "bpa_deg"):
             ds.attrs[k] = info[k]
     else:

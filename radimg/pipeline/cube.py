@@ -9,8 +9,14 @@ by its own weight sum. The multi-frequency image of a product (``<name>_mfs``) i
 weight-sum-weighted mean of its channel images, which equals the image of all its samples
 with those per-channel imaging weights (WSClean's MFS image of ``-channels-out``).
 
-Deconvolution of a cube is refused before any work (radimg.pipeline.preflight.
-check_deconvolvable): joined-channel and joined-polarisation deconvolution are not built.
+A cube is deconvolved only with ``deconvolution.join_channels`` and/or
+``join_polarizations`` (radimg.pipeline.preflight.check_deconvolvable): joined Hogbom CLEAN
+(radimg.deconv.joined) with major cycles through every image's own operator, giving
+per-image models, residuals and restored images (each channel restored with its own beam),
+MFS model/residual/restored images, and with two or more channels a spectral-index map
+``/images/spectral_index`` (stokes, y, x). Deconvolution keeps every image's backend (its
+samples and operator) alive for the major cycles. Joined runs write no checkpoint and
+cannot resume (a stop signal ends them as one before deconvolution does).
 
 One imaging backend at a time is alive: the loop builds it on the image's samples, makes
 the PSF and the dirty image, and drops it; the last one gives the product its operator,
@@ -89,6 +95,7 @@ def image_cube(job, geom, obs):
     dirty, psf = np.zeros(shape), np.zeros(shape)
     beams, wsums = np.zeros((ns, nc, 3)), np.zeros((ns, nc))
     per_image, backend, wsummary = [], None, None
+    kept = {}  # (p, c) -> the image's backend, kept for the major cycles of a deconvolution
     for p, c, sub in image_slices(obs):
         job.log(f"image {stokes[p]}, output channel {c + 1} of {nc} "
                 f"({out_ch[c]['freq_hz'] / 1e6:.4f} MHz)")
@@ -98,6 +105,8 @@ def image_cube(job, geom, obs):
             job, geom, sub, partial(weigh, job, geom, sub.data.freq, summary=summary)
         )
         psf[p, c], dirty[p, c], beams[p, c] = make_images(job, backend, geom)
+        if job.deconvolves:
+            kept[p, c] = keep(backend)
         wsums[p, c] = backend.weight_sum
         per_image.append({"stokes": stokes[p], "channel": c, "weight_sum": wsums[p, c],
                           "samples_weighted": summary.get("samples_weighted"),
@@ -117,7 +126,124 @@ def image_cube(job, geom, obs):
         "bpa_deg": beams[0, :, 2].tolist(),
     }
     images = {"dirty": dirty, "psf": psf, "dirty_mfs": dirty_mfs, "psf_mfs": psf_mfs}
+    deconvolved = None
+    if job.deconvolves:
+        with job.timer.stage("deconvolve"):
+            deconvolved = deconvolve_cube(job, geom, kept, psf, dirty, wsums, beams,
+                                          beam_mfs, [oc["freq_hz"] for oc in out_ch])
+        images.update(deconvolved.images)
+        kept.clear()
     wsummary = dict(wsummary, per_image=per_image,
                     operator_of=f"{stokes[-1]}, output channel {nc - 1}")
     job.signals.defer(True)  # the product is seconds away: finish it rather than lose it
-    return write(job, backend, images, wcs, obs.summary, wsummary, None)
+    return write(job, backend, images, wcs, obs.summary, wsummary, deconvolved)
+
+
+def keep(backend):
+    """A backend kept for the major cycles: a shallow copy, so that what the cube's loop
+    later does to the original (another product sharing its operator takes it over and
+    drops its samples) leaves this image's samples and weights in place."""
+    from copy import copy
+
+    return copy(backend)
+
+
+def deconvolve_cube(job, geom, backends, psf, dirty, wsums, beams, beam_mfs, freqs_hz):
+    """Joined CLEAN of the cube (radimg.deconv.joined.joined_clean; collective), each
+    image's major-cycle residual through its own backend.
+
+    Returns
+    -------
+    radimg.pipeline.deconvolve.Deconvolved
+        ``model``, ``residual``, ``restored`` (stokes, channel, y, x), their ``_mfs``
+        images (stokes, y, x) and, with two or more channels, ``spectral_index``
+        (stokes, y, x); ``restored``, ``restored_mfs`` and ``spectral_index`` on rank 0
+        only (None elsewhere, as the single-image path's ``restored``).
+    """
+    from radimg.deconv.image import mad_sigma, restore
+    from radimg.deconv.joined import SpectralFit, joined_clean, spectral_index_map
+    from radimg.pipeline.common import collective_check
+    from radimg.pipeline.deconvolve import Deconvolved
+    from radimg.pipeline.preflight import check_mask
+
+    comm, dcfg = job.comm, job.cfg["deconvolution"]
+    user_mask = collective_check(comm, check_mask, job.cfg)
+    if job.cfg["output"]["checkpoint"]:
+        job.log("joined deconvolution writes no checkpoint (output.checkpoint ignored)")
+    ns, nc = wsums.shape
+    predicts = {}
+    if dcfg["predict"] != "operator":
+        from radimg.deconv.predict import MajorPredict
+
+        for key, b in backends.items():
+            if b.samples_on_host:  # CLEAN components by DFT where cheaper (as one image)
+                chooser = MajorPredict(b.op, geom.cell_rad, comm=comm, nthreads=job.nthreads,
+                                       dtype=b.vis.dtype, mode=dcfg["predict"])
+                predicts[key] = partial(b.predict, by=chooser)
+    resident = {}  # GPU: id(op) -> the image whose samples are on the device: at first
+    for key, b in backends.items():  # the last one built on it
+        if not b.samples_on_host:
+            resident[id(b.op)] = key
+
+    def residual_of(model):
+        job.fault_point("major")
+        out = np.empty_like(model)
+        for (p, c), b in backends.items():
+            if not b.samples_on_host and resident[id(b.op)] != (p, c):
+                # products of one channel share a device operator: load this one's samples
+                b.op.set_data(b.vis, b.imaging_weight)
+                resident[id(b.op)] = (p, c)
+            out[p, c] = b.residual(model[p, c], predicts.get((p, c)))
+        job.timer.count("major cycles")
+        return out
+
+    model, residual, state = joined_clean(
+        residual_of, dirty, psf, wsums, np.asarray(freqs_hz), dcfg,
+        join_channels=dcfg["join_channels"], join_polarizations=dcfg["join_polarizations"],
+        comm=comm, user_mask=user_mask, log=job.log,
+    )
+    job.log(f"joined CLEAN: {state['iters']} components in {state['nmajor']} major cycles "
+            f"({len(state['groups'])} group(s) of images)")
+    model_mfs, residual_mfs = mfs(model, wsums), mfs(residual, wsums)
+    restored = restored_mfs = alpha = None
+    with job.timer.stage("restore"):
+        if comm.rank == 0:
+            restored = np.empty_like(model)
+            for p in range(ns):
+                for c in range(nc):  # each channel with its own beam (the product's)
+                    restored[p, c] = restore(model[p, c], residual[p, c], beams[0, c],
+                                             geom.cell_deg)
+            restored_mfs = np.stack([restore(model_mfs[p], residual_mfs[p], beam_mfs,
+                                             geom.cell_deg) for p in range(ns)])
+            if nc > 1:
+                # the MFS residual's CLEAN threshold (3 sigma without auto_threshold)
+                nsig = dcfg["auto_threshold"] or 3.0
+                nterms = max(2, dcfg["spectral_terms"] or 2)
+                alpha = np.stack([
+                    spectral_index_map(
+                        model[p], SpectralFit(freqs_hz, wsums[p], nterms), beam_mfs,
+                        geom.cell_deg,
+                        max(dcfg["threshold_jy"], nsig * mad_sigma(residual_mfs[p])),
+                    )[0]
+                    for p in range(ns)
+                ])
+    images = {"model": model, "residual": residual, "restored": restored,
+              "model_mfs": model_mfs, "residual_mfs": residual_mfs,
+              "restored_mfs": restored_mfs}
+    if nc > 1:
+        images["spectral_index"] = alpha
+    summary = {
+        "algorithm": "clean",
+        "joined": {
+            "channels": bool(dcfg["join_channels"]),
+            "polarizations": bool(dcfg["join_polarizations"]),
+            "spectral_terms": dcfg["spectral_terms"],
+            "ref_freq_hz": [f.nu0 for f in state["fits"]],
+            "groups": [{"stokes": g["pols"], "channels": g["chans"], "threshold": g["thr"]}
+                       for g in state["groups"]],
+        },
+        "major_cycles": state["nmajor"],
+        "components": state["iters"],
+        "stopped_early": False,
+    }
+    return Deconvolved(images, summary)

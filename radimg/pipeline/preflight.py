@@ -210,25 +210,44 @@ def check_outputs(cfg, resume):
 
 
 def check_deconvolvable(cfg):
-    """Deconvolution works on one image (issue #15: joined channels and polarisations are
-    not built yet): a cube of several Stokes parameters or output channels is refused, as is
-    ADMM (x >= 0) of a Stokes parameter that may be negative."""
+    """A cube (several Stokes parameters or output channels) is deconvolved only with
+    joined channels and/or polarisations (radimg.deconv.joined: joined Hogbom CLEAN; no
+    ADMM, Clark, multiscale, auto-mask or stop_after_major there yet); ADMM (x >= 0) of a
+    Stokes parameter that may be negative is refused."""
     from radimg.config import ConfigError, stokes_products
 
-    algo = cfg["deconvolution"]["algorithm"]
+    dcfg = cfg["deconvolution"]
+    algo = dcfg["algorithm"]
     if algo == "none":
         return
     img = cfg["image"]
     pols = stokes_products(img["stokes"])
-    if len(pols) > 1 or img["channels_out"] > 1:
+    cube = len(pols) > 1 or img["channels_out"] > 1
+    joined = dcfg["join_channels"] or dcfg["join_polarizations"]
+    if cube and not joined:
         raise ConfigError(
-            f"deconvolution.algorithm = {algo} deconvolves one image, but image.stokes = "
-            f"{img['stokes']} and image.channels_out = {img['channels_out']} make a cube of "
-            f"{len(pols) * img['channels_out']} images; set deconvolution.algorithm: none "
-            "for dirty images of each, or image one Stokes parameter with "
-            "image.channels_out: 1 (joined-channel and joined-polarisation deconvolution "
-            "are not available yet)"
+            f"deconvolution.algorithm = {algo}: image.stokes = {img['stokes']} and "
+            f"image.channels_out = {img['channels_out']} make a cube of "
+            f"{len(pols) * img['channels_out']} images; set deconvolution.join_channels: true "
+            "(and/or join_polarizations: true) to CLEAN it jointly, or "
+            "deconvolution.algorithm: none for dirty images of each"
         )
+    if cube and joined:
+        unsupported = [
+            (algo == "admm", "deconvolution.algorithm = admm (use clean)"),
+            (dcfg["minor"] == "clark", "deconvolution.minor = clark (use hogbom)"),
+            (any(s > 0 for s in dcfg["scales_pix"]), "deconvolution.scales_pix with a "
+             "scale > 0 (multiscale; use [0])"),
+            (dcfg["auto_mask"] > 0, "deconvolution.auto_mask > 0 (use 0, or a mask)"),
+            (dcfg["stop_after_major"] > 0, "deconvolution.stop_after_major > 0 (joined runs "
+             "write no checkpoint)"),
+        ]
+        bad = [what for cond, what in unsupported if cond]
+        if bad:
+            raise ConfigError(
+                "joined deconvolution (deconvolution.join_channels / join_polarizations) is "
+                "Hogbom CLEAN only; not available with " + "; ".join(bad)
+            )
     if algo == "admm" and pols[0] in ("Q", "U", "V", "XY", "YX", "RL", "LR"):
         raise ConfigError(
             f"deconvolution.algorithm = admm constrains the sky to x >= 0, but image.stokes = "
@@ -241,9 +260,17 @@ def check_resumable(ckpt_path, cfg):
     """A resume needs a checkpoint of the same algorithm and image geometry."""
     import yaml
 
-    from radimg.config import defaults
+    from radimg.config import defaults, stokes_products
     from radimg.deconv.checkpoint import read_checkpoint
 
+    dcfg, img = cfg["deconvolution"], cfg["image"]
+    cube = len(stokes_products(img["stokes"])) > 1 or img["channels_out"] > 1
+    if cube and (dcfg["join_channels"] or dcfg["join_polarizations"]):
+        raise config_error(
+            "--resume: joined deconvolution (deconvolution.join_channels / "
+            "join_polarizations) writes no checkpoint and cannot resume; run it again "
+            "without --resume"
+        )
     if not os.path.exists(ckpt_path):
         raise config_error(
             f"--resume: no checkpoint {ckpt_path} (output.path + .ckpt.h5); run without --resume"
