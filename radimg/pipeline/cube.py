@@ -4,8 +4,12 @@ channels (``image.channels_out``), each image made as the single-image pipeline 
 Every (output channel, product) image has its own samples (the product's visibilities and
 data weights in the output channel's input channels, :func:`radimg.io.ms.output_channels`),
 its own imaging weights (natural / uniform / Briggs from its own density grid, as WSClean
-weights each output channel), its own operator, PSF and restoring beam, and is normalised
-by its own weight sum. The multi-frequency image of a product (``<name>_mfs``) is the
+weights each output channel), its own PSF and restoring beam, and is normalised by its own
+weight sum. The products of one output channel share its uvw, so they share one operator
+wherever their sample masks (``weight != 0`` after flags) are equal: the distributed operator
+depends on the data weights only through that mask, so the images are those of an operator
+built per image (products whose flags differ, e.g. U and V when only XY is flagged, get
+their own). The multi-frequency image of a product (``<name>_mfs``) is the
 weight-sum-weighted mean of its channel images, which equals the image of all its samples
 with those per-channel imaging weights (WSClean's MFS image of ``-channels-out``).
 
@@ -18,13 +22,19 @@ MFS model/residual/restored images, and with two or more channels a spectral-ind
 samples and operator) alive for the major cycles. Joined runs write no checkpoint and
 cannot resume (a stop signal ends them as one before deconvolution does).
 
-One imaging backend at a time is alive: the loop builds it on the image's samples, makes
-the PSF and the dirty image, and drops it; the last one gives the product its operator,
-load-balance and transfer figures (the ``/run`` record says which image they belong to).
+Output channels are imaged one after another. For a dirty cube one operator (and one
+product's samples) at a time is alive, the previous channel's dropped before the next is
+built, so a rank's peak is that of the largest single image whatever ``channels_out`` is
+(``radimg plan`` shows it per output channel); a joined deconvolution keeps them all (above). The last backend gives the product its operator, load-balance and
+transfer figures (the ``/run`` record says which image they belong to). The "samples beyond
+the uv grid" warning is printed once per cube (the counts of every image are in
+``weighting_json``).
 """
 
 from __future__ import annotations
 
+import copy
+import warnings
 from dataclasses import replace
 from functools import partial
 
@@ -62,6 +72,45 @@ def image_slices(obs):
             yield p, c, Observation(obs.meta, sub, obs.rows, obs.summary)
 
 
+def same_mask(comm, a, b):
+    """Whether two products' sample masks (row, chan) bool, this rank's rows as read, are
+    equal on every rank (collective): the distributed operator depends on its samples' data
+    weights only through ``weight != 0`` (rows, loads, stacks, tiles), so products with
+    equal masks can share it exactly."""
+    from mpi4py import MPI
+
+    return bool(comm.allreduce(bool(a.shape == b.shape and np.array_equal(a, b)),
+                               op=MPI.LAND))
+
+
+def with_samples(job, backend, data, weigh):
+    """A backend over ``backend``'s operator (no set-up) for another product of the same
+    output channel whose sample mask equals the one the operator was built on
+    (:func:`same_mask`): its visibilities and data weights are moved to the rows' owner
+    ranks as the operator moved its own, and its imaging weights made there, so its images
+    are those of a backend built for it. ``backend``'s own samples are dropped (its
+    product is done); the operator is shared (collective).
+
+    Parameters
+    ----------
+    job : radimg.pipeline.context.Job
+    backend : radimg.pipeline.operator.ImagingBackend, built on an equal mask
+    data : radimg.io.ms.VisData, the product's rows as read (``data.vis`` moves in)
+    weigh : callable ``(uvw, data_weight) -> (imaging_weight, weight_sum)``
+    """
+    backend.vis = backend.imaging_weight = None
+    new = copy.copy(backend)
+    with job.timer.stage("operator setup"):
+        new.vis = backend.op.redistribute_vis(data.vis)
+        new.data_weight = backend.op.redistribute_vis(data.weight)
+        del data.vis  # the read order's copy: only the redistributed one from here on
+    new.imaging_weight, new.weight_sum = weigh(new.uvw, new.data_weight)
+    if not new.samples_on_host:  # resident samples (GPU): this product's replace them
+        with job.timer.stage("operator setup"):
+            new.op.set_data(new.vis, new.imaging_weight)
+    return new
+
+
 def mfs(images, weight_sums):
     """Multi-frequency images: the channel images' mean weighted by their weight sums.
 
@@ -96,14 +145,26 @@ def image_cube(job, geom, obs):
     beams, wsums = np.zeros((ns, nc, 3)), np.zeros((ns, nc))
     per_image, backend, wsummary = [], None, None
     kept = {}  # (p, c) -> the image's backend, kept for the major cycles of a deconvolution
+    shared = None  # (output channel, sample mask, backend, product): an operator to share
+    warned = False
     for p, c, sub in image_slices(obs):
         job.log(f"image {stokes[p]}, output channel {c + 1} of {nc} "
                 f"({out_ch[c]['freq_hz'] / 1e6:.4f} MHz)")
-        backend = None  # the previous image's operator and samples go before the next
-        summary = drop_beyond_uv_grid(job.comm, sub.data, geom)
-        backend = make_backend(
-            job, geom, sub, partial(weigh, job, geom, sub.data.freq, summary=summary)
-        )
+        backend = None  # the previous image's samples go before the next
+        with warnings.catch_warnings():
+            if warned:  # every image of a cube loses the same baselines: say it once
+                warnings.simplefilter("ignore")
+            summary = drop_beyond_uv_grid(job.comm, sub.data, geom)
+        warned = warned or summary["samples_beyond_uv_grid"] > 0
+        weigh_sub = partial(weigh, job, geom, sub.data.freq, summary=summary)
+        mask = sub.data.weight != 0
+        if shared is not None and shared[0] == c and same_mask(job.comm, shared[1], mask):
+            backend = with_samples(job, shared[2], sub.data, weigh_sub)
+            job.log(f"operator of {stokes[shared[3]]} reused (same samples)")
+        else:
+            shared = None  # the previous output channel's operator goes before the next
+            backend = make_backend(job, geom, sub, weigh_sub)
+            shared = (c, mask, backend, p)
         psf[p, c], dirty[p, c], beams[p, c] = make_images(job, backend, geom)
         if job.deconvolves:
             kept[p, c] = keep(backend)
@@ -112,6 +173,7 @@ def image_cube(job, geom, obs):
                           "samples_weighted": summary.get("samples_weighted"),
                           "samples_beyond_uv_grid": summary["samples_beyond_uv_grid"]})
         wsummary = wsummary or summary
+    shared = None
     dirty_mfs, psf_mfs = mfs(dirty, wsums), mfs(psf, wsums)
     beam_mfs = collective_check(job.comm, fit_beam, psf_mfs[0], geom.cell_deg)
     wcs = wcs_info(obs.meta, geom, beam_mfs)
