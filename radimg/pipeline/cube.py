@@ -25,9 +25,10 @@ cannot resume (a stop signal ends them as one before deconvolution does).
 Output channels are imaged one after another. For a dirty cube one operator (and one
 product's samples) at a time is alive, the previous channel's dropped before the next is
 built, so a rank's peak is that of the largest single image whatever ``channels_out`` is
-(``radimg plan`` shows it per output channel); a joined deconvolution keeps them all (above). The last backend gives the product its operator, load-balance and
-transfer figures (the ``/run`` record says which image they belong to). The "samples beyond
-the uv grid" warning is printed once per cube (the counts of every image are in
+(``radimg plan`` shows it per output channel); a joined deconvolution keeps them all
+(above). The last backend gives the product its operator, load-balance and transfer
+figures (the ``/run`` record says which image they belong to). The "samples beyond the uv
+grid" warning is printed once per cube (the counts of every image are in
 ``weighting_json``).
 """
 
