@@ -45,7 +45,7 @@ def _dft_numba():
             for i in range(u.size):
                 ph = -2.0 * np.pi * (u[i] * l[k] + v[i] * m[k] + w[i] * (n[k] - 1.0))
                 acc += vis[i].real * math.cos(ph) - vis[i].imag * math.sin(ph)
-            out[k] = acc / n[k]
+            out[k] = acc  # no 1 / n (docs/internals.md)
         return out
 
     return dft
