@@ -102,12 +102,22 @@ class DistributedOperator:
     weight_mask : optional extra (row, chan) mask, combined with ``weight != 0``.
     tile : exchange tile size in cells (raised to the kernel support; for wstack-wproject
         to the largest w-kernel support + 2), default 64.
-    balance : ``"cuts"`` (default) or ``"paper"``, see ``prefix_sum_boundaries``.
+    balance : ``"cuts"`` (default) or ``"paper"``, see ``prefix_sum_boundaries``; or
+        ``"naive"`` (``wstack-wproject`` only, for measurement: the pre-2019 scheme the paper
+        compares against, every sample on rank ``k mod n_ranks`` of its stack ``k``, which
+        also owns that stack, so nothing is exchanged and the load is whatever the stacks
+        hold; scripts/bench_paper.py's naive column).
     max_message_bytes : split Alltoallv messages above this many bytes.
 
     After construction ``self.uvw``, ``self.weight``, ``self.row_id`` (global row index
     ``exscan(nrow) + local row`` of the input order) hold this rank's redistributed rows;
     move any other (row, chan) array the same way with :meth:`redistribute_vis`.
+
+    Work counters (CPU applications): ``n_dot`` / ``n_hdot`` applications, and the grid
+    cells the gridding / degridding kernels update, summed over the planes each application
+    really grids (:meth:`_plane_cells`: ``wstack-wproject`` the per-sample ``S_x * S_y``
+    from the same support function and stack centre the kernels call; ``none``/``wstack``
+    ``W**2`` per sample and plane). ``load_balance()`` reports them per application.
     """
 
     def __init__(
@@ -134,11 +144,18 @@ class DistributedOperator:
     ):
         if mode not in ("none", "wstack", "wstack-wproject"):
             raise ValueError(f"unknown mode {mode!r}")
+        if balance not in ("cuts", "paper", "naive"):
+            raise ValueError(f"balance must be 'cuts', 'paper' or 'naive', not {balance!r}")
+        if balance == "naive" and mode != "wstack-wproject":
+            raise ValueError("balance 'naive' (one stack per rank) needs mode wstack-wproject")
         self.comm = comm
         self.rank, self.size = comm_rank_size(comm)
         self.mode = mode
         self.max_message_bytes = int(max_message_bytes)
         self.n_alltoallv = 0  # Alltoallv calls made by dot/hdot (not set-up)
+        self.n_dot = self.n_hdot = 0  # applications (work counters, see the class doc)
+        self.kernel_cells = {"grid": 0, "degrid": 0}
+        self._plane_cells_cache = {}
         uvw = np.ascontiguousarray(uvw, dtype=np.float64)
         freq = np.ascontiguousarray(np.atleast_1d(freq), dtype=np.float64)
         weight = np.asarray(weight)
@@ -168,11 +185,14 @@ class DistributedOperator:
         self._setup_fft()
 
     # ------------------------------------------------------------------ set-up
-    def _move_rows(self, uvw, weight, valid, load, keys, nkeys):
-        """Sec. 4.1: balanced cut of the global (key, rank, row) order; rows move."""
+    def _move_rows(self, uvw, weight, valid, load, keys, nkeys, dest=None):
+        """Sec. 4.1: balanced cut of the global (key, rank, row) order; rows move to it, or
+        to ``dest`` when given (the naive scheme)."""
         nrow = uvw.shape[0]
         comm = self.comm
-        dest, _ = prefix_sum_boundaries(comm, load, method=self._balance, keys=keys, nkeys=nkeys)
+        if dest is None:
+            dest, _ = prefix_sum_boundaries(comm, load, method=self._balance, keys=keys,
+                                            nkeys=nkeys)
         self._dest = np.asarray(dest, dtype=np.int64)
         row0 = int(exscan(comm, np.array([nrow], np.int64))[0])
         moved = redistribute(
@@ -343,7 +363,10 @@ class DistributedOperator:
                 tid = tile_of(jy, self.ybounds) * ntx + tile_of(jx, self.xbounds)
                 keys[sel] = int(k) * nty * ntx + tid
         del op0
-        self._move_rows(uvw, weight, valid, load, keys, centres.size * nty * ntx)
+        dest = None
+        if self._balance == "naive":  # measurement only: stack k's rows on rank k mod n
+            dest = (keys // (nty * ntx)) % self.size
+        self._move_rows(uvw, weight, valid, load, keys, centres.size * nty * ntx, dest)
 
         # ---- local serial operator on the rows this rank now holds --------------------
         op = WProjectOperator(
@@ -389,7 +412,10 @@ class DistributedOperator:
         allreduce_array(comm, live, "max")
         live_planes = np.flatnonzero(live)
         self.owner = np.full(P, -1, dtype=np.int64)
-        self.owner[live_planes] = np.arange(live_planes.size) % self.size
+        if self._balance == "naive":  # stack k on rank k mod n, where its samples are
+            self.owner[live_planes] = live_planes % self.size
+        else:
+            self.owner[live_planes] = np.arange(live_planes.size) % self.size
         self.my_planes = [int(p) for p in live_planes if self.owner[p] == self.rank]
         self.touched_planes = [p for p in range(P) if touched[p].size]
         self._touched = {p: touched[p].astype(np.int32) for p in self.touched_planes}
@@ -505,6 +531,7 @@ class DistributedOperator:
 
     def _degrid(self, ctx, grid, p, vis):
         """``vis[row, chan] (+)= [GC]_p grid`` for this rank's samples of plane p."""
+        self.kernel_cells["degrid"] += self._plane_cells(p)
         if self.mode == "wstack-wproject":
             self.op.degrid_samples(grid, p, out=vis)
         else:
@@ -524,11 +551,50 @@ class DistributedOperator:
 
     def _grid(self, ctx, v, w, p, grid):
         """``grid += [GC]_p^H (w v)`` for this rank's samples of plane p."""
+        self.kernel_cells["grid"] += self._plane_cells(p)
         if self.mode == "wstack-wproject":
             self.op.grid_samples(v, p, out_grid=grid, weight=w)
         else:
             _g.grid_plane_prepared(self._lay, self.spec, ctx[0], ctx[1], p, grid,
                                    self.op.nthreads)
+
+    def _plane_cells(self, p):
+        """Grid cells the (de)gridding kernel updates for this rank's samples of plane p in
+        one call (cached: the samples and supports are fixed after set-up).
+
+        ``wstack-wproject``: sum of ``S_x * S_y`` over ``op.stack_idx[p]`` (what
+        ``degrid_samples``/``grid_samples`` pass the kernels), from
+        :func:`radimg.kernels.wproject.sample_supports` at the stack centre, which calls the
+        support function the kernels' per-sample set-up calls (radimg.kernels.scalar), so
+        this is the kernels' own loop count, not a planner's estimate.
+        ``none``/``wstack``: ``W**2`` per layout sample whose ``Ww`` planes include p."""
+        c = self._plane_cells_cache.get(p)
+        if c is None:
+            if self.mode == "wstack-wproject":
+                from radimg.kernels import wproject as wpk
+
+                op = self.op
+                idx = op.stack_idx[p]
+                sx, sy = wpk.sample_supports(op.uvw, op.freq, idx,
+                                             np.full(idx.size, op.centres[p]), op.tables)
+                c = int(np.sum(sx.astype(np.int64) * sy))
+            else:
+                c = int(self._plane_samples()[p]) * self.spec.W * self.spec.W
+            self._plane_cells_cache[p] = c
+        return c
+
+    def _plane_samples(self):
+        """wstack: samples of this rank's layout per w-plane (a sample's kernel spans
+        ``Ww`` planes from its first), as the gridder's layout assigns them."""
+        ps = self._plane_cells_cache.get("samples")
+        if ps is None:
+            lay, spec = self._lay, self.spec
+            q0 = np.asarray(lay.p0, dtype=np.int64)
+            ps = np.zeros(spec.nplanes + spec.Ww, np.int64)
+            for d in range(spec.Ww):
+                ps += np.bincount(q0 + d, minlength=ps.size)[: ps.size]
+            self._plane_cells_cache["samples"] = ps
+        return ps
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -624,6 +690,7 @@ class DistributedOperator:
         image = np.asarray(image)
         if image.shape != (self.npix_y, self.npix_x):
             raise ValueError(f"image must be (npix_y, npix_x) = {(self.npix_y, self.npix_x)}")
+        self.n_dot += 1
         send = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
         vis = np.zeros((self.nrow + self._extra_rows, self.nchan), dtype=self.cdtype)
         ctx = self._degrid_begin()
@@ -652,6 +719,7 @@ class DistributedOperator:
         """Adjoint: vis (row, chan) of this rank's rows (times ``weight``) -> image
         (npix_y, npix_x), identical on every rank. Eq. 10; one Alltoallv + one Allreduce."""
         v = self._pad_rows(vis, self.cdtype)
+        self.n_hdot += 1
         wdt = self.rdtype if self.mode == "wstack-wproject" else None
         w = None if weight is None else self._pad_rows(weight, wdt or np.asarray(weight).dtype)
         send = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
@@ -695,6 +763,13 @@ class DistributedOperator:
             bytes_sent=int(self._fwd_send.sum()) * isz,
             bytes_recv=int(self._fwd_recv.sum()) * isz,
             tile_shape=(int(np.diff(self.ybounds).max()), int(np.diff(self.xbounds).max())),
+            n_dot=self.n_dot,
+            n_hdot=self.n_hdot,
+            grid_cells_total=self.kernel_cells["grid"],
+            degrid_cells_total=self.kernel_cells["degrid"],
+            # per application (every application grids the same samples)
+            grid_cells=self.kernel_cells["grid"] // max(self.n_hdot, 1),
+            degrid_cells=self.kernel_cells["degrid"] // max(self.n_dot, 1),
         )
         return s
 
@@ -703,7 +778,10 @@ class DistributedOperator:
 
         ``tiles_sent``/``bytes_sent`` are per forward application (owner -> the other ranks
         whose samples touch its planes; a rank's own planes are not counted, they never
-        travel); the adjoint moves the same volume the other way.
+        travel); the adjoint moves the same volume the other way. ``grid_cells`` /
+        ``degrid_cells``: grid cells the kernels updated per adjoint / forward application
+        (counted as they ran; 0 before the first, and on the GPU operator, which does not
+        count), ``n_hdot`` / ``n_dot`` the applications counted.
         """
         keys = (
             "nsamples",
@@ -714,6 +792,10 @@ class DistributedOperator:
             "tiles_recv",
             "bytes_sent",
             "bytes_recv",
+            "grid_cells",
+            "degrid_cells",
+            "n_hdot",
+            "n_dot",
         )
         st = self.stats
         mine = np.array([[st[k] for k in keys]], dtype=np.int64)
