@@ -243,19 +243,11 @@ def deconvolve_cube(job, geom, backends, psf, dirty, wsums, beams, beam_mfs, fre
                 chooser = MajorPredict(b.op, geom.cell_rad, comm=comm, nthreads=job.nthreads,
                                        dtype=b.vis.dtype, mode=dcfg["predict"])
                 predicts[key] = partial(b.predict, by=chooser)
-    resident = {}  # GPU: id(op) -> the image whose samples are on the device: at first
-    for key, b in backends.items():  # the last one built on it
-        if not b.samples_on_host:
-            resident[id(b.op)] = key
 
     def residual_of(model):
         job.fault_point("major")
         out = np.empty_like(model)
         for (p, c), b in backends.items():
-            if not b.samples_on_host and resident[id(b.op)] != (p, c):
-                # products of one channel share a device operator: load this one's samples
-                b.op.set_data(b.vis, b.imaging_weight)
-                resident[id(b.op)] = (p, c)
             out[p, c] = b.residual(model[p, c], predicts.get((p, c)))
         job.timer.count("major cycles")
         return out

@@ -284,7 +284,16 @@ class GpuDistributedBackend(ImagingBackend):
         self.imaging_weight, self.weight_sum = weigh(self.uvw, self.data_weight)
         with job.timer.stage("operator setup"):
             self.op.set_data(self.vis, self.imaging_weight)
+        self.op.samples_of = self
         self.xp = self.op.xp
+
+    def _own_samples(self):
+        """Products of a cube's output channel may share one device operator
+        (radimg.pipeline.cube): load this backend's samples when another's are there."""
+        if getattr(self.op, "samples_of", None) is not self:
+            with self.job.timer.stage("operator setup"):
+                self.op.set_data(self.vis, self.imaging_weight)
+            self.op.samples_of = self
 
     def psf(self):
         return np.asarray(self.op.psf_image(), dtype=np.float64) / self.weight_sum
@@ -294,6 +303,7 @@ class GpuDistributedBackend(ImagingBackend):
 
     def residual(self, model, predict=None):
         # one image in, one image out; ``predict`` is not used (the samples are resident)
+        self._own_samples()
         with self.job.timer.stage("major: residual"):
             model = np.ascontiguousarray(model, dtype=np.float64)
             return np.asarray(self.op.residual_image(model), dtype=np.float64) / self.weight_sum
