@@ -890,7 +890,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
             lo=0.0,
         ),
         "admm_dual_iters": int_key(
-            20, "ADMM: dual forward-backward iterations of the l1 + positivity prox", lo=1
+            5,
+            "ADMM: dual forward-backward iterations of the l1 + positivity prox (warm-started "
+            "across iterations: 5 give 20's model to 5.5e-4 on the real MWA snapshot, 1.7x "
+            "faster per iteration)",
+            lo=1,
         ),
         "admm_reweights": int_key(0, "ADMM: reweighted-l1 rounds after the first", lo=0),
         "admm_levels": int_key(4, "ADMM: wavelet decomposition levels of SARA", lo=0),
