@@ -273,13 +273,19 @@ def cmd_plan(args) -> int:
     mem = cfg["resources"]["mem_per_rank"]
     mem_bytes = parse_bytes(mem) if mem is not None else None
     from radimg.parallel.plan import plan_from_config
+    from radimg.parallel.plan_cube import cube_plan, format_cube_plan
 
     result = plan_from_config(cfg, args.ranks, mem_bytes)
+    cube = cube_plan(cfg, args.ranks, mem_bytes)  # None for a single image
+    if cube is not None:
+        result["cube"] = cube
     if args.json:
         print(json.dumps(result, indent=2, default=_jsonable))
     else:
         print(f"radimg plan for {args.ranks} rank(s), config {args.config}")
         print(format_plan(result, args.ranks), end="")
+        if cube is not None:
+            print(format_cube_plan(cube), end="")
     return EXIT_OK
 
 

@@ -70,12 +70,15 @@ _MAX_EXCHANGE_SAMPLES = 1_000_000  # tiles still converge at 4e5 (-4 % cells); r
 REPLAY_MAX_BYTES = 4 * 2**30
 
 
-def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = None) -> dict:
+def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = None,
+                     channels: tuple[int, int] | None = None) -> dict:
     """:func:`plan` for a resolved radimg config, with no MPI launch.
 
     Samples come from a strided subsample of the MS UVW column (casacore, lazy import) and
     the SPECTRAL_WINDOW frequencies, or, for ``input.simulate: true``, from a cheap estimate
     of the configured observation. ``wterm.nstacks: auto`` plans one stack per rank.
+    ``channels`` ``(first, stop)``: only those channels of the selection's ascending axis
+    (one output channel of a cube, :mod:`radimg.parallel.plan_cube`).
     """
     img, wt, gr, inp = cfg["image"], cfg["wterm"], cfg["gridder"], cfg["input"]
     npix_x = int(img["npix"])
@@ -93,6 +96,10 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
             phase_centre=img.get("phase_centre"),
         )
         source = f"MS {inp['ms']} (UVW subsample)"
+    if channels is not None:  # the samples are (row, chan) raveled, channels fastest
+        a, b = channels
+        u, v, w = (np.asarray(x).reshape(-1, nchan)[:, a:b].ravel() for x in (u, v, w))
+        n_samples, nchan = n_samples // nchan * (b - a), b - a
     eps = float(wt.get("epsilon", 1e-5))
     precision = gr.get("precision", "single")
     # wterm.mode (auto: the fastest mode that meets epsilon), its oversampling, stacks and
