@@ -120,14 +120,15 @@ def test_transfer_stats_counts_bytes():
 def test_kernels_match_cpu_under_cuda_simulator():
     """Every CUDA kernel (ES and w-projection) and both GPU operators equal their CPU twins
     (1e-5 single, 1e-10 double) under the numba CUDA simulator, with tiny inputs (50 samples,
-    32^2 grid), and a major-cycle loop moves only images after set_data."""
+    32^2 grid; simulator blocks of 32 and 8x8 threads, radimg.gpu.gridder._BLOCK), and a
+    major-cycle loop moves only images after set_data."""
     _run_simulator_file("tests/gpu_sim/sim_gridder.py")
 
 
 def test_admm_on_device_under_cuda_simulator():
     """ADMM with the resident GPU operator (tests/gpu_sim/sim_admm.py): after set-up every
-    power-method and ADMM iteration moves one image each way, never samples (1000 samples,
-    8000 bytes, against 1024-byte images), and the model equals CPU ADMM's to 1e-5 of peak."""
+    power-method and ADMM iteration moves one image each way, never samples (600 samples,
+    4800 bytes, against 1024-byte images), and the model equals CPU ADMM's to 1e-5 of peak."""
     _run_simulator_file("tests/gpu_sim/sim_admm.py")
 
 
@@ -142,10 +143,10 @@ def test_gpu_pipeline_under_cuda_simulator():
 @pytest.mark.parametrize("nranks", [1, 2, 3])
 def test_gpu_distributed_operator_under_cuda_simulator(nranks):
     """The GPU operator in the CPU's distributed scheme at 1-3 ranks
-    (tests/gpu_sim/sim_mpi_dist.py, modes none, wstack, wstack-wproject): the CPU scheme's
-    rows and load figures (max/mean load <= 1.01), and the global image, the prediction and
-    the resident residual equal the CPU distributed operator's and the one-rank serial
-    operator's to 1e-10 (double) / 1e-5 (single): rank-count invariance."""
+    (tests/gpu_sim/sim_mpi_dist.py; none single, wstack and wstack-wproject double): the CPU
+    scheme's rows and load figures (max/mean load <= 1.01), and the global image, the
+    prediction and the resident residual equal the CPU distributed operator's and the
+    one-rank serial operator's to 1e-5 (single) / 1e-10 (double): rank-count invariance."""
     mpiexec = pathlib.Path(sys.executable).with_name("mpiexec")
     if not mpiexec.exists():
         pytest.skip("no mpiexec next to the interpreter (pip install mpich)")

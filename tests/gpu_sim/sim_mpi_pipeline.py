@@ -35,7 +35,7 @@ def config(name, device, simulate):
                      "sources": [{"ra_deg": 0.0, "dec_deg": 34.0, "flux_jy": 2.0},
                                  {"ra_deg": 0.6, "dec_deg": 34.4, "flux_jy": 1.0}]},
         "image": {"npix": NPIX, "cell_arcsec": 240.0, "weighting": "natural"},
-        "wterm": {"mode": "wstack-wproject", "epsilon": 1.0e-4},
+        "wterm": {"mode": "wstack-wproject", "epsilon": 1.0e-3},
         "gridder": {"device": device, "precision": "single", "nthreads": 1},
         "deconvolution": {"algorithm": "clean", "niter": 20, "gain": 0.2, "mgain": 0.5,
                           "nmajor": 2, "predict": "operator"},
