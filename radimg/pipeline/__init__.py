@@ -8,8 +8,8 @@ preflight       checks before any work: GPU, ``--resume``, outputs, mask, thread
                 plan; stale temporaries removed; the simulated MS written (``simulate``)
 read            each rank reads its own row range of the Measurement Set
 operator        the imaging backend from one factory (:func:`~radimg.pipeline.operator.
-                make_backend`): CPU load-balanced (Pratley & McEwen 2019 sec. 4) or GPU
-                row-range; it calls *weights* on the samples it keeps
+                make_backend`): load-balanced (Pratley & McEwen 2019 sec. 4) on CPU or
+                GPU; it calls *weights* on the samples it keeps
 weights         samples beyond the uv grid dropped, imaging weights from the global density
                 grid (one Allreduce)
 images          PSF, restoring beam, dirty image
