@@ -100,6 +100,7 @@ class GpuDistributedOperator(ResidentOperator, DistributedOperator):
     def _dot_dev(self, img_d):
         """``Phi x`` for a device image: this rank's samples' vis (device, (nrow, nchan))."""
         xp, dev, st = self.xp, self.dev, self.transfers
+        self.n_dot += 1  # the CPU scheme's work counters: the device runs the same samples
         vis = xp.zeros((self.nrow, self.nchan), dtype=self.cdtype)
         send = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
         if self.my_planes:
@@ -112,6 +113,7 @@ class GpuDistributedOperator(ResidentOperator, DistributedOperator):
                     self._pack(gh, tiles, send, off)
                 del gh
             if p in self._touched:  # own samples degrid straight from the owner's grid
+                self.kernel_cells["degrid"] += self._plane_cells(p)
                 dev.degrid_samples(g, p, out=vis)
             del g
         recv = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
@@ -119,6 +121,7 @@ class GpuDistributedOperator(ResidentOperator, DistributedOperator):
         del send
         for p, tiles, off in self._recv_plan:
             self._pack(self._scratch, tiles, recv, off, UNPACK)
+            self.kernel_cells["degrid"] += self._plane_cells(p)
             dev.degrid_samples(to_device(self._scratch, xp, st), p, out=vis)
         return vis
 
@@ -126,8 +129,10 @@ class GpuDistributedOperator(ResidentOperator, DistributedOperator):
         """``Phi^H W v`` of device vis: the global image on the host (rdtype), after the
         Allreduce; the device sum crosses to the host once (one image)."""
         xp, dev, st = self.xp, self.dev, self.transfers
+        self.n_hdot += 1
         send = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
         for p, tiles, off in self._recv_plan:  # other ranks' planes: grid, stage, pack
+            self.kernel_cells["grid"] += self._plane_cells(p)
             g = dev.grid_samples(vis_d, p, weight=weight_d,
                                  out=xp.zeros(self._grid_shape, dtype=self.cdtype))
             self._pack(to_host(g, xp, st), tiles, send, off)
@@ -139,6 +144,7 @@ class GpuDistributedOperator(ResidentOperator, DistributedOperator):
         for p in self.my_planes:
             g = xp.zeros(self._grid_shape, dtype=self.cdtype)
             if p in self._touched:  # own samples grid straight onto the owner's grid
+                self.kernel_cells["grid"] += self._plane_cells(p)
                 dev.grid_samples(vis_d, p, weight=weight_d, out=g)
             if self._serve_by_plane[p]:  # the other ranks' tiles, summed on the host
                 self._scratch[...] = 0

@@ -71,6 +71,8 @@ for mode, precision, tol in CASES:
     gpu.set_data(v, w)
     res = gpu.residual_image(model)
     e_res = rel(res, serial.hdot(vis - serial.dot(model), wgt))
+    for key in ("grid_cells", "degrid_cells"):  # work per application: the same samples
+        assert gpu.stats[key] == cpu.stats[key] > 0 or not gpu.nsamples, (key, mode)
     worst = max(e_img, e_cpu, e_pred, e_pcpu, e_res)
     assert worst <= tol, (mode, precision, e_img, e_cpu, e_pred, e_pcpu, e_res)
     # the GPU images are global and identical on every rank
