@@ -13,11 +13,13 @@ each on its own copy of the MS under ``--work`` (WSClean writes into the MS it i
 For every Stokes parameter and output channel (and the MFS images) it reports the Pearson
 correlation, the peak ratio (radimg's largest |pixel| over WSClean's, at the same pixel or
 not) and the largest difference relative to WSClean's peak, for radimg's images as they are
-and multiplied by ``n = sqrt(1 - l^2 - m^2)``: WSClean 3.1's dirty images carry no ``1/n``
-(measured here: on a 28 deg field, ``--npix 2048``, radimg x n matches WSClean to 3-5e-4 of
-the peak in the inner 80% of the image, radimg as it is only to 1.5-2.5e-2), radimg's do
-(docs/internals.md, "Normalisation"). The issue's criterion: correlation >= 0.9999 and
-peaks within 0.5%.
+and multiplied by ``n = sqrt(1 - l^2 - m^2)`` (a control: neither WSClean 3.1's dirty images
+nor, since the Jy/pixel convention, radimg's carry a ``1/n``, docs/internals.md "Units and
+conventions", so the "x n" column should be the worse one off axis). Measured on a 28 deg
+field, ``--npix 2048``: radimg as it is, correlation >= 0.99999 and peaks within 1e-4 for
+every image, 2.8-5.5e-4 of the peak in the inner 80% of the image; x n: 1.2-2.5e-2 there
+(before the convention change radimg as it is differed by those 1.5-2.5e-2). The issue's
+criterion: correlation >= 0.9999 and peaks within 0.5%.
 
     python scripts/bench_wsclean_cube.py --work /tmp/me/cube [--npix 2048] [--ranks 2]
 """
