@@ -106,9 +106,7 @@ def with_samples(job, backend, data, weigh):
         new.data_weight = backend.op.redistribute_vis(data.weight)
         del data.vis  # the read order's copy: only the redistributed one from here on
     new.imaging_weight, new.weight_sum = weigh(new.uvw, new.data_weight)
-    if not new.samples_on_host:  # resident samples (GPU): this product's replace them
-        with job.timer.stage("operator setup"):
-            new.op.set_data(new.vis, new.imaging_weight)
+    # a backend whose operator keeps samples on a device loads this product's on first use
     return new
 
 

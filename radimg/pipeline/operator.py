@@ -296,9 +296,11 @@ class GpuDistributedBackend(ImagingBackend):
             self.op.samples_of = self
 
     def psf(self):
+        self._own_samples()
         return np.asarray(self.op.psf_image(), dtype=np.float64) / self.weight_sum
 
     def dirty(self):
+        self._own_samples()
         return np.asarray(self.op.dirty_image(), dtype=np.float64) / self.weight_sum
 
     def residual(self, model, predict=None):
