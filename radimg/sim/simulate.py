@@ -148,54 +148,18 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
     import numba
 
     from radimg.config import ConfigError
-    from radimg.io.ms import MSError
-    from radimg.io.ms_write import MSWriter, check_replaceable
-    from radimg.io.paths import check_not_inside_table
-    from radimg.kernels.dft import dft_predict
+    from radimg.io.ms_write import MSWriter
     from radimg.sim import polarisation as pol
-    from radimg.sim.layouts import load_layout
     from radimg.sim.sky import sky_arrays
-    from radimg.sim.uvw import antenna_uvw, array_longitude, gaussian_uvw, hour_angle_times
 
-    try:
-        cfg = resolve_sim_config(sim_cfg)
-    except ValueError as exc:
-        raise ConfigError(f"simulate: {exc}") from None
+    cfg, layout = _checked_inputs(sim_cfg, ms_path, overwrite)
     log = log or (lambda msg: None)
-    if os.path.lexists(os.fspath(ms_path)) and not overwrite:
-        raise FileExistsError(
-            f"{os.fspath(ms_path)} exists (use --overwrite to replace an MS radimg simulated)"
-        )
-    check_replaceable(ms_path)
-    check_not_inside_table(ms_path, "input.ms")
-    try:
-        layout = load_layout(cfg["telescope"])
-    except MSError:
-        raise
-    except ValueError as exc:
-        raise ConfigError(f"simulate.telescope: {exc}") from None
     ra0, dec0 = np.radians(float(cfg["ra_deg"])), np.radians(float(cfg["dec_deg"]))
-    # nspw windows of nchan_w channels; freq holds them all, window by window
-    nchan_w, nspw = int(cfg["nchan"]), int(cfg["nspw"])
-    spacing = cfg["spw_spacing_hz"]
-    spacing = nchan_w * float(cfg["chan_width_hz"]) if spacing in (None, "auto") else spacing
-    freq = (float(cfg["freq_hz"]) + np.arange(nspw)[:, None] * float(spacing)
-            + np.arange(nchan_w)[None, :] * float(cfg["chan_width_hz"])).ravel()
+    freq, nchan_w, nspw = _frequencies(cfg)
     nchan = freq.size
     integ = float(cfg["integration_s"])
-    lon = array_longitude(layout.positions)
-    mjd = hour_angle_times(cfg["ha_start_h"], cfg["ha_stop_h"], integ, ra0, lon)
-    a1, a2 = baselines(len(layout.names))
-    nbl, ntime = a1.size, mjd.size
-    gaussian = cfg["uv_distribution"] == "gaussian"
-    if gaussian:
-        # random uvw (Pratley et al. 2018); rows cycle the baselines, one time step per
-        # nbl rows from the track's first integration
-        nrows = int(cfg["gaussian_rows"])
-        ntime = -(-nrows // nbl)
-        mjd = mjd[0] + np.arange(ntime) * integ / 86400.0
-    else:
-        nrows = nbl * ntime
+    mjd, a1, a2, nrows = _sample_times(cfg, layout, ra0)
+    nbl = a1.size
     try:
         sky = sky_arrays(cfg["sources"], ra0, dec0, freq, float(cfg["freq_hz"]))
     except ValueError as exc:
@@ -203,32 +167,7 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
             f"simulate.sources: {exc} (RA/Dec {cfg['ra_deg']:g}/{cfg['dec_deg']:g} deg); "
             "every source must lie within 90 deg of the phase centre"
         ) from None
-    image = predict_how = None
-    if cfg.get("sky_image"):
-        from radimg.sim import sky_image as skyimg
-
-        image = skyimg.load_sky_image(cfg["sky_image"])
-        predict_how, why = skyimg.choose_predict(
-            image, ra0, dec0, nrows * nchan, cfg.get("sky_image_predict") or "auto"
-        )
-        log(f"sky image {cfg['sky_image']}: {image.nnz} non-zero pixels, "
-            f"{float(image.flux.sum()):.6g} Jy; predicted by {why}")
-        scale = (freq / float(cfg["freq_hz"])) ** float(cfg.get("sky_image_spectral_index", 0.0))
-        if predict_how == "dft":
-            il, im, iflux = skyimg.components(image, ra0, dec0)
-            zeros = np.zeros(il.size)
-            sky = {
-                "l": np.concatenate([sky["l"], il]),
-                "m": np.concatenate([sky["m"], im]),
-                "flux": np.concatenate([sky["flux"], iflux[:, None] * scale[None, :]]),
-                "major": np.concatenate([sky["major"], zeros]),
-                "minor": np.concatenate([sky["minor"], zeros]),
-                "pa": np.concatenate([sky["pa"], zeros]),
-            }
-        else:
-            image_cell = skyimg.on_radimg_grid(image, ra0, dec0)
-    au = None if gaussian else antenna_uvw(layout.positions, mjd, ra0, dec0)  # (time, ant, 3)
-    uvw_rng = np.random.default_rng([int(cfg["seed"]), 16])  # its own stream: noise unchanged
+    sky, predict_how, image_op = _add_sky_image(cfg, sky, ra0, dec0, freq, nrows * nchan, log)
     noise = float(cfg["noise_jy"])
     polarised = pol.is_polarised(cfg["sources"])
     corr = pol.corr_types(cfg["feeds"], cfg["correlations"], polarised, layout.corr_types)
@@ -237,40 +176,12 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
     nthreads = numba.get_num_threads() if nthreads is None else int(nthreads)
     tsec = mjd * 86400.0
     half = 0.5 * integ
-    rows_per_chunk = max(1, CHUNK_ROWS // nbl) * nbl
 
-    def chunks():
-        """(first row, uvw (row, 3) metres, model vis (row, chan)) in row order."""
-        for r0 in range(0, nrows, rows_per_chunk):
-            r1 = min(nrows, r0 + rows_per_chunk)
-            if gaussian:
-                uvw = gaussian_uvw(
-                    r1 - r0, uvw_rng, uv_sigma=float(cfg["uv_sigma_lambda"]),
-                    uv_max=float(cfg["uv_max_lambda"]), w_sigma=float(cfg["w_sigma_lambda"]),
-                    w_max=float(cfg["w_max_lambda"]),
-                ) * (C_LIGHT / float(cfg["freq_hz"]))
-            else:
-                t0, t1 = r0 // nbl, r1 // nbl
-                uvw = (au[t0:t1, a1] - au[t0:t1, a2]).reshape(-1, 3)
-            vis = dft_predict(uvw, freq, sky["l"], sky["m"], sky["flux"], sky["major"],
-                              sky["minor"], sky["pa"], nthreads=nthreads)
-            if predict_how == "operator":
-                vis = vis + skyimg.predict_operator(image, image_cell, uvw, freq, scale,
-                                                    nthreads=nthreads)
-            yield r0, uvw, vis
-
-    parts = chunks()
+    parts = _model_chunks(cfg, layout, mjd, a1, a2, nrows, freq, sky, image_op, ra0, dec0,
+                          nthreads)
     snr = cfg.get("input_snr_db")
     if snr is not None:
-        # the noise follows from the whole model (Pratley et al. 2018; PURIFY's
-        # SNR_to_standard_deviation): rms per part = ||y0||_2 / sqrt(2 M) 10^(-SNR/20), so
-        # 20 log10(||y0|| / ||n||) = SNR; the model is held (16 B per sample) to know ||y0||
-        parts = list(parts)
-        y2 = sum(float(np.vdot(v, v).real) for _, _, v in parts)
-        m = nrows * nchan
-        noise = math.sqrt(y2 / (2.0 * m)) * 10.0 ** (-float(snr) / 20.0)
-        log(f"input SNR {float(snr):g} dB: ||y0||_2 = {math.sqrt(y2):.6g} Jy over {m} samples, "
-            f"noise {noise:.6g} Jy rms per part")
+        parts, noise = _noise_for_snr(parts, float(snr), nrows * nchan, log)
     sigma_corr = noise * np.sqrt(2.0) if noise > 0 else 1.0
     history = f"radimg.sim.simulate: {cfg!r}" + (
         f"; sky image predicted by {predict_how}" if predict_how else "") + (
@@ -297,13 +208,7 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
         for r0, uvw, vis in parts:
             n = vis.shape[0]
             rows = np.arange(r0, r0 + n)
-            if polarised:
-                stokes = {"I": vis, **{k.upper(): dft_predict(
-                    uvw, freq, sky["l"], sky["m"], sky[f"flux_{k}"], sky["major"],
-                    sky["minor"], sky["pa"], nthreads=nthreads) for k in "quv"}}
-                data_all = pol.correlations(stokes, corr)
-            else:
-                data_all = pol.correlations({"I": vis}, corr)
+            data_all = _correlations(vis, uvw, freq, sky, corr, polarised, nthreads)
             for k in range(nspw):  # window k: rows k * nrows + ..., DATA_DESC_ID k
                 data = data_all[:, k * nchan_w : (k + 1) * nchan_w]
                 if noise > 0:
@@ -322,3 +227,162 @@ def simulate(sim_cfg: dict, ms_path, overwrite: bool = False, nthreads: int | No
                     sigma=np.full((n, ncorr), sigma_corr, dtype=np.float32),
                 )
     return ms_path
+
+
+def _checked_inputs(sim_cfg, ms_path, overwrite):
+    """``(resolved config, array layout)``, or a ConfigError/MSError/FileExistsError that
+    names the bad key or path; nothing is written."""
+    from radimg.config import ConfigError
+    from radimg.io.ms import MSError
+    from radimg.io.ms_write import check_replaceable
+    from radimg.io.paths import check_not_inside_table
+    from radimg.sim.layouts import load_layout
+
+    try:
+        cfg = resolve_sim_config(sim_cfg)
+    except ValueError as exc:
+        raise ConfigError(f"simulate: {exc}") from None
+    if os.path.lexists(os.fspath(ms_path)) and not overwrite:
+        raise FileExistsError(
+            f"{os.fspath(ms_path)} exists (use --overwrite to replace an MS radimg simulated)"
+        )
+    check_replaceable(ms_path)
+    check_not_inside_table(ms_path, "input.ms")
+    try:
+        layout = load_layout(cfg["telescope"])
+    except MSError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"simulate.telescope: {exc}") from None
+    return cfg, layout
+
+
+def _frequencies(cfg):
+    """Channel frequencies (chan,) float64 Hz of all ``nspw`` windows of ``nchan`` channels,
+    window by window; returns ``(freq, nchan_per_window, nspw)``."""
+    nchan_w, nspw = int(cfg["nchan"]), int(cfg["nspw"])
+    spacing = cfg["spw_spacing_hz"]
+    spacing = nchan_w * float(cfg["chan_width_hz"]) if spacing in (None, "auto") else spacing
+    freq = (float(cfg["freq_hz"]) + np.arange(nspw)[:, None] * float(spacing)
+            + np.arange(nchan_w)[None, :] * float(cfg["chan_width_hz"])).ravel()
+    return freq, nchan_w, nspw
+
+
+def _sample_times(cfg, layout, ra0):
+    """Time steps and baselines of the observation.
+
+    Returns ``(mjd (time,) float64 days, antenna1 (baseline,), antenna2 (baseline,),
+    nrows)``; row ``r`` is time ``r // nbaseline``, baseline ``r % nbaseline``.
+    """
+    from radimg.sim.uvw import array_longitude, hour_angle_times
+
+    integ = float(cfg["integration_s"])
+    lon = array_longitude(layout.positions)
+    mjd = hour_angle_times(cfg["ha_start_h"], cfg["ha_stop_h"], integ, ra0, lon)
+    a1, a2 = baselines(len(layout.names))
+    nbl = a1.size
+    if cfg["uv_distribution"] == "gaussian":
+        # random uvw (Pratley et al. 2018); rows cycle the baselines, one time step per
+        # nbl rows from the track's first integration
+        nrows = int(cfg["gaussian_rows"])
+        ntime = -(-nrows // nbl)
+        mjd = mjd[0] + np.arange(ntime) * integ / 86400.0
+    else:
+        nrows = nbl * mjd.size
+    return mjd, a1, a2, nrows
+
+
+def _add_sky_image(cfg, sky, ra0, dec0, freq, nsamples, log):
+    """Add ``cfg["sky_image"]`` (if any) to the point/Gaussian sky.
+
+    A sky image predicted by DFT joins ``sky``'s component arrays; one predicted by the
+    operator comes back as ``image_op = (image, image_cell, scale (chan,))`` for
+    ``_model_chunks``. Returns ``(sky, predict_how ("dft" | "operator" | None), image_op)``.
+    """
+    if not cfg.get("sky_image"):
+        return sky, None, None
+    from radimg.sim import sky_image as skyimg
+
+    image = skyimg.load_sky_image(cfg["sky_image"])
+    predict_how, why = skyimg.choose_predict(
+        image, ra0, dec0, nsamples, cfg.get("sky_image_predict") or "auto"
+    )
+    log(f"sky image {cfg['sky_image']}: {image.nnz} non-zero pixels, "
+        f"{float(image.flux.sum()):.6g} Jy; predicted by {why}")
+    scale = (freq / float(cfg["freq_hz"])) ** float(cfg.get("sky_image_spectral_index", 0.0))
+    if predict_how != "dft":
+        return sky, predict_how, (image, skyimg.on_radimg_grid(image, ra0, dec0), scale)
+    il, im, iflux = skyimg.components(image, ra0, dec0)
+    zeros = np.zeros(il.size)
+    sky = {
+        "l": np.concatenate([sky["l"], il]),
+        "m": np.concatenate([sky["m"], im]),
+        "flux": np.concatenate([sky["flux"], iflux[:, None] * scale[None, :]]),
+        "major": np.concatenate([sky["major"], zeros]),
+        "minor": np.concatenate([sky["minor"], zeros]),
+        "pa": np.concatenate([sky["pa"], zeros]),
+    }
+    return sky, predict_how, None
+
+
+def _model_chunks(cfg, layout, mjd, a1, a2, nrows, freq, sky, image_op, ra0, dec0, nthreads):
+    """Yield ``(first row, uvw (row, 3) float64 metres, Stokes I model vis (row, chan)
+    complex128)`` in row order, ``CHUNK_ROWS``-ish rows (whole time steps) at a time."""
+    from radimg.kernels.dft import dft_predict
+    from radimg.sim.uvw import antenna_uvw, gaussian_uvw
+
+    gaussian = cfg["uv_distribution"] == "gaussian"
+    nbl = a1.size
+    au = None if gaussian else antenna_uvw(layout.positions, mjd, ra0, dec0)  # (time, ant, 3)
+    uvw_rng = np.random.default_rng([int(cfg["seed"]), 16])  # its own stream: noise unchanged
+    rows_per_chunk = max(1, CHUNK_ROWS // nbl) * nbl
+    for r0 in range(0, nrows, rows_per_chunk):
+        r1 = min(nrows, r0 + rows_per_chunk)
+        if gaussian:
+            uvw = gaussian_uvw(
+                r1 - r0, uvw_rng, uv_sigma=float(cfg["uv_sigma_lambda"]),
+                uv_max=float(cfg["uv_max_lambda"]), w_sigma=float(cfg["w_sigma_lambda"]),
+                w_max=float(cfg["w_max_lambda"]),
+            ) * (C_LIGHT / float(cfg["freq_hz"]))
+        else:
+            t0, t1 = r0 // nbl, r1 // nbl
+            uvw = (au[t0:t1, a1] - au[t0:t1, a2]).reshape(-1, 3)
+        vis = dft_predict(uvw, freq, sky["l"], sky["m"], sky["flux"], sky["major"],
+                          sky["minor"], sky["pa"], nthreads=nthreads)
+        if image_op is not None:
+            from radimg.sim import sky_image as skyimg
+
+            image, image_cell, scale = image_op
+            vis = vis + skyimg.predict_operator(image, image_cell, uvw, freq, scale,
+                                                nthreads=nthreads)
+        yield r0, uvw, vis
+
+
+def _noise_for_snr(parts, snr_db, nsamples, log):
+    """Noise rms per part (real, imaginary) that gives the model ``parts`` an input SNR of
+    ``snr_db``; returns ``(parts as a list, noise_jy)``.
+
+    The noise follows from the whole model (Pratley et al. 2018; PURIFY's
+    SNR_to_standard_deviation): rms per part = ||y0||_2 / sqrt(2 M) 10^(-SNR/20), so
+    20 log10(||y0|| / ||n||) = SNR; the model is held (16 B per sample) to know ||y0||.
+    """
+    parts = list(parts)
+    y2 = sum(float(np.vdot(v, v).real) for _, _, v in parts)
+    noise = math.sqrt(y2 / (2.0 * nsamples)) * 10.0 ** (-snr_db / 20.0)
+    log(f"input SNR {snr_db:g} dB: ||y0||_2 = {math.sqrt(y2):.6g} Jy over {nsamples} samples, "
+        f"noise {noise:.6g} Jy rms per part")
+    return parts, noise
+
+
+def _correlations(vis, uvw, freq, sky, corr, polarised, nthreads):
+    """Noise-free DATA (row, chan, corr) complex128 of one chunk: Stokes I ``vis``, and Q, U,
+    V predicted here when the sky is polarised, mixed into the correlations ``corr``."""
+    from radimg.kernels.dft import dft_predict
+    from radimg.sim import polarisation as pol
+
+    if not polarised:
+        return pol.correlations({"I": vis}, corr)
+    stokes = {"I": vis, **{k.upper(): dft_predict(
+        uvw, freq, sky["l"], sky["m"], sky[f"flux_{k}"], sky["major"],
+        sky["minor"], sky["pa"], nthreads=nthreads) for k in "quv"}}
+    return pol.correlations(stokes, corr)
