@@ -25,6 +25,7 @@ Memory terms: :mod:`radimg.parallel.plan_memory`; the paper's set-up:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -238,6 +239,10 @@ def plan(
 ) -> dict:
     """Stacks, per-rank load, memory and communication for naive vs balanced distribution.
 
+    Long because its 30 keyword parameters each take a signature line and a documented
+    meaning below; the body only chains the steps (w histogram, stacks, supports, cuts, tile
+    model, :func:`_scheme` per assignment) and assembles the result.
+
     Parameters
     ----------
     n_ranks : int
@@ -312,181 +317,52 @@ def plan(
     npad_x = 2 * math.ceil(oversampling * npix_x / 2)
     npad_y = 2 * math.ceil(oversampling * npix_y / 2)
     l_max = field_lmax(npix_x, npix_y, cell_rad)
-    npad_cell_rad = min(npad_x, npad_y) * cell_rad
     if J_min is None:
         J_min = j_min_from_epsilon(epsilon, oversampling)
     nst = n_ranks if nstacks in (None, "auto") else int(nstacks)
     if precision not in ("single", "double"):
         raise ValueError("precision must be 'single' or 'double'")
     cbytes = 8 if precision == "single" else 16
-    rbytes = cbytes // 2
 
-    if w_hist is not None:
-        edges, counts = np.asarray(w_hist[0], np.float64), np.asarray(w_hist[1], np.int64)
-        if n_samples is not None and n_samples != counts.sum():
-            counts = largest_remainder(counts, int(n_samples))
-    elif w is not None:
-        edges, counts = w_histogram_from_samples(w, nbins, n_samples, valid)
-    else:
-        raise ValueError("plan needs w samples or a w histogram")
-    total_samples = int(counts.sum())
+    edges, counts = _w_counts(w, w_hist, n_samples, valid, nbins)
     centres_bin = 0.5 * (edges[1:] + edges[:-1])
-
-    if centres is None:
-        # k-means on the histogram (bin centres weighted by counts) -> stacks (paper sec. 5).
-        centres, bin_stack = kmeans_w(centres_bin, nst, valid=counts.astype(np.float64))
-    else:
-        # given stacks, labelled as WProjectOperator labels its samples
-        centres = np.sort(np.asarray(centres, dtype=np.float64).ravel())
+    given = centres is not None
+    centres, bin_stack = _stack_labels(centres, centres_bin, counts, nst)
+    if given:
         nst = centres.size
-        bin_stack = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), centres_bin)
     dw = centres_bin - centres[bin_stack]
-    table_bytes_real = None
     if support_model not in ("eq8", "tables"):
         raise ValueError(f"support_model must be 'eq8' or 'tables', not {support_model!r}")
-    if wproject and support_model == "tables":
-        from radimg.parallel.balance import wproject_supports
-
-        sx, sy, tinfo = wproject_supports(
-            centres_bin, centres[bin_stack], npix_x, npix_y, cell_rad, epsilon,
-            oversampling, precision, valid=counts > 0, tables=tables,
-        )
-        J_min = tinfo["W"]
-        support = np.maximum(sx, sy)
-        bin_load = sx * sy
-        table_bytes_real = tinfo["table_bytes"]
-    elif wproject:
-        support = sample_support(dw, J_min, l_max, npad_cell_rad, combine)
-        bin_load = support * support
-    else:
-        support = np.full(dw.shape, J_min, np.int64)
-        bin_load = support * support
-    bin_load = np.where(counts > 0, bin_load, 0).astype(np.int64)
-
-    # Ordered by (stack, w): bins are already in w order and labels are monotone in w.
-    seq = BinnedSequence(counts, bin_load)
-    stack_samples = np.bincount(bin_stack, weights=counts, minlength=nst).astype(np.int64)
-    stack_load = np.zeros(nst, np.int64)
-    np.add.at(stack_load, bin_stack, counts * bin_load)
-    stack_smax = np.zeros(nst, np.int64)
-    np.maximum.at(stack_smax, bin_stack, np.where(counts > 0, support, 0))
-    stack_dwmax = np.zeros(nst)
-    np.maximum.at(stack_dwmax, bin_stack, np.where(counts > 0, np.abs(dw), 0.0))
-    owner = np.arange(nst) % n_ranks
-
-    # Balanced: contiguous load ranges of the (stack, w) ordered samples.
-    if method == "cuts":
-        B = seq.midpoint_cuts(n_ranks)
-    elif method == "paper":
-        B = seq.greedy_cuts(n_ranks)
-    else:
+    support, bin_load, J_min, table_bytes_real = _bin_supports(
+        wproject, support_model, centres_bin, centres[bin_stack], dw, counts, J_min, l_max,
+        npix_x, npix_y, npad_x, npad_y, cell_rad, epsilon, oversampling, precision, combine,
+        tables,
+    )
+    stacks = _StackStats.of(bin_stack, counts, bin_load, support, dw, nst, n_ranks)
+    seq = BinnedSequence(counts, bin_load)  # bins are in w order, labels monotone in w
+    if method not in ("cuts", "paper"):
         raise ValueError(f"method must be 'cuts' or 'paper', not {method!r}")
+    # Balanced: contiguous load ranges of the (stack, w) ordered samples.
+    B = seq.midpoint_cuts(n_ranks) if method == "cuts" else seq.greedy_cuts(n_ranks)
     bal_samples_rk, bal_load_rk = _per_rank_stack(seq, bin_stack, nst, B)
     # Naive: stack k on rank k mod n.
     nai_samples_rk = np.zeros((n_ranks, nst), np.int64)
     nai_load_rk = np.zeros((n_ranks, nst), np.int64)
-    nai_samples_rk[owner, np.arange(nst)] = stack_samples
-    nai_load_rk[owner, np.arange(nst)] = stack_load
+    nai_samples_rk[stacks.owner, np.arange(nst)] = stacks.samples
+    nai_load_rk[stacks.owner, np.arange(nst)] = stacks.load
 
-    # Tile model.
-    ntx = -(-npad_x // tile)
-    nty = -(-npad_y // tile)
-    ntiles = ntx * nty
-    if tile_prob is None:
-        tile_prob = np.full(ntiles, 1.0 / ntiles)
-    tile_prob = np.asarray(tile_prob, dtype=np.float64).ravel()
-    if tile_prob.size != ntiles:
-        raise ValueError(f"tile_prob must have {ntiles} entries ({nty} x {ntx} tiles of {tile})")
-    tile_cum = np.cumsum(tile_prob) / tile_prob.sum()
-    occupied = (tile_prob > 0).astype(np.int64)
-    n_occ = int(occupied.sum())
-    tile_bytes = tile * tile * cbytes
-    if mode is None:
-        mode = "wstack-wproject" if wproject else "wstack"
-    planes = 1 + np.ceil(16.0 * stack_dwmax * (1.0 - math.sqrt(1.0 - l_max * l_max)))
-    table_bytes_k = (planes * np.maximum(1, stack_smax // 2) * 64 * cbytes).astype(np.int64)
-    owned_stacks = np.bincount(owner, minlength=n_ranks).astype(np.int64)
-
-    def scheme(samples_rk, load_rk, naive):
-        load = load_rk.sum(axis=1)
-        samples = samples_rk.sum(axis=1)
-        tiles_rk = np.zeros((n_ranks, nst), np.int64)
-        if not naive:
-            # Each rank holds a slice of each stack's tile-ordered samples.
-            cum = np.cumsum(samples_rk, axis=0)
-            for k in range(nst):
-                if stack_samples[k] == 0:
-                    continue
-                margin = -(-int(math.ceil(stack_smax[k] / 2)) // tile)
-                lo_f = (cum[:, k] - samples_rk[:, k]) / stack_samples[k]
-                hi_f = cum[:, k] / stack_samples[k]
-                for j in np.flatnonzero(samples_rk[:, k]):
-                    tiles_rk[j, k] = _tiles_touched(
-                        lo_f[j], hi_f[j], tile_cum, occupied, margin, ntx, ntiles
-                    )
-            remote = tiles_rk * (owner[None, :] != np.arange(n_ranks)[:, None])
-            a2a = int(remote.sum()) * tile_bytes
-        else:
-            a2a = 0  # each rank owns the stack it grids; its tiles only travel to itself
-            for k in range(nst):
-                if stack_samples[k]:
-                    margin = -(-int(math.ceil(stack_smax[k] / 2)) // tile)
-                    tiles_rk[owner[k], k] = _tiles_touched(
-                        0.0, 1.0, tile_cum, occupied, margin, ntx, ntiles
-                    )
-        # own stacks skip the buffers: only tiles of stacks owned by another rank count
-        tiles_rk = tiles_rk * (owner[None, :] != np.arange(n_ranks)[:, None])
-        recv_cells = tiles_rk.sum(axis=1) * tile * tile
-        send_cells = np.bincount(
-            owner, weights=tiles_rk.sum(axis=0), minlength=n_ranks
-        ).astype(np.int64) * tile * tile
-        owned = owned_stacks
-        big = samples_rk.max(axis=1) if nst else None
-        if exchange is not None and not naive:
-            recv_cells = np.asarray(exchange["recv_cells"], np.int64)
-            send_cells = np.asarray(exchange["send_cells"], np.int64)
-            owned = np.asarray(exchange["planes_owned"], np.int64)
-            big = exchange.get("max_stack_samples")
-            a2a = int(np.sum(exchange["remote_cells"])) * cbytes
-        present = samples_rk > 0
-        if kernel_storage == "table" and table_bytes_real is not None:
-            # one set of tables covers every stack; each rank with samples holds it
-            kern = (samples > 0) * np.int64(table_bytes_real)
-        elif kernel_storage == "table":
-            kern = (present * table_bytes_k[None, :]).sum(axis=1)
-        elif kernel_storage == "sparse":
-            kern = load * 2 * (cbytes + 8)
-        else:
-            raise ValueError("kernel_storage must be 'table' or 'sparse'")
-        breakdown = memory_terms(
-            mode, precision, samples=samples, nchan=nchan, recv_cells=recv_cells,
-            send_cells=send_cells, planes_owned=owned,
-            grid_cells=(exchange or {}).get("grid_cells", npad_x * npad_y),
-            image_pixels=npix_x * npix_y, kernel_bytes=kern, max_stack_samples=big,
-            small=small, dot=dot,
-        )
-        mem = sum(breakdown.values())
-        allreduce = 2 * (n_ranks - 1) * (npix_x * npix_y * rbytes) if n_ranks > 1 else 0
-        mean = load.mean() if n_ranks else 0.0
-        return {
-            "load_per_rank": load.tolist(),
-            "max_over_mean": float(load.max() / mean) if mean > 0 else 1.0,
-            "samples_per_rank": samples.tolist(),
-            "stacks_per_rank": present.sum(axis=1).tolist(),
-            "memory_per_rank_bytes": mem.tolist(),
-            "peak_memory_bytes": int(mem.max()),
-            "memory_breakdown": {k: v.tolist() for k, v in breakdown.items()},
-            "exchange_cells": {"recv": recv_cells.tolist(), "send": send_cells.tolist()},
-            "comm_bytes_per_apply": int(a2a + allreduce),
-            "comm_breakdown": {
-                "alltoall_tiles_bytes": int(a2a),
-                "image_allreduce_bytes": int(allreduce),
-            },
-        }
-
+    tiles = _TileModel.of(npad_x, npad_y, tile, tile_prob)
+    ctx = _SchemeContext(
+        n_ranks=n_ranks, npix_x=npix_x, npix_y=npix_y, npad_x=npad_x, npad_y=npad_y,
+        precision=precision, cbytes=cbytes, stacks=stacks, tiles=tiles,
+        mode=mode if mode is not None else ("wstack-wproject" if wproject else "wstack"),
+        kernel_storage=kernel_storage, table_bytes_real=table_bytes_real,
+        table_bytes_k=_table_bytes_per_stack(stacks, l_max, cbytes),
+        exchange=exchange, nchan=nchan, small=small, dot=dot,
+    )
     result = {
         "n_ranks": n_ranks,
-        "n_samples": total_samples,
+        "n_samples": int(counts.sum()),
         "geometry": {
             "npix_x": npix_x,
             "npix_y": npix_y,
@@ -496,7 +372,7 @@ def plan(
             "l_max": l_max,
             "J_min": int(J_min),
             "tile": tile,
-            "occupied_tiles": n_occ,
+            "occupied_tiles": int(tiles.occupied.sum()),
             "precision": precision,
             "kernel_storage": kernel_storage,
             "support_rule": combine if support_model == "eq8" else "kernel tables",
@@ -507,13 +383,13 @@ def plan(
         "stacks": {
             "nstacks": nst,
             "centres_lambda": centres.tolist(),
-            "samples": stack_samples.tolist(),
-            "load": stack_load.tolist(),
-            "max_support": stack_smax.tolist(),
-            "owner_rank": owner.tolist(),
+            "samples": stacks.samples.tolist(),
+            "load": stacks.load.tolist(),
+            "max_support": stacks.smax.tolist(),
+            "owner_rank": stacks.owner.tolist(),
         },
-        "balanced": scheme(bal_samples_rk, bal_load_rk, naive=False),
-        "naive": scheme(nai_samples_rk, nai_load_rk, naive=True),
+        "balanced": _scheme(bal_samples_rk, bal_load_rk, False, ctx),
+        "naive": _scheme(nai_samples_rk, nai_load_rk, True, ctx),
     }
     if mem_per_rank is not None:
         ok, msg = fits_memory(result, mem_per_rank)
@@ -521,3 +397,233 @@ def plan(
         result["fits"] = ok
         result["memory_message"] = msg
     return result
+
+
+def _w_counts(w, w_hist, n_samples, valid, nbins):
+    """``(edges (nbins + 1,) float64, counts (nbins,) int64)`` of reflected ``|w|`` from a
+    given histogram (rescaled to ``n_samples``) or from samples."""
+    if w_hist is not None:
+        edges, counts = np.asarray(w_hist[0], np.float64), np.asarray(w_hist[1], np.int64)
+        if n_samples is not None and n_samples != counts.sum():
+            counts = largest_remainder(counts, int(n_samples))
+        return edges, counts
+    if w is not None:
+        return w_histogram_from_samples(w, nbins, n_samples, valid)
+    raise ValueError("plan needs w samples or a w histogram")
+
+
+def _stack_labels(centres, centres_bin, counts, nst):
+    """``(stack centres (nstacks,) float64, stack of each w bin (nbins,) int)``."""
+    if centres is None:
+        # k-means on the histogram (bin centres weighted by counts) -> stacks (paper sec. 5).
+        return kmeans_w(centres_bin, nst, valid=counts.astype(np.float64))
+    # given stacks, labelled as WProjectOperator labels its samples
+    centres = np.sort(np.asarray(centres, dtype=np.float64).ravel())
+    return centres, np.searchsorted(0.5 * (centres[1:] + centres[:-1]), centres_bin)
+
+
+def _bin_supports(wproject, support_model, centres_bin, bin_centre, dw, counts, J_min, l_max,
+                  npix_x, npix_y, npad_x, npad_y, cell_rad, epsilon, oversampling, precision,
+                  combine, tables):
+    """Kernel support and load of each w bin under the chosen support model.
+
+    Returns ``(support (nbins,) int64, load (nbins,) int64 = cells per sample (0 for empty
+    bins), J_min, kernel-table bytes or None)``; ``"tables"`` reads the real operator's
+    tables (its ``J_min`` is their ES support).
+    """
+    table_bytes_real = None
+    if wproject and support_model == "tables":
+        from radimg.parallel.balance import wproject_supports
+
+        sx, sy, tinfo = wproject_supports(
+            centres_bin, bin_centre, npix_x, npix_y, cell_rad, epsilon,
+            oversampling, precision, valid=counts > 0, tables=tables,
+        )
+        J_min = tinfo["W"]
+        support = np.maximum(sx, sy)
+        bin_load = sx * sy
+        table_bytes_real = tinfo["table_bytes"]
+    elif wproject:
+        npad_cell_rad = min(npad_x, npad_y) * cell_rad
+        support = sample_support(dw, J_min, l_max, npad_cell_rad, combine)
+        bin_load = support * support
+    else:
+        support = np.full(dw.shape, J_min, np.int64)
+        bin_load = support * support
+    bin_load = np.where(counts > 0, bin_load, 0).astype(np.int64)
+    return support, bin_load, J_min, table_bytes_real
+
+
+@dataclass(frozen=True)
+class _StackStats:
+    """Per-stack totals (each (nstacks,)): samples, load (cells), largest support, largest
+    ``|w - centre|`` (wavelengths), owner rank (stack k on rank k mod n) and stacks owned
+    per rank (n_ranks,)."""
+
+    samples: np.ndarray
+    load: np.ndarray
+    smax: np.ndarray
+    dwmax: np.ndarray
+    owner: np.ndarray
+    owned: np.ndarray
+
+    @classmethod
+    def of(cls, bin_stack, counts, bin_load, support, dw, nst, n_ranks):
+        samples = np.bincount(bin_stack, weights=counts, minlength=nst).astype(np.int64)
+        load = np.zeros(nst, np.int64)
+        np.add.at(load, bin_stack, counts * bin_load)
+        smax = np.zeros(nst, np.int64)
+        np.maximum.at(smax, bin_stack, np.where(counts > 0, support, 0))
+        dwmax = np.zeros(nst)
+        np.maximum.at(dwmax, bin_stack, np.where(counts > 0, np.abs(dw), 0.0))
+        owner = np.arange(nst) % n_ranks
+        owned = np.bincount(owner, minlength=n_ranks).astype(np.int64)
+        return cls(samples, load, smax, dwmax, owner, owned)
+
+
+@dataclass(frozen=True)
+class _TileModel:
+    """The padded grid as ``nty x ntx`` tiles of ``tile`` cells a side: cumulative sample
+    fraction (ntiles,) in row-major order and which tiles hold samples (ntiles,) int64."""
+
+    tile: int
+    ntx: int
+    ntiles: int
+    cum: np.ndarray
+    occupied: np.ndarray
+
+    @classmethod
+    def of(cls, npad_x, npad_y, tile, tile_prob):
+        ntx = -(-npad_x // tile)
+        nty = -(-npad_y // tile)
+        ntiles = ntx * nty
+        if tile_prob is None:
+            tile_prob = np.full(ntiles, 1.0 / ntiles)
+        tile_prob = np.asarray(tile_prob, dtype=np.float64).ravel()
+        if tile_prob.size != ntiles:
+            raise ValueError(
+                f"tile_prob must have {ntiles} entries ({nty} x {ntx} tiles of {tile})"
+            )
+        cum = np.cumsum(tile_prob) / tile_prob.sum()
+        return cls(tile, ntx, ntiles, cum, (tile_prob > 0).astype(np.int64))
+
+    def touched(self, frac_lo, frac_hi, support):
+        """Tiles a rank touches holding the [frac_lo, frac_hi) slice of a stack whose
+        largest kernel support is ``support`` cells."""
+        margin = -(-int(math.ceil(support / 2)) // self.tile)
+        return _tiles_touched(frac_lo, frac_hi, self.cum, self.occupied, margin, self.ntx,
+                              self.ntiles)
+
+
+def _table_bytes_per_stack(stacks, l_max, cbytes):
+    """Kernel-table bytes (nstacks,) int64 of each stack under the eq. 8 model."""
+    planes = 1 + np.ceil(16.0 * stacks.dwmax * (1.0 - math.sqrt(1.0 - l_max * l_max)))
+    return (planes * np.maximum(1, stacks.smax // 2) * 64 * cbytes).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _SchemeContext:
+    """What :func:`_scheme` needs besides the per-rank samples and load."""
+
+    n_ranks: int
+    npix_x: int
+    npix_y: int
+    npad_x: int
+    npad_y: int
+    precision: str
+    cbytes: int
+    stacks: _StackStats
+    tiles: _TileModel
+    mode: str
+    kernel_storage: str
+    table_bytes_real: int | None
+    table_bytes_k: np.ndarray
+    exchange: dict | None
+    nchan: int
+    small: object
+    dot: bool
+
+
+def _remote_tiles(samples_rk, naive, ctx):
+    """Tiles (n_ranks, nstacks) each rank grids of stacks another rank owns, and the
+    Alltoallv bytes per apply of the tile model."""
+    n_ranks, nst = samples_rk.shape
+    st = ctx.stacks
+    tiles_rk = np.zeros((n_ranks, nst), np.int64)
+    if not naive:
+        # Each rank holds a slice of each stack's tile-ordered samples.
+        cum = np.cumsum(samples_rk, axis=0)
+        for k in range(nst):
+            if st.samples[k] == 0:
+                continue
+            lo_f = (cum[:, k] - samples_rk[:, k]) / st.samples[k]
+            hi_f = cum[:, k] / st.samples[k]
+            for j in np.flatnonzero(samples_rk[:, k]):
+                tiles_rk[j, k] = ctx.tiles.touched(lo_f[j], hi_f[j], st.smax[k])
+        remote = tiles_rk * (st.owner[None, :] != np.arange(n_ranks)[:, None])
+        a2a = int(remote.sum()) * ctx.tiles.tile * ctx.tiles.tile * ctx.cbytes
+    else:
+        a2a = 0  # each rank owns the stack it grids; its tiles only travel to itself
+        for k in range(nst):
+            if st.samples[k]:
+                tiles_rk[st.owner[k], k] = ctx.tiles.touched(0.0, 1.0, st.smax[k])
+    # own stacks skip the buffers: only tiles of stacks owned by another rank count
+    return tiles_rk * (st.owner[None, :] != np.arange(n_ranks)[:, None]), a2a
+
+
+def _scheme(samples_rk, load_rk, naive, ctx):
+    """Load, memory and communication figures of one assignment of samples to ranks
+    (``samples_rk``, ``load_rk``: (n_ranks, nstacks) int64)."""
+    n_ranks, npix2 = ctx.n_ranks, ctx.npix_x * ctx.npix_y
+    tile_cells = ctx.tiles.tile * ctx.tiles.tile
+    load = load_rk.sum(axis=1)
+    samples = samples_rk.sum(axis=1)
+    tiles_rk, a2a = _remote_tiles(samples_rk, naive, ctx)
+    recv_cells = tiles_rk.sum(axis=1) * tile_cells
+    send_cells = np.bincount(
+        ctx.stacks.owner, weights=tiles_rk.sum(axis=0), minlength=n_ranks
+    ).astype(np.int64) * tile_cells
+    owned = ctx.stacks.owned
+    big = samples_rk.max(axis=1) if samples_rk.shape[1] else None
+    exchange = ctx.exchange
+    if exchange is not None and not naive:
+        recv_cells = np.asarray(exchange["recv_cells"], np.int64)
+        send_cells = np.asarray(exchange["send_cells"], np.int64)
+        owned = np.asarray(exchange["planes_owned"], np.int64)
+        big = exchange.get("max_stack_samples")
+        a2a = int(np.sum(exchange["remote_cells"])) * ctx.cbytes
+    present = samples_rk > 0
+    if ctx.kernel_storage == "table" and ctx.table_bytes_real is not None:
+        # one set of tables covers every stack; each rank with samples holds it
+        kern = (samples > 0) * np.int64(ctx.table_bytes_real)
+    elif ctx.kernel_storage == "table":
+        kern = (present * ctx.table_bytes_k[None, :]).sum(axis=1)
+    elif ctx.kernel_storage == "sparse":
+        kern = load * 2 * (ctx.cbytes + 8)
+    else:
+        raise ValueError("kernel_storage must be 'table' or 'sparse'")
+    breakdown = memory_terms(
+        ctx.mode, ctx.precision, samples=samples, nchan=ctx.nchan, recv_cells=recv_cells,
+        send_cells=send_cells, planes_owned=owned,
+        grid_cells=(exchange or {}).get("grid_cells", ctx.npad_x * ctx.npad_y),
+        image_pixels=npix2, kernel_bytes=kern, max_stack_samples=big,
+        small=ctx.small, dot=ctx.dot,
+    )
+    mem = sum(breakdown.values())
+    allreduce = 2 * (n_ranks - 1) * (npix2 * (ctx.cbytes // 2)) if n_ranks > 1 else 0
+    mean = load.mean() if n_ranks else 0.0
+    return {
+        "load_per_rank": load.tolist(),
+        "max_over_mean": float(load.max() / mean) if mean > 0 else 1.0,
+        "samples_per_rank": samples.tolist(),
+        "stacks_per_rank": present.sum(axis=1).tolist(),
+        "memory_per_rank_bytes": mem.tolist(),
+        "peak_memory_bytes": int(mem.max()),
+        "memory_breakdown": {k: v.tolist() for k, v in breakdown.items()},
+        "exchange_cells": {"recv": recv_cells.tolist(), "send": send_cells.tolist()},
+        "comm_bytes_per_apply": int(a2a + allreduce),
+        "comm_breakdown": {
+            "alltoall_tiles_bytes": int(a2a),
+            "image_allreduce_bytes": int(allreduce),
+        },
+    }
