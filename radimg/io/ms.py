@@ -829,46 +829,86 @@ def _plan_selection(
     wait = lock_wait_s
     parts, row0, meta0 = [], 0, None
     for path in paths:
-        t = open_table(path, wait_s=wait)  # the main table first: "not an MS" beats any subtable
-        try:
-            cols = _check_main(path, t)
-            nrows = t.nrows()
-            if datacolumn is not None and datacolumn not in cols:
-                raise MSError(
-                    f"{path}: data column {datacolumn!r} not found; the data columns present "
-                    f"are {', '.join(_data_columns(t)) or 'none'}"
-                )
-        finally:
-            t.close()
-        if nrows == 0:
-            raise MSError(f"{path}: the Measurement Set has zero rows")
+        nrows = _checked_main_rows(path, datacolumn, wait)
         fid = _field_id(path, field, wait)
         centre, fname, _ = _field_centre(path, fid, wait)
-        windows = {}
-        for sp in _spw_ids(path, spw, wait):
-            freq, _ = _spw_info(path, sp, wait)
-            c0, c1 = 0, freq.size
-            if chan_range is not None:
-                a, b = int(chan_range[0]), int(chan_range[1])
-                if a >= freq.size:
-                    raise _config_error(
-                        f"input.chan_range = [{a}, {b}] selects no channel of spectral window "
-                        f"{sp} of {path} (it has {freq.size} channels: 0..{freq.size - 1})"
-                    )
-                c0, c1 = a, min(b, freq.size - 1) + 1
-            ddids, corr = _ddid_map(path, sp, wait)
-            for d in ddids:
-                if d not in corr:
-                    raise MSError(f"{path}: DATA_DESC_ID {d} has no valid POLARIZATION row")
-                windows[d] = Window(d, sp, (c0, c1), np.zeros(0, np.int64), freq[c0:c1],
-                                    freq.size, _recipes(path, corr[d], pols))
+        windows = _plan_windows(path, spw, chan_range, pols, wait)
         if meta0 is None:
             meta0 = ms_metadata(path, _spw_ids(path, spw, wait)[0], fid, lock_wait_s=wait)
         parts.append(MSPart(os.fspath(path), row0, int(nrows), fid, fname, centre, windows,
                             None))
         row0 += int(nrows)
+    axis, chan_width = _frequency_axis(parts, paths, spw, wait)
+    if int(channels_out) > axis.size:
+        raise _config_error(
+            f"image.channels_out = {channels_out} is more than the {axis.size} channel(s) "
+            "selected (input.spw, input.chan_range); lower image.channels_out"
+        )
+    target = _target_centre(parts, phase_centre)
+    meta = dict(meta0)
+    meta.update(
+        nrows=row0,
+        freq=axis,
+        chan_width=chan_width,
+        bandwidth_hz=band_span(axis, chan_width),
+        phase_centre=target,
+        ms=[p.path for p in parts],
+        n_ms=len(parts),
+        stokes=list(pols),
+        spws=sorted({w.spw for p in parts for w in p.windows.values()}),
+    )
+    return Selection(parts, axis, chan_width, target, pols, row0, meta)
 
-    # One frequency axis: every selected channel once (exactly equal frequencies share it).
+
+def _checked_main_rows(path, datacolumn, wait):
+    """Rows of ``path``'s main table, after checking it is an MS (before any subtable: "not
+    an MS" beats any subtable error) holding ``datacolumn`` (if given) and some rows."""
+    t = open_table(path, wait_s=wait)
+    try:
+        cols = _check_main(path, t)
+        nrows = t.nrows()
+        if datacolumn is not None and datacolumn not in cols:
+            raise MSError(
+                f"{path}: data column {datacolumn!r} not found; the data columns present "
+                f"are {', '.join(_data_columns(t)) or 'none'}"
+            )
+    finally:
+        t.close()
+    if nrows == 0:
+        raise MSError(f"{path}: the Measurement Set has zero rows")
+    return nrows
+
+
+def _plan_windows(path, spw, chan_range, pols, wait):
+    """``{DATA_DESC_ID: Window}`` of the selected spectral windows and channels of ``path``
+    (``Window.cols`` still empty: :func:`_frequency_axis` fills it)."""
+    windows = {}
+    for sp in _spw_ids(path, spw, wait):
+        freq, _ = _spw_info(path, sp, wait)
+        c0, c1 = 0, freq.size
+        if chan_range is not None:
+            a, b = int(chan_range[0]), int(chan_range[1])
+            if a >= freq.size:
+                raise _config_error(
+                    f"input.chan_range = [{a}, {b}] selects no channel of spectral window "
+                    f"{sp} of {path} (it has {freq.size} channels: 0..{freq.size - 1})"
+                )
+            c0, c1 = a, min(b, freq.size - 1) + 1
+        ddids, corr = _ddid_map(path, sp, wait)
+        for d in ddids:
+            if d not in corr:
+                raise MSError(f"{path}: DATA_DESC_ID {d} has no valid POLARIZATION row")
+            windows[d] = Window(d, sp, (c0, c1), np.zeros(0, np.int64), freq[c0:c1],
+                                freq.size, _recipes(path, corr[d], pols))
+    return windows
+
+
+def _frequency_axis(parts, paths, spw, wait):
+    """One frequency axis: every selected channel once (exactly equal frequencies share it).
+
+    Returns ``(freq (chan,) float64 Hz ascending, chan_width (chan,) float64 Hz)`` and sets
+    each window's ``cols`` (its channels' places on that axis).
+    """
     freqs, widths = [], {}
     for part in parts:
         for w in part.windows.values():
@@ -886,13 +926,12 @@ def _plan_selection(
     for part in parts:
         for w in part.windows.values():
             w.cols = np.searchsorted(axis, w.freq).astype(np.int64)
-    chan_width = np.array([widths[float(f)] for f in axis])
-    if int(channels_out) > axis.size:
-        raise _config_error(
-            f"image.channels_out = {channels_out} is more than the {axis.size} channel(s) "
-            "selected (input.spw, input.chan_range); lower image.channels_out"
-        )
+    return axis, np.array([widths[float(f)] for f in axis])
 
+
+def _target_centre(parts, phase_centre):
+    """The image's phase centre (ra, dec) radians: ``phase_centre`` or the fields' own
+    (which must then agree); sets ``rotation`` of each part whose field centre differs."""
     if phase_centre is None:
         target = parts[0].centre
         for part in parts[1:]:
@@ -912,20 +951,7 @@ def _plan_selection(
     for part in parts:
         if not _same_direction(part.centre, target, 1e-12):
             part.rotation = rotation_matrix(part.centre, target)
-
-    meta = dict(meta0)
-    meta.update(
-        nrows=row0,
-        freq=axis,
-        chan_width=chan_width,
-        bandwidth_hz=band_span(axis, chan_width),
-        phase_centre=target,
-        ms=[p.path for p in parts],
-        n_ms=len(parts),
-        stokes=list(pols),
-        spws=sorted({w.spw for p in parts for w in p.windows.values()}),
-    )
-    return Selection(parts, axis, chan_width, target, pols, row0, meta)
+    return target
 
 
 # --------------------------------------------------------------------------------------
