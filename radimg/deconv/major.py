@@ -155,60 +155,11 @@ def cotton_schwab(
     while True:
         msg = None
         if rank == 0:
-            model = state["model"]
-            sigma = mad_sigma(residual)
-            thr = max(p["threshold_jy"], p["auto_threshold"] * sigma)
-            mask = base_mask if state["auto_mask"] is None else base_mask & state["auto_mask"]
-            peak = _masked_peak(residual, mask)
-            masking = p["auto_mask"] > 0 and state["auto_mask"] is None
-            if masking and peak <= p["auto_mask"] * sigma:
-                state["auto_mask"] = auto_mask(model)
-                mask = base_mask & state["auto_mask"]
-                peak = _masked_peak(residual, mask)
-                masking = False
-            level = max(thr, p["auto_mask"] * sigma) if masking else thr
-            reached = state["reached"]
-            converged = reached is not None and reached <= CONVERGED_THRESHOLD_FACTOR * thr
-            done = (
-                state["done"]
-                or converged
-                or peak <= level
-                or state["iters"] >= p["niter"]
-                or state["nmajor"] >= p["nmajor"]
-            )
-            if not done:
-                if psf_conv is None and hogbom:
-                    psf_conv = SpectralConv(residual.shape, [psf])
-                stop = max(level, (1.0 - p["mgain"]) * peak)
-                work = residual.copy()
-                n = _minor(work, psf, model, mask, p, stop, p["niter"] - state["iters"], psf_conv)
-                state["iters"] += n
-                state["reached"] = None
-                if _masked_peak(work, mask) <= level:
-                    if masking:
-                        # WSClean -auto-mask: its level reached, clean on inside the
-                        # components found so far, down to thr
-                        state["auto_mask"] = auto_mask(model)
-                    else:
-                        state["reached"] = level
-                done = n == 0
-            msg = (
-                f"major {state['nmajor']}: peak {peak:.4g} Jy/beam, threshold {thr:.4g} "
-                f"(sigma {sigma:.3g}), {state['iters']} components"
-                + (" (threshold reached)" if not done and state["reached"] is not None else "")
-            )
+            done, msg, psf_conv = _root_cycle(residual, psf, base_mask, p, state, psf_conv,
+                                              hogbom)
         if comm is not None:
             wait_for_root(comm)  # the other ranks sleep through rank 0's minor cycle
-            done, iters, reached, has_am = comm.bcast(
-                (done, state["iters"], state["reached"], state["auto_mask"] is not None)
-                if rank == 0
-                else None
-            )
-            state["iters"], state["reached"] = iters, reached
-            state["model"] = bcast_array(comm, state["model"] if rank == 0 else None)
-            if has_am:
-                am = bcast_array(comm, state["auto_mask"].astype(np.uint8) if rank == 0 else None)
-                state["auto_mask"] = am.astype(bool)
+            done = _share_cycle(comm, rank, done if rank == 0 else None, state)
         if log is not None and msg:
             log(msg)
         if done:
@@ -231,6 +182,76 @@ def cotton_schwab(
                 on_checkpoint(state)  # so --resume can continue from here
             break
     return state["model"], residual, state
+
+
+def _root_cycle(residual, psf, base_mask, p, state, psf_conv, hogbom):
+    """Rank 0's part of one major cycle (steps 1-3 of :func:`cotton_schwab`'s Notes): the
+    noise, threshold and mask, the stopping rules, then a minor cycle on a copy of
+    ``residual`` that adds components to ``state["model"]`` in place.
+
+    Updates ``state`` (``iters``, ``reached``, ``auto_mask``); returns ``(done, log line,
+    psf_conv)``. ``psf_conv`` is the PSF's spectrum for the Hogbom passes (``hogbom``), made
+    at the first minor cycle and passed back in on the next calls.
+    """
+    model = state["model"]
+    sigma = mad_sigma(residual)
+    thr = max(p["threshold_jy"], p["auto_threshold"] * sigma)
+    mask = base_mask if state["auto_mask"] is None else base_mask & state["auto_mask"]
+    peak = _masked_peak(residual, mask)
+    masking = p["auto_mask"] > 0 and state["auto_mask"] is None
+    if masking and peak <= p["auto_mask"] * sigma:
+        state["auto_mask"] = auto_mask(model)
+        mask = base_mask & state["auto_mask"]
+        peak = _masked_peak(residual, mask)
+        masking = False
+    level = max(thr, p["auto_mask"] * sigma) if masking else thr
+    reached = state["reached"]
+    converged = reached is not None and reached <= CONVERGED_THRESHOLD_FACTOR * thr
+    done = (
+        state["done"]
+        or converged
+        or peak <= level
+        or state["iters"] >= p["niter"]
+        or state["nmajor"] >= p["nmajor"]
+    )
+    if not done:
+        if psf_conv is None and hogbom:
+            psf_conv = SpectralConv(residual.shape, [psf])
+        stop = max(level, (1.0 - p["mgain"]) * peak)
+        work = residual.copy()
+        n = _minor(work, psf, model, mask, p, stop, p["niter"] - state["iters"], psf_conv)
+        state["iters"] += n
+        state["reached"] = None
+        if _masked_peak(work, mask) <= level:
+            if masking:
+                # WSClean -auto-mask: its level reached, clean on inside the
+                # components found so far, down to thr
+                state["auto_mask"] = auto_mask(model)
+            else:
+                state["reached"] = level
+        done = n == 0
+    msg = (
+        f"major {state['nmajor']}: peak {peak:.4g} Jy/beam, threshold {thr:.4g} "
+        f"(sigma {sigma:.3g}), {state['iters']} components"
+        + (" (threshold reached)" if not done and state["reached"] is not None else "")
+    )
+    return done, msg, psf_conv
+
+
+def _share_cycle(comm, rank, done, state):
+    """Collective: rank 0's ``done`` and its cycle's results (``iters``, ``reached``, the
+    model, the auto-mask if made) copied into every rank's ``state``; returns ``done``."""
+    done, iters, reached, has_am = comm.bcast(
+        (done, state["iters"], state["reached"], state["auto_mask"] is not None)
+        if rank == 0
+        else None
+    )
+    state["iters"], state["reached"] = iters, reached
+    state["model"] = bcast_array(comm, state["model"] if rank == 0 else None)
+    if has_am:
+        am = bcast_array(comm, state["auto_mask"].astype(np.uint8) if rank == 0 else None)
+        state["auto_mask"] = am.astype(bool)
+    return done
 
 
 def stop_requested(comm, stop_check):
