@@ -80,26 +80,12 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
     ``channels`` ``(first, stop)``: only those channels of the selection's ascending axis
     (one output channel of a cube, :mod:`radimg.parallel.plan_cube`).
     """
-    img, wt, gr, inp = cfg["image"], cfg["wterm"], cfg["gridder"], cfg["input"]
+    img, wt, gr = cfg["image"], cfg["wterm"], cfg["gridder"]
     npix_x = int(img["npix"])
     npix_y = int(img.get("npix_y") or npix_x)
     cell_rad = float(img["cell_arcsec"]) * ARCSEC
     tile = 64
-    if inp.get("simulate"):
-        n_samples, w, u, v, nchan = simulate_w_sample(cfg.get("simulate", {}))
-        source = "estimate from the simulate: section"
-    else:
-        n_samples, w, u, v, nchan = ms_w_sample(
-            inp["ms"], inp.get("spw", 0), field=inp.get("field", 0),
-            autocorrelations=bool(inp.get("autocorrelations", False)),
-            chan_range=inp.get("chan_range"),
-            phase_centre=img.get("phase_centre"),
-        )
-        source = f"MS {inp['ms']} (UVW subsample)"
-    if channels is not None:  # the samples are (row, chan) raveled, channels fastest
-        a, b = channels
-        u, v, w = (np.asarray(x).reshape(-1, nchan)[:, a:b].ravel() for x in (u, v, w))
-        n_samples, nchan = n_samples // nchan * (b - a), b - a
+    n_samples, w, u, v, nchan, source = _w_samples(cfg, channels)
     eps = float(wt.get("epsilon", 1e-5))
     precision = gr.get("precision", "single")
     # wterm.mode (auto: the fastest mode that meets epsilon), its oversampling, stacks and
@@ -130,27 +116,10 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
         npad_x = 2 * math.ceil(oversampling * npix_x / 2)
         npad_y = 2 * math.ceil(oversampling * npix_y / 2)
     if mode == "wstack-wproject":
-        # The stacks the operator itself would choose (cost model, k-means, tail splits),
-        # from the w subsample; supports come from its real kernel tables.
-        from radimg.ops.wproject import choose_nstacks, stack_centres
-
-        w_abs = np.abs(np.asarray(w, dtype=np.float64))
-        if nstacks in (None, "auto"):
-            nstacks = choose_nstacks(
-                w_abs, npix_x, npix_y, cell_rad, eps, oversampling, n_total=int(n_samples)
-            )
-        # k-means on at most _MAX_KMEANS_SAMPLES points (1e6 took ~6 s in the memory check of
-        # `radimg run`; the centres move by a small fraction of a stack's width)
-        w_fit = w_abs
-        if w_abs.size > _MAX_KMEANS_SAMPLES:
-            w_fit = np.random.default_rng(0).choice(w_abs, _MAX_KMEANS_SAMPLES, replace=False)
-        centres = stack_centres(w_fit, int(nstacks))
+        nstacks, centres = _operator_stacks(w, nstacks, npix_x, npix_y, cell_rad, eps,
+                                            oversampling, int(n_samples))
     if mem_per_rank_bytes is None:
-        mem_per_rank_bytes = (cfg.get("resources") or {}).get("mem_per_rank")
-        if isinstance(mem_per_rank_bytes, str):
-            from radimg.config import parse_bytes
-
-            mem_per_rank_bytes = parse_bytes(mem_per_rank_bytes)
+        mem_per_rank_bytes = _configured_mem_per_rank(cfg)
     # The operator's own exchange on a seeded subsample (exchange tiles are >= 64 cells).
     sub = np.arange(w.size)
     if w.size > _MAX_EXCHANGE_SAMPLES:
@@ -206,6 +175,59 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
         result["exchange"] = {k: v for k, v in exchange.items() if k != "tables"}
     result["source"] = source
     return result
+
+
+def _w_samples(cfg, channels):
+    """``(n_samples, w, u, v, nchan, source)``: the u, v, w subsample (sample,) float64
+    wavelengths, raveled (row, chan) with channels fastest, of the MS or of the simulator's
+    estimate; ``n_samples`` the total it stands for; ``channels`` ``(first, stop)`` keeps
+    only those channels. ``source`` says where they came from (for the plan's output)."""
+    img, inp = cfg["image"], cfg["input"]
+    if inp.get("simulate"):
+        n_samples, w, u, v, nchan = simulate_w_sample(cfg.get("simulate", {}))
+        source = "estimate from the simulate: section"
+    else:
+        n_samples, w, u, v, nchan = ms_w_sample(
+            inp["ms"], inp.get("spw", 0), field=inp.get("field", 0),
+            autocorrelations=bool(inp.get("autocorrelations", False)),
+            chan_range=inp.get("chan_range"),
+            phase_centre=img.get("phase_centre"),
+        )
+        source = f"MS {inp['ms']} (UVW subsample)"
+    if channels is not None:  # the samples are (row, chan) raveled, channels fastest
+        a, b = channels
+        u, v, w = (np.asarray(x).reshape(-1, nchan)[:, a:b].ravel() for x in (u, v, w))
+        n_samples, nchan = n_samples // nchan * (b - a), b - a
+    return n_samples, w, u, v, nchan, source
+
+
+def _operator_stacks(w, nstacks, npix_x, npix_y, cell_rad, eps, oversampling, n_samples):
+    """``(nstacks, centres (nstacks,) float64 wavelengths)``: the stacks the
+    wstack-wproject operator itself would choose (cost model, k-means, tail splits) from
+    the w subsample; its supports come from its real kernel tables."""
+    from radimg.ops.wproject import choose_nstacks, stack_centres
+
+    w_abs = np.abs(np.asarray(w, dtype=np.float64))
+    if nstacks in (None, "auto"):
+        nstacks = choose_nstacks(
+            w_abs, npix_x, npix_y, cell_rad, eps, oversampling, n_total=n_samples
+        )
+    # k-means on at most _MAX_KMEANS_SAMPLES points (1e6 took ~6 s in the memory check of
+    # `radimg run`; the centres move by a small fraction of a stack's width)
+    w_fit = w_abs
+    if w_abs.size > _MAX_KMEANS_SAMPLES:
+        w_fit = np.random.default_rng(0).choice(w_abs, _MAX_KMEANS_SAMPLES, replace=False)
+    return nstacks, stack_centres(w_fit, int(nstacks))
+
+
+def _configured_mem_per_rank(cfg):
+    """``resources.mem_per_rank`` in bytes (a size string parsed), or None."""
+    mem = (cfg.get("resources") or {}).get("mem_per_rank")
+    if isinstance(mem, str):
+        from radimg.config import parse_bytes
+
+        mem = parse_bytes(mem)
+    return mem
 
 
 def _wterm_choice(u, v, w, n_samples, npix_x, npix_y, cell_rad, epsilon, precision, wt,
