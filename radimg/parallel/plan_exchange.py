@@ -86,88 +86,13 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
     u, v, w = (np.asarray(a, dtype=np.float64).ravel() for a in (u, v, w))
     uvw = np.stack([u, v, w], axis=1)
     fc = np.array([C_LIGHT])  # freq = c: uvw in wavelengths are the "metres" themselves
-    out = {}
     if mode == "wstack-wproject":
-        from radimg.ops.wproject import WProjectOperator
-        from radimg.parallel.operator import even_bounds, tile_of
-
-        wabs = np.abs(w)
-        lab = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), wabs)
-        dw = wabs - centres[lab]
-        op = WProjectOperator(
-            uvw, fc, npix_x, npix_y, cell_rad, epsilon=epsilon, oversampling=oversampling,
-            precision=precision, centres=centres, tables=tables,
-            dw_range=(float(dw.min()), float(dw.max())) if dw.size else (0.0, 0.0),
-        )
-        t = op.tables
-        nyp, nxp = op.nyp, op.nxp
-        smax = int(np.ceil(2.0 * max(t.hs_x.max(), t.hs_y.max()))) + 1
-        yb = even_bounds(nyp, max(int(tile), smax + 2))
-        xb = even_bounds(nxp, max(int(tile), smax + 2))
-        nty, ntx = yb.size - 1, xb.size - 1
-        nplanes = op.nstacks
-        keys = np.zeros(w.size, np.int64)
-        load = np.zeros(w.size, np.int64)
-        marks = []
-        for k in range(nplanes):
-            idx = op.stack_idx[k]
-            if idx.size == 0:
-                continue
-            jx, jy, sx, sy = op.sample_footprints(k)
-            keys[idx] = k * nty * ntx + tile_of(jy, yb) * ntx + tile_of(jx, xb)
-            load[idx] = sx.astype(np.int64) * sy
-            marks.append((idx, k, [(tile_of((jy - 1) % nyp, yb), tile_of((jx - 1) % nxp, xb)),
-                                   (tile_of((jy + sy) % nyp, yb), tile_of((jx + sx) % nxp, xb))]))
-        rk = _balanced_ranks(keys, load, n_ranks)
-        per_rs = np.zeros((n_ranks, nplanes), np.int64)
-        np.add.at(per_rs, (rk, op.labels), 1)
-        out["max_stack_sub"] = per_rs.max(axis=1)
-        R, Pl, T = [], [], []
-        for idx, k, ((tya, txa), (tyb, txb)) in marks:
-            for ty in (tya, tyb):
-                for tx in (txa, txb):
-                    R.append(rk[idx])
-                    Pl.append(np.full(idx.size, k, np.int64))
-                    T.append(ty * ntx + tx)
-        out["tables"] = t
+        marks = _wproject_marks(uvw, fc, n_ranks, npix_x, npix_y, cell_rad, epsilon,
+                                oversampling, precision, centres, tables, tile)
     else:
-        from radimg.ops.operator import WideFieldOperator
-        from radimg.parallel.operator import sample_keys
-
-        wabs = np.abs(w)
-        anchors = np.zeros((2, 3))
-        anchors[:, 2] = (wabs.min(), wabs.max()) if wabs.size else (0.0, 0.0)
-        geo = WideFieldOperator(
-            anchors, fc, npix_x, npix_y, cell_rad, epsilon=epsilon, mode=mode, nstacks=nstacks,
-            oversampling=oversampling, precision=precision, fft="numpy", tile=tile,
-            oversampling_w=oversampling_w,
-        )
-        spec = geo.spec
-        lay = geo.layout()
-        yb, xb = lay.ybounds, lay.xbounds
-        nty, ntx = yb.size - 1, xb.size - 1
-        nyp, nxp, nplanes = spec.nyp, spec.nxp, spec.nplanes
-        keys = sample_keys(uvw, np.full(w.size, C_LIGHT), spec, yb, xb)
-        rk = _balanced_ranks(keys, np.ones(w.size, np.int64), n_ranks)
-        p0, tl = np.divmod(keys, nty * ntx)
-        # per (rank, tile): the plane range of its samples (touched_tiles' slot_pmin/pmax)
-        g = rk * (nty * ntx) + tl
-        ug, inv = np.unique(g, return_inverse=True)
-        pmin = np.full(ug.size, nplanes, np.int64)
-        pmax = np.zeros(ug.size, np.int64)
-        np.minimum.at(pmin, inv, p0)
-        np.maximum.at(pmax, inv, p0 + spec.Ww - 1)
-        grk, gtl = np.divmod(ug, nty * ntx)
-        ty, tx = np.divmod(gtl, ntx)
-        span = pmax - pmin + 1
-        rep = np.repeat(np.arange(ug.size), span)
-        pl = pmin[rep] + (np.arange(rep.size) - np.repeat(np.cumsum(span) - span, span))
-        R, Pl, T = [], [], []
-        for dy in (0, 1):
-            for dx in (0, 1):
-                R.append(grk[rep])
-                Pl.append(pl)
-                T.append(((ty[rep] + dy) % nty) * ntx + (tx[rep] + dx) % ntx)
+        marks = _wstack_marks(uvw, fc, n_ranks, mode, npix_x, npix_y, cell_rad, epsilon,
+                              nstacks, oversampling, precision, tile, oversampling_w)
+    rk, (R, Pl, T), yb, xb, (nyp, nxp), nplanes, out = marks
     ycell, xcell = np.diff(yb), np.diff(xb)
     tile_cells = (ycell[:, None] * xcell[None, :]).ravel().astype(np.int64)
     if R:
@@ -189,3 +114,106 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
         tile_shape=(int(ycell.max()), int(xcell.max())),
     )
     return out
+
+
+def _wproject_marks(uvw, fc, n_ranks, npix_x, npix_y, cell_rad, epsilon, oversampling,
+                    precision, centres, tables, tile):
+    """Ranks and tile marks of the ``wstack-wproject`` operator: samples keyed by stack and
+    exchange tile of their footprint, each marking the 2 x 2 tiles around it.
+
+    Returns ``(rank (sample,), (ranks, planes, tiles) lists of marks, ybounds, xbounds,
+    (nyp, nxp), nplanes, {"max_stack_sub": (n_ranks,), "tables": WKernelTables})``.
+    """
+    from radimg.ops.wproject import WProjectOperator
+    from radimg.parallel.operator import even_bounds, tile_of
+
+    w = uvw[:, 2]
+    wabs = np.abs(w)
+    lab = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), wabs)
+    dw = wabs - centres[lab]
+    op = WProjectOperator(
+        uvw, fc, npix_x, npix_y, cell_rad, epsilon=epsilon, oversampling=oversampling,
+        precision=precision, centres=centres, tables=tables,
+        dw_range=(float(dw.min()), float(dw.max())) if dw.size else (0.0, 0.0),
+    )
+    t = op.tables
+    nyp, nxp = op.nyp, op.nxp
+    smax = int(np.ceil(2.0 * max(t.hs_x.max(), t.hs_y.max()))) + 1
+    yb = even_bounds(nyp, max(int(tile), smax + 2))
+    xb = even_bounds(nxp, max(int(tile), smax + 2))
+    nty, ntx = yb.size - 1, xb.size - 1
+    nplanes = op.nstacks
+    keys = np.zeros(w.size, np.int64)
+    load = np.zeros(w.size, np.int64)
+    marks = []
+    for k in range(nplanes):
+        idx = op.stack_idx[k]
+        if idx.size == 0:
+            continue
+        jx, jy, sx, sy = op.sample_footprints(k)
+        keys[idx] = k * nty * ntx + tile_of(jy, yb) * ntx + tile_of(jx, xb)
+        load[idx] = sx.astype(np.int64) * sy
+        marks.append((idx, k, [(tile_of((jy - 1) % nyp, yb), tile_of((jx - 1) % nxp, xb)),
+                               (tile_of((jy + sy) % nyp, yb), tile_of((jx + sx) % nxp, xb))]))
+    rk = _balanced_ranks(keys, load, n_ranks)
+    per_rs = np.zeros((n_ranks, nplanes), np.int64)
+    np.add.at(per_rs, (rk, op.labels), 1)
+    R, Pl, T = [], [], []
+    for idx, k, ((tya, txa), (tyb, txb)) in marks:
+        for ty in (tya, tyb):
+            for tx in (txa, txb):
+                R.append(rk[idx])
+                Pl.append(np.full(idx.size, k, np.int64))
+                T.append(ty * ntx + tx)
+    return rk, (R, Pl, T), yb, xb, (nyp, nxp), nplanes, {"max_stack_sub": per_rs.max(axis=1),
+                                                         "tables": t}
+
+
+def _wstack_marks(uvw, fc, n_ranks, mode, npix_x, npix_y, cell_rad, epsilon, nstacks,
+                  oversampling, precision, tile, oversampling_w):
+    """Ranks and tile marks of the ``none``/``wstack`` operator: samples keyed by first
+    w-plane and gridder tile, each (rank, tile) marking its plane range on that tile and the
+    next tile along each axis (:func:`radimg.kernels.gridder.touched_tiles`).
+
+    Returns ``(rank (sample,), (ranks, planes, tiles) lists of marks, ybounds, xbounds,
+    (nyp, nxp), nplanes, {})``.
+    """
+    from radimg.ops.operator import WideFieldOperator
+    from radimg.parallel.operator import sample_keys
+
+    w = uvw[:, 2]
+    wabs = np.abs(w)
+    anchors = np.zeros((2, 3))
+    anchors[:, 2] = (wabs.min(), wabs.max()) if wabs.size else (0.0, 0.0)
+    geo = WideFieldOperator(
+        anchors, fc, npix_x, npix_y, cell_rad, epsilon=epsilon, mode=mode, nstacks=nstacks,
+        oversampling=oversampling, precision=precision, fft="numpy", tile=tile,
+        oversampling_w=oversampling_w,
+    )
+    spec = geo.spec
+    lay = geo.layout()
+    yb, xb = lay.ybounds, lay.xbounds
+    nty, ntx = yb.size - 1, xb.size - 1
+    nyp, nxp, nplanes = spec.nyp, spec.nxp, spec.nplanes
+    keys = sample_keys(uvw, np.full(w.size, C_LIGHT), spec, yb, xb)
+    rk = _balanced_ranks(keys, np.ones(w.size, np.int64), n_ranks)
+    p0, tl = np.divmod(keys, nty * ntx)
+    # per (rank, tile): the plane range of its samples (touched_tiles' slot_pmin/pmax)
+    g = rk * (nty * ntx) + tl
+    ug, inv = np.unique(g, return_inverse=True)
+    pmin = np.full(ug.size, nplanes, np.int64)
+    pmax = np.zeros(ug.size, np.int64)
+    np.minimum.at(pmin, inv, p0)
+    np.maximum.at(pmax, inv, p0 + spec.Ww - 1)
+    grk, gtl = np.divmod(ug, nty * ntx)
+    ty, tx = np.divmod(gtl, ntx)
+    span = pmax - pmin + 1
+    rep = np.repeat(np.arange(ug.size), span)
+    pl = pmin[rep] + (np.arange(rep.size) - np.repeat(np.cumsum(span) - span, span))
+    R, Pl, T = [], [], []
+    for dy in (0, 1):
+        for dx in (0, 1):
+            R.append(grk[rep])
+            Pl.append(pl)
+            T.append(((ty[rep] + dy) % nty) * ntx + (tx[rep] + dx) % ntx)
+    return rk, (R, Pl, T), yb, xb, (nyp, nxp), nplanes, {}
