@@ -393,22 +393,7 @@ def admm(
     sara = sara or SARA(shape, comm=comm)
     mu = 1.0 / op_norm
     if state is None:
-        dirty = adj(y_w)
-        tau = kappa * sara.max_abs(dirty) * mu
-        state = {
-            "x": np.zeros(shape),
-            "z": xp.zeros_like(y_w),
-            "u": {b: np.zeros(sara.shape[0] * sara.shape[1]) for b in sara.mine},
-            "weights": None,
-            "it": 0,
-            "round": 0,
-            "tau": float(tau),
-            "done": False,
-        }
-        # analysis coefficient layout may be larger than the image (periodisation pads none,
-        # but keep the shapes honest)
-        a0 = sara.analysis(np.zeros(shape))
-        state["u"] = {b: np.zeros_like(a0[b]) for b in sara.mine}
+        state = _new_admm_state(adj, y_w, shape, sara, kappa, mu, xp)
     x = state["x"]
     z = state["z"]
     tau = state["tau"]
@@ -437,14 +422,7 @@ def admm(
         if log is not None and (state["it"] % 10 == 0 or state["it"] == 1):
             log(f"ADMM it {state['it']}: rel change {rel:.2e}, ||r|| {rnorm:.4g} (eps {eps:.4g})")
         if rel < tol and rnorm <= 1.01 * eps:
-            if state["round"] < reweights:
-                state["round"] += 1
-                a = sara.analysis(x)
-                amax = sara.max_abs(x)
-                delta = max(amax * 10.0 ** (-state["round"] - 1), 1e-30)
-                state["weights"] = {b: delta / (delta + np.abs(a[b])) for b in sara.mine}
-            else:
-                state["done"] = True
+            _end_round(state, sara, x, reweights)
         state["x"], state["z"] = x, z
         at_interval = not checkpoint_every or state["it"] % checkpoint_every == 0
         if checkpoint_every and on_checkpoint is not None and at_interval:
@@ -464,3 +442,39 @@ def admm(
             break
     state["x"], state["z"] = x, z
     return x, state
+
+
+def _new_admm_state(adj, y_w, shape, sara, kappa, mu, xp):
+    """The state of a new run: zero model, duals and SARA duals; ``tau = kappa * mu *
+    max|Psi^T Phi_w^H y_w|``, computed from the dirty image."""
+    dirty = adj(y_w)
+    tau = kappa * sara.max_abs(dirty) * mu
+    state = {
+        "x": np.zeros(shape),
+        "z": xp.zeros_like(y_w),
+        "u": {b: np.zeros(sara.shape[0] * sara.shape[1]) for b in sara.mine},
+        "weights": None,
+        "it": 0,
+        "round": 0,
+        "tau": float(tau),
+        "done": False,
+    }
+    # analysis coefficient layout may be larger than the image (periodisation pads none,
+    # but keep the shapes honest)
+    a0 = sara.analysis(np.zeros(shape))
+    state["u"] = {b: np.zeros_like(a0[b]) for b in sara.mine}
+    return state
+
+
+def _end_round(state, sara, x, reweights):
+    """A round has converged: start the next reweighted-l1 round (Candes et al. 2008:
+    weights ``delta / (delta + |Psi^T x|)``, delta falling tenfold per round) or, after
+    ``reweights`` of them, mark the run done."""
+    if state["round"] < reweights:
+        state["round"] += 1
+        a = sara.analysis(x)
+        amax = sara.max_abs(x)
+        delta = max(amax * 10.0 ** (-state["round"] - 1), 1e-30)
+        state["weights"] = {b: delta / (delta + np.abs(a[b])) for b in sara.mine}
+    else:
+        state["done"] = True
