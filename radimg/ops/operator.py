@@ -271,6 +271,41 @@ def _chebyshev_fit(f, half, tol=1e-14):
     return c
 
 
+def _w_planes(geo, nstacks, wmin, wmax, nmin, epsilon, epsilon_f):
+    """W-stacking planes of mode ``wstack``: ``(nplanes, Ww, betaw, w0, dw, nshift)``.
+
+    ``geo`` from :func:`resolve_geometry`; ``nstacks`` "auto"/None (``geo``'s count and the
+    largest spacing ``dw_max``) or an int (spread over ``[wmin, wmax]`` wavelengths, a
+    ConfigError when below the w-kernel support or too sparse for ``epsilon``); ``nmin``
+    the smallest ``n - 1`` of the field (``nshift = nmin / 2``).
+    """
+    dw_max, nplanes_auto = geo["dw_max"], geo["nplanes"]
+    nshift = 0.5 * nmin
+    Ww, betaw = geo["Ww"], geo["betaw"]
+    if nstacks == "auto" or nstacks is None:
+        dw = dw_max if np.isfinite(dw_max) else 1.0
+        nplanes = nplanes_auto
+    else:
+        nplanes = int(nstacks)
+        if nplanes < Ww:
+            from radimg.config import ConfigError
+
+            raise ConfigError(
+                f"wterm.nstacks = {nplanes}: mode wstack needs at least {Ww} w-planes "
+                f"(the w-kernel support at wterm.epsilon {epsilon:g}); use auto"
+            )
+        dw = (wmax - wmin) / max(nplanes - Ww, 1) if wmax > wmin else dw_max
+        if dw > dw_max * (1 + 1e-12):
+            from radimg.config import ConfigError
+
+            raise ConfigError(
+                f"wterm.nstacks = {nplanes} is too few for wterm.epsilon "
+                f"{epsilon_f:g} here: need >= {nplanes_auto} (or auto)"
+            )
+    w0 = wmin - (0.5 * Ww - 0.5) * dw
+    return nplanes, Ww, betaw, w0, dw, nshift
+
+
 class WideFieldOperator:
     """Measurement operator for modes ``none`` and ``wstack`` (see module docstring).
 
@@ -281,6 +316,9 @@ class WideFieldOperator:
     def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="wstack",
                  nstacks="auto", oversampling=2.0, nthreads=1, precision="double", fft="auto",
                  weight_mask=None, tile=None, oversampling_w=None, plan_fft=True):
+        """Set up the operator (see the class docstring) in sequence: geometry, w-planes
+        (:func:`_w_planes`), the samples' tile layout, pruned FFT rows, per-plane work and
+        the image-domain correction."""
         if mode not in ("none", "wstack"):
             raise ValueError(f"WideFieldOperator handles modes 'none' and 'wstack', not {mode!r}")
         if precision not in ("single", "double"):
@@ -332,34 +370,12 @@ class WideFieldOperator:
         self.oversampling_w = geo["oversampling_w"]
         self.geometry = geo
         W, beta, nxp, nyp = geo["W"], geo["beta"], geo["nxp"], geo["nyp"]
-        dw_max, nplanes_auto = geo["dw_max"], geo["nplanes"]
         xscale, yscale = self.cell_x * nxp, -self.cell_y * nyp
 
         nplanes, Ww, betaw, w0, dw, nshift = 1, 1, 0.0, 0.0, 1.0, 0.0
         if wstack:
-            nshift = 0.5 * nmin
-            Ww, betaw = geo["Ww"], geo["betaw"]
-            if nstacks == "auto" or nstacks is None:
-                dw = dw_max if np.isfinite(dw_max) else 1.0
-                nplanes = nplanes_auto
-            else:
-                nplanes = int(nstacks)
-                if nplanes < Ww:
-                    from radimg.config import ConfigError
-
-                    raise ConfigError(
-                        f"wterm.nstacks = {nplanes}: mode wstack needs at least {Ww} w-planes "
-                        f"(the w-kernel support at wterm.epsilon {epsilon:g}); use auto"
-                    )
-                dw = (wmax - wmin) / max(nplanes - Ww, 1) if wmax > wmin else dw_max
-                if dw > dw_max * (1 + 1e-12):
-                    from radimg.config import ConfigError
-
-                    raise ConfigError(
-                        f"wterm.nstacks = {nplanes} is too few for wterm.epsilon "
-                        f"{self.epsilon:g} here: need >= {nplanes_auto} (or auto)"
-                    )
-            w0 = wmin - (0.5 * Ww - 0.5) * dw
+            nplanes, Ww, betaw, w0, dw, nshift = _w_planes(geo, nstacks, wmin, wmax, nmin,
+                                                           epsilon, self.epsilon)
         self.spec = _g.GridSpec(nxp=nxp, nyp=nyp, W=W, beta=beta, xscale=xscale, yscale=yscale,
                                 nplanes=nplanes, Ww=Ww, betaw=betaw, w0=w0, dw=dw, nshift=nshift)
         self.planes = w0 + dw * np.arange(nplanes) if wstack else np.zeros(1)
