@@ -346,7 +346,12 @@ def _add_set(p):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of the ``radimg`` command (no scientific imports)."""
+    """The argparse parser of the ``radimg`` command (no scientific imports).
+
+    Long because it is the flat list of the subcommands and their options, one
+    ``add_parser``/``add_argument`` call each, read top to bottom like ``radimg --help``;
+    splitting it per command would scatter that one table without making any call clearer.
+    """
     parser = argparse.ArgumentParser(
         prog="radimg",
         description=(

@@ -404,6 +404,11 @@ def multiscale_minor(
     at scale 0 the minor cycle ends): PSF and ``B_aa`` are cut to the image, so far off
     centre they are not exact and CLEAN could run away. Returns the number of components; ``residual`` and
     ``model`` are updated in place.
+
+    Long because it is one numerical recipe that reads best in sequence: the set-up of the
+    per-scale kernels and PSFs, then steps 1-3 above in order inside one loop whose guards
+    share its state (lowest peak seen, scales dropped); the numba inner loops are already
+    separate kernels.
     """
     scales = sorted(set(int(s) for s in scales_pix) | {0})
     shape = residual.shape

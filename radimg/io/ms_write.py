@@ -322,6 +322,12 @@ class MSWriter:
         return table(os.path.join(self.tmp, name), ack=False, readonly=False)
 
     def _fill_subtables(self):
+        """Write the rows of the ANTENNA, FEED, FIELD, SPECTRAL_WINDOW, POLARIZATION,
+        DATA_DESCRIPTION, OBSERVATION, HISTORY, PROCESSOR, STATE and SOURCE subtables.
+
+        Long because it is a flat table schema: one block of ``putcol`` calls per subtable,
+        in the order the MS definition lists them, each readable on its own.
+        """
         from casacore import tables as ct
 
         nant = len(self.names)

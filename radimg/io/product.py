@@ -343,6 +343,11 @@ def write_product(
         See ``check_output_path``.
     ValueError
         Inconsistent images or missing WCS/run fields (programming errors).
+
+    Notes
+    -----
+    Long because this docstring is the reference for what a product holds (40 lines); the
+    code, checks then one atomic write of the file's layout in order, is about 75 lines.
     """
     from radimg import __version__
 

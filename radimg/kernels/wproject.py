@@ -284,6 +284,13 @@ def _build_wkernel_tables(npix_x, npix_y, cell_rad, nxp, nyp, dw_min, dw_max, ep
     Returns
     -------
     WKernelTables
+
+    Notes
+    -----
+    Long because it is one numerical recipe that reads best in sequence: field geometry and
+    lam sampling, the error budget, the dw sampling rate, the low-rank (SVD) cross term and
+    its rank search, then a coarse and a fine tabulation; each step feeds the next's
+    tolerances, and the hot loops are already separate numba kernels.
     """
     eps = float(epsilon)
     (_, cx, bx), (_, cy, by) = _clamp_geometry(npix_x, npix_y, cell_rad, nxp, nyp)
