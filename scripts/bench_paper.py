@@ -11,13 +11,16 @@ Tables:
   1 and 3 ranks (``mpiexec -n R radimg run``), scored by scripts/paper_snr.py: ADMM's model
   against the true image (the paper's metric), CLEAN's restored image against the true image
   convolved with the restoring beam (both figures are printed for both).
-- ``load``: ``mpiexec -n R radimg run`` (no deconvolution) at 2, 4, 8 and 16 ranks
-  (oversubscribed: work is counted, not timed) on the same paper-like w distribution, per rank:
-  samples, gridding load (kernel cells updated per application, sum of support_x x
-  support_y from the kernels' own support tables), tiles and bytes sent/received per
-  application, peak memory (RSS); next to each, ``radimg plan``'s prediction for the same
-  config (balanced), and the plan's naive scheme (one stack per rank; the operator has no
-  naive mode to run).
+- ``load``: at 2, 4, 8 and 16 ranks (oversubscribed: work is counted, not timed), the
+  operator's own w-stacks (``--nstacks ranks``: one per rank, the paper's set-up), on the
+  same paper-like w distribution, ``mpiexec -n R radimg run`` (no deconvolution) twice: balanced (as shipped)
+  and naive (the same run with the distributed operator's measurement-only
+  ``balance="naive"``: stack k's samples on rank k mod R, which owns that stack; no config
+  key, the script switches it). Per rank,
+  from the product's ``load_balance_json`` / ``timings_json``: samples, kernel cells per
+  adjoint application as the kernels counted them (``grid_cells``; the balancer's ``load``
+  beside it), tiles and bytes sent/received per application, stacks owned, peak RSS; next to
+  each, ``radimg plan --json`` for the same config (its balanced and naive schemes).
 - ``memory``: the paper's 50-node set-up from the planner's public functions
   (radimg.parallel.plan.paper_plan): PURIFY's precomputed sparse [GC] and [GC]^H (the storage
   the paper reports, ~21 GB per node for [GC]) next to radimg's on-the-fly kernels (tables).
@@ -97,53 +100,120 @@ def _plan(ranks, sets):
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
-def load_table(a, sets):
+NAIVE_WORKER = """
+import sys
+import radimg.parallel.operator as po
+
+# measurement only (bench_paper's naive column): the distributed operator in its naive
+# scheme (balance='naive': stack k's samples on rank k mod n, which owns it), the rest of
+# `radimg run` unchanged
+_init = po.DistributedOperator.__init__
+
+
+def _naive(self, *a, **kw):
+    kw["balance"] = "naive"
+    _init(self, *a, **kw)
+
+
+po.DistributedOperator.__init__ = _naive
+from radimg.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def radimg_run_naive(ranks, config, sets, log):
+    """``radimg run`` with the operator's naive scheme (no config key: measurement only)."""
+    cmd = ["mpiexec", "-n", str(ranks), sys.executable, "-c", NAIVE_WORKER, "run", str(config)]
+    for s in sets:
+        cmd += ["--set", s]
+    print("$ [naive]", " ".join(cmd[:3] + ["python", "-c", "NAIVE_WORKER"] + cmd[6:]), flush=True)
+    with open(log, "w") as f:
+        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT)
+
+
+LOAD_KEYS = ("nsamples", "load", "grid_cells", "n_hdot", "tiles_sent", "tiles_recv",
+             "bytes_sent", "bytes_recv", "planes_owned")
+
+
+def _measured(prod, ranks):
+    """Per-rank figures of a product: the operator's load_balance() (``/run``
+    load_balance_json, top level) and the peak RSS (timings_json)."""
     from radimg.io.product import read_product
 
+    p = read_product(prod, images=False)
+    lb = p["load_balance"] or {}
+    out = {}
+    for k in LOAD_KEYS:
+        v = lb.get(k)
+        if not (isinstance(v, list) and len(v) == ranks):
+            raise RuntimeError(f"{prod}: load_balance_json has no per-rank {k!r} "
+                               f"(keys: {sorted(lb)})")
+        out[k] = [int(x) for x in v]
+    out["peak_rss_bytes"] = _peak_memory(p["timings"], ranks)
+    return out
+
+
+def _mom(v):
+    v = [float(x) for x in v]
+    m = sum(v) / len(v)
+    return max(v) / m if m > 0 else 1.0
+
+
+def load_table(a, sets):
+    """Balanced (``radimg run``) and naive (the same run, operator in its naive scheme) at
+    each rank count, next to ``radimg plan``. Stacks: ``--nstacks`` (``auto``: the operator's
+    own count, dealt round-robin in the naive scheme; ``ranks``: one per rank, the paper's
+    set-up, whose kernel tables over the wide |w - w_k| of 2-4 stacks cost minutes and GBs
+    to build on a 25 deg field)."""
     out = []
-    base = sets + ["deconvolution.algorithm=none", "input.simulate=false"]
+    isz = 16  # complex128: the paper configs grid in double precision
     for ranks in a.ranks:
-        prod = f"{a.out}/load_{a.npix}_r{ranks}.h5"
-        radimg_run(ranks, ROOT / "configs" / "paper_admm.yaml",
-                   base + [f"output.path={prod}"], f"{a.out}/load_r{ranks}.log")
-        p = read_product(prod, images=False)
-        lb = p["load_balance"] or {}
-        meas = lb.get("distributed", lb)
-        mem = _peak_memory(p["timings"], ranks)
+        nst = ranks if a.nstacks == "ranks" else a.nstacks
+        base = sets + ["deconvolution.algorithm=none", "input.simulate=false",
+                       f"wterm.nstacks={nst}", "output.checkpoint=false"]
+        meas = {}
+        for scheme in ("balanced", "naive"):
+            prod = f"{a.out}/load_{a.npix}_{a.rows}_r{ranks}_{scheme}.h5"
+            log = f"{a.out}/load_r{ranks}_{scheme}.log"
+            run = radimg_run if scheme == "balanced" else radimg_run_naive
+            run(ranks, ROOT / "configs" / "paper_admm.yaml", base + [f"output.path={prod}"], log)
+            meas[scheme] = _measured(prod, ranks)
         plan = _plan(ranks, base)
-        bal, nai = plan["balanced"], plan["naive"]
-        row = {
-            "n_ranks": ranks,
-            "measured": {k: meas.get(k) for k in ("nsamples", "load", "tiles_sent", "tiles_recv",
-                                                  "bytes_sent", "bytes_recv", "planes_owned")},
-            "measured_peak_rss_bytes": mem,
-            "measured_load_max_over_mean": meas.get("load_max_over_mean"),
-            "planned_balanced": {"samples": bal["samples_per_rank"], "load": bal["load_per_rank"],
-                                 "memory_bytes": bal["memory_per_rank_bytes"],
-                                 "recv_cells": bal["exchange_cells"]["recv"],
-                                 "send_cells": bal["exchange_cells"]["send"],
-                                 "max_over_mean": bal["max_over_mean"]},
-            "planned_naive": {"samples": nai["samples_per_rank"], "load": nai["load_per_rank"],
-                              "memory_bytes": nai["memory_per_rank_bytes"],
-                              "max_over_mean": nai["max_over_mean"]},
-        }
+        row = {"n_ranks": ranks, "nstacks": plan["stacks"]["nstacks"],
+               "measured": meas, "planned": {}}
+        for scheme in ("balanced", "naive"):
+            b = plan[scheme]
+            row["planned"][scheme] = {
+                "samples": b["samples_per_rank"], "load": b["load_per_rank"],
+                "memory_bytes": b["memory_per_rank_bytes"],
+                "recv_bytes": [c * isz for c in b["exchange_cells"]["recv"]],
+                "send_bytes": [c * isz for c in b["exchange_cells"]["send"]],
+                "max_over_mean": b["max_over_mean"]}
+        if isinstance(plan.get("exchange"), dict):
+            row["planned"]["balanced_exchange_samples"] = plan["exchange"].get("samples")
+        for scheme in ("balanced", "naive"):
+            m = meas[scheme]
+            row[f"{scheme}_grid_cells_max_over_mean"] = _mom(m["grid_cells"])
         out.append(row)
-        m = row["measured"]
-        print(f"{ranks:3d} ranks: load max/mean measured {row['measured_load_max_over_mean']:.4f}"
-              f", planned balanced {bal['max_over_mean']:.4f}, planned naive "
-              f"{nai['max_over_mean']:.4f}", flush=True)
-        for r in range(ranks):
-            def g(key, r=r, m=m):
-                v = m.get(key)
-                return v[r] if isinstance(v, list) and r < len(v) else None
-            print(f"    rank {r:2d}: samples {g('nsamples')} (plan {bal['samples_per_rank'][r]}, "
-                  f"naive {nai['samples_per_rank'][r]}), kernel cells {g('load')} (plan "
-                  f"{bal['load_per_rank'][r]:.4g}, naive {nai['load_per_rank'][r]:.4g}), tiles "
-                  f"sent/recv {g('tiles_sent')}/{g('tiles_recv')}, bytes sent/recv "
-                  f"{g('bytes_sent')}/{g('bytes_recv')}, peak RSS "
-                  f"{_fmt(mem[r] if mem and r < len(mem) else None)} (plan "
-                  f"{_fmt(bal['memory_per_rank_bytes'][r])}, naive "
-                  f"{_fmt(nai['memory_per_rank_bytes'][r])})", flush=True)
+        print(f"{ranks:3d} ranks ({row['nstacks']} stacks): kernel cells per adjoint, max/mean: "
+              f"balanced {row['balanced_grid_cells_max_over_mean']:.4f} (plan "
+              f"{plan['balanced']['max_over_mean']:.4f}), naive "
+              f"{row['naive_grid_cells_max_over_mean']:.4f} (plan "
+              f"{plan['naive']['max_over_mean']:.4f})", flush=True)
+        for scheme in ("balanced", "naive"):
+            m, pl = meas[scheme], row["planned"][scheme]
+            for r in range(ranks):
+                rss = m["peak_rss_bytes"]
+                print(f"  {scheme:8s} rank {r:2d}: samples {m['nsamples'][r]:7d} (plan "
+                      f"{pl['samples'][r]:7d}), kernel cells {m['grid_cells'][r]:.4g} "
+                      f"(balancer {m['load'][r]:.4g}, plan {pl['load'][r]:.4g}), tiles "
+                      f"sent/recv {m['tiles_sent'][r]}/{m['tiles_recv'][r]}, MiB sent/recv "
+                      f"{m['bytes_sent'][r] / 2**20:.1f}/{m['bytes_recv'][r] / 2**20:.1f} (plan "
+                      f"{pl['send_bytes'][r] / 2**20:.1f}/{pl['recv_bytes'][r] / 2**20:.1f}), "
+                      f"stacks owned {m['planes_owned'][r]}, peak RSS "
+                      f"{_fmt(rss[r] if rss else None)} (plan {_fmt(pl['memory_bytes'][r])})",
+                      flush=True)
     return out
 
 
@@ -152,19 +222,10 @@ def _fmt(n):
 
 
 def _peak_memory(timings, ranks):
-    """Peak RSS per rank (bytes) from the product's timings, when recorded."""
-    if not isinstance(timings, dict):
-        return None
-    for key in ("peak_rss_bytes_per_rank", "peak_rss_bytes", "peak_memory_bytes"):
-        v = timings.get(key)
-        if isinstance(v, list) and len(v) == ranks:
-            return [int(x) for x in v]
-    per = timings.get("ranks") or timings.get("per_rank")
-    if isinstance(per, list):
-        vals = [r.get("peak_rss_bytes") or r.get("peak_memory_bytes") for r in per
-                if isinstance(r, dict)]
-        if len(vals) == ranks and all(v is not None for v in vals):
-            return [int(v) for v in vals]
+    """Peak RSS per rank (bytes) from the product's timings_json."""
+    v = timings.get("peak_rss_bytes_per_rank") if isinstance(timings, dict) else None
+    if isinstance(v, list) and len(v) == ranks:
+        return [int(x) for x in v]
     return None
 
 
@@ -213,8 +274,12 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=50_000)
     ap.add_argument("--niter", type=int, default=100, help="ADMM iterations at most")
     ap.add_argument("--ranks", default="2,4,8,16", help="rank counts of the load table")
+    ap.add_argument("--nstacks", default="auto",
+                    help="load table: wterm.nstacks (auto, an integer, or 'ranks': one per rank)")
     ap.add_argument("--tables", default="snr,load,memory")
     ap.add_argument("--out", default="out/paper")
+    ap.add_argument("--set", action="append", default=[], dest="extra",
+                    help="extra radimg --set for every run (e.g. wterm.epsilon=1e-4)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     a.ranks = [int(x) for x in a.ranks.split(",")]
@@ -222,12 +287,12 @@ def main(argv=None):
     os.makedirs(a.out, exist_ok=True)
     a.out = os.path.abspath(a.out)
     truth = ensure_galaxy(a.npix, a.out)
-    sets = paper_sets(a.npix, a.rows, a.out)
+    sets = paper_sets(a.npix, a.rows, a.out) + a.extra
     res = {"npix": a.npix, "rows": a.rows, "sets": sets}
     if "snr" in tables:
         res["snr"] = snr_table(a, sets, truth)
     if "load" in tables:
-        if "snr" not in tables:  # the MS first
+        if "snr" not in tables and not pathlib.Path(f"{a.out}/paper_{a.npix}_{a.rows}.ms").exists():
             radimg_run(1, ROOT / "configs" / "paper_admm.yaml",
                        sets + ["deconvolution.algorithm=none",
                                f"output.path={a.out}/sim_{a.npix}.h5"], f"{a.out}/sim.log")
