@@ -79,7 +79,9 @@ def test_exception_on_one_rank_ends_the_job(obs, tmp_path, stage):
     m = re.search(r"injected fault on rank 1 at stage '(\w+)' \(t=([0-9.]+)\)", err)
     assert m and m.group(1) == stage, err
     dt = t_end - float(m.group(2))
-    assert dt < 10.0, f"the job took {dt:.1f} s to end after the fault"
+    # "promptly, not never": a rank left waiting in MPI would hang until the launch timeout;
+    # the bound is loose so a loaded machine cannot fail it
+    assert dt < 120.0, f"the job took {dt:.1f} s to end after the fault"
     assert "[rank 1/3]" in err and "Traceback" in err, err
     assert not out.exists()
     assert temporaries(out.parent) == []
@@ -93,8 +95,8 @@ def test_ranks_end_when_the_launcher_dies(obs, tmp_path):
 
     out = tmp_path / "out" / "orphan.h5"
     cfg = failure_config(tmp_path, obs["ms"], out)
-    # every rank sleeps 60 s in the PSF stage, where the proxy is killed
-    job = Job(["run", cfg], ranks=2, fault="rank=all,stage=psf,sleep=60")
+    # every rank sleeps 600 s in the PSF stage, where the proxy is killed
+    job = Job(["run", cfg], ranks=2, fault="rank=all,stage=psf,sleep=600")
     pids = rank_pids(job.p.pid, 2)
     job.wait_for(lambda: "gridding PSF" in job.text, 120, "the PSF stage")
     proxies = [pid for pid in job.tree
@@ -104,7 +106,8 @@ def test_ranks_end_when_the_launcher_dies(obs, tmp_path):
         os.kill(pid, signal.SIGKILL)
     t0 = time.monotonic()
     while any(alive(pid) for pid in pids.values()):
-        assert time.monotonic() - t0 < 20.0, "ranks outlived their launcher by 20 s"
+        # they must end themselves long before their 600 s sleep would (loose: busy machines)
+        assert time.monotonic() - t0 < 120.0, "ranks outlived their launcher by 120 s"
         time.sleep(0.1)
     job.finish(30)
     assert not out.exists() and temporaries(out.parent) == []
@@ -114,15 +117,15 @@ def test_ranks_end_when_the_launcher_dies(obs, tmp_path):
 def test_sigterm_before_deconvolution_exits_143_without_product(obs, tmp_path):
     out = tmp_path / "out" / "term.h5"
     cfg = failure_config(tmp_path, obs["ms"], out)
-    # every rank sleeps 30 s in the PSF stage: the signal lands there
-    job = Job(["run", cfg], ranks=2, fault="rank=all,stage=psf,sleep=30")
+    # every rank sleeps 600 s in the PSF stage: the signal lands there
+    job = Job(["run", cfg], ranks=2, fault="rank=all,stage=psf,sleep=600")
     pids = rank_pids(job.p.pid, 2)
     job.wait_for(lambda: "gridding PSF" in job.text, 120, "the PSF stage")
     t0 = time.time()
     os.kill(pids[1], signal.SIGTERM)
-    rc, stdout, err, t_end = job.finish(60)
+    rc, stdout, err, t_end = job.finish(180)
     assert rc == 143, stdout + err
-    assert t_end - t0 < 10.0
+    assert t_end - t0 < 120.0  # long before the 600 s sleep ends (loose: busy machines)
     assert "[rank 1/2] SIGTERM received before deconvolution" in err, err
     assert not out.exists() and temporaries(out.parent) == []
     assert ms_digest(obs["ms"]) == obs["digest"]
@@ -251,7 +254,7 @@ INTERRUPT_LINE = "SIGINT (Ctrl-C) received: ending the job now (exit 130)"
 def _interrupted(job, out, ranks):
     """The job ended with 130, no traceback, the reason on each of ``ranks``, and left
     no process, no product and no temporary."""
-    rc, stdout, err, _ = job.finish(20)  # JobError if any process of the job is left
+    rc, stdout, err, _ = job.finish(120)  # JobError if any process of the job is left
     assert rc == 130, stdout + err
     for r in ranks:
         assert f"[rank {r}/2] {INTERRUPT_LINE}" in err, err
@@ -267,7 +270,7 @@ def test_ctrl_c_to_mpiexec_ends_the_job_with_130(obs, tmp_path, stage):
     ckpt = pathlib.Path(str(out) + ".ckpt.h5")
     cfg = failure_config(tmp_path, obs["ms"], out)
     if stage == "psf":
-        job = Job(["run", cfg], ranks=2, fault="rank=all,stage=psf,sleep=30")
+        job = Job(["run", cfg], ranks=2, fault="rank=all,stage=psf,sleep=600")
         job.wait_for(lambda: "gridding PSF" in job.text, 120, "the PSF stage")
     else:
         job = Job(["run", cfg], ranks=2, fault="rank=all,stage=major,sleep=1.5")
@@ -282,14 +285,14 @@ def test_ctrl_c_to_mpiexec_ends_the_job_with_130(obs, tmp_path, stage):
 
 @pytest.mark.parametrize("stage", ["psf", "clean"])
 def test_ctrl_c_to_one_rank_waiting_in_a_collective_ends_the_job(obs, tmp_path, stage):
-    """Rank 0 sleeps 60 s (PSF stage, or the first major cycle) while rank 1 waits for it
+    """Rank 0 sleeps 600 s (PSF stage, or the first major cycle) while rank 1 waits for it
     in a collective; SIGINT to rank 1 must end the job now, not when rank 0 arrives (a
     KeyboardInterrupt is raised only once the MPI call returns)."""
     out = tmp_path / "out" / "int1.h5"
     cfg = failure_config(tmp_path, obs["ms"], out)
     fault, line = {
-        "psf": ("rank=0,stage=psf,sleep=60", "gridding PSF"),
-        "clean": ("rank=0,stage=major,sleep=60", "major 0: peak"),
+        "psf": ("rank=0,stage=psf,sleep=600", "gridding PSF"),
+        "clean": ("rank=0,stage=major,sleep=600", "major 0: peak"),
     }[stage]
     job = Job(["run", cfg], ranks=2, fault=fault)
     pids = rank_pids(job.p.pid, 2)

@@ -59,7 +59,7 @@ def test_sigterm_outside_deferral_ends_the_process_at_once_with_143():
         from radimg.parallel.mpi import StopSignals
         StopSignals(None).install()
         print("ready", flush=True)
-        time.sleep(60)
+        time.sleep(600)
         print("not stopped", flush=True)
         """
     )
@@ -70,13 +70,13 @@ def test_sigterm_outside_deferral_ends_the_process_at_once_with_143():
         assert p.stdout.readline().strip() == "ready"
         t0 = time.monotonic()
         p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=30)
+        out, err = p.communicate(timeout=180)
         dt = time.monotonic() - t0
     finally:
         if p.poll() is None:
             p.kill()
     assert p.returncode == 143, (out, err)
-    assert dt < 2.0, dt
+    assert dt < 60.0, dt  # long before the 600 s sleep ends (loose: busy machines)
     assert "not stopped" not in out
     assert "SIGTERM received before deconvolution could checkpoint" in err
     assert "nothing to resume" in err
