@@ -198,6 +198,25 @@ class ImagingBackend(ABC):
                     int(v) if isinstance(v, np.integer) else v) for k, v in rec.items()}
 
 
+def _distribute(backend, job, obs, weigh, options, operator_class):
+    """Build ``backend.op`` (``operator_class``: the CPU or GPU distributed operator, under
+    the small-inversion layer when it applies), move the samples to their ranks and make
+    the imaging weights: the set-up both distributed backends share."""
+    data = obs.data
+    with job.timer.stage("operator setup"):
+        backend.op = backend._with_small_inversion(
+            lambda nx, ny, cell: operator_class(
+                job.comm, data.uvw, data.freq, data.weight, nx, ny, cell, **options
+            ),
+            data.uvw, data.freq, data.weight != 0,
+        )
+        backend.uvw, backend.data_weight = backend.op.uvw, backend.op.weight
+        backend.vis = backend.op.redistribute_vis(data.vis)
+        del data.vis  # the read order's copy: only the redistributed one from here on
+    backend.row_id, backend.nrows_total = backend.op.row_id, obs.nrows_total
+    backend.imaging_weight, backend.weight_sum = weigh(backend.uvw, backend.data_weight)
+
+
 class DistributedBackend(ImagingBackend):
     """CPU, Pratley & McEwen (2019) sec. 4 (:class:`radimg.parallel.operator.
     DistributedOperator`): rows redistributed by gridding load before the weights are made;
@@ -209,19 +228,7 @@ class DistributedBackend(ImagingBackend):
         from radimg.parallel.operator import DistributedOperator
 
         super().__init__(job, geom, options, choice)
-        data = obs.data
-        with job.timer.stage("operator setup"):
-            self.op = self._with_small_inversion(
-                lambda nx, ny, cell: DistributedOperator(
-                    job.comm, data.uvw, data.freq, data.weight, nx, ny, cell, **options
-                ),
-                data.uvw, data.freq, data.weight != 0,
-            )
-            self.uvw, self.data_weight = self.op.uvw, self.op.weight
-            self.vis = self.op.redistribute_vis(data.vis)
-            del data.vis  # the read order's copy: only the redistributed one from here on
-        self.row_id, self.nrows_total = self.op.row_id, obs.nrows_total
-        self.imaging_weight, self.weight_sum = weigh(self.uvw, self.data_weight)
+        _distribute(self, job, obs, weigh, options, DistributedOperator)
 
     def _image(self, vis, weight):
         # the operator's adjoint ends with the Allreduce over ranks (eq. 10)
@@ -269,19 +276,7 @@ class GpuDistributedBackend(ImagingBackend):
         from radimg.parallel.gpu_operator import GpuDistributedOperator
 
         super().__init__(job, geom, options, choice)
-        data = obs.data
-        with job.timer.stage("operator setup"):
-            self.op = self._with_small_inversion(
-                lambda nx, ny, cell: GpuDistributedOperator(
-                    job.comm, data.uvw, data.freq, data.weight, nx, ny, cell, **options
-                ),
-                data.uvw, data.freq, data.weight != 0,
-            )
-            self.uvw, self.data_weight = self.op.uvw, self.op.weight
-            self.vis = self.op.redistribute_vis(data.vis)
-            del data.vis  # the read order's copy: only the redistributed one from here on
-        self.row_id, self.nrows_total = self.op.row_id, obs.nrows_total
-        self.imaging_weight, self.weight_sum = weigh(self.uvw, self.data_weight)
+        _distribute(self, job, obs, weigh, options, GpuDistributedOperator)
         with job.timer.stage("operator setup"):
             self.op.set_data(self.vis, self.imaging_weight)
         self.op.samples_of = self
