@@ -155,8 +155,11 @@ def _traced_peak_check(obs, mode):
     1.11 wstack-wproject)."""
     u, v, w = obs
     precision = "double"
-    warm = _operator(obs, mode, precision)  # compile / load numba code outside the trace
-    warm.hdot(np.ones((w.size, 1), warm.cdtype))
+    # Compile / load every numba function the traced steps call outside the trace: with an
+    # empty numba cache (a fresh clone) compiling ``dot`` inside it added ~15 MB of llvmlite
+    # objects and failed the bound.
+    warm = _operator(obs, mode, precision)
+    warm.dot(warm.hdot(np.ones((w.size, 1), warm.cdtype)))
     del warm
     tracemalloc.start()
     t0 = tracemalloc.get_traced_memory()[0]
