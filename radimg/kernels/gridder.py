@@ -148,6 +148,9 @@ def _set_threads(nthreads):
 
 # ----------------------------------------------------------------------------- layout
 
+# shared with the CUDA twins (radimg/kernels/scalar.py)
+_sample_uvw = _scalar.CPU.sample_uvw
+
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
 def _layout_keys_kernel(uvw, fscale, cand, spec_f, spec_i, ytile, xtile, ntx, slot_of_tile):
@@ -161,15 +164,7 @@ def _layout_keys_kernel(uvw, fscale, cand, spec_f, spec_i, ytile, xtile, ntx, sl
     halfW = 0.5 * W
     halfWw = 0.5 * Ww
     for k in numba.prange(n):
-        i = cand[k]
-        row = i // nchan
-        ch = i - row * nchan
-        f = fscale[ch]
-        u = uvw[row, 0] * f
-        v = uvw[row, 1] * f
-        w = uvw[row, 2] * f
-        if w < 0.0:
-            u, v, w = -u, -v, -w
+        _, _, _, u, v, w = _sample_uvw(uvw, fscale, nchan, cand[k])
         jx0 = int(math.floor(u * xscale - halfW)) + 1
         jy0 = int(math.floor(v * yscale - halfW)) + 1
         jx0 %= nxp
@@ -338,8 +333,6 @@ def _wtap(coefw, Ww, gw, p):
     return k
 
 
-# shared with the CUDA twins (radimg/kernels/scalar.py)
-_sample_uvw = _scalar.CPU.sample_uvw
 
 
 # ------------------------------------------------------------------ prepared (sorted) path
