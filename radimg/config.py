@@ -785,7 +785,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "nthreads": int_key(
             "auto", "threads per rank (auto: the cores given to this rank)", lo=1, auto=True
         ),
-        "fft": choice_key("auto", "FFT backend", ("auto", "scipy", "fftw", "numpy")),
+        "fft": choice_key("auto", "FFT backend", ("auto", "ducc0", "scipy", "fftw", "numpy")),
     },
     "deconvolution": {
         "algorithm": choice_key(

@@ -14,6 +14,9 @@ def _grid(n0, n1, dt, seed=0):
 def test_resolve_auto_is_deterministic(monkeypatch):
     """"auto" depends only on what imports and on the work, never on timings: the same
     inputs give the same name (the per-call timed chooser could differ between ranks)."""
+    monkeypatch.setattr(F, "available", lambda: ["ducc0", "scipy", "fftw", "numpy"])
+    assert F.resolve("auto", work=F.MEASURE_WORK) == "ducc0"
+    assert F.resolve("auto", work=0.0) == "ducc0"
     monkeypatch.setattr(F, "available", lambda: ["scipy", "fftw", "numpy"])
     assert F.resolve("auto", work=F.MEASURE_WORK) == "fftw-measure"
     assert F.resolve("auto", work=F.MEASURE_WORK / 2) == "scipy"
@@ -31,7 +34,7 @@ def test_row_block_divides(n):
     assert n % b == 0 or b == 32
 
 
-@pytest.mark.parametrize("name", ["scipy", "numpy", "fftw", "fftw-measure", "timed"])
+@pytest.mark.parametrize("name", ["ducc0", "scipy", "numpy", "fftw", "fftw-measure", "timed"])
 @pytest.mark.parametrize("dt", [np.complex64, np.complex128])
 def test_rows_cols_equal_numpy(name, dt):
     """rows / cols transform exactly the run asked (FFTW: whole row blocks; the rows of a

@@ -199,7 +199,7 @@ def test_factory_modes(data, monkeypatch):
         make_operator(data["uvw"], FREQ, 64, 64, CELL * 4, mode="wstack", nstacks=8)
 
 
-@pytest.mark.parametrize("name", ["scipy", "fftw", "numpy", "auto"])
+@pytest.mark.parametrize("name", ["ducc0", "scipy", "fftw", "numpy", "auto"])
 def test_fft_backends(name):
     if name not in ("auto", *available()):
         pytest.skip(f"{name} not installed")

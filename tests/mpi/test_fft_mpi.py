@@ -44,10 +44,34 @@ def test_every_rank_same_backend_when_one_rank_lacks_fftw(mode, monkeypatch):
     assert names[0] == "scipy"
 
 
+def test_every_rank_runs_ducc0_where_every_rank_has_it(monkeypatch):
+    """The default where ducc0 imports everywhere: every rank runs it; where one rank lacks
+    it (the last rank here), every rank falls back to the same other backend."""
+    from mpi4py import MPI
+
+    from radimg.ops import fft as F
+    from radimg.parallel.operator import DistributedOperator
+
+    comm = MPI.COMM_WORLD
+    if "ducc0" not in F.available():
+        pytest.skip("ducc0 not installed")
+    uvw, freq, wgt, npix, cell = _data()
+    lo, hi = (comm.rank * uvw.shape[0]) // comm.size, ((comm.rank + 1) * uvw.shape[0]) // comm.size
+    op = DistributedOperator(comm, uvw[lo:hi], freq, wgt[lo:hi], npix, npix, cell,
+                             mode="wstack", epsilon=1e-4, fft="auto")
+    assert _names(comm, op) == ["ducc0"] * comm.size
+    if comm.rank == comm.size - 1:
+        monkeypatch.setattr(F, "available", lambda: ["scipy", "fftw", "numpy"])
+    op = DistributedOperator(comm, uvw[lo:hi], freq, wgt[lo:hi], npix, npix, cell,
+                             mode="wstack", epsilon=1e-4, fft="auto")
+    names = _names(comm, op)
+    assert len(set(names)) == 1 and names[0] in ("scipy", "fftw-measure"), names
+
+
 @pytest.mark.parametrize("mode", ["wstack", "wstack-wproject"])
 def test_every_rank_same_measured_plans(mode, monkeypatch, tmp_path_factory):
-    """Where every rank has pyfftw, every rank runs FFTW with rank 0's measured plans: the
-    images of identical inputs on every rank agree bitwise across ranks."""
+    """Where every rank has pyfftw (and not ducc0), every rank runs FFTW with rank 0's
+    measured plans: the images of identical inputs on every rank agree bitwise across ranks."""
     from mpi4py import MPI
 
     from radimg.ops import fft as F
@@ -57,6 +81,7 @@ def test_every_rank_same_measured_plans(mode, monkeypatch, tmp_path_factory):
         pytest.skip("pyfftw not installed")
     comm = MPI.COMM_WORLD
     monkeypatch.setattr(F, "MEASURE_WORK", 0.0)
+    monkeypatch.setattr(F, "available", lambda: ["scipy", "fftw", "numpy"])  # no ducc0
     uvw, freq, wgt, npix, cell = _data()
     lo, hi = (comm.rank * uvw.shape[0]) // comm.size, ((comm.rank + 1) * uvw.shape[0]) // comm.size
     op = DistributedOperator(comm, uvw[lo:hi], freq, wgt[lo:hi], npix, npix, cell, mode=mode,
