@@ -184,11 +184,22 @@ def _golden_min(f, a, b, tol):
 
 @functools.lru_cache(maxsize=256)
 def _best_beta(W, oversampling):
-    """(beta, measured error) minimising the 1-D error for support W (cached)."""
+    """(beta, measured error) minimising the 1-D error for support W (cached): from the
+    generated table radimg/kernels/es_betas.py where it holds the pair (the oversampling
+    factors the operators try), else :func:`best_beta_computed`."""
+    from radimg.kernels.es_betas import BEST_BETA
+
+    hit = BEST_BETA.get((int(W), round(float(oversampling), 6)))
+    return hit if hit is not None else best_beta_computed(W, oversampling)
+
+
+def best_beta_computed(W, oversampling):
+    """(beta, measured error) by a golden-section search over beta of :func:`es_error`
+    (what scripts/make_es_table.py tabulates)."""
     # The optimum sits near beta ~ 2.3 W for sigma = 2 (FINUFFT); bracket widely.
     f = lambda b: es_error(W, b, oversampling, nx=33, nt=24)  # noqa: E731
     beta, _ = _golden_min(f, 0.8 * W, 3.2 * W, 1e-3 * W)
-    return float(beta), es_error(W, beta, oversampling)
+    return float(beta), float(es_error(W, beta, oversampling))
 
 
 def _support_table(oversampling):
