@@ -211,7 +211,7 @@ def test_small_inversion_plans_the_coarse_operator(obs):
     t = P.memory_terms("wstack", "single", samples=[1000], nchan=1, recv_cells=[0],
                        send_cells=[0], planes_owned=[1], grid_cells=4 * g.nc_x * g.nc_y,
                        image_pixels=g.nc_x * g.nc_y, kernel_bytes=[0], small=g)
-    assert t["resample"][0] == P.FINE_IMAGES * npix * npix * 8
+    assert t["resample"][0] == P.FINE_IMAGE_BYTES["single"] * npix * npix == 20 * npix * npix
     assert t["images"][0] == (P.IMAGE_ARRAYS["wstack"] - P.FINE_IMAGES) * g.nc_x * g.nc_y * 8
     assert P._small_geometry(u, v, w, npix, npix, cell, EPS, "wstack", False) is None
 

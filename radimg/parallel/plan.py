@@ -19,6 +19,7 @@ import numpy as np
 from radimg.constants import ARCSEC, C_LIGHT
 from radimg.parallel.plan_exchange import operator_exchange, tables_covering
 from radimg.parallel.plan_memory import (
+    FINE_IMAGE_BYTES,
     FINE_IMAGES,
     IMAGE_ARRAYS,
     LAYOUT_TRANSIENT_BYTES,
@@ -58,6 +59,7 @@ __all__ = [
     "IMAGE_ARRAYS",
     "LAYOUT_TRANSIENT_BYTES",
     "FINE_IMAGES",
+    "FINE_IMAGE_BYTES",
     "PROCESS_BASELINE_BYTES",
     "REPLAY_MAX_BYTES",
     "ARCSEC",

@@ -72,6 +72,7 @@ __all__ = [
     "IMAGE_ARRAYS",
     "LAYOUT_TRANSIENT_BYTES",
     "FINE_IMAGES",
+    "FINE_IMAGE_BYTES",
     "PROCESS_BASELINE_BYTES",
     "memory_terms",
     "resample_bytes",
@@ -90,6 +91,11 @@ LAYOUT_TRANSIENT_BYTES = 40  # per sample of the largest stack: wproject tile_la
 # Of IMAGE_ARRAYS, the images the pipeline holds at the requested size (PSF, the image being
 # made, its float64 copy); with small inversion the rest are the operator's coarse ones.
 FINE_IMAGES = 3
+#: Bytes per requested pixel of those FINE_IMAGES at the peak (the dirty stage): the PSF and
+#: the new image in float64, plus the operator's output while it is converted: float32 in
+#: single precision (the float64 copy is then divided in place), a third float64 image in
+#: double (the operator's own float64 image is never divided in place).
+FINE_IMAGE_BYTES = {"single": 8 + 8 + 4, "double": 8 + 8 + 8}
 
 
 def _mkey(mode):
@@ -140,7 +146,8 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
         "grid_tiles": (np.asarray(recv_cells, np.int64) + np.asarray(send_cells, np.int64))
         * c,
         "stack_grids": np.int64(grid_cells) * (c + owner_grids * c),
-        "images": np.full(n, IMAGE_ARRAYS[m] * int(image_pixels) * 8, np.int64),
+        "images": np.full(n, (IMAGE_ARRAYS[m] - FINE_IMAGES) * int(image_pixels) * 8
+                          + FINE_IMAGE_BYTES[precision] * int(image_pixels), np.int64),
         "kernels": np.asarray(kernel_bytes, dtype=np.int64),
     }
     if small is not None:
@@ -152,15 +159,14 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
 
 def resample_bytes(g, precision):
     """Bytes of the requested images the pipeline holds around a small-inversion operator:
-    :data:`FINE_IMAGES` float64 images (the PSF, and while the dirty image is made its
-    float64 copy and the copy divided by the weight sum). The peak of one
+    :data:`FINE_IMAGE_BYTES` per requested pixel (the PSF, and while the dirty image is made
+    the operator's image and its float64 copy, divided in place). The peak of one
     :meth:`radimg.ops.resample.SmallInversion.to_fine` (the requested rows' half spectrum
     over the fine period and its inverse transform, ``npix_y * nf_x * 3/2`` complex values)
     comes before those two copies and is smaller than them, so it is not added (measured
     on the real MWA job, 4096 x 30": the dirty stage peaks 145 MiB above the PSF stage,
     one float64 image)."""
-    del precision  # the pipeline's images are float64 in either precision
-    return int(FINE_IMAGES * g.npix_x * g.npix_y * 8)
+    return int(FINE_IMAGE_BYTES[precision] * g.npix_x * g.npix_y)
 
 
 #: Resident memory of a radimg rank before it holds any data: Python, numpy, numba's loaded

@@ -198,6 +198,18 @@ class ImagingBackend(ABC):
                     int(v) if isinstance(v, np.integer) else v) for k, v in rec.items()}
 
 
+def per_weight(image, weight_sum):
+    """``image / weight_sum`` in float64. A float32 image (single precision) is converted
+    once and divided in place, so no third requested-size image exists at the dirty
+    stage's peak (plan_memory.FINE_IMAGE_BYTES); a float64 one is divided into a new array
+    (the operator may hold on to its own)."""
+    out = np.asarray(image, dtype=np.float64)
+    if out is image or np.shares_memory(out, image):
+        return out / weight_sum
+    out /= weight_sum
+    return out
+
+
 def _distribute(backend, job, obs, weigh, options, operator_class):
     """Build ``backend.op`` (``operator_class``: the CPU or GPU distributed operator, under
     the small-inversion layer when it applies), move the samples to their ranks and make
@@ -235,15 +247,17 @@ class DistributedBackend(ImagingBackend):
         return np.asarray(self.op.hdot(vis, weight), dtype=np.float64)
 
     def psf(self):
-        return self._image(np.ones_like(self.vis), self.imaging_weight) / self.weight_sum
+        return per_weight(self.op.hdot(np.ones_like(self.vis), self.imaging_weight),
+                          self.weight_sum)
 
     def dirty(self):
-        return self._image(self.vis, self.imaging_weight) / self.weight_sum
+        return per_weight(self.op.hdot(self.vis, self.imaging_weight), self.weight_sum)
 
     def residual(self, model, predict=None):
         residual_vis = self.vis - (predict or self.predict)(model)
         with self.job.timer.stage("major: image"):
-            return self._image(residual_vis, self.imaging_weight) / self.weight_sum
+            return per_weight(self.op.hdot(residual_vis, self.imaging_weight),
+                              self.weight_sum)
 
     def whiten(self, sw):
         self._sw = sw
@@ -292,18 +306,18 @@ class GpuDistributedBackend(ImagingBackend):
 
     def psf(self):
         self._own_samples()
-        return np.asarray(self.op.psf_image(), dtype=np.float64) / self.weight_sum
+        return per_weight(self.op.psf_image(), self.weight_sum)
 
     def dirty(self):
         self._own_samples()
-        return np.asarray(self.op.dirty_image(), dtype=np.float64) / self.weight_sum
+        return per_weight(self.op.dirty_image(), self.weight_sum)
 
     def residual(self, model, predict=None):
         # one image in, one image out; ``predict`` is not used (the samples are resident)
         self._own_samples()
         with self.job.timer.stage("major: residual"):
             model = np.ascontiguousarray(model, dtype=np.float64)
-            return np.asarray(self.op.residual_image(model), dtype=np.float64) / self.weight_sum
+            return per_weight(self.op.residual_image(model), self.weight_sum)
 
     def whiten(self, sw):
         # y_w, z and the residuals stay on the device; per iteration one image goes in
