@@ -923,6 +923,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "mem_per_rank": bytes_key(
             None, 'memory available per rank, e.g. "8GiB" (null = no limit check)'
         ),
+        "exchange_buffer": bytes_key(
+            "64MiB",
+            "largest grid-tile exchange buffer per rank: the w-planes are exchanged in "
+            "rounds that fit it (null = one round)",
+        ),
     },
     "simulate": {
         "telescope": str_key(

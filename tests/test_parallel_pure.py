@@ -303,3 +303,27 @@ def test_exchange_tiles_hold_any_footprint_in_two():
             run = (j + np.arange(length)) % n
             seen = set(cell_tile[run].tolist())
             assert seen <= {int(cell_tile[j]), int(cell_tile[(j + length - 1) % n])}
+
+
+def test_exchange_rounds_fit_the_cap():
+    """radimg.parallel.operator.exchange_rounds: contiguous plane ranges covering every
+    plane once; in each round every rank's send and receive cells stay within the cap
+    unless the round is a single plane; adding the next plane to a round would exceed it
+    (greedy, so no round is needlessly cut); None is one round."""
+    from radimg.parallel.operator import exchange_rounds
+
+    rng = np.random.default_rng(3)
+    send = rng.integers(0, 50, (40, 3))
+    recv = rng.integers(0, 50, (40, 3))
+    send[7] = 500  # one plane above the cap alone
+    assert list(exchange_rounds(send, recv, None)) == [0, 40]
+    b = exchange_rounds(send, recv, 120)
+    assert b[0] == 0 and b[-1] == 40 and np.all(np.diff(b) >= 1)
+    for lo, hi in zip(b[:-1], b[1:]):
+        s, r = send[lo:hi].sum(0), recv[lo:hi].sum(0)
+        assert (s.max() <= 120 and r.max() <= 120) or hi - lo == 1
+        if hi < 40:
+            s2, r2 = send[lo:hi + 1].sum(0), recv[lo:hi + 1].sum(0)
+            assert s2.max() > 120 or r2.max() > 120
+    assert [7, 8] in [[lo, hi] for lo, hi in zip(b[:-1], b[1:])]
+    assert len(exchange_rounds(np.zeros((5, 2)), np.zeros((5, 2)), 1)) == 2  # nothing travels

@@ -102,27 +102,29 @@ class GpuDistributedOperator(ResidentOperator, DistributedOperator):
         xp, dev, st = self.xp, self.dev, self.transfers
         self.n_dot += 1  # the CPU scheme's work counters: the device runs the same samples
         vis = xp.zeros((self.nrow, self.nchan), dtype=self.cdtype)
-        send = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
+        send_buf = np.empty(self._buf_cells[0], dtype=self.cdtype)
+        recv_buf = np.empty(self._buf_cells[1], dtype=self.cdtype)
         if self.my_planes:
             img_s = dev.scale_image(img_d)
-        for p in self.my_planes:
-            g = dev.owner_forward(img_s, p)
-            if self._serve_by_plane[p]:  # host staging: the tiles other ranks asked for
-                gh = to_host(g, xp, st)
-                for tiles, off in self._serve_by_plane[p]:
-                    self._pack(gh, tiles, send, off)
-                del gh
-            if p in self._touched:  # own samples degrid straight from the owner's grid
+        for rnd in self._rounds:  # the CPU operator's exchange rounds
+            send = send_buf[: int(rnd.send.sum())]
+            for p in rnd.mine:
+                g = dev.owner_forward(img_s, p)
+                if rnd.serve[p]:  # host staging: the tiles other ranks asked for
+                    gh = to_host(g, xp, st)
+                    for tiles, off in rnd.serve[p]:
+                        self._pack(gh, tiles, send, off)
+                    del gh
+                if p in self._touched:  # own samples degrid straight from the owner's grid
+                    self.kernel_cells["degrid"] += self._plane_cells(p)
+                    dev.degrid_samples(g, p, out=vis)
+                del g
+            recv = recv_buf[: int(rnd.recv.sum())]
+            self._alltoallv(send, rnd.send, recv, rnd.recv)
+            for p, tiles, off in rnd.recv_plan:
+                self._pack(self._scratch, tiles, recv, off, UNPACK)
                 self.kernel_cells["degrid"] += self._plane_cells(p)
-                dev.degrid_samples(g, p, out=vis)
-            del g
-        recv = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
-        self._alltoallv(send, self._fwd_send, recv, self._fwd_recv)
-        del send
-        for p, tiles, off in self._recv_plan:
-            self._pack(self._scratch, tiles, recv, off, UNPACK)
-            self.kernel_cells["degrid"] += self._plane_cells(p)
-            dev.degrid_samples(to_device(self._scratch, xp, st), p, out=vis)
+                dev.degrid_samples(to_device(self._scratch, xp, st), p, out=vis)
         return vis
 
     def _hdot_dev(self, vis_d, weight_d):
@@ -130,29 +132,32 @@ class GpuDistributedOperator(ResidentOperator, DistributedOperator):
         Allreduce; the device sum crosses to the host once (one image)."""
         xp, dev, st = self.xp, self.dev, self.transfers
         self.n_hdot += 1
-        send = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
-        for p, tiles, off in self._recv_plan:  # other ranks' planes: grid, stage, pack
-            self.kernel_cells["grid"] += self._plane_cells(p)
-            g = dev.grid_samples(vis_d, p, weight=weight_d,
-                                 out=xp.zeros(self._grid_shape, dtype=self.cdtype))
-            self._pack(to_host(g, xp, st), tiles, send, off)
-            del g
-        recv = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
-        self._alltoallv(send, self._fwd_recv, recv, self._fwd_send)
-        del send
+        send_buf = np.empty(self._buf_cells[1], dtype=self.cdtype)
+        recv_buf = np.empty(self._buf_cells[0], dtype=self.cdtype)
         acc = xp.zeros((self.npix_y, self.npix_x), dtype=np.float64)
-        for p in self.my_planes:
-            g = xp.zeros(self._grid_shape, dtype=self.cdtype)
-            if p in self._touched:  # own samples grid straight onto the owner's grid
+        for rnd in self._rounds:  # the CPU operator's exchange rounds
+            send = send_buf[: int(rnd.recv.sum())]
+            for p, tiles, off in rnd.recv_plan:  # other ranks' planes: grid, stage, pack
                 self.kernel_cells["grid"] += self._plane_cells(p)
-                dev.grid_samples(vis_d, p, weight=weight_d, out=g)
-            if self._serve_by_plane[p]:  # the other ranks' tiles, summed on the host
-                self._scratch[...] = 0
-                for tiles, off in self._serve_by_plane[p]:
-                    self._pack(self._scratch, tiles, recv, off, UNPACK_ADD)
-                g += to_device(self._scratch, xp, st)
-            dev.owner_adjoint(g, p, acc)
-            del g
+                g = dev.grid_samples(vis_d, p, weight=weight_d,
+                                     out=xp.zeros(self._grid_shape, dtype=self.cdtype))
+                self._pack(to_host(g, xp, st), tiles, send, off)
+                del g
+            recv = recv_buf[: int(rnd.send.sum())]
+            self._alltoallv(send, rnd.recv, recv, rnd.send)
+            for p in rnd.mine:
+                g = xp.zeros(self._grid_shape, dtype=self.cdtype)
+                if p in self._touched:  # own samples grid straight onto the owner's grid
+                    self.kernel_cells["grid"] += self._plane_cells(p)
+                    dev.grid_samples(vis_d, p, weight=weight_d, out=g)
+                if rnd.serve[p]:  # the other ranks' tiles, summed on the host
+                    self._scratch[...] = 0
+                    for tiles, off in rnd.serve[p]:
+                        self._pack(self._scratch, tiles, recv, off, UNPACK_ADD)
+                    g += to_device(self._scratch, xp, st)
+                dev.owner_adjoint(g, p, acc)
+                del g
+        del send_buf, recv_buf
         if self.my_planes:
             dev.finish_image(acc)
         # one image to the host in the operator's precision (as the single-GPU operator

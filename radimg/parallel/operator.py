@@ -68,9 +68,57 @@ from radimg.parallel.redistribute import (
     redistribute,
 )
 
-__all__ = ["DistributedOperator", "wproject_stacks", "global_subsample", "subsample_slice"]
+__all__ = ["DistributedOperator", "EXCHANGE_BUFFER_BYTES", "ExchangeRound", "exchange_rounds",
+           "wproject_stacks", "global_subsample", "subsample_slice"]
 
 PACK, UNPACK, UNPACK_ADD, ZERO = 0, 1, 2, 3  # _pack_tiles modes
+#: Default largest tile-exchange buffer per rank and round (resources.exchange_buffer).
+EXCHANGE_BUFFER_BYTES = 64 * 2**20
+
+
+def exchange_rounds(send, recv, cap):
+    """Plane ranges of one application's exchange rounds: ``bounds`` with round ``i`` the
+    planes ``bounds[i] <= p < bounds[i + 1]``.
+
+    ``send``, ``recv``: (nplanes, nranks) cells each rank sends to / receives from the others
+    for each plane (the same arrays on every rank); ``cap``: cells, or None for one round.
+    Planes are taken in order while on every rank the round's send cells and its receive
+    cells both stay <= ``cap``; a plane above ``cap`` on its own is a round by itself.
+    Deterministic in its arguments, so every rank gets the same rounds (the plan replays it).
+    """
+    send = np.asarray(send, dtype=np.int64)
+    recv = np.asarray(recv, dtype=np.int64)
+    P = send.shape[0]
+    if cap is None or P == 0:
+        return np.array([0, P], dtype=np.int64)
+    bounds = [0]
+    cs = np.zeros(send.shape[1], np.int64)
+    cr = np.zeros(send.shape[1], np.int64)
+    for p in range(P):
+        if p > bounds[-1] and (np.any(cs + send[p] > cap) or np.any(cr + recv[p] > cap)):
+            bounds.append(p)
+            cs[:] = 0
+            cr[:] = 0
+        cs += send[p]
+        cr += recv[p]
+    bounds.append(P)
+    return np.asarray(bounds, dtype=np.int64)
+
+
+class ExchangeRound:
+    """One round of the tile exchange: the planes ``lo <= p < hi``, this rank's owned planes
+    among them (``mine``), the tiles it serves per owned plane (``serve``: p -> [(tiles,
+    offset)], by destination), the tiles it receives (``recv_plan``: [(p, tiles, offset)],
+    by source owner then plane), and the cells per peer (``send``, ``recv``), offsets into
+    this round's buffers."""
+
+    def __init__(self, lo, hi, size):
+        self.lo, self.hi = int(lo), int(hi)
+        self.mine = []
+        self.serve = {}
+        self.recv_plan = []
+        self.send = np.zeros(size, dtype=np.int64)
+        self.recv = np.zeros(size, dtype=np.int64)
 
 
 def _anchor_w(target, f, below):
@@ -108,6 +156,10 @@ class DistributedOperator:
         also owns that stack, so nothing is exchanged and the load is whatever the stacks
         hold; scripts/bench_paper.py's naive column).
     max_message_bytes : split Alltoallv messages above this many bytes.
+    exchange_buffer_bytes : largest tile-exchange buffer (send or receive, bytes) of a rank;
+        one application exchanges its planes in rounds (:func:`exchange_rounds`, the same on
+        every rank) whose buffers fit it, so the buffers no longer grow with the planes a
+        rank touches. ``None``: one round.
 
     After construction ``self.uvw``, ``self.weight``, ``self.row_id`` (global row index
     ``exscan(nrow) + local row`` of the input order) hold this rank's redistributed rows;
@@ -141,6 +193,7 @@ class DistributedOperator:
         tile=64,
         balance="cuts",
         max_message_bytes=MAX_MESSAGE_BYTES,
+        exchange_buffer_bytes=EXCHANGE_BUFFER_BYTES,
     ):
         if mode not in ("none", "wstack", "wstack-wproject"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -152,6 +205,7 @@ class DistributedOperator:
         self.rank, self.size = comm_rank_size(comm)
         self.mode = mode
         self.max_message_bytes = int(max_message_bytes)
+        self.exchange_buffer_bytes = exchange_buffer_bytes
         self.n_alltoallv = 0  # Alltoallv calls made by dot/hdot (not set-up)
         self.n_dot = self.n_hdot = 0  # applications (work counters, see the class doc)
         self.kernel_cells = {"grid": 0, "degrid": 0}
@@ -431,42 +485,71 @@ class DistributedOperator:
                     ty = int(tid) // ntx
                     rows_needed[p][self.ybounds[ty] : self.ybounds[ty + 1]] = True
         self._plane_rows = {p: np.flatnonzero(r) for p, r in rows_needed.items()}
-        # Owner side: per owned plane, [(tiles, offset)] of the other ranks' requests, in
-        # send-buffer order (by destination, then its list order).
-        self._fwd_send = np.zeros(self.size, dtype=np.int64)
-        self._serve_by_plane = {p: [] for p in self.my_planes}
-        off = 0
+        # Cells each rank sends (owner side) and receives for each plane, on every rank,
+        # then the rounds (exchange_rounds) in which one application exchanges them.
+        tcells = self._tile_ncells
+        send_pc = np.zeros((P, self.size), dtype=np.int64)
+        recv_pc = np.zeros((P, self.size), dtype=np.int64)
+        for j in range(self.size):
+            if j != self.rank:
+                for p, t in got[j]:
+                    send_pc[p, self.rank] += int(tcells[np.asarray(t, np.int64)].sum())
+        for p in self.touched_planes:
+            if self.owner[p] != self.rank:
+                recv_pc[p, self.rank] += int(tcells[self._touched[p]].sum())
+        allreduce_array(comm, send_pc, "sum")
+        allreduce_array(comm, recv_pc, "sum")
+        isz = np.dtype(self.cdtype).itemsize
+        cap = (None if self.exchange_buffer_bytes is None
+               else max(1, int(self.exchange_buffer_bytes) // isz))
+        bounds = exchange_rounds(send_pc, recv_pc, cap)
+        self._rounds = [ExchangeRound(a, b, self.size) for a, b in zip(bounds[:-1], bounds[1:])]
+        round_of = np.repeat(np.arange(len(self._rounds)), np.diff(bounds))
+        for p in self.my_planes:
+            rnd = self._rounds[round_of[p]]
+            rnd.mine.append(p)
+            rnd.serve[p] = []
+        # Owner side, per round: the other ranks' requests in send-buffer order (by
+        # destination, then its list order); receiver side: other ranks' planes in
+        # receive-buffer order (by source owner, then plane ascending).
+        offs = np.zeros(len(self._rounds), dtype=np.int64)
         for j in range(self.size):
             if j == self.rank:
                 continue
             for p, t in got[j]:
+                rnd, i = self._rounds[round_of[p]], round_of[p]
                 t = np.asarray(t, dtype=np.int32)
-                n = int(self._tile_ncells[t].sum())
-                self._serve_by_plane[p].append((t, off))
-                self._fwd_send[j] += n
-                off += n
-        # Receiver side: [(plane, tiles, offset)] of other ranks' planes, in receive-buffer
-        # order (by source owner, then plane ascending).
-        self._fwd_recv = np.zeros(self.size, dtype=np.int64)
-        self._recv_plan = []
-        off = 0
+                n = int(tcells[t].sum())
+                rnd.serve[p].append((t, int(offs[i])))
+                rnd.send[j] += n
+                offs[i] += n
+        offs[:] = 0
         for s in range(self.size):
             if s == self.rank:
                 continue
             for p in self.touched_planes:
                 if self.owner[p] == s:
-                    n = int(self._tile_ncells[self._touched[p]].sum())
-                    self._recv_plan.append((p, self._touched[p], off))
-                    self._fwd_recv[s] += n
-                    off += n
+                    rnd, i = self._rounds[round_of[p]], round_of[p]
+                    n = int(tcells[self._touched[p]].sum())
+                    rnd.recv_plan.append((p, self._touched[p], int(offs[i])))
+                    rnd.recv[s] += n
+                    offs[i] += n
+        # Totals per application (traffic), and the union views of the rounds' plans.
+        self._fwd_send = sum((r.send for r in self._rounds), np.zeros(self.size, np.int64))
+        self._fwd_recv = sum((r.recv for r in self._rounds), np.zeros(self.size, np.int64))
+        self._serve_by_plane = {p: v for r in self._rounds for p, v in r.serve.items()}
+        self._recv_plan = [e for r in self._rounds for e in r.recv_plan]
+        # Buffer cells: the largest round's (owner-side, receiver-side) cells; dot sends the
+        # first and receives the second, hdot the other way round.
+        self._buf_cells = (max(int(r.send.sum()) for r in self._rounds),
+                           max(int(r.recv.sum()) for r in self._rounds))
         self._ntiles_send = sum(len(t) for j in range(self.size) if j != self.rank
                                 for _, t in got[j])
         self._ntiles_recv = sum(t.size for _, t, _ in self._recv_plan)
         self._scratch = np.zeros(self._grid_shape, dtype=self.cdtype)
-        # Largest per-rank exchange buffer (bytes) over all ranks: decides once whether the
-        # per-application Alltoallv must be split into rounds (no collective needed later).
-        isz = np.dtype(self.cdtype).itemsize
-        mb = np.array([max(self._fwd_send.sum(), self._fwd_recv.sum()) * isz], np.int64)
+        # Largest per-rank message of a round (bytes) over all ranks: decides once whether
+        # a round's Alltoallv must be split further (no collective needed later).
+        mb = np.array([max(self._buf_cells) * isz], np.int64)
         self._max_bytes = int(allreduce_array(comm, mb, "max")[0])
 
     def _setup_fft(self):
@@ -691,7 +774,8 @@ class DistributedOperator:
         if image.shape != (self.npix_y, self.npix_x):
             raise ValueError(f"image must be (npix_y, npix_x) = {(self.npix_y, self.npix_x)}")
         self.n_dot += 1
-        send = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
+        send_buf = np.empty(self._buf_cells[0], dtype=self.cdtype)
+        recv_buf = np.empty(self._buf_cells[1], dtype=self.cdtype)
         vis = np.zeros((self.nrow + self._extra_rows, self.nchan), dtype=self.cdtype)
         ctx = self._degrid_begin()
         if self.my_planes:  # S_p's amplitude once, not per plane
@@ -699,19 +783,21 @@ class DistributedOperator:
                 image = self.op.scale_image(image)
             else:
                 image = np.asarray(image, dtype=np.float64) * self.op.correction
-        for p in self.my_planes:
-            g = self._owner_forward(image, p)
-            for tiles, off in self._serve_by_plane[p]:
-                self._pack(g, tiles, send, off)
-            if p in self._touched:  # own samples degrid straight from the owner's grid
-                self._degrid(ctx, g, p, vis)
-            del g  # wstack-wproject: a fresh grid per stack; not alive while the next is made
-        recv = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
-        self._alltoallv(send, self._fwd_send, recv, self._fwd_recv)
-        del send
-        for p, tiles, off in self._recv_plan:
-            self._pack(self._scratch, tiles, recv, off, UNPACK)
-            self._degrid(ctx, self._scratch, p, vis)
+        for rnd in self._rounds:
+            send = send_buf[: int(rnd.send.sum())]
+            for p in rnd.mine:
+                g = self._owner_forward(image, p)
+                for tiles, off in rnd.serve[p]:
+                    self._pack(g, tiles, send, off)
+                if p in self._touched:  # own samples degrid straight from the owner's grid
+                    self._degrid(ctx, g, p, vis)
+                del g  # wstack-wproject: a fresh grid per stack; not alive with the next
+            recv = recv_buf[: int(rnd.recv.sum())]
+            self._alltoallv(send, rnd.send, recv, rnd.recv)
+            for p, tiles, off in rnd.recv_plan:
+                self._pack(self._scratch, tiles, recv, off, UNPACK)
+                self._degrid(ctx, self._scratch, p, vis)
+        del send_buf, recv_buf
         self._degrid_end(ctx, vis)
         return vis[: self.nrow]
 
@@ -722,23 +808,26 @@ class DistributedOperator:
         self.n_hdot += 1
         wdt = self.rdtype if self.mode == "wstack-wproject" else None
         w = None if weight is None else self._pad_rows(weight, wdt or np.asarray(weight).dtype)
-        send = np.empty(int(self._fwd_recv.sum()), dtype=self.cdtype)
+        send_buf = np.empty(self._buf_cells[1], dtype=self.cdtype)
+        recv_buf = np.empty(self._buf_cells[0], dtype=self.cdtype)
         ctx = self._grid_begin(v, w)
-        for p, tiles, off in self._recv_plan:
-            self._pack(self._scratch, tiles, send, off, ZERO)
-            self._grid(ctx, v, w, p, self._scratch)
-            self._pack(self._scratch, tiles, send, off)
-        recv = np.empty(int(self._fwd_send.sum()), dtype=self.cdtype)
-        self._alltoallv(send, self._fwd_recv, recv, self._fwd_send)
-        del send
         acc = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
-        for p in self.my_planes:
-            self._scratch[...] = 0
-            if p in self._touched:  # own samples grid straight onto the owner's grid
+        for rnd in self._rounds:
+            send = send_buf[: int(rnd.recv.sum())]
+            for p, tiles, off in rnd.recv_plan:
+                self._pack(self._scratch, tiles, send, off, ZERO)
                 self._grid(ctx, v, w, p, self._scratch)
-            for tiles, off in self._serve_by_plane[p]:
-                self._pack(self._scratch, tiles, recv, off, UNPACK_ADD)
-            self._owner_adjoint(self._scratch, p, acc)
+                self._pack(self._scratch, tiles, send, off)
+            recv = recv_buf[: int(rnd.send.sum())]
+            self._alltoallv(send, rnd.recv, recv, rnd.send)
+            for p in rnd.mine:
+                self._scratch[...] = 0
+                if p in self._touched:  # own samples grid straight onto the owner's grid
+                    self._grid(ctx, v, w, p, self._scratch)
+                for tiles, off in rnd.serve[p]:
+                    self._pack(self._scratch, tiles, recv, off, UNPACK_ADD)
+                self._owner_adjoint(self._scratch, p, acc)
+        del send_buf, recv_buf
         if self.my_planes:
             if self.mode == "wstack-wproject":
                 self.op.scale_image(acc, inplace=True)
@@ -762,6 +851,8 @@ class DistributedOperator:
             tiles_recv=int(self._ntiles_recv),
             bytes_sent=int(self._fwd_send.sum()) * isz,
             bytes_recv=int(self._fwd_recv.sum()) * isz,
+            exchange_rounds=len(self._rounds),
+            exchange_buffer_bytes=sum(self._buf_cells) * isz,
             tile_shape=(int(np.diff(self.ybounds).max()), int(np.diff(self.xbounds).max())),
             n_dot=self.n_dot,
             n_hdot=self.n_hdot,
@@ -792,6 +883,8 @@ class DistributedOperator:
             "tiles_recv",
             "bytes_sent",
             "bytes_recv",
+            "exchange_rounds",
+            "exchange_buffer_bytes",
             "grid_cells",
             "degrid_cells",
             "n_hdot",

@@ -47,6 +47,7 @@ __all__ = [
     "gaussian_tile_prob",
     "plan",
     "plan_from_config",
+    "configured_exchange_buffer",
     "fits_memory",
     "memory_terms",
     "resample_bytes",
@@ -139,6 +140,7 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
             oversampling_w=oversampling_w, precision=precision, centres=centres,
             tables=tables_covering(w, centres, npix_x, npix_y, cell_rad, eps, oversampling,
                                     precision) if mode == "wstack-wproject" else None,
+            exchange_buffer_bytes=configured_exchange_buffer(cfg),
         )
     result = plan(
         n_ranks=n_ranks,
@@ -220,6 +222,15 @@ def _operator_stacks(w, nstacks, npix_x, npix_y, cell_rad, eps, oversampling, n_
     if w_abs.size > _MAX_KMEANS_SAMPLES:
         w_fit = np.random.default_rng(0).choice(w_abs, _MAX_KMEANS_SAMPLES, replace=False)
     return nstacks, stack_centres(w_fit, int(nstacks))
+
+
+def configured_exchange_buffer(cfg):
+    """``resources.exchange_buffer`` in bytes, or None (one exchange round): what
+    ``radimg run`` gives the distributed operator and the plan replays."""
+    from radimg.config import parse_bytes
+
+    size = (cfg.get("resources") or {}).get("exchange_buffer")
+    return None if size is None else parse_bytes(size, unit_required=True)
 
 
 def _configured_mem_per_rank(cfg):

@@ -30,9 +30,14 @@ def tables_covering(w, centres, npix_x, npix_y, cell_rad, epsilon, oversampling,
     ).tables
 
 
-def _exchange_counts(rank, plane, tile, n_ranks, nplanes, tile_cells):
+def _exchange_counts(rank, plane, tile, n_ranks, nplanes, tile_cells, cap_cells=None):
     """From (rank, plane, tile) marks: cells each rank touches (own planes included), cells
-    it receives from other ranks, cells it sends to other ranks, planes it owns."""
+    it receives from other ranks, cells it sends to other ranks, planes it owns, and the
+    cells of its exchange buffers (the largest round's send plus the largest round's
+    receive cells, rounds as :func:`radimg.parallel.operator.exchange_rounds` makes them
+    with ``cap_cells``)."""
+    from radimg.parallel.operator import exchange_rounds
+
     code = np.unique((rank.astype(np.int64) * nplanes + plane) * tile_cells.size + tile)
     rk, rest = np.divmod(code, nplanes * tile_cells.size)
     pl, tl = np.divmod(rest, tile_cells.size)
@@ -46,7 +51,16 @@ def _exchange_counts(rank, plane, tile, n_ranks, nplanes, tile_cells):
     recv = np.bincount(rk, weights=other, minlength=n_ranks).astype(np.int64)
     send = np.bincount(owner[pl], weights=other, minlength=n_ranks).astype(np.int64)
     owned = np.bincount(owner[live], minlength=n_ranks).astype(np.int64)
-    return touched, recv, send, owned
+    # per (plane, rank): cells received by the toucher, sent by the owner
+    recv_pc = np.zeros((nplanes, n_ranks), np.int64)
+    send_pc = np.zeros((nplanes, n_ranks), np.int64)
+    np.add.at(recv_pc, (pl, rk), other)
+    np.add.at(send_pc, (pl, np.maximum(owner[pl], 0)), other)
+    bounds = exchange_rounds(send_pc, recv_pc, cap_cells)
+    sums_s = np.add.reduceat(send_pc, bounds[:-1], axis=0) if nplanes else send_pc
+    sums_r = np.add.reduceat(recv_pc, bounds[:-1], axis=0) if nplanes else recv_pc
+    buf = (sums_s.max(axis=0) + sums_r.max(axis=0)) if nplanes else np.zeros(n_ranks, np.int64)
+    return touched, recv, send, owned, buf.astype(np.int64), int(bounds.size - 1)
 
 
 def _balanced_ranks(keys, load, n_ranks):
@@ -63,7 +77,8 @@ def _balanced_ranks(keys, load, n_ranks):
 
 def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_rad, *,
                       epsilon=1e-5, nstacks="auto", oversampling=2.0, precision="single",
-                      centres=None, tile=64, tables=None, oversampling_w=None):
+                      centres=None, tile=64, tables=None, oversampling_w=None,
+                      exchange_buffer_bytes=None):
     """The distributed operator's tile exchange replayed on a uvw subsample (no MPI).
 
     Samples (wavelengths; any sign) are keyed as :class:`DistributedOperator` keys its rows
@@ -78,7 +93,9 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
     Returns
     -------
     dict with per-rank lists ``recv_cells`` / ``send_cells`` (cells received from / sent to
-    other ranks: the Alltoallv buffers), ``remote_cells`` (= ``recv_cells``),
+    other ranks per application), ``buffer_cells`` (the Alltoallv buffers: the largest
+    round's send plus receive cells with ``exchange_buffer_bytes``), ``exchange_rounds``,
+    ``remote_cells`` (= ``recv_cells``),
     ``touched_cells`` (cells of every tile the rank's samples touch, own planes included),
     ``planes_owned``, ``samples`` (scaled to ``n_samples``) and ``grid_cells``, ``nplanes``,
     ``tile_shape``; for ``wstack-wproject`` also ``tables`` (the kernel tables built).
@@ -99,7 +116,10 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
         R, Pl, T = (np.concatenate(a) for a in (R, Pl, T))
     else:
         R = Pl = T = np.zeros(0, np.int64)
-    touched, recv, send, owned = _exchange_counts(R, Pl, T, n_ranks, nplanes, tile_cells)
+    cbytes = 8 if precision == "single" else 16
+    cap = None if exchange_buffer_bytes is None else max(1, int(exchange_buffer_bytes) // cbytes)
+    touched, recv, send, owned, buf, nrounds = _exchange_counts(R, Pl, T, n_ranks, nplanes,
+                                                                tile_cells, cap)
     counts = np.bincount(rk, minlength=n_ranks).astype(np.float64)
     samples = largest_remainder(counts, int(n_samples)) if counts.sum() else counts
     if "max_stack_sub" in out:  # scaled from the subsample like the rank's samples
@@ -108,6 +128,7 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
         ).astype(np.int64).tolist()
     out.update(
         recv_cells=recv.tolist(), send_cells=send.tolist(), remote_cells=recv.tolist(),
+        buffer_cells=buf.tolist(), exchange_rounds=nrounds,
         touched_cells=touched.tolist(),
         planes_owned=owned.tolist(), samples=np.asarray(samples, np.int64).tolist(),
         grid_cells=int(nyp * nxp), nplanes=int(nplanes),

@@ -104,7 +104,7 @@ def _mkey(mode):
 
 def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, planes_owned,
                  grid_cells, image_pixels, kernel_bytes, max_stack_samples=None, small=None,
-                 dot=True):
+                 dot=True, buffer_cells=None):
     """Per-rank memory terms (bytes) of the model in the module docstring.
 
     Parameters
@@ -122,6 +122,10 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
     dot : bool
         The run applies the forward operator (deconvolution); False for a dirty image and
         PSF only (``wstack-wproject`` then holds no zero-padded grid beside the scratch).
+    buffer_cells : ndarray (rank,) int, optional
+        Cells of the exchange buffers when the planes travel in rounds (the largest round's
+        send plus receive cells, radimg.parallel.operator.exchange_rounds); default: one
+        round, ``recv_cells + send_cells``.
 
     Returns
     -------
@@ -143,8 +147,8 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
         per_sample = per_sample + big * LAYOUT_TRANSIENT_BYTES
     out = {
         "samples": per_sample,
-        "grid_tiles": (np.asarray(recv_cells, np.int64) + np.asarray(send_cells, np.int64))
-        * c,
+        "grid_tiles": (np.asarray(recv_cells, np.int64) + np.asarray(send_cells, np.int64)
+                       if buffer_cells is None else np.asarray(buffer_cells, np.int64)) * c,
         "stack_grids": np.int64(grid_cells) * (c + owner_grids * c),
         "images": np.full(n, (IMAGE_ARRAYS[m] - FINE_IMAGES) * int(image_pixels) * 8
                           + FINE_IMAGE_BYTES[precision] * int(image_pixels), np.int64),

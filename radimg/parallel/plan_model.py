@@ -586,7 +586,9 @@ def _scheme(samples_rk, load_rk, naive, ctx):
     owned = ctx.stacks.owned
     big = samples_rk.max(axis=1) if samples_rk.shape[1] else None
     exchange = ctx.exchange
+    buffer_cells = None  # the tile model: one exchange round
     if exchange is not None and not naive:
+        buffer_cells = exchange.get("buffer_cells")
         recv_cells = np.asarray(exchange["recv_cells"], np.int64)
         send_cells = np.asarray(exchange["send_cells"], np.int64)
         owned = np.asarray(exchange["planes_owned"], np.int64)
@@ -607,7 +609,7 @@ def _scheme(samples_rk, load_rk, naive, ctx):
         send_cells=send_cells, planes_owned=owned,
         grid_cells=(exchange or {}).get("grid_cells", ctx.npad_x * ctx.npad_y),
         image_pixels=npix2, kernel_bytes=kern, max_stack_samples=big,
-        small=ctx.small, dot=ctx.dot,
+        small=ctx.small, dot=ctx.dot, buffer_cells=buffer_cells,
     )
     mem = sum(breakdown.values())
     allreduce = 2 * (n_ranks - 1) * (npix2 * (ctx.cbytes // 2)) if n_ranks > 1 else 0

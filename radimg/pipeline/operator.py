@@ -214,11 +214,14 @@ def _distribute(backend, job, obs, weigh, options, operator_class):
     """Build ``backend.op`` (``operator_class``: the CPU or GPU distributed operator, under
     the small-inversion layer when it applies), move the samples to their ranks and make
     the imaging weights: the set-up both distributed backends share."""
+    from radimg.parallel.plan import configured_exchange_buffer
+
     data = obs.data
     with job.timer.stage("operator setup"):
         backend.op = backend._with_small_inversion(
             lambda nx, ny, cell: operator_class(
-                job.comm, data.uvw, data.freq, data.weight, nx, ny, cell, **options
+                job.comm, data.uvw, data.freq, data.weight, nx, ny, cell, **options,
+                exchange_buffer_bytes=configured_exchange_buffer(job.cfg),
             ),
             data.uvw, data.freq, data.weight != 0,
         )
