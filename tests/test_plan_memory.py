@@ -227,3 +227,30 @@ def test_dirty_only_run_holds_no_owner_grid(obs):
     assert ws == 1000 * 8 * (1 + P.OWNER_GRIDS["wstack"])
     assert P.memory_terms("wstack-wproject", **kw)["stack_grids"][0] == 1000 * 8 * (
         1 + P.OWNER_GRIDS["wstack-wproject"])
+
+
+def test_deconvolution_term():
+    """The plan's ``deconvolution`` term (radimg.parallel.plan_memory.deconvolution_bytes):
+    none without deconvolution; CLEAN's images and visibilities on every rank and the minor
+    cycle's convolution spectra on rank 0 only (at the cyclic length n + n // 2, 5-smooth:
+    1536 for 1024); each multiscale scale adds a spectrum and an image; it joins the total
+    through memory_terms."""
+    from radimg.parallel.plan_memory import CLEAN_IMAGES, deconvolution_bytes
+
+    samples = np.array([1000, 3000])
+    assert not deconvolution_bytes(None, samples, "single").any()
+    assert not deconvolution_bytes({"algorithm": "none"}, samples, "single").any()
+    hog = deconvolution_bytes({"algorithm": "clean", "npix": (1024, 1024)}, samples, "single")
+    spectrum = 1536 * 769 * 16
+    root = 3 * spectrum + 1536 * 1536 * 8
+    assert hog[1] == CLEAN_IMAGES * 8 * 1024**2 + 2 * 3000 * 8
+    assert hog[0] == CLEAN_IMAGES * 8 * 1024**2 + 2 * 1000 * 8 + root
+    ms = deconvolution_bytes({"algorithm": "clean", "npix": (1024, 1024), "nscales": 2},
+                             samples, "double")
+    assert ms[0] - ms[1] == root + 2 * (spectrum + 8 * 1024**2) - 2 * 2000 * 16
+    kw = dict(samples=[10], nchan=1, recv_cells=[0], send_cells=[0], planes_owned=[1],
+              grid_cells=100, image_pixels=100, kernel_bytes=[0])
+    t = P.memory_terms("wstack", "single", **kw,
+                       deconvolution={"algorithm": "clean", "npix": (10, 10)})
+    assert t["deconvolution"][0] > 0 and "deconvolution" not in P.memory_terms(
+        "wstack", "single", **kw)

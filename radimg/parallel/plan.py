@@ -165,6 +165,7 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
         tables=None if exchange is None else exchange.get("tables"),
         small=small,
         dot=(cfg.get("deconvolution") or {}).get("algorithm", "clean") != "none",
+        deconvolution=_deconvolution(cfg, fine),
     )
     result["geometry"]["image_npix"] = list(fine)
     result["wterm"] = choice.describe()
@@ -222,6 +223,15 @@ def _operator_stacks(w, nstacks, npix_x, npix_y, cell_rad, eps, oversampling, n_
     if w_abs.size > _MAX_KMEANS_SAMPLES:
         w_fit = np.random.default_rng(0).choice(w_abs, _MAX_KMEANS_SAMPLES, replace=False)
     return nstacks, stack_centres(w_fit, int(nstacks))
+
+
+def _deconvolution(cfg, fine):
+    """The run's deconvolution as :func:`radimg.parallel.plan_memory.deconvolution_bytes`
+    takes it (``fine``: the requested (npix_x, npix_y))."""
+    d = cfg.get("deconvolution") or {}
+    scales = [s for s in (d.get("scales_pix") or []) if s]
+    return {"algorithm": d.get("algorithm", "clean"), "npix": tuple(fine),
+            "nscales": len(scales)}
 
 
 def configured_exchange_buffer(cfg):

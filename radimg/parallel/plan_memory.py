@@ -73,6 +73,9 @@ __all__ = [
     "LAYOUT_TRANSIENT_BYTES",
     "FINE_IMAGES",
     "FINE_IMAGE_BYTES",
+    "CLEAN_IMAGES",
+    "ADMM_IMAGES",
+    "deconvolution_bytes",
     "PROCESS_BASELINE_BYTES",
     "memory_terms",
     "resample_bytes",
@@ -104,7 +107,7 @@ def _mkey(mode):
 
 def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, planes_owned,
                  grid_cells, image_pixels, kernel_bytes, max_stack_samples=None, small=None,
-                 dot=True, buffer_cells=None):
+                 dot=True, buffer_cells=None, deconvolution=None):
     """Per-rank memory terms (bytes) of the model in the module docstring.
 
     Parameters
@@ -122,6 +125,8 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
     dot : bool
         The run applies the forward operator (deconvolution); False for a dirty image and
         PSF only (``wstack-wproject`` then holds no zero-padded grid beside the scratch).
+    deconvolution : dict, optional
+        Adds the ``deconvolution`` term (:func:`deconvolution_bytes`).
     buffer_cells : ndarray (rank,) int, optional
         Cells of the exchange buffers when the planes travel in rounds (the largest round's
         send plus receive cells, radimg.parallel.operator.exchange_rounds); default: one
@@ -158,7 +163,50 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
         out["images"] = np.full(n, (IMAGE_ARRAYS[m] - FINE_IMAGES) * int(image_pixels) * 8,
                                 np.int64)
         out["resample"] = np.full(n, resample_bytes(small, precision), np.int64)
+    if deconvolution:
+        out["deconvolution"] = deconvolution_bytes(deconvolution, s, precision)
     return out
+
+
+#: CLEAN's requested-size float64 images beside the PSF and dirty image (IMAGE_ARRAYS): the
+#: model, the residual being cleaned, the minor cycle's work copy, the next residual.
+CLEAN_IMAGES = 4
+#: ADMM's (approximate, not yet measured against a run): SARA's 9 bases' coefficients and
+#: their duals, the model and its previous iterate, the residual and a gradient.
+ADMM_IMAGES = 2 * 9 + 4
+
+
+def deconvolution_bytes(deconvolution, samples, precision):
+    """Per-rank bytes of deconvolution beside the operator (the ``deconvolution`` term).
+
+    ``deconvolution``: ``{"algorithm": "clean" | "admm", "npix": (nx, ny) requested,
+    "nscales": scales > 0 of multiscale CLEAN}``; ``samples``: (rank,) this rank's samples.
+    CLEAN (measured with tracemalloc on the demo: PSF spectrum 18 MiB, 3 images and the
+    residual visibilities held after the first major cycle): :data:`CLEAN_IMAGES` images
+    and, per major cycle, the predicted and residual visibilities on every rank; on rank 0,
+    which runs the minor cycle, the PSF's spectrum at the cyclic convolution length
+    (radimg.deconv.image.SpectralConv: n + n // 2, 5-smooth) and a subtraction's spectrum,
+    product and output, plus per multiscale scale a spectrum and a scale-convolved PSF.
+    ADMM: :data:`ADMM_IMAGES` images and 3 visibility vectors (approximate).
+    """
+    from radimg.ops.fft import good_size
+
+    s = np.asarray(samples, dtype=np.int64)
+    if not deconvolution or deconvolution.get("algorithm", "none") == "none":
+        return np.zeros(s.size, np.int64)
+    c = 8 if precision == "single" else 16
+    nx, ny = (int(v) for v in deconvolution["npix"])
+    px = nx * ny
+    if deconvolution["algorithm"] == "admm":
+        return ADMM_IMAGES * 8 * px + 3 * s * c
+    lx = good_size(nx + nx // 2, even=False, minimum=1)
+    ly = good_size(ny + ny // 2, even=False, minimum=1)
+    spectrum = ly * (lx // 2 + 1) * 16
+    nsc = int(deconvolution.get("nscales", 0))
+    root = spectrum + 2 * spectrum + ly * lx * 8 + nsc * (spectrum + 8 * px)
+    out = CLEAN_IMAGES * 8 * px + 2 * s * c
+    out[:1] += root
+    return out.astype(np.int64)
 
 
 def resample_bytes(g, precision):

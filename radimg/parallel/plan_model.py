@@ -236,6 +236,7 @@ def plan(
     tables=None,
     small=None,
     dot: bool = True,
+    deconvolution: dict | None = None,
 ) -> dict:
     """Stacks, per-rank load, memory and communication for naive vs balanced distribution.
 
@@ -301,6 +302,9 @@ def plan(
         grids; the requested image and the resampling add the ``resample`` memory term.
     dot : bool
         The run applies the forward operator (deconvolves); see :func:`radimg.parallel.plan_memory.memory_terms`.
+    deconvolution : dict, optional
+        The run's deconvolution (radimg.parallel.plan_memory.deconvolution_bytes): adds
+        the ``deconvolution`` memory term.
 
     Returns
     -------
@@ -358,7 +362,7 @@ def plan(
         mode=mode if mode is not None else ("wstack-wproject" if wproject else "wstack"),
         kernel_storage=kernel_storage, table_bytes_real=table_bytes_real,
         table_bytes_k=_table_bytes_per_stack(stacks, l_max, cbytes),
-        exchange=exchange, nchan=nchan, small=small, dot=dot,
+        exchange=exchange, nchan=nchan, small=small, dot=dot, deconvolution=deconvolution,
     )
     result = {
         "n_ranks": n_ranks,
@@ -542,6 +546,7 @@ class _SchemeContext:
     nchan: int
     small: object
     dot: bool
+    deconvolution: dict | None = None
 
 
 def _remote_tiles(samples_rk, naive, ctx):
@@ -610,6 +615,7 @@ def _scheme(samples_rk, load_rk, naive, ctx):
         grid_cells=(exchange or {}).get("grid_cells", ctx.npad_x * ctx.npad_y),
         image_pixels=npix2, kernel_bytes=kern, max_stack_samples=big,
         small=ctx.small, dot=ctx.dot, buffer_cells=buffer_cells,
+        deconvolution=ctx.deconvolution,
     )
     mem = sum(breakdown.values())
     allreduce = 2 * (n_ranks - 1) * (npix2 * (ctx.cbytes // 2)) if n_ranks > 1 else 0
