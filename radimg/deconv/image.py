@@ -586,14 +586,24 @@ class SpectralConv:
             _good_size(max(_conv_length(self.shape[1], k.shape[1]) for k in ks)),
         )
         self.centre = [(k.shape[0] // 2, k.shape[1] // 2) for k in ks]
-        self.spectra = [np.fft.rfft2(k, self.size) for k in ks]
+        self.spectra = [self.spectrum(k) for k in ks]
 
     def spectrum(self, a):
-        return np.fft.rfft2(np.asarray(a, dtype=np.float64), self.size)
+        """``numpy.fft.rfft2(a, self.size)`` by ducc0 (2x faster than numpy's at 1536^2)."""
+        import ducc0.fft
+
+        a = np.asarray(a, dtype=np.float64)[: self.size[0], : self.size[1]]  # as numpy crops
+        z = np.zeros(self.size, dtype=np.float64)
+        z[: a.shape[0], : a.shape[1]] = a
+        return ducc0.fft.r2c(z, axes=(0, 1))
 
     def apply(self, spec, i):
         """The image whose spectrum is ``spec`` convolved with kernel ``i``."""
-        full = np.fft.irfft2(spec * self.spectra[i], self.size)
+        import ducc0.fft
+
+        spec = spec * self.spectra[i]
+        full = ducc0.fft.c2r(spec, axes=(0, 1), lastsize=self.size[1], forward=False,
+                             inorm=2, out=np.empty(self.size), allow_overwriting_input=True)
         cy, cx = self.centre[i]
         return full[cy : cy + self.shape[0], cx : cx + self.shape[1]]
 
