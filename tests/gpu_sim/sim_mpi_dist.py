@@ -41,15 +41,20 @@ mine = np.array_split(np.arange(NROW), comm.size)[comm.rank]  # the rows this ra
 
 # mode none has one plane: at 2-3 ranks every other rank's samples need the owner's tiles;
 # single precision (1e-5) through the whole pipeline: sim_mpi_pipeline.py
-CASES = [("none", "single", 1e-5), ("wstack", "double", 1e-10),
-         ("wstack-wproject", "double", 1e-10)]
+# (the last case exchanges its planes in rounds of one plane each: exchange_buffer_bytes=1)
+CASES = [("none", "single", 1e-5, None), ("wstack", "double", 1e-10, None),
+         ("wstack-wproject", "double", 1e-10, None), ("wstack", "double", 1e-10, 1)]
 lines = []
-for mode, precision, tol in CASES:
+for mode, precision, tol, buf in CASES:
     kw = dict(mode=mode, epsilon=1e-3, precision=precision, nstacks=3 if mode == "wstack-wproject" else "auto",
               fft="numpy")
+    dkw = {} if buf is None else {"exchange_buffer_bytes": buf}
     serial = make_serial(uvw, freq, NPIX, NPIX, CELL, weight_mask=wgt != 0, **kw)
-    cpu = DistributedOperator(comm, uvw[mine], freq, wgt[mine], NPIX, NPIX, CELL, **kw)
-    gpu = GpuDistributedOperator(comm, uvw[mine], freq, wgt[mine], NPIX, NPIX, CELL, **kw)
+    cpu = DistributedOperator(comm, uvw[mine], freq, wgt[mine], NPIX, NPIX, CELL, **kw, **dkw)
+    gpu = GpuDistributedOperator(comm, uvw[mine], freq, wgt[mine], NPIX, NPIX, CELL, **kw,
+                                 **dkw)
+    if buf is not None and comm.size > 1:  # several rounds really run
+        assert len(gpu._rounds) > 1, len(gpu._rounds)
     # the same scheme: the same rows here, balanced loads
     assert np.array_equal(gpu.row_id, cpu.row_id), (mode, "rows differ from the CPU scheme")
     lb = gpu.load_balance()
@@ -83,7 +88,8 @@ for mode, precision, tol in CASES:
     if comm.size == 1:  # nothing staged: one image in, one image out
         assert summary["h2d_bytes_per_cycle"] == summary["d2h_bytes_per_cycle"] == img_bytes, (
             summary, img_bytes)
-    lines.append(f"{mode}/{precision} rel={worst:.1e} load_max/mean="
+    lines.append(f"{mode}/{precision}{'' if buf is None else '/rounds'} rel={worst:.1e} "
+                 f"load_max/mean="
                  f"{lb['load_max_over_mean']:.4f} planes_owned={lb['planes_owned']} "
                  f"h2d/cycle={summary['h2d_bytes_per_cycle']}")
 
