@@ -121,7 +121,8 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
     max_stack_samples : ndarray (rank,) int, optional
         Samples of the rank's largest stack (``wstack-wproject``; default: all its samples).
     small : radimg.ops.resample.SmallGeometry, optional
-        Small inversion: ``image_pixels`` are the coarse image's; adds ``resample``.
+        Small inversion: ``image_pixels`` are the coarse image's; adds ``resample`` (on
+        rank 0 only without ``dot``: the other ranks never make the requested images).
     dot : bool
         The run applies the forward operator (deconvolution); False for a dirty image and
         PSF only (``wstack-wproject`` then holds no zero-padded grid beside the scratch).
@@ -163,6 +164,8 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
         out["images"] = np.full(n, (IMAGE_ARRAYS[m] - FINE_IMAGES) * int(image_pixels) * 8,
                                 np.int64)
         out["resample"] = np.full(n, resample_bytes(small, precision), np.int64)
+        if not dot:  # dirty image and PSF only: rank 0 alone makes the requested images
+            out["resample"][1:] = 0
     if deconvolution:
         out["deconvolution"] = deconvolution_bytes(deconvolution, s, precision)
     return out

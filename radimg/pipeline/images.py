@@ -14,7 +14,8 @@ def make_images(job, backend, geom):
 
     Returns
     -------
-    psf, dirty : ndarray (npix_y, npix_x) float64, identical on every rank
+    psf, dirty : ndarray (npix_y, npix_x) float64, identical on every rank (None on ranks
+        other than 0 when the backend's ``images_on_root`` is set)
     beam : (bmaj_deg, bmin_deg, bpa_deg)
     """
     comm, timer, verbose = job.comm, job.timer, job.verbose
@@ -37,7 +38,8 @@ def make_images(job, backend, geom):
     ):
         job.fault_point("dirty")
         dirty = backend.dirty()
-    job.log(f"dirty image peak {dirty.max():.4g} Jy/beam, PSF peak {psf.max():.4f}")
+    if dirty is not None:  # None off rank 0 where only rank 0 keeps the images
+        job.log(f"dirty image peak {dirty.max():.4g} Jy/beam, PSF peak {psf.max():.4f}")
     return psf, dirty, beam
 
 

@@ -99,6 +99,7 @@ def run_stages(job):
     backend = make_backend(
         job, geom, obs, partial(weigh, job, geom, obs.data.freq, summary=weighting_summary)
     )
+    backend.images_on_root = not job.deconvolves  # only rank 0 writes them then
     psf, dirty, beam = make_images(job, backend, geom)
     wcs = wcs_info(obs.meta, geom, beam)
     images = {"dirty": dirty, "psf": psf}

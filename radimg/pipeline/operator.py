@@ -99,6 +99,10 @@ class ImagingBackend(ABC):
     scheme = ""
     samples_on_host = True
     xp = np
+    #: Set by the pipeline when only rank 0 uses the PSF and dirty image (no deconvolution):
+    #: a backend may then return None for them on the other ranks, which take part in the
+    #: collectives but never hold the requested-size images.
+    images_on_root = False
 
     def __init__(self, job, geom, options, choice):
         self.job, self.geom = job, geom
@@ -250,11 +254,22 @@ class DistributedBackend(ImagingBackend):
         return np.asarray(self.op.hdot(vis, weight), dtype=np.float64)
 
     def psf(self):
-        return per_weight(self.op.hdot(np.ones_like(self.vis), self.imaging_weight),
-                          self.weight_sum)
+        return self._global_image(np.ones_like(self.vis))
 
     def dirty(self):
-        return per_weight(self.op.hdot(self.vis, self.imaging_weight), self.weight_sum)
+        return self._global_image(self.vis)
+
+    def _global_image(self, vis):
+        """``Phi^H W vis / sum W``; with :attr:`images_on_root`, None on ranks other than 0,
+        which run only the operator's collective part (the coarse image's Allreduce) and
+        never resample to the requested size (320 MiB per rank at 4096^2)."""
+        from radimg.ops.resample import SmallInversion
+
+        if self.images_on_root and self.job.comm.rank != 0:
+            inner = self.op.op if isinstance(self.op, SmallInversion) else self.op
+            inner.hdot(vis, self.imaging_weight)
+            return None
+        return per_weight(self.op.hdot(vis, self.imaging_weight), self.weight_sum)
 
     def residual(self, model, predict=None):
         residual_vis = self.vis - (predict or self.predict)(model)
