@@ -918,12 +918,18 @@ case("ms-list-different-phase-centres", "ms", _two_ms(_shifted_centre), "b.ms",
      "different phase centres", "image.phase_centre")
 case("ms-list-same-phase-centre-images", "ms", _two_ms(None), status=0, check=_product_exists)
 case("ms-spw-list-images", "ms", run_set("input.spw=[0]"), status=0, check=_product_exists)
-case("deconv-clean-of-a-stokes-cube", "deconv",
-     run_set("image.stokes=IQ", "deconvolution.algorithm=clean"),
-     "deconvolution.algorithm", "image.stokes", "algorithm: none")
-case("deconv-clean-of-a-channel-cube", "deconv",
-     run_set("image.channels_out=2", "deconvolution.algorithm=clean"),
-     "deconvolution.algorithm", "image.channels_out")
+case("deconv-stop-after-major-of-a-stokes-cube", "deconv",
+     run_set("image.stokes=IQ", "deconvolution.algorithm=clean",
+             "deconvolution.stop_after_major=1"),
+     "deconvolution.stop_after_major", "image.stokes", "without checkpoints")
+case("deconv-stop-after-major-of-a-channel-cube", "deconv",
+     run_set("image.channels_out=2", "deconvolution.algorithm=clean",
+             "deconvolution.stop_after_major=1"),
+     "deconvolution.stop_after_major", "image.channels_out")
+case("deconv-resume-of-a-cube", "deconv",
+     lambda ws: ["run", ws.config(), "--set", "image.channels_out=2", "--set",
+                 "deconvolution.algorithm=clean", "--resume"],
+     "--resume", "image by image", "cannot resume")
 case("deconv-spectral-terms-above-channels-out", "deconv",
      run_set("image.channels_out=2", "deconvolution.join_channels=true",
              "deconvolution.spectral_terms=3"),

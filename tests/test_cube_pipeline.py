@@ -251,3 +251,30 @@ def test_cube_info_and_preview(cube, tmp_path):
     assert "1402 (8)" in text  # MHz (bandwidth) of output channel 0
     out = preview(cube, tmp_path / "c.png")
     assert pathlib.Path(out[0]).stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("algorithm", ["clean", "admm"])
+def test_cube_deconvolved_image_by_image_equals_each_channel_alone(pol_ms, tmp_path,
+                                                                   algorithm):
+    """Without join_channels a cube is deconvolved image by image (as WSClean's
+    -channels-out without -join-channels): each output channel's model and residual equal
+    a run on that channel's input channels alone (here one spectral window each,
+    input.spw), and the MFS images are the weight-sum-weighted means."""
+    import h5py
+
+    dec = {"algorithm": algorithm, "niter": 200 if algorithm == "clean" else 4,
+           "auto_threshold": 0.0, "threshold_jy": 0.05, "admm_sigma_jy": 0.01}
+    out = _run(pol_ms, tmp_path, "each", image__channels_out=2,
+               **{f"deconvolution__{k}": v for k, v in dec.items()})
+    with h5py.File(out, "r") as f:
+        model, residual = f["images/model"][()], f["images/residual"][()]
+        model_mfs = f["images/model_mfs"][()]
+        assert f["images/restored"].shape == model.shape == (1, 2, NPIX, NPIX)
+    for c in range(2):  # output channel c = window c's two channels
+        one = _run(pol_ms, tmp_path, f"alone{c}", input__spw=c,
+                   **{f"deconvolution__{k}": v for k, v in dec.items()})
+        with h5py.File(one, "r") as f:
+            _close(model[0, c], f["images/model"][()], 1e-6)
+            _close(residual[0, c], f["images/residual"][()], 1e-6)
+        assert np.abs(model[0, c]).max() > 0
+    assert model_mfs.shape == (1, NPIX, NPIX)

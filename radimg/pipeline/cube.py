@@ -189,9 +189,15 @@ def image_cube(job, geom, obs):
     images = {"dirty": dirty, "psf": psf, "dirty_mfs": dirty_mfs, "psf_mfs": psf_mfs}
     deconvolved = None
     if job.deconvolves:
+        dcfg = job.cfg["deconvolution"]
+        each = not (dcfg["join_channels"] or dcfg["join_polarizations"])
         with job.timer.stage("deconvolve"):
-            deconvolved = deconvolve_cube(job, geom, kept, psf, dirty, wsums, beams,
-                                          beam_mfs, [oc["freq_hz"] for oc in out_ch])
+            if each:
+                deconvolved = deconvolve_each(job, geom, kept, psf, dirty, wsums, beams,
+                                              beam_mfs, wcs, stokes)
+            else:
+                deconvolved = deconvolve_cube(job, geom, kept, psf, dirty, wsums, beams,
+                                              beam_mfs, [oc["freq_hz"] for oc in out_ch])
         images.update(deconvolved.images)
         kept.clear()
     wsummary = dict(wsummary, per_image=per_image,
@@ -207,6 +213,60 @@ def keep(backend):
     from copy import copy
 
     return copy(backend)
+
+
+def deconvolve_each(job, geom, backends, psf, dirty, wsums, beams, beam_mfs, wcs, stokes):
+    """Every image of the cube deconvolved on its own (collective): the single-image
+    driver (CLEAN or ADMM, radimg.pipeline.deconvolve) through the image's own backend,
+    without checkpoints; restored with the channel's beam; MFS images as the weighted mean.
+
+    Returns
+    -------
+    radimg.pipeline.deconvolve.Deconvolved
+        ``model``, ``residual``, ``restored`` (stokes, channel, y, x) and their ``_mfs``
+        images; ``restored`` and ``restored_mfs`` on rank 0 only.
+    """
+
+    from radimg.deconv.image import restore
+    from radimg.parallel.mpi import bcast_array
+    from radimg.pipeline.deconvolve import Deconvolved, admm, clean
+
+    comm = job.comm
+    if job.cfg["output"]["checkpoint"]:
+        job.log("a cube's deconvolution writes no checkpoint (output.checkpoint ignored)")
+    cfg = dict(job.cfg, output=dict(job.cfg["output"], checkpoint=False))
+    one = replace(job, cfg=cfg)
+    driver = clean if cfg["deconvolution"]["algorithm"] == "clean" else admm
+    model, residual = np.zeros_like(dirty), np.zeros_like(dirty)
+    per_image = []
+    for (p, c), b in sorted(backends.items()):
+        job.log(f"deconvolving {stokes[p]}, output channel {c + 1}")
+        m, r, summary = driver(one, b, geom, psf[p, c], dirty[p, c], wcs, None)
+        model[p, c] = bcast_array(comm, np.ascontiguousarray(m, dtype=np.float64))
+        residual[p, c] = r
+        per_image.append(dict(summary, stokes=stokes[p], channel=int(c)))
+    model_mfs, residual_mfs = mfs(model, wsums), mfs(residual, wsums)
+    restored = restored_mfs = None
+    with job.timer.stage("restore"):
+        if comm.rank == 0:
+            restored = np.empty_like(model)
+            for p, c in np.ndindex(*model.shape[:2]):  # each channel with its own beam
+                restored[p, c] = restore(model[p, c], residual[p, c], beams[0, c],
+                                         geom.cell_deg)
+            restored_mfs = np.stack([restore(model_mfs[p], residual_mfs[p], beam_mfs,
+                                             geom.cell_deg) for p in range(model.shape[0])])
+    images = {"model": model, "residual": residual, "restored": restored,
+              "model_mfs": model_mfs, "residual_mfs": residual_mfs,
+              "restored_mfs": restored_mfs}
+    summary = {
+        "algorithm": cfg["deconvolution"]["algorithm"],
+        "joined": None,
+        "per_image": per_image,
+        "major_cycles": int(sum(s.get("major_cycles", 0) for s in per_image)),
+        "components": int(sum(s.get("components", 0) for s in per_image)),
+        "stopped_early": False,
+    }
+    return Deconvolved(images, summary)
 
 
 def deconvolve_cube(job, geom, backends, psf, dirty, wsums, beams, beam_mfs, freqs_hz):

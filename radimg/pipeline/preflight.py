@@ -210,10 +210,12 @@ def check_outputs(cfg, resume):
 
 
 def check_deconvolvable(cfg):
-    """A cube (several Stokes parameters or output channels) is deconvolved only with
+    """A cube (several Stokes parameters or output channels) is deconvolved image by image
+    (CLEAN or ADMM, as WSClean's ``-channels-out`` without ``-join-channels``) or with
     joined channels and/or polarisations (radimg.deconv.joined: joined Hogbom CLEAN; no
-    ADMM, Clark, multiscale, auto-mask or stop_after_major there yet); ADMM (x >= 0) of a
-    Stokes parameter that may be negative is refused."""
+    ADMM, Clark, multiscale or auto-mask there yet); neither writes checkpoints, so
+    stop_after_major is refused for cubes; ADMM (x >= 0) of a Stokes parameter that may be
+    negative is refused."""
     from radimg.config import ConfigError, stokes_products
 
     dcfg = cfg["deconvolution"]
@@ -224,13 +226,11 @@ def check_deconvolvable(cfg):
     pols = stokes_products(img["stokes"])
     cube = len(pols) > 1 or img["channels_out"] > 1
     joined = dcfg["join_channels"] or dcfg["join_polarizations"]
-    if cube and not joined:
+    if cube and not joined and dcfg["stop_after_major"] > 0:
         raise ConfigError(
-            f"deconvolution.algorithm = {algo}: image.stokes = {img['stokes']} and "
-            f"image.channels_out = {img['channels_out']} make a cube of "
-            f"{len(pols) * img['channels_out']} images; set deconvolution.join_channels: true "
-            "(and/or join_polarizations: true) to CLEAN it jointly, or "
-            "deconvolution.algorithm: none for dirty images of each"
+            f"deconvolution.stop_after_major > 0: image.stokes = {img['stokes']} and "
+            f"image.channels_out = {img['channels_out']} make a cube, deconvolved image by "
+            "image without checkpoints; set deconvolution.stop_after_major: 0"
         )
     if cube and joined:
         unsupported = [
@@ -270,6 +270,11 @@ def check_resumable(ckpt_path, cfg):
             "--resume: joined deconvolution (deconvolution.join_channels / "
             "join_polarizations) writes no checkpoint and cannot resume; run it again "
             "without --resume"
+        )
+    if cube:
+        raise config_error(
+            "--resume: a cube (image.stokes / image.channels_out) is deconvolved image by "
+            "image without checkpoints and cannot resume; run it again without --resume"
         )
     if not os.path.exists(ckpt_path):
         raise config_error(
