@@ -215,6 +215,19 @@ def keep(backend):
     return copy(backend)
 
 
+def restore_cube(model, residual, model_mfs, residual_mfs, beams, beam_mfs, cell_deg):
+    """Restored cube (stokes, channel, y, x), each channel with its own beam (the first
+    product's, ``beams[0, c]``), and the restored MFS images (stokes, y, x)."""
+    from radimg.deconv.image import restore
+
+    restored = np.empty_like(model)
+    for p, c in np.ndindex(*model.shape[:2]):
+        restored[p, c] = restore(model[p, c], residual[p, c], beams[0, c], cell_deg)
+    restored_mfs = np.stack([restore(model_mfs[p], residual_mfs[p], beam_mfs, cell_deg)
+                             for p in range(model.shape[0])])
+    return restored, restored_mfs
+
+
 def deconvolve_each(job, geom, backends, psf, dirty, wsums, beams, beam_mfs, wcs, stokes):
     """Every image of the cube deconvolved on its own (collective): the single-image
     driver (CLEAN or ADMM, radimg.pipeline.deconvolve) through the image's own backend,
@@ -226,8 +239,6 @@ def deconvolve_each(job, geom, backends, psf, dirty, wsums, beams, beam_mfs, wcs
         ``model``, ``residual``, ``restored`` (stokes, channel, y, x) and their ``_mfs``
         images; ``restored`` and ``restored_mfs`` on rank 0 only.
     """
-
-    from radimg.deconv.image import restore
     from radimg.parallel.mpi import bcast_array
     from radimg.pipeline.deconvolve import Deconvolved, admm, clean
 
@@ -249,12 +260,8 @@ def deconvolve_each(job, geom, backends, psf, dirty, wsums, beams, beam_mfs, wcs
     restored = restored_mfs = None
     with job.timer.stage("restore"):
         if comm.rank == 0:
-            restored = np.empty_like(model)
-            for p, c in np.ndindex(*model.shape[:2]):  # each channel with its own beam
-                restored[p, c] = restore(model[p, c], residual[p, c], beams[0, c],
-                                         geom.cell_deg)
-            restored_mfs = np.stack([restore(model_mfs[p], residual_mfs[p], beam_mfs,
-                                             geom.cell_deg) for p in range(model.shape[0])])
+            restored, restored_mfs = restore_cube(model, residual, model_mfs, residual_mfs,
+                                                  beams, beam_mfs, geom.cell_deg)
     images = {"model": model, "residual": residual, "restored": restored,
               "model_mfs": model_mfs, "residual_mfs": residual_mfs,
               "restored_mfs": restored_mfs}
@@ -281,7 +288,7 @@ def deconvolve_cube(job, geom, backends, psf, dirty, wsums, beams, beam_mfs, fre
         (stokes, y, x); ``restored``, ``restored_mfs`` and ``spectral_index`` on rank 0
         only (None elsewhere, as the single-image path's ``restored``).
     """
-    from radimg.deconv.image import mad_sigma, restore
+    from radimg.deconv.image import mad_sigma
     from radimg.deconv.joined import SpectralFit, joined_clean, spectral_index_map
     from radimg.pipeline.common import collective_check
     from radimg.pipeline.deconvolve import Deconvolved
@@ -321,13 +328,8 @@ def deconvolve_cube(job, geom, backends, psf, dirty, wsums, beams, beam_mfs, fre
     restored = restored_mfs = alpha = None
     with job.timer.stage("restore"):
         if comm.rank == 0:
-            restored = np.empty_like(model)
-            for p in range(ns):
-                for c in range(nc):  # each channel with its own beam (the product's)
-                    restored[p, c] = restore(model[p, c], residual[p, c], beams[0, c],
-                                             geom.cell_deg)
-            restored_mfs = np.stack([restore(model_mfs[p], residual_mfs[p], beam_mfs,
-                                             geom.cell_deg) for p in range(ns)])
+            restored, restored_mfs = restore_cube(model, residual, model_mfs, residual_mfs,
+                                                  beams, beam_mfs, geom.cell_deg)
             if nc > 1:
                 # the MFS residual's CLEAN threshold (3 sigma without auto_threshold)
                 nsig = dcfg["auto_threshold"] or 3.0
