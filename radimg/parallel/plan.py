@@ -237,20 +237,20 @@ def _deconvolution(cfg, fine):
 def configured_exchange_buffer(cfg):
     """``resources.exchange_buffer`` in bytes, or None (one exchange round): what
     ``radimg run`` gives the distributed operator and the plan replays."""
-    from radimg.config import parse_bytes
-
-    size = (cfg.get("resources") or {}).get("exchange_buffer")
-    return None if size is None else parse_bytes(size, unit_required=True)
+    return _resource_bytes(cfg, "exchange_buffer")
 
 
 def _configured_mem_per_rank(cfg):
-    """``resources.mem_per_rank`` in bytes (a size string parsed), or None."""
-    mem = (cfg.get("resources") or {}).get("mem_per_rank")
-    if isinstance(mem, str):
-        from radimg.config import parse_bytes
+    """``resources.mem_per_rank`` in bytes, or None."""
+    return _resource_bytes(cfg, "mem_per_rank")
 
-        mem = parse_bytes(mem)
-    return mem
+
+def _resource_bytes(cfg, key):
+    """``resources.<key>``, a size string (or a number of bytes), in bytes; None if unset."""
+    from radimg.config import parse_bytes
+
+    size = (cfg.get("resources") or {}).get(key)
+    return parse_bytes(size) if isinstance(size, str) else size
 
 
 def _wterm_choice(u, v, w, n_samples, npix_x, npix_y, cell_rad, epsilon, precision, wt,

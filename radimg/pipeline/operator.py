@@ -208,7 +208,7 @@ def per_weight(image, weight_sum):
     stage's peak (plan_memory.FINE_IMAGE_BYTES); a float64 one is divided into a new array
     (the operator may hold on to its own)."""
     out = np.asarray(image, dtype=np.float64)
-    if out is image or np.shares_memory(out, image):
+    if np.shares_memory(out, image):
         return out / weight_sum
     out /= weight_sum
     return out
