@@ -307,7 +307,7 @@ def field_scan(args):
     precision, the ``dot`` of a source at the centre and one near the corner against the
     DFT (max error / max |V|), next to wstack's."""
     from radimg.kernels.dft import dft_predict
-    from radimg.ops.choose import _corner_nm1
+    from radimg.ops.geometry import Field
     from radimg.ops.operator import make_operator
     from radimg.ops.weighting import drop_beyond_grid
 
@@ -335,7 +335,7 @@ def field_scan(args):
                                  / np.abs(ref[valid]).max()))
             errs[mode] = e
         fov = npix * cell_as / 3600.0
-        nm1 = _corner_nm1(npix, npix, cell, cell)
+        nm1 = Field(npix, npix, cell, cell).one_minus_n
         print(f"| {fov:.1f} | {nm1:.3f} | {errs['wstack-wproject']:.2e} | "
               f"{errs['wstack']:.2e} |", flush=True)
         out.append({"fov_deg": fov, "one_minus_n": nm1, **errs})

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write radimg/kernels/es_betas.py: the ES kernel's best ``beta`` and its measured 1-D error
 for every support W (MIN_SUPPORT..MAX_SUPPORT) at every oversampling factor the operators'
-cost models try (radimg.ops.operator._SIGMAS, _SIGMAS_W, and 2.0, the default).
+cost models try (radimg.ops.geometry.SIGMAS, SIGMAS_W, and 2.0, the default).
 
 radimg.kernels.es._best_beta looks a pair up there before it optimises (a golden-section
 search of ~30 error measurements per pair: ~0.5 s of every run's set-up before the table);
@@ -20,11 +20,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from radimg.kernels import es  # noqa: E402
-from radimg.ops import operator as O  # noqa: E402
+from radimg.ops import geometry as O  # noqa: E402
 
 
 def sigmas():
-    return sorted({round(float(s), 6) for s in (*O._SIGMAS, *O._SIGMAS_W, 2.0)})
+    return sorted({round(float(s), 6) for s in (*O.SIGMAS, *O.SIGMAS_W, 2.0)})
 
 
 def main():

@@ -107,7 +107,7 @@ def test_gridded_predict_seconds_follows_the_operators_cost_models():
     """The wstack formula of radimg.ops.operator (planes x FFT, copies, w-screens + kernel
     cells of the samples) and the wproject one of radimg.ops.wproject; None without the
     figures."""
-    from radimg.ops import operator as wo
+    from radimg.ops import geometry as wo
     from radimg.ops import wproject as wp
 
     p = 2048.0 * 2048.0

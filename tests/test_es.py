@@ -57,9 +57,9 @@ def test_best_beta_table_is_the_code():
     cost models try; a change to the error measure without regenerating fails here."""
     from radimg.kernels import es
     from radimg.kernels.es_betas import BEST_BETA
-    from radimg.ops import operator as O
+    from radimg.ops import geometry as O
 
-    wanted = {round(float(s), 6) for s in (*O._SIGMAS, *O._SIGMAS_W, 2.0)}
+    wanted = {round(float(s), 6) for s in (*O.SIGMAS, *O.SIGMAS_W, 2.0)}
     assert {sg for _, sg in BEST_BETA} == wanted
     for (W, sg), got in BEST_BETA.items():
         assert got == es.best_beta_computed(W, sg), (W, sg)

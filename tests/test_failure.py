@@ -99,8 +99,14 @@ def test_ranks_end_when_the_launcher_dies(obs, tmp_path):
     job = Job(["run", cfg], ranks=2, fault="rank=all,stage=psf,sleep=600")
     pids = rank_pids(job.p.pid, 2)
     job.wait_for(lambda: "gridding PSF" in job.text, 120, "the PSF stage")
-    proxies = [pid for pid in job.tree
-               if b"hydra_pmi_proxy" in _p.Path(f"/proc/{pid}/cmdline").read_bytes()]
+    def cmdline(pid):
+        # job.tree keeps every process seen below mpiexec; short-lived ones have gone since
+        try:
+            return _p.Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            return b""
+
+    proxies = [pid for pid in list(job.tree) if b"hydra_pmi_proxy" in cmdline(pid)]
     assert proxies, "no hydra_pmi_proxy under mpiexec"
     for pid in proxies:
         os.kill(pid, signal.SIGKILL)

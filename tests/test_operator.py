@@ -1,5 +1,7 @@
 """Measurement operator (modes none and wstack) against the direct DFT and ducc0.wgridder."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from reference import C_LIGHT, dft_dirty, dft_predict, pixel_lm, point_source_vis
@@ -175,26 +177,19 @@ def test_weight_mask_drops_samples(data):
     assert np.all(v[wgt == 0] == 0)
 
 
-def test_factory_modes(data, monkeypatch):
-    import sys
-    import types
+def test_factory_modes(data):
+    from radimg.ops.wproject import WProjectOperator
 
     with pytest.raises(ValueError, match="unknown mode"):
         make_operator(data["uvw"], FREQ, 64, 64, CELL, mode="bogus")
-    # Dispatch to radimg.ops.wproject.WProjectOperator (stubbed: that module is not ours).
-    fake = types.ModuleType("radimg.ops.wproject")
-
-    class WProjectOperator:
-        def __init__(self, *args, **kwargs):
-            self.args, self.kwargs = args, kwargs
-
-    fake.WProjectOperator = WProjectOperator
-    monkeypatch.setitem(sys.modules, "radimg.ops.wproject", fake)
-    op = make_operator(data["uvw"], FREQ, 64, 64, CELL, mode="wstack-wproject", epsilon=1e-4)
-    assert isinstance(op, WProjectOperator) and op.kwargs["epsilon"] == 1e-4
-    monkeypatch.setitem(sys.modules, "radimg.ops.wproject", None)
-    with pytest.raises(NotImplementedError, match="wproject"):
-        make_operator(data["uvw"], FREQ, 64, 64, CELL, mode="wstack-wproject")
+    # the geometry is resolved once by the factory and handed to the operator it builds
+    op = make_operator(data["uvw"][:200], FREQ, 64, 64, CELL, mode="wstack-wproject",
+                       epsilon=1e-4, nstacks=3)
+    assert isinstance(op, WProjectOperator)
+    g = op.geometry
+    assert (g.mode, g.epsilon, g.nstacks, g.npix_x) == ("wstack-wproject", 1e-4, 3, 64)
+    with pytest.raises(ValueError, match="w-stacks"):
+        WProjectOperator(data["uvw"], FREQ, dataclasses.replace(g, centres=()))
     with pytest.raises(ValueError, match="nstacks"):
         make_operator(data["uvw"], FREQ, 64, 64, CELL * 4, mode="wstack", nstacks=8)
 
@@ -219,8 +214,8 @@ def test_fft_backends(name):
 @pytest.mark.parametrize("precision,eps", [("double", 1e-5), ("single", 1e-4)])
 def test_auto_geometry_meets_epsilon(data, precision, eps):
     """oversampling='auto' (its own u/v and w factors, cost model) is as accurate as asked,
-    both directions, and rebuilds the same geometry from resolve_oversampling's factors."""
-    from radimg.ops.operator import resolve_geometry, resolve_oversampling
+    both directions, and rebuilds the same geometry from the resolved factors."""
+    from radimg.ops.geometry import Field, resolve_geometry
 
     uvw, vis, wgt = data["uvw"], data["vis"], data["wgt"]
     op = make_operator(uvw, FREQ, NPIX, NPIX, CELL, mode="wstack", epsilon=eps,
@@ -234,21 +229,22 @@ def test_auto_geometry_meets_epsilon(data, precision, eps):
     vref = dft_predict(uvw, FREQ, img, CELL)
     assert np.abs(op.dot(img) - vref).max() <= 0.5 * eps * np.abs(vref).max()
     absw = np.abs(uvw[:, 2:3] * FREQ / C_LIGHT)
-    args = (NPIX, NPIX, CELL, CELL, eps, "wstack", absw.size, absw.min(), absw.max())
-    sig, sig_w = resolve_oversampling(*args, precision=precision)
-    assert (sig, sig_w) == (op.oversampling, op.oversampling_w)
-    again = make_operator(uvw, FREQ, NPIX, NPIX, CELL, mode="wstack", epsilon=eps,
-                          precision=precision, oversampling=sig, oversampling_w=sig_w)
-    assert again.spec == op.spec
+    args = (Field(NPIX, NPIX, CELL, CELL), eps, "wstack", absw.size, absw.min(), absw.max())
     g = resolve_geometry(*args, precision=precision)
-    assert (g["W"], g["Ww"], g["nplanes"]) == (op.spec.W, op.spec.Ww, op.nplanes)
+    assert g == op.geometry
+    assert (g.oversampling, g.oversampling_w) == (op.oversampling, op.oversampling_w)
+    again = make_operator(uvw, FREQ, NPIX, NPIX, CELL, mode="wstack", epsilon=eps,
+                          precision=precision, oversampling=g.oversampling,
+                          oversampling_w=g.oversampling_w)
+    assert again.spec == op.spec
+    assert (g.W, g.Ww, g.nplanes) == (op.spec.W, op.spec.Ww, op.nplanes)
 
 
 def test_explicit_oversampling_keeps_w_factor():
     """A numeric oversampling without oversampling_w uses it on the w axis too (the
     distributed operator relies on this to rebuild the global geometry)."""
-    from radimg.ops.operator import resolve_geometry
+    from radimg.ops.geometry import Field, resolve_geometry
 
-    g = resolve_geometry(256, 256, CELL, CELL, 1e-5, "wstack", 1000, 0.0, 600.0,
+    g = resolve_geometry(Field(256, 256, CELL, CELL), 1e-5, "wstack", 1000, 0.0, 600.0,
                          oversampling=1.5)
-    assert g["oversampling"] == g["oversampling_w"] == 1.5 and g["W"] == g["Ww"]
+    assert g.oversampling == g.oversampling_w == 1.5 and g.W == g.Ww

@@ -151,8 +151,8 @@ def _traced_peak_check(obs, mode):
     and dirty ``hdot``, a major-cycle ``dot``), traced by tracemalloc (numpy allocations;
     numba's internal ones are left to scripts/bench_memory.py): the model's total is at
     least the traced peak (never an underestimate) and at most 1.25 times it (1 rank holds
-    fewer copies than the model counts: nothing is redistributed; measured 1.21 wstack,
-    1.11 wstack-wproject)."""
+    fewer copies than the model counts: nothing is redistributed; measured 1.09 wstack,
+    1.14 wstack-wproject)."""
     u, v, w = obs
     precision = "double"
     # Compile / load every numba function the traced steps call outside the trace: with an

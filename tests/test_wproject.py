@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from reference import C_LIGHT, dft_dirty, dft_predict
 
+from radimg.ops.geometry import Field, wproject_geometry
+from radimg.ops.operator import make_operator
 from radimg.ops.wproject import WProjectOperator, choose_nstacks, kmeans_w_local
 
 pytestmark = pytest.mark.unit
@@ -49,13 +51,13 @@ def data():
 
 @pytest.fixture(scope="module")
 def op_double(data):
-    return WProjectOperator(data["uvw"], FREQ, NPIX, NPIX, CELL, epsilon=1e-5,
+    return make_operator(data["uvw"], FREQ, NPIX, NPIX, CELL, mode="wstack-wproject", epsilon=1e-5,
                             nstacks=NSTACKS, precision="double", nthreads=2)
 
 
 @pytest.fixture(scope="module")
 def op_single(data):
-    return WProjectOperator(data["uvw"], FREQ, NPIX, NPIX, CELL, epsilon=1e-4,
+    return make_operator(data["uvw"], FREQ, NPIX, NPIX, CELL, mode="wstack-wproject", epsilon=1e-4,
                             nstacks=NSTACKS, precision="single", nthreads=2)
 
 
@@ -105,7 +107,7 @@ def test_adjoint_double(op_double, data):
 
 
 def test_threads_match_serial(op_double, data):
-    op1 = WProjectOperator(data["uvw"], FREQ, NPIX, NPIX, CELL, epsilon=1e-5,
+    op1 = make_operator(data["uvw"], FREQ, NPIX, NPIX, CELL, mode="wstack-wproject", epsilon=1e-5,
                            nstacks=NSTACKS, precision="double", nthreads=1)
     d1 = op1.hdot(data["vis"], data["wgt"])
     d2 = op_double.hdot(data["vis"], data["wgt"])
@@ -155,7 +157,8 @@ def test_one_vs_many_stacks():
     rng = np.random.default_rng(7)
     uvw = _uvw(rng, 800, 30.0)
     vis = rng.normal(size=(800, FREQ.size)) + 1j * rng.normal(size=(800, FREQ.size))
-    d = [WProjectOperator(uvw, FREQ, NPIX, NPIX, CELL, epsilon=1e-5, nstacks=k).hdot(vis)
+    d = [make_operator(uvw, FREQ, NPIX, NPIX, CELL, mode="wstack-wproject", epsilon=1e-5,
+                       nstacks=k).hdot(vis)
          for k in (1, 4)]
     assert np.abs(d[0] - d[1]).max() <= 1e-5 * np.abs(d[0]).max()
 
@@ -163,10 +166,11 @@ def test_one_vs_many_stacks():
 def test_choose_nstacks_and_kmeans():
     rng = np.random.default_rng(1)
     w = rng.uniform(0, 600, 5000)
-    k = choose_nstacks(w, 1024, 1024, np.deg2rad(25.0) / 1024, 1e-5)
+    geo = wproject_geometry(Field.of(1024, 1024, np.deg2rad(25.0) / 1024), 1e-5)
+    k = choose_nstacks(w, geo)
     assert 1 < k < 64
     # fewer stacks pay off for a small w range
-    assert choose_nstacks(w / 20, 1024, 1024, np.deg2rad(25.0) / 1024, 1e-5) < k
+    assert choose_nstacks(w / 20, geo) < k
     c, lab = kmeans_w_local(w, 4)
     assert np.all(np.diff(c) > 0) and lab.max() == 3
 
@@ -194,10 +198,8 @@ def test_given_geometry_reproduces_the_operator(op_double, data):
     gridder writes (slow oracle: grid one sample at a time, compare the non-zero cells)."""
     S = op_double
     uvw = data["uvw"][:300]
-    T = WProjectOperator(uvw, FREQ, NPIX, NPIX, CELL, epsilon=S.epsilon, centres=S.centres,
-                         dw_range=S.dw_range, tables=S.tables)
-    U = WProjectOperator(uvw, FREQ, NPIX, NPIX, CELL, epsilon=S.epsilon, centres=S.centres,
-                         dw_range=S.dw_range)
+    T = WProjectOperator(uvw, FREQ, S.geometry, tables=S.tables)
+    U = WProjectOperator(uvw, FREQ, S.geometry)
     np.testing.assert_array_equal(U.tables.tab_x, S.tables.tab_x)
     np.testing.assert_array_equal(T.per_sample_load(), U.per_sample_load())
     np.testing.assert_array_equal(T.labels, np.searchsorted(
@@ -231,10 +233,11 @@ def test_choose_nstacks_from_a_subsample():
     """A gathered subsample with n_total decides as the serial call on all samples does."""
     rng = np.random.default_rng(7)
     w = np.abs(rng.normal(0.0, 150.0, 60_000))
-    full = choose_nstacks(w, NPIX, NPIX, CELL, 1e-5)
+    geo = wproject_geometry(Field.of(NPIX, NPIX, CELL), 1e-5)
+    full = choose_nstacks(w, geo)
     sub = np.random.default_rng(0).choice(w, 20_000, replace=False)
-    assert choose_nstacks(sub, NPIX, NPIX, CELL, 1e-5, n_total=w.size) == full
-    assert choose_nstacks(sub, NPIX, NPIX, CELL, 1e-5) <= full
+    assert choose_nstacks(sub, geo, n_total=w.size) == full
+    assert choose_nstacks(sub, geo) <= full
 
 
 def test_cis_cycles_matches_exp():

@@ -185,7 +185,7 @@ def gridded_predict_seconds(op, comm=None):
     """Predicted seconds of one core for one ``op.dot``, from the operators' own cost models
     (the constants their geometry choices use) and the geometry they built (``op.stats``).
 
-    wstack / none (``radimg.ops.operator``): ``planes x (COST_FFT P log2 P + COST_CELL P +
+    wstack / none (``radimg.ops.geometry``): ``planes x (COST_FFT P log2 P + COST_CELL P +
     COST_PIXEL P / 4) + COST_UPDATE x samples x W^2 Ww``; wstack-wproject
     (``radimg.ops.wproject``): ``stacks x P x (_C_FFT log2 P + _C_PIX) + _C_CELL x samples x
     W^2``, ``P`` the padded grid's cells, samples those with weight on every rank. The
@@ -212,7 +212,7 @@ def gridded_predict_seconds(op, comm=None):
         return (st["nstacks"] * npts * (wp._C_FFT * math.log2(npts) + wp._C_PIX)
                 + wp._C_CELL * nvis * st["W"] ** 2)
     if "nplanes" in st:
-        from radimg.ops import operator as wo
+        from radimg.ops import geometry as wo
 
         nyp, nxp = st["padded_grid"]
         npts = float(nyp * nxp)

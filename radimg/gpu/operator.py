@@ -54,23 +54,29 @@ __all__ = ["GpuWideFieldOperator", "GpuWProjectOperator", "ResidentOperator", "m
 
 def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="wstack",
                   nstacks="auto", oversampling=2.0, nthreads=1, precision="double", fft="auto",
-                  weight_mask=None, **kwargs):
-    """GPU twin of :func:`radimg.ops.operator.make_operator` (same arguments and default mode),
-    on this process's samples alone.
+                  weight_mask=None, oversampling_w=None, block=None, max_shared=None,
+                  **kwargs):
+    """GPU twin of :func:`radimg.ops.operator.make_operator` (same arguments; its default
+    mode here is ``wstack``, the faster one on a GPU), on this process's samples alone: the
+    geometry is resolved from them (:func:`radimg.ops.operator.geometry_for_samples`).
 
-    Mode ``wstack-wproject`` fits its w-stacks to the samples given, unless ``centres``,
-    ``dw_range`` and ``tables`` are passed (the global ones of
-    :func:`radimg.parallel.operator.wproject_stacks`, so ranks agree); the distributed scheme
-    (rows balanced by load, stack owners, tile exchange) is
-    :class:`radimg.parallel.gpu_operator.GpuDistributedOperator`. Raises
+    The distributed scheme (rows balanced by load, global w-planes/stacks, plane owners,
+    tile exchange) is :class:`radimg.parallel.gpu_operator.GpuDistributedOperator`. Raises
     :class:`radimg.gpu.GpuUnavailableError` when no GPU is usable.
     """
-    common = dict(epsilon=epsilon, nstacks=nstacks, oversampling=oversampling,
-                  nthreads=nthreads, precision=precision, fft=fft, weight_mask=weight_mask)
+    from radimg.ops.geometry import Field
+    from radimg.ops.operator import geometry_for_samples
+
+    get_xp()  # no GPU: refuse before any work
+    geo = geometry_for_samples(uvw, freq, Field.of(npix_x, npix_y, cell_rad), epsilon, mode,
+                               weight_mask=weight_mask, nstacks=nstacks,
+                               oversampling=oversampling, oversampling_w=oversampling_w,
+                               precision=precision, nthreads=nthreads)
+    launch = {k: v for k, v in (("block", block), ("max_shared", max_shared)) if v is not None}
+    common = dict(nthreads=nthreads, fft=fft, weight_mask=weight_mask, **kwargs)
     if mode == "wstack-wproject":
-        return GpuWProjectOperator(uvw, freq, npix_x, npix_y, cell_rad, **common, **kwargs)
-    return GpuWideFieldOperator(uvw, freq, npix_x, npix_y, cell_rad, mode=mode, **common,
-                                **kwargs)
+        return GpuWProjectOperator(uvw, freq, geo, **launch, **common)
+    return GpuWideFieldOperator(uvw, freq, geo, **launch, **common)
 
 
 class ResidentOperator:
@@ -294,13 +300,12 @@ class GpuWideFieldOperator(ResidentOperator):
     simulator), ``max_shared`` (shared-memory budget per block in bytes; 0 forces the
     global-atomics path), ``cpu`` (a :class:`radimg.ops.operator.WideFieldOperator` already
     built for this geometry and these samples: used instead of building one; the other
-    arguments are then ignored) and ``nrow`` with it (the leading rows that hold samples: the
-    distributed operator's global-geometry anchor rows after them are left out of the
-    layout and of the vis arrays).
+    arguments are then ignored). ``geometry`` (:class:`radimg.ops.geometry.Geometry`) and
+    the remaining keyword arguments are the CPU operator's.
     """
 
-    def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, block=_gg._BLOCK,
-                 max_shared=_gg.SHARED_BYTES, cpu=None, nrow=None, **kwargs):
+    def __init__(self, uvw, freq, geometry, *, block=_gg._BLOCK, max_shared=_gg.SHARED_BYTES,
+                 cpu=None, **kwargs):
         from radimg.ops.operator import WideFieldOperator
 
         self.xp = xp = get_xp()  # raises GpuUnavailableError before any work
@@ -308,7 +313,7 @@ class GpuWideFieldOperator(ResidentOperator):
         self._block = int(block)
         self._max_shared = int(max_shared)
         if cpu is None:
-            cpu = WideFieldOperator(uvw, freq, npix_x, npix_y, cell_rad, **kwargs)
+            cpu = WideFieldOperator(uvw, freq, geometry, **kwargs)
         self._cpu = cpu
         for name in ("nrow", "nchan", "npix_x", "npix_y", "cell_x", "cell_y", "mode", "epsilon",
                      "precision", "cdtype", "rdtype", "spec", "planes", "oversampling", "mask"):
@@ -321,9 +326,6 @@ class GpuWideFieldOperator(ResidentOperator):
         self._fscale = to_device(cpu.freq / C_LIGHT, xp, st, dtype=np.float64)
         self._spec_f = to_device(_gg.spec_array(cpu.spec), xp, st)
         layout = cpu.layout()
-        if nrow is not None and int(nrow) != cpu.nrow:
-            self.nrow = int(nrow)
-            layout = cpu.layout(np.arange(self.nrow * self.nchan, dtype=np.int64))
         self._layout = _gg.upload_layout(layout, cpu.spec.W, xp, st)
         self._correction = to_device(cpu.correction, xp, st, dtype=np.float64)
         self._coef, self._coefw = _gg._tables_dev(cpu.spec, xp, st)
@@ -473,10 +475,11 @@ class GpuWProjectOperator(ResidentOperator):
     ``max_shared`` (shared-memory budget per block in bytes for the tiled gridding kernel; 0
     forces the global-atomics path), ``cpu`` (a :class:`radimg.ops.wproject.WProjectOperator`
     already built for these samples: used instead of building one, the other arguments are
-    then ignored).
+    then ignored). ``geometry`` (:class:`radimg.ops.geometry.Geometry`, with its w-stacks)
+    and the remaining keyword arguments are the CPU operator's.
     """
 
-    def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, block=_gwp._BLOCK,
+    def __init__(self, uvw, freq, geometry, *, block=_gwp._BLOCK,
                  max_shared=_gwp.SHARED_BYTES, cpu=None, **kwargs):
         from radimg.ops.wproject import WProjectOperator
 
@@ -484,7 +487,7 @@ class GpuWProjectOperator(ResidentOperator):
         self.transfers = TransferStats()
         self._block = int(block)
         if cpu is None:
-            cpu = WProjectOperator(uvw, freq, npix_x, npix_y, cell_rad, **kwargs)
+            cpu = WProjectOperator(uvw, freq, geometry, **kwargs)
         self._cpu = cpu
         for name in ("nrow", "nchan", "npix_x", "npix_y", "cell", "epsilon", "precision",
                      "cdtype", "rdtype", "nstacks", "centres", "nxp", "nyp", "W", "beta",

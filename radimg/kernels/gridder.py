@@ -49,6 +49,8 @@ __all__ = [
     "GridSpec",
     "SampleLayout",
     "make_layout",
+    "tile_bounds",
+    "TILE_MIN",
     "grid_plane",
     "degrid_plane",
     "touched_tiles",
@@ -65,7 +67,7 @@ __all__ = [
 # which is the one thing workqueue does not allow.
 if os.environ.get("NUMBA_THREADING_LAYER") is None and numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "workqueue"
-_TILE_MIN = 16  # cells; tiles smaller than this cost more bookkeeping than they save
+TILE_MIN = 16  # cells; tiles smaller than this cost more bookkeeping than they save
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ class SampleLayout(NamedTuple):
         return int(self.idx.size)
 
 
-def _tile_bounds(n, W, tile):
+def tile_bounds(n, W, tile):
     """Even number of tiles, each at least max(W, tile) cells (one tile if n is too small)."""
     t = max(W, tile)
     nt = 2 * (n // (2 * t))
@@ -197,7 +199,7 @@ def _slot_ranges_kernel(slot_sorted, p0_sorted, nslots, Ww):
     return start, pmin, pmax
 
 
-def make_layout(uvw, freq, spec: GridSpec, *, mask=None, idx=None, tile=_TILE_MIN, nthreads=1):
+def make_layout(uvw, freq, spec: GridSpec, *, mask=None, idx=None, tile=TILE_MIN, nthreads=1):
     """Sort the selected samples into race-free tile order for :func:`grid_plane`.
 
     Parameters
@@ -228,8 +230,8 @@ def make_layout(uvw, freq, spec: GridSpec, *, mask=None, idx=None, tile=_TILE_MI
         mask = np.asarray(mask, dtype=bool).reshape(-1)
         cand = cand[mask[cand]]
     _set_threads(nthreads)
-    ybounds = _tile_bounds(spec.nyp, spec.W, tile)
-    xbounds = _tile_bounds(spec.nxp, spec.W, tile)
+    ybounds = tile_bounds(spec.nyp, spec.W, tile)
+    xbounds = tile_bounds(spec.nxp, spec.W, tile)
     nty, ntx = ybounds.size - 1, xbounds.size - 1
     ytile = np.repeat(np.arange(nty, dtype=np.int64), np.diff(ybounds))
     xtile = np.repeat(np.arange(ntx, dtype=np.int64), np.diff(xbounds))

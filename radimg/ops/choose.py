@@ -16,7 +16,7 @@ geometry that operator would build, and checked against ``epsilon``:
   for real data it admits ``none`` only for (nearly) coplanar samples or tiny fields, which
   is when ``none`` is exact enough for every sky.
 - ``wstack`` (improved w-stacking): supports, padding, w-plane spacing and count from
-  :func:`radimg.ops.operator.resolve_geometry` (its cost model; accuracy by construction).
+  :func:`radimg.ops.geometry.resolve_geometry` (its cost model; accuracy by construction).
 - ``wstack-wproject``: k-means stacks from :func:`radimg.ops.wproject.choose_nstacks` and
   the time from :func:`radimg.ops.wproject.predicted_cost`. Its kernel tables are built for
   epsilon, but measured errors exceed it on fields wider than ~31 deg (:data:`
@@ -302,7 +302,7 @@ def _small(summary, npix_x, npix_y, cell_x, cell_y, epsilon, mode, enabled):
 def _wide_field(mode, summary, small, npix_x, npix_y, cell_x, cell_y, epsilon, precision,
                 oversampling, nstacks):
     """Candidate ``none`` / ``wstack`` from resolve_geometry on the inner image."""
-    from radimg.ops import operator as O
+    from radimg.ops import geometry as G
 
     nx, ny, cx, cy = _inner(small, npix_x, npix_y, cell_x, cell_y)
     cand = Candidate(mode, False, math.inf, math.inf, small=small, image=(ny, nx))
@@ -311,12 +311,13 @@ def _wide_field(mode, summary, small, npix_x, npix_y, cell_x, cell_y, epsilon, p
     else:
         cand.error_bound = float(epsilon)
     try:
-        geo = O.resolve_geometry(nx, ny, cx, cy, epsilon, mode, summary.nsel, summary.wmin,
-                                 summary.wmax, oversampling=oversampling, precision=precision)
+        geo = G.resolve_geometry(G.Field(nx, ny, cx, cy), epsilon, mode, summary.nsel,
+                                 summary.wmin, summary.wmax, oversampling=oversampling,
+                                 precision=precision)
     except ValueError as exc:
         cand.note = f"cannot be built: {exc}"
         return cand
-    nplanes = geo["nplanes"]
+    nplanes = geo.nplanes
     if mode == "wstack" and nstacks not in ("auto", None):
         if int(nstacks) < nplanes:
             cand.note = (f"wterm.nstacks {int(nstacks)} is too few for epsilon here "
@@ -324,14 +325,14 @@ def _wide_field(mode, summary, small, npix_x, npix_y, cell_x, cell_y, epsilon, p
             return cand
         nplanes = int(nstacks)
     # resolve_geometry's cost, split into its per-plane and per-kernel-update parts
-    npts = geo["nxp"] * geo["nyp"]
-    plane = O.COST_FFT * npts * math.log2(npts) + O.COST_CELL * npts + O.COST_PIXEL * nx * ny
-    updates = O.COST_UPDATE * summary.nsel * geo["W"] * geo["W"] * geo["Ww"]
-    cand.oversampling = float(geo["oversampling"])
-    cand.oversampling_w = float(geo["oversampling_w"]) if mode == "wstack" else None
+    npts = geo.nxp * geo.nyp
+    plane = G.COST_FFT * npts * math.log2(npts) + G.COST_CELL * npts + G.COST_PIXEL * nx * ny
+    updates = G.COST_UPDATE * summary.nsel * geo.W * geo.W * geo.Ww
+    cand.oversampling = geo.oversampling
+    cand.oversampling_w = geo.oversampling_w if mode == "wstack" else None
     cand.nplanes = int(nplanes)
-    cand.support = int(geo["W"])
-    cand.grid = (int(geo["nyp"]), int(geo["nxp"]))
+    cand.support = geo.W
+    cand.grid = (geo.nyp, geo.nxp)
     cand.model_planes_s = 2.0 * nplanes * plane
     cand.model_kernels_s = 2.0 * updates
     cand.meets_epsilon = cand.error_bound <= (NONE_SHARE * epsilon if mode == "none"
@@ -345,14 +346,14 @@ def _wide_field(mode, summary, small, npix_x, npix_y, cell_x, cell_y, epsilon, p
 
 def _wproject(summary, small, npix_x, npix_y, cell_x, cell_y, epsilon, oversampling, nstacks):
     """Candidate ``wstack-wproject`` from the stack cost model on the |w| subsample."""
-    from radimg.ops.fft import good_size as _good_size
-    from radimg.ops.wproject import CostModel as _CostModel
+    from radimg.ops.geometry import Field, wproject_geometry
     from radimg.ops.wproject import choose_nstacks, predicted_cost
 
     nx, ny, cx, cy = _inner(small, npix_x, npix_y, cell_x, cell_y)
     cand = Candidate("wstack-wproject", False, math.inf, float(epsilon), small=small,
                      image=(ny, nx))
-    if not math.isclose(cx, cy, rel_tol=1e-12, abs_tol=0.0):
+    field = Field(nx, ny, cx, cy)
+    if not field.square:
         cand.note = "needs square pixels"
         return cand
     sigma = 2.0 if oversampling in ("auto", None) else float(oversampling)
@@ -361,20 +362,21 @@ def _wproject(summary, small, npix_x, npix_y, cell_x, cell_y, epsilon, oversampl
         raise ValueError("the |w| subsample is needed (it lives on the deciding rank)")
     ws = np.abs(np.asarray(ws, dtype=np.float64))
     try:
+        geo = wproject_geometry(field, float(epsilon), oversampling=sigma)
         if nstacks in ("auto", None):
-            k = choose_nstacks(ws, nx, ny, cx, float(epsilon), sigma, n_total=summary.nsel)
+            k = choose_nstacks(ws, geo, n_total=summary.nsel)
         else:
             k = int(nstacks)
-        _, fft, kern = predicted_cost(ws, k, nx, ny, cx, float(epsilon), sigma)
+        _, fft, kern = predicted_cost(ws, k, geo)
     except ValueError as exc:
         cand.note = f"cannot be built: {exc}"
         return cand
     scale = summary.nsel / ws.size if ws.size else 0.0
-    nm1 = _corner_nm1(nx, ny, cx, cy)
+    nm1 = field.one_minus_n
     cand.oversampling = sigma
     cand.nplanes = int(k)
-    cand.support = int(_CostModel(nx, ny, cx, float(epsilon), sigma).W)
-    cand.grid = (int(_good_size(sigma * ny)), int(_good_size(sigma * nx)))
+    cand.support = geo.W
+    cand.grid = (geo.nyp, geo.nxp)
     cand.model_planes_s = 2.0 * fft
     cand.model_kernels_s = 2.0 * scale * kern
     cand.meets_epsilon = nm1 <= WPROJECT_MAX_NM1
@@ -383,14 +385,6 @@ def _wproject(summary, small, npix_x, npix_y, cell_x, cell_y, epsilon, oversampl
         cand.note = (f"its field (1 - n = {nm1:.3g} at the corner) is wider than the "
                      f"{WPROJECT_MAX_NM1:g} where it was measured to meet epsilon")
     return cand
-
-
-def _corner_nm1(npix_x, npix_y, cell_x, cell_y):
-    """``1 - n`` at the farthest pixel of an image (no cancellation)."""
-    lx = max(npix_x // 2, npix_x - 1 - npix_x // 2) * cell_x
-    my = max(npix_y // 2, npix_y - 1 - npix_y // 2) * cell_y
-    r2 = min(lx * lx + my * my, 1.0)
-    return r2 / (1.0 + math.sqrt(1.0 - r2))
 
 
 def choose_wterm(summary: WSummary, npix_x, npix_y, cell_x, cell_y, epsilon, *,

@@ -42,25 +42,33 @@ import math
 import numba
 import numpy as np
 
-from radimg.constants import C_LIGHT
 from radimg.kernels import gridder as _g
 from radimg.kernels._jit import PARALLEL_JIT_OPTIONS
-from radimg.kernels.es import es_parameters, es_poly_correction
+from radimg.kernels.es import es_poly_correction
 from radimg.ops.fft import get_fft, good_size
 from radimg.ops.fft import resolve as resolve_fft
+from radimg.ops.geometry import (
+    MODES,
+    Field,
+    Geometry,
+    resolve_geometry,
+    samples_w_range,
+    wproject_geometry,
+)
 
-__all__ = ["make_operator", "WideFieldOperator", "MODES", "good_size", "resolve_geometry",
-           "resolve_oversampling"]
+__all__ = ["make_operator", "geometry_for_samples", "WideFieldOperator", "MODES", "good_size",
+           "Field", "Geometry", "resolve_geometry"]
 
-MODES = ("none", "wstack", "wstack-wproject")
 _MIN_UPDATES_PER_THREAD = 2_000_000  # kernel updates (~5 ms) before a 2nd thread pays
 _RESEED = 32  # planes between exact w-screens in the recurrence (error ~ 32 ulp)
 
 
 def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="wstack-wproject",
                   nstacks="auto", oversampling=2.0, nthreads=1, precision="double", fft="auto",
-                  weight_mask=None, **kwargs):
-    """Build the measurement operator for ``mode``.
+                  weight_mask=None, oversampling_w=None, **kwargs):
+    """The measurement operator for ``mode`` on these samples alone (serial use): its
+    :class:`radimg.ops.geometry.Geometry` resolved from them (:func:`geometry_for_samples`),
+    then the operator built on it.
 
     Parameters
     ----------
@@ -71,169 +79,47 @@ def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="ws
     epsilon : float, target accuracy; kernel supports and plane spacing follow from it.
     mode : {"none", "wstack", "wstack-wproject"}
     nstacks : "auto" or int; for ``wstack`` an explicit number of w-planes (must be enough for
-        epsilon); passed through to ``wstack-wproject``.
+        epsilon), for ``wstack-wproject`` the number of k-means w-stacks.
     oversampling : float or "auto", padded grid over image size; "auto" picks the factor
         (and with it the support and plane count) from a cost model.
     nthreads : int
     precision : {"single", "double"}; complex64/float32 or complex128/float64.
-    fft : {"auto", "scipy", "fftw", "numpy"}
+    fft : {"auto", "scipy", "fftw", "numpy", "ducc0"}
     weight_mask : ndarray (row, chan), optional; bool or weights, samples where it is
         False/0 are dropped at construction and cost nothing afterwards.
+    oversampling_w : float, "auto" or None, the w axis's factor of mode ``wstack``.
+    **kwargs : the operator's own options (``tile``, ``tables``, ``plan_fft``).
     """
-    common = dict(epsilon=epsilon, nstacks=nstacks, oversampling=oversampling,
-                  nthreads=nthreads, precision=precision, fft=fft)
-    if weight_mask is not None:
-        common["weight_mask"] = weight_mask
+    geo = geometry_for_samples(uvw, freq, Field.of(npix_x, npix_y, cell_rad), epsilon, mode,
+                               weight_mask=weight_mask, nstacks=nstacks,
+                               oversampling=oversampling, oversampling_w=oversampling_w,
+                               precision=precision, nthreads=nthreads)
+    common = dict(nthreads=nthreads, fft=fft, weight_mask=weight_mask, **kwargs)
     if mode in ("none", "wstack"):
-        return WideFieldOperator(uvw, freq, npix_x, npix_y, cell_rad, mode=mode, **common,
-                                 **kwargs)
+        return WideFieldOperator(uvw, freq, geo, **common)
+    from radimg.ops.wproject import WProjectOperator
+
+    return WProjectOperator(uvw, freq, geo, **common)
+
+
+def geometry_for_samples(uvw, freq, field, epsilon, mode, *, weight_mask=None, nstacks="auto",
+                         oversampling=2.0, oversampling_w=None, precision="double",
+                         nthreads=1):
+    """The :class:`Geometry` of ``mode`` over ``field`` for these samples alone: the
+    ``|w|`` range and count of the samples ``weight_mask`` keeps (``none`` / ``wstack``), or
+    their k-means w-stacks (``wstack-wproject``, :func:`radimg.ops.wproject.fit_stacks`).
+    The distributed operators resolve the same objects from global values instead."""
+    if mode in ("none", "wstack"):
+        nsel, wmin, wmax = samples_w_range(uvw, freq, weight_mask)
+        return resolve_geometry(field, epsilon, mode, nsel, wmin, wmax,
+                                oversampling=oversampling, oversampling_w=oversampling_w,
+                                precision=precision, nstacks=nstacks)
     if mode == "wstack-wproject":
-        try:
-            from radimg.ops.wproject import WProjectOperator
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("radimg.ops.wproject",):
-                raise
-            raise NotImplementedError(
-                "mode 'wstack-wproject' needs radimg/ops/wproject.py (WProjectOperator), which "
-                "is not available in this build; use mode='wstack' (same accuracy, more planes)"
-            ) from None
-        return WProjectOperator(uvw, freq, npix_x, npix_y, cell_rad, **common, **kwargs)
+        from radimg.ops.wproject import fit_stacks
+
+        geo = wproject_geometry(field, epsilon, precision=precision, oversampling=oversampling)
+        return fit_stacks(geo, uvw, freq, weight_mask, nstacks)
     raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-
-
-# Candidate oversampling factors: in u, v they set the padded FFT size; in w only the plane
-# spacing (dw = 1 / (2 sigma_w h)), so the w axis may use large factors with short kernels.
-_SIGMAS = (1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5)
-_SIGMAS_W = (1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0)
-# Cost model, seconds on one core of the 2-core AMD EPYC dev machine (measured with the
-# per-stage profile of scripts/bench_operator.py cases a, b, c at scale 0.05, FFTW plans):
-# Per-axis share of epsilon for the worst-case 1-D kernel error: axis errors of independent
-# sample offsets add in quadrature (eps / sqrt(ndim)); measured on the DFT tests
-# (tests/test_operator.py data, all factors 1.25-2.0, both precisions) the operator's max
-# error is <= 0.25 epsilon with this share (and <= 0.35 epsilon even with a share of 1).
-AXIS_SHARE = {2: 1.0 / math.sqrt(2.0), 3: 1.0 / math.sqrt(3.0)}
-COST_FFT = 6.5e-10   # per padded cell * log2(cells), one plane, both pruned passes
-COST_CELL = 1.5e-9   # per padded cell per plane: zeroing, copies
-COST_PIXEL = 3e-9    # per image pixel per plane: w-screen recurrence and accumulation
-COST_UPDATE = 4e-9   # per kernel cell update: sample * W^2 * Ww (kernel taps included)
-# Rounding: "auto" takes factors with unit roundoff x dynamic range <= ROUNDING_LIMIT x
-# epsilon. Measured on the real MWA 34 deg field in single precision (epsilon 1e-5, 2 ranks,
-# against the direct DFT): the error was 0.0034-0.02 of unit x r (sigma 1.25: 6.2e-4 for
-# unit x r = 0.18; 1.5: 2.1e-6 for 1.0e-4; 1.75: 1.4e-7; 2.0: 4.9e-7), so 12.5 keeps the
-# rounding part below epsilon / 4 (the former 0.1 excluded every factor below 2 there, and
-# 145 w-planes of 5760 x 5184 cost 1.5x the 1.5 / 1.5 geometry's 112 of 4320 x 3888).
-ROUNDING_LIMIT = 12.5
-
-
-def _field_half(npix_x, npix_y, cell_x, cell_y):
-    """Half range ``h`` of ``n - 1`` over the image (n - 1 - nshift lies in [-h, h])."""
-    lx = max(npix_x // 2, npix_x - 1 - npix_x // 2) * cell_x
-    my = max(npix_y // 2, npix_y - 1 - npix_y // 2) * cell_y
-    if lx * lx + my * my >= 1.0:
-        raise ValueError("the image extends beyond the horizon (l^2 + m^2 >= 1)")
-    return -0.5 * (math.sqrt(1.0 - lx * lx - my * my) - 1.0)
-
-
-def _dynamic_range(W, beta, sigma):
-    """Largest gridding correction over the field, relative to the centre's: rounding errors
-    of the grid are amplified by this much at the field edge."""
-    return es_poly_correction(0.0, W, beta) / es_poly_correction(0.5 / sigma, W, beta)
-
-
-def resolve_geometry(npix_x, npix_y, cell_x, cell_y, epsilon, mode, nsel, wmin, wmax, *,
-                     oversampling="auto", oversampling_w=None, precision="double"):
-    """Kernel supports, oversampling factors, padded grid and plane count for ``mode``.
-
-    Accuracy: every axis gets a worst-case 1-D kernel error (:func:`es_parameters`, measured,
-    not a formula) of ``epsilon * AXIS_SHARE[ndim]`` (= eps / sqrt(ndim): independent axis
-    errors add in quadrature), whatever factor is chosen ("auto" never trades accuracy for
-    speed; see AXIS_SHARE for the measured margin). Speed: with
-    ``oversampling="auto"`` the factors minimise the cost model above (FFT, per-plane image
-    work and kernel updates); the w axis gets its own factor ``oversampling_w`` ("auto" or
-    None: chosen too when ``oversampling`` is "auto", else equal to ``oversampling``).
-
-    Rounding: the grid's rounding error (unit roundoff of ``precision``) is amplified by the
-    gridding corrections, up to the product of their dynamic ranges (measured:
-    :func:`_dynamic_range`); "auto" only takes factors where unit roundoff times that stays
-    below ``ROUNDING_LIMIT * epsilon`` (the measured error is 0.0034-0.02 of it; small
-    factors with long kernels are excluded in single precision).
-
-    ``nsel``: samples gridded; ``wmin, wmax``: range of ``|w|`` in wavelengths. Returns a dict
-    with ``oversampling, W, beta, nxp, nyp, oversampling_w, Ww, betaw, dw_max, nplanes,
-    cost``. Deterministic in its arguments, so ranks that pass the same global values agree.
-    """
-    half = _field_half(npix_x, npix_y, cell_x, cell_y)
-    wstack = mode == "wstack"
-    ndim = 3 if wstack else 2
-    eps_axis = epsilon * AXIS_SHARE[ndim]
-    npix = npix_x * npix_y
-    unit = 2.0**-24 if precision == "single" else 2.0**-53
-
-    def uv(sigma):
-        W, beta = es_parameters(eps_axis, sigma)
-        return W, beta, good_size(math.ceil(sigma * npix_x)), good_size(math.ceil(sigma * npix_y))
-
-    def wax(sigma_w):
-        Ww, betaw = es_parameters(eps_axis, sigma_w)
-        dw_max = 0.5 / (sigma_w * half) if half > 0 else np.inf
-        nplanes = (int(math.ceil((wmax - wmin) / dw_max)) + Ww) if np.isfinite(dw_max) else Ww
-        return Ww, betaw, dw_max, nplanes
-
-    def candidates(sigmas):
-        out = []
-        for sg in sigmas:
-            try:
-                out.append((sg, uv(sg)))
-            except ValueError:
-                continue
-        return out
-
-    if oversampling == "auto":
-        uvc = candidates(_SIGMAS)
-    else:
-        uvc = [(float(oversampling), uv(float(oversampling)))]
-    if not uvc:
-        raise ValueError(f"epsilon={epsilon:g} is not reachable with any oversampling factor")
-    auto_w = oversampling_w in ("auto", None) and oversampling == "auto" or oversampling_w == "auto"
-    best = None
-    for sigma, (W, beta, nxp, nyp) in uvc:
-        if not wstack:
-            wc = [(sigma, (1, 0.0, np.inf, 1))]
-        elif auto_w:
-            wc = []
-            for sw in _SIGMAS_W:
-                try:
-                    wc.append((sw, wax(sw)))
-                except ValueError:
-                    continue
-        else:
-            sw = sigma if oversampling_w in ("auto", None) else float(oversampling_w)
-            wc = [(sw, wax(sw))]
-        npts = nxp * nyp
-        plane = COST_FFT * npts * math.log2(npts) + COST_CELL * npts + COST_PIXEL * npix
-        r_uv = _dynamic_range(W, beta, sigma) ** 2
-        for sw, (Ww, betaw, dw_max, nplanes) in wc:
-            r = r_uv * (_dynamic_range(Ww, betaw, sw) if wstack else 1.0)
-            if (len(uvc) > 1 or len(wc) > 1) and unit * r > ROUNDING_LIMIT * epsilon:
-                continue  # rounding would spoil epsilon; explicit factors are taken as given
-            cost = nplanes * plane + COST_UPDATE * nsel * W * W * Ww
-            if best is None or cost < best["cost"]:
-                best = dict(oversampling=sigma, W=W, beta=beta, nxp=nxp, nyp=nyp,
-                            oversampling_w=sw, Ww=Ww, betaw=betaw, dw_max=dw_max,
-                            nplanes=nplanes, cost=cost)
-    if best is None:
-        raise ValueError(f"epsilon={epsilon:g} is not reachable in {precision} precision")
-    return best
-
-
-def resolve_oversampling(npix_x, npix_y, cell_x, cell_y, epsilon, mode, nsel, wmin, wmax,
-                         precision="double"):
-    """(oversampling, oversampling_w) that ``oversampling="auto"`` picks; pass both to
-    :class:`WideFieldOperator` (``oversampling=..., oversampling_w=...``) to rebuild the same
-    geometry from global values (radimg/parallel)."""
-    g = resolve_geometry(npix_x, npix_y, cell_x, cell_y, epsilon, mode, nsel, wmin, wmax,
-                         precision=precision)
-    return g["oversampling"], g["oversampling_w"]
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
@@ -271,41 +157,6 @@ def _chebyshev_fit(f, half, tol=1e-14):
     return c
 
 
-def _w_planes(geo, nstacks, wmin, wmax, nmin, epsilon, epsilon_f):
-    """W-stacking planes of mode ``wstack``: ``(nplanes, Ww, betaw, w0, dw, nshift)``.
-
-    ``geo`` from :func:`resolve_geometry`; ``nstacks`` "auto"/None (``geo``'s count and the
-    largest spacing ``dw_max``) or an int (spread over ``[wmin, wmax]`` wavelengths, a
-    ConfigError when below the w-kernel support or too sparse for ``epsilon``); ``nmin``
-    the smallest ``n - 1`` of the field (``nshift = nmin / 2``).
-    """
-    dw_max, nplanes_auto = geo["dw_max"], geo["nplanes"]
-    nshift = 0.5 * nmin
-    Ww, betaw = geo["Ww"], geo["betaw"]
-    if nstacks == "auto" or nstacks is None:
-        dw = dw_max if np.isfinite(dw_max) else 1.0
-        nplanes = nplanes_auto
-    else:
-        nplanes = int(nstacks)
-        if nplanes < Ww:
-            from radimg.config import ConfigError
-
-            raise ConfigError(
-                f"wterm.nstacks = {nplanes}: mode wstack needs at least {Ww} w-planes "
-                f"(the w-kernel support at wterm.epsilon {epsilon:g}); use auto"
-            )
-        dw = (wmax - wmin) / max(nplanes - Ww, 1) if wmax > wmin else dw_max
-        if dw > dw_max * (1 + 1e-12):
-            from radimg.config import ConfigError
-
-            raise ConfigError(
-                f"wterm.nstacks = {nplanes} is too few for wterm.epsilon "
-                f"{epsilon_f:g} here: need >= {nplanes_auto} (or auto)"
-            )
-    w0 = wmin - (0.5 * Ww - 0.5) * dw
-    return nplanes, Ww, betaw, w0, dw, nshift
-
-
 class WideFieldOperator:
     """Measurement operator for modes ``none`` and ``wstack`` (see module docstring).
 
@@ -313,41 +164,31 @@ class WideFieldOperator:
     and ``stats``. Construct with :func:`make_operator`.
     """
 
-    def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="wstack",
-                 nstacks="auto", oversampling=2.0, nthreads=1, precision="double", fft="auto",
-                 weight_mask=None, tile=None, oversampling_w=None, plan_fft=True):
-        """Set up the operator (see the class docstring) in sequence: geometry, w-planes
-        (:func:`_w_planes`), the samples' tile layout, pruned FFT rows, per-plane work and
+    def __init__(self, uvw, freq, geometry, *, nthreads=1, fft="auto", weight_mask=None,
+                 tile=None, plan_fft=True):
+        """Set up the operator (see the class docstring) on ``geometry`` (a
+        :class:`radimg.ops.geometry.Geometry` of mode ``none`` or ``wstack``, resolved by the
+        caller: :func:`make_operator` from these samples, radimg.parallel from global
+        values) in sequence: the samples' tile layout, pruned FFT rows, per-plane work and
         the image-domain correction."""
-        if mode not in ("none", "wstack"):
-            raise ValueError(f"WideFieldOperator handles modes 'none' and 'wstack', not {mode!r}")
-        if precision not in ("single", "double"):
-            raise ValueError(f"precision must be 'single' or 'double', got {precision!r}")
+        if not isinstance(geometry, Geometry) or geometry.mode not in ("none", "wstack"):
+            raise ValueError("WideFieldOperator needs a Geometry of mode 'none' or 'wstack'")
         self.uvw = np.ascontiguousarray(uvw, dtype=np.float64)
         self.freq = np.ascontiguousarray(np.atleast_1d(freq), dtype=np.float64)
         if self.uvw.ndim != 2 or self.uvw.shape[1] != 3:
             raise ValueError(f"uvw must be (row, 3), got {self.uvw.shape}")
         self.nrow, self.nchan = self.uvw.shape[0], self.freq.size
-        self.npix_x, self.npix_y = int(npix_x), int(npix_y)
-        cx, cy = (cell_rad, cell_rad) if np.ndim(cell_rad) == 0 else cell_rad
-        self.cell_x, self.cell_y = float(cx), float(cy)
-        self.mode = mode
-        self.epsilon = float(epsilon)
+        self.geometry = geo = geometry
+        field = geo.field
+        self.npix_x, self.npix_y = field.npix_x, field.npix_y
+        self.cell_x, self.cell_y = field.cell_x, field.cell_y
+        self.mode, self.epsilon, self.precision = geo.mode, geo.epsilon, geo.precision
+        self.oversampling, self.oversampling_w = geo.oversampling, geo.oversampling_w
         self.nthreads = max(1, int(nthreads))
-        self.precision = precision
-        self.cdtype = np.complex64 if precision == "single" else np.complex128
-        self.rdtype = np.float32 if precision == "single" else np.float64
+        self.cdtype, self.rdtype = geo.cdtype, geo.rdtype
         self._fft_name = fft
         self._bufs = {}
-
-        # Field extent and n - 1 range (n - 1 <= 0, its maximum 0 at the phase centre).
-        lx = max(self.npix_x // 2, self.npix_x - 1 - self.npix_x // 2) * self.cell_x
-        my = max(self.npix_y // 2, self.npix_y - 1 - self.npix_y // 2) * self.cell_y
-        if lx * lx + my * my >= 1.0:
-            raise ValueError("the image extends beyond the horizon (l^2 + m^2 >= 1)")
-        nmin = math.sqrt(1.0 - lx * lx - my * my) - 1.0
-
-        wstack = mode == "wstack"
+        wstack = geo.wstack
 
         if weight_mask is not None:
             weight_mask = np.asarray(weight_mask)
@@ -355,31 +196,12 @@ class WideFieldOperator:
                 raise ValueError(f"weight_mask must be (row, chan) = {(self.nrow, self.nchan)}")
             weight_mask = weight_mask != 0
         self.mask = weight_mask
-        nsel = self.nrow * self.nchan if weight_mask is None else int(weight_mask.sum())
-        wmin = wmax = 0.0
-        if wstack:
-            absw = np.abs(self.uvw[:, 2])[:, None] * (self.freq / C_LIGHT)[None, :]
-            sel = absw[weight_mask] if weight_mask is not None else absw
-            wmin, wmax = (float(sel.min()), float(sel.max())) if sel.size else (0.0, 0.0)
-        half = -0.5 * nmin  # n - 1 - nshift in [-half, half]
-
-        geo = resolve_geometry(self.npix_x, self.npix_y, self.cell_x, self.cell_y,
-                               self.epsilon, mode, nsel, wmin, wmax, oversampling=oversampling,
-                               oversampling_w=oversampling_w, precision=precision)
-        self.oversampling = geo["oversampling"]
-        self.oversampling_w = geo["oversampling_w"]
-        self.geometry = geo
-        W, beta, nxp, nyp = geo["W"], geo["beta"], geo["nxp"], geo["nyp"]
-        xscale, yscale = self.cell_x * nxp, -self.cell_y * nyp
-
-        nplanes, Ww, betaw, w0, dw, nshift = 1, 1, 0.0, 0.0, 1.0, 0.0
-        if wstack:
-            nplanes, Ww, betaw, w0, dw, nshift = _w_planes(geo, nstacks, wmin, wmax, nmin,
-                                                           epsilon, self.epsilon)
-        self.spec = _g.GridSpec(nxp=nxp, nyp=nyp, W=W, beta=beta, xscale=xscale, yscale=yscale,
-                                nplanes=nplanes, Ww=Ww, betaw=betaw, w0=w0, dw=dw, nshift=nshift)
+        self.spec = geo.grid_spec
+        W, beta, nxp, nyp = geo.W, geo.beta, geo.nxp, geo.nyp
+        nplanes, Ww, betaw, dw, nshift = geo.nplanes, geo.Ww, geo.betaw, geo.dw, geo.nshift
+        w0, half = geo.w0, field.half
         self.planes = w0 + dw * np.arange(nplanes) if wstack else np.zeros(1)
-        self._tile = tile or _g._TILE_MIN
+        self._tile = tile or _g.TILE_MIN
         self._layout = _g.make_layout(self.uvw, self.freq, self.spec, mask=weight_mask,
                                       tile=self._tile, nthreads=self.nthreads)
         # Pruned FFTs: image rows/columns <-> padded-grid rows/columns, and the grid rows

@@ -30,18 +30,15 @@ import numpy as np
 
 from radimg.constants import C_LIGHT
 from radimg.kernels import wproject as wpk
-from radimg.kernels.es import es_parameters
-from radimg.ops.fft import good_size
+from radimg.ops.geometry import W_SHARE, Geometry
 from radimg.ops.kmeans import SERIAL, kmeans_w
 
-__all__ = ["WProjectOperator", "choose_nstacks", "kmeans_w_local"]
+__all__ = ["WProjectOperator", "choose_nstacks", "fit_stacks", "kmeans_w_local"]
 
 
 # Cost model constants (seconds), measured on the development machine (one core, double):
 # an unnormalised complex FFT costs ~_C_FFT * N log2 N, one kernel cell of one separable
 # term ~_C_CELL, one 16-tap table lookup ~_C_TAP. Only their ratios matter for choosing K.
-_ES_SHARE = 0.5  # of epsilon, per axis, for the ES kernel (measured: 2-D error stays < eps/4)
-_W_SHARE = 1.0  # of epsilon for the w-kernel tables (their internal budget is conservative)
 _C_FFT = 1.0e-9
 _C_PIX = 2.0e-9  # per padded-grid cell per stack (pad, chirp, copy) besides the FFT
 _C_CELL = 1.0e-8
@@ -139,39 +136,35 @@ def _sorted_stack_centres(ws, cs, k):
     return _split_tails(centres[used], ws[b0[used]], ws[b1[used] - 1])
 
 
-def _terms_estimate(h, npix_x, npix_y, cell_rad):
+def _terms_estimate(h, field):
     # rank of the cross-term expansion grows with 2 pi h |c| where the taper still matters
     # (about twice the field half-width for oversampling 2)
-    lx, ly = min(0.6, npix_x * cell_rad), min(0.6, npix_y * cell_rad)
+    lx, ly = min(0.6, field.npix_x * field.cell), min(0.6, field.npix_y * field.cell)
     cmax = abs(math.sqrt(max(1e-6, 1 - lx * lx - ly * ly)) - math.sqrt(1 - lx * lx)
                - math.sqrt(1 - ly * ly) + 1.0)
     return 1.0 + 2.0 * 2.0 * math.pi * h * cmax
 
 
-def predicted_cost(w_abs, k, npix_x, npix_y, cell_rad, epsilon, oversampling=2.0):
-    """Predicted seconds of one operator application with ``k`` stacks (FFTs + kernels):
-    ``(total, fft, kernels)``."""
+def predicted_cost(w_abs, k, geometry):
+    """Predicted seconds of one operator application with ``k`` stacks (FFTs + kernels) on
+    the ``wstack-wproject`` ``geometry``: ``(total, fft, kernels)``."""
     ws = np.sort(np.abs(np.asarray(w_abs, dtype=np.float64).ravel()))
-    model = CostModel(npix_x, npix_y, cell_rad, epsilon, oversampling)
-    return model(ws, np.concatenate([[0.0], np.cumsum(ws)]), k)
+    return CostModel(geometry)(ws, np.concatenate([[0.0], np.cumsum(ws)]), k)
 
 
 class CostModel:
     """The geometry part of :func:`predicted_cost`, computed once for every K tried."""
 
-    def __init__(self, npix_x, npix_y, cell_rad, epsilon, oversampling):
-        self.npix_x, self.npix_y, self.cell_rad = npix_x, npix_y, cell_rad
-        nxp, nyp = good_size(oversampling * npix_x), good_size(oversampling * npix_y)
-        self.W, _ = es_parameters(_ES_SHARE * epsilon, oversampling)
-        self.slx, self.sly = wpk.field_slopes(npix_x, npix_y, cell_rad, nxp, nyp)
-        self.npx = nxp * nyp
+    def __init__(self, geometry):
+        self.field, self.W = geometry.field, geometry.W
+        self.slx, self.sly = geometry.slopes
+        self.npx = geometry.nxp * geometry.nyp
 
     def __call__(self, ws, cs, k):
         centres = _sorted_stack_centres(ws, cs, k)
         labels = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), ws)
         dw = ws - centres[labels]
-        R = _terms_estimate(np.abs(dw).max() if dw.size else 0.0, self.npix_x, self.npix_y,
-                            self.cell_rad)
+        R = _terms_estimate(np.abs(dw).max() if dw.size else 0.0, self.field)
         sx = wpk.support_estimate(dw, self.W, self.slx)
         sy = wpk.support_estimate(dw, self.W, self.sly)
         kern = float(np.sum(_C_CELL * (R + 1) * sx * sy + _C_TAP * R * (sx + sy)))
@@ -179,15 +172,14 @@ class CostModel:
         return fft + kern, fft, kern
 
 
-def choose_nstacks(w_abs, npix_x, npix_y, cell_rad, epsilon, oversampling=2.0, kmax=64,
-                   max_samples=20000, seed=0, n_total=None):
+def choose_nstacks(w_abs, geometry, kmax=64, max_samples=20000, seed=0, n_total=None):
     """Number of w-stacks that minimises the predicted time of one operator application.
 
     Parameters
     ----------
     w_abs : ndarray, float64
         |w| of every (valid) sample, wavelengths.
-    npix_x, npix_y, cell_rad, epsilon, oversampling : operator geometry and accuracy.
+    geometry : radimg.ops.geometry.Geometry, mode ``wstack-wproject`` (its stacks unset).
     kmax : int
         Largest K tried.
     max_samples : int
@@ -210,7 +202,7 @@ def choose_nstacks(w_abs, npix_x, npix_y, cell_rad, epsilon, oversampling=2.0, k
     ws = np.sort(w_abs)
     cs = np.concatenate([[0.0], np.cumsum(ws)])
     nuniq = max(1, int(np.count_nonzero(np.diff(ws)) + 1) if ws.size else 1)
-    model = CostModel(npix_x, npix_y, cell_rad, epsilon, oversampling)
+    model = CostModel(geometry)
     for k in range(1, kmax + 1):
         if k > nuniq:
             break
@@ -223,6 +215,22 @@ def choose_nstacks(w_abs, npix_x, npix_y, cell_rad, epsilon, oversampling=2.0, k
     return best
 
 
+def fit_stacks(geometry, uvw, freq, weight_mask=None, nstacks="auto"):
+    """``geometry`` (mode ``wstack-wproject``) with w-stacks fitted to these samples alone:
+    ``nstacks`` ("auto": :func:`choose_nstacks`) k-means centres on ``|w|``
+    (:func:`stack_centres`) and the residual range they leave. radimg.parallel fits them to
+    all ranks' samples instead (:func:`radimg.parallel.operator.wproject_stacks`)."""
+    w_abs = np.abs(np.asarray(uvw, dtype=np.float64)[:, 2:3]
+                   * np.atleast_1d(np.asarray(freq, dtype=np.float64))[None, :] / C_LIGHT)
+    w_fit = w_abs.ravel() if weight_mask is None else w_abs[np.asarray(weight_mask) != 0]
+    if nstacks == "auto":
+        nstacks = choose_nstacks(w_fit, geometry)
+    centres = stack_centres(w_fit, int(nstacks))
+    dw = w_fit - centres[np.searchsorted(0.5 * (centres[1:] + centres[:-1]), w_fit)]
+    dw_range = (float(dw.min()), float(dw.max())) if dw.size else (0.0, 0.0)
+    return geometry.with_stacks(centres, dw_range)
+
+
 class WProjectOperator:
     """Hybrid w-stacking / w-projection operator (Pratley & McEwen 2019, eqs. 3-8).
 
@@ -230,74 +238,47 @@ class WProjectOperator:
     ----------
     uvw : ndarray (row, 3) float64, metres
     freq : ndarray (chan,) float64, Hz
-    npix_x, npix_y : int
-    cell_rad : float
-    epsilon : float
-        Target relative accuracy (half goes to the ES kernel, half to the w-kernel tables).
-    nstacks : int or "auto"
-    oversampling : float
-        Padded grid over image size.
+    geometry : radimg.ops.geometry.Geometry
+        Mode ``wstack-wproject`` with its w-stacks (``centres``, ``dw_range``): from
+        :func:`fit_stacks` on these samples (:func:`radimg.ops.operator.make_operator`) or
+        the global ones of radimg.parallel. The ES kernel has half of epsilon, the w-kernel
+        tables the other half.
     nthreads : int
-    precision : {"double", "single"}
     fft : str
         FFT registry name (radimg/ops/fft.py).
     weight_mask : ndarray (row, chan) bool or weights, optional
-        Samples where it is False / 0 are dropped at construction: they take no part in
-        k-means, carry no load, are never gridded and predict 0.
-    centres : ndarray (K,) float64, optional
-        Stack centres (wavelengths, sorted) to use instead of a local k-means: the
-        distributed operator passes the global ones (radimg.parallel.operator).
-    dw_range : (float, float), optional
-        Residual ``w - w_k`` range the kernel tables must cover, instead of the local one.
+        Samples where it is False / 0 are dropped at construction: they carry no load, are
+        never gridded and predict 0.
     tables : WKernelTables, optional
-        Ready kernel tables (built for the same geometry, centres and ``dw_range``).
+        Ready kernel tables (built for the same geometry).
     """
 
-    def __init__(self, uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, nstacks="auto",
-                 oversampling=2.0, nthreads=1, precision="double", fft="auto",
-                 weight_mask=None, centres=None, dw_range=None, tables=None):
+    def __init__(self, uvw, freq, geometry, *, nthreads=1, fft="auto", weight_mask=None,
+                 tables=None):
         t0 = time.perf_counter()
+        if not isinstance(geometry, Geometry) or geometry.mode != "wstack-wproject":
+            raise ValueError("WProjectOperator needs a Geometry of mode 'wstack-wproject'")
+        if not geometry.centres:
+            raise ValueError("the geometry has no w-stacks yet (radimg.ops.wproject.fit_stacks)")
+        self.geometry = geo = geometry
         self.uvw = np.ascontiguousarray(uvw, dtype=np.float64)
         self.freq = np.ascontiguousarray(np.atleast_1d(freq), dtype=np.float64)
         self.nrow, self.nchan = self.uvw.shape[0], self.freq.size
-        cell = np.atleast_1d(np.asarray(cell_rad, dtype=np.float64))
-        if cell.size > 1 and not np.isclose(cell[0], cell[-1], rtol=1e-12, atol=0):
-            raise NotImplementedError("wstack-wproject needs square pixels (cell_x == cell_y)")
-        self.npix_x, self.npix_y, self.cell = int(npix_x), int(npix_y), float(cell[0])
-        if oversampling == "auto":
-            oversampling = 2.0  # the cost model here trades stacks, not padding
-        self.epsilon = float(epsilon)
+        self.npix_x, self.npix_y, self.cell = geo.npix_x, geo.npix_y, geo.field.cell
+        self.epsilon, self.precision = geo.epsilon, geo.precision
+        self.oversampling = geo.oversampling
         self.nthreads = max(1, int(nthreads))
-        if precision not in ("single", "double"):
-            raise ValueError(f"precision must be 'single' or 'double', got {precision!r}")
-        self.precision = precision
-        self.cdtype = np.complex64 if precision == "single" else np.complex128
-        self.rdtype = np.float32 if precision == "single" else np.float64
-        self.nxp = good_size(oversampling * self.npix_x)
-        self.nyp = good_size(oversampling * self.npix_y)
-        # the ES error is per axis (es_parameters), so the 2-D operator asks for eps/4
-        self.W, self.beta = es_parameters(_ES_SHARE * self.epsilon, oversampling)
+        self.cdtype, self.rdtype = geo.cdtype, geo.rdtype
+        self.nxp, self.nyp, self.W, self.beta = geo.nxp, geo.nyp, geo.W, geo.beta
 
-        w = (self.uvw[:, 2:3] * self.freq[None, :] / C_LIGHT).ravel()
-        w_abs = np.abs(w)
+        w_abs = np.abs((self.uvw[:, 2:3] * self.freq[None, :] / C_LIGHT).ravel())
         vmask = None if weight_mask is None else (np.asarray(weight_mask).ravel() != 0)
-        w_fit = w_abs if vmask is None else w_abs[vmask]
-        if centres is None:
-            if nstacks == "auto":
-                nstacks = choose_nstacks(w_fit, self.npix_x, self.npix_y, self.cell,
-                                         self.epsilon, oversampling)
-            self.centres = stack_centres(w_fit, int(nstacks))
-        else:
-            self.centres = np.sort(np.asarray(centres, dtype=np.float64).ravel())
+        self.centres = np.asarray(geo.centres, dtype=np.float64)
         self.nstacks = self.centres.size
         edges = 0.5 * (self.centres[1:] + self.centres[:-1])
         self.labels = np.searchsorted(edges, w_abs).astype(np.int32)
-        dw = w_abs - self.centres[self.labels]
-        dw = dw if vmask is None else dw[vmask]
         self._vmask = vmask
-        if dw_range is None:
-            dw_range = (float(dw.min()) if dw.size else 0.0, float(dw.max()) if dw.size else 0.0)
-        self.dw_range = (float(dw_range[0]), float(dw_range[1]))
+        self.dw_range = geo.dw_range
         self.tables_source = "given"
         if tables is None:
             # on-disk cache keyed by every parameter (radimg/ops/kernel_cache.py): a rerun
@@ -309,7 +290,7 @@ class WProjectOperator:
                 lambda **p: wpk.build_wkernel_tables(**p, nthreads=nthreads),
                 npix_x=self.npix_x, npix_y=self.npix_y, cell_rad=self.cell, nxp=self.nxp,
                 nyp=self.nyp, dw_min=self.dw_range[0], dw_max=self.dw_range[1],
-                epsilon=_W_SHARE * self.epsilon, W=self.W, beta=self.beta, dtype=self.cdtype)
+                epsilon=W_SHARE * self.epsilon, W=self.W, beta=self.beta, dtype=self.cdtype)
         self.tables = tables
         order = np.argsort(self.labels, kind="stable")
         if vmask is not None:

@@ -158,12 +158,12 @@ def wproject_supports(w_abs, wk, npix_x, npix_y, cell_rad, epsilon, oversampling
     sel = dw if valid is None else dw[np.asarray(valid, dtype=bool).ravel()]
     dw_range = (float(sel.min()), float(sel.max())) if sel.size else (0.0, 0.0)
     # An operator with no samples builds exactly the tables the real one would.
-    geo = WProjectOperator(
-        np.zeros((0, 3)), [wpk.C_LIGHT], npix_x, npix_y, cell_rad, epsilon=epsilon,
-        oversampling=oversampling, precision=precision,
-        centres=np.unique(wk) if wk.size else np.zeros(1), dw_range=dw_range, tables=tables,
-    )
-    t = geo.tables
+    from radimg.ops.geometry import Field, wproject_geometry
+
+    geo = wproject_geometry(Field.of(npix_x, npix_y, cell_rad), epsilon, precision=precision,
+                            oversampling=oversampling,
+                            centres=np.unique(wk) if wk.size else np.zeros(1), dw_range=dw_range)
+    t = WProjectOperator(np.zeros((0, 3)), [wpk.C_LIGHT], geo, tables=tables).tables
     uvw = np.zeros((w_abs.size, 3))
     uvw[:, 2] = w_abs  # with freq = c, w in wavelengths is the uvw value itself
     sx, sy = wpk.sample_supports(uvw, [wpk.C_LIGHT], np.arange(w_abs.size), wk, t)

@@ -61,11 +61,9 @@ class GpuDistributedOperator(ResidentOperator, DistributedOperator):
         launch = {k: v for k, v in (("block", block), ("max_shared", max_shared))
                   if v is not None}
         if self.mode == "wstack-wproject":
-            dev = GpuWProjectOperator(None, None, None, None, None, cpu=self.op, **launch)
+            dev = GpuWProjectOperator(None, None, self.geometry, cpu=self.op, **launch)
         else:
-            # the serial operator holds the anchor rows after this rank's rows: left out
-            dev = GpuWideFieldOperator(None, None, None, None, None, cpu=self.op,
-                                       nrow=self.nrow, **launch)
+            dev = GpuWideFieldOperator(None, None, self.geometry, cpu=self.op, **launch)
         self.dev = dev
         self.transfers = dev.transfers  # one set of counters for the set-up and every call
         self.setup_h2d_bytes = dev.setup_h2d_bytes

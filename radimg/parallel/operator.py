@@ -39,12 +39,11 @@ are at least the largest kernel support + 2 cells (w-projection supports are wid
 ES kernel's), so a footprint, with a one-cell guard against rounding, meets at most 2 x 2
 tiles; ``M_jk`` is marked from each sample's footprint (``sample_footprints``).
 
-Global geometry (``none``/``wstack``): the serial operator derives its w-planes from the ``|w|`` range of the
-samples it is given. Every rank must use the same planes, so the global ``|w|`` range is
-agreed with Allreduce and two extra "anchor" rows carrying exactly the global minimum and
-maximum ``|w|`` (each unmasked in one channel only) are appended to the local uvw before the
-serial operator is built. The anchors never enter a layout used for gridding, so they
-contribute nothing. ``oversampling="auto"`` is resolved once with the global sample count.
+Global geometry: the image (:class:`radimg.ops.geometry.Field`) and the operator geometry
+(:class:`radimg.ops.geometry.Geometry`) are resolved once, here, from global values (the
+``|w|`` range and sample count reduced over the ranks for ``none``/``wstack``; the stacks of
+all ranks' samples for ``wstack-wproject``), and the serial operator of every rank is built
+on that one object, so no rank's own samples can change it.
 
 Messages: counts and displacements are int64 internally; a message whose byte counts or
 displacements exceed ``max_message_bytes`` (default ``2**31 - 1``) is split into rounds of
@@ -60,6 +59,7 @@ from radimg.constants import C_LIGHT
 from radimg.kernels import gridder as _g
 from radimg.kernels._jit import JIT_OPTIONS
 from radimg.ops.choose import subsample_slice
+from radimg.ops.geometry import Field
 from radimg.parallel.mpi import Collectives, allreduce_array, comm_rank_size
 from radimg.parallel.redistribute import (
     MAX_MESSAGE_BYTES,
@@ -119,19 +119,6 @@ class ExchangeRound:
         self.recv_plan = []
         self.send = np.zeros(size, dtype=np.int64)
         self.recv = np.zeros(size, dtype=np.int64)
-
-
-def _anchor_w(target, f, below):
-    """w (metres) whose ``abs(w) * (f / C)`` is <= target (below) or >= target, to the ulp."""
-    fs = np.array([f / C_LIGHT])
-    w = target / fs[0] if fs[0] > 0 else 0.0
-    for _ in range(64):
-        val = (np.abs(np.array([w])) * fs)[0]
-        if (val <= target) if below else (val >= target):
-            return float(w)
-        w = np.nextafter(w, -np.inf if below else np.inf)
-        w = max(w, 0.0)
-    return float(w)
 
 
 class DistributedOperator:
@@ -220,7 +207,9 @@ class DistributedOperator:
         if weight_mask is not None:
             valid &= np.asarray(weight_mask) != 0
         self.freq = freq
-        self.npix_x, self.npix_y = int(npix_x), int(npix_y)
+        # the image, resolved once; the operator geometry follows from it in the set-up
+        self.field = Field.of(npix_x, npix_y, cell_rad)
+        self.npix_x, self.npix_y = self.field.npix_x, self.field.npix_y
         self._balance = balance
         kw = dict(
             epsilon=epsilon,
@@ -232,9 +221,9 @@ class DistributedOperator:
             tile=tile,
         )
         if mode == "wstack-wproject":
-            touched = self._setup_wproject(uvw, freq, weight, valid, cell_rad, **kw)
+            touched = self._setup_wproject(uvw, freq, weight, valid, **kw)
         else:
-            touched = self._setup_wstack(uvw, freq, weight, valid, cell_rad, **kw)
+            touched = self._setup_wstack(uvw, freq, weight, valid, **kw)
         self._setup_exchange(touched)
         self._setup_fft()
 
@@ -265,104 +254,51 @@ class DistributedOperator:
         self.nrow, self.nchan = self.uvw.shape[0], self.freq.size
         self.nsamples = int(self.valid.sum())
 
-    def _setup_wstack(self, uvw, freq, weight, valid, cell_rad, *, epsilon, nstacks,
-                      oversampling, nthreads, precision, fft, tile):
-        """Modes ``none`` / ``wstack``: global geometry via anchor rows, equal per-sample load,
-        rows keyed by (first w-plane, gridder tile). Returns the touched tiles per plane."""
+    def _setup_wstack(self, uvw, freq, weight, valid, *, epsilon, nstacks, oversampling,
+                      nthreads, precision, fft, tile):
+        """Modes ``none`` / ``wstack``: the geometry resolved once from global values, equal
+        per-sample load, rows keyed by (first w-plane, gridder tile). Returns the touched
+        tiles per plane."""
+        from radimg.ops.geometry import resolve_geometry, samples_w_range
         from radimg.ops.operator import WideFieldOperator
 
         comm, mode = self.comm, self.mode
-        nchan = freq.size
-        cx, cy = (cell_rad, cell_rad) if np.ndim(cell_rad) == 0 else cell_rad
 
         # ---- global |w| range and sample count (all ranks agree) ---------------------
-        absw = np.abs(uvw[:, 2])[:, None] * (freq / C_LIGHT)[None, :]
-        sel = absw[valid]
-        mm = np.array([sel.min() if sel.size else np.inf, -(sel.max() if sel.size else -np.inf)])
+        n_loc, wmin_loc, wmax_loc = samples_w_range(uvw, freq, valid)
+        mm = np.array([wmin_loc if n_loc else np.inf, -(wmax_loc if n_loc else -np.inf)])
         allreduce_array(comm, mm, "min")
-        nsel = int(allreduce_array(comm, np.array([int(valid.sum())], np.int64), "sum")[0])
+        nsel = int(allreduce_array(comm, np.array([n_loc], np.int64), "sum")[0])
         wmin, wmax = (float(mm[0]), float(-mm[1])) if nsel else (0.0, 0.0)
-        oversampling_w = None
-        if oversampling == "auto":
-            # The serial cost model, fed global values so every rank picks the same geometry.
-            from radimg.ops.operator import resolve_oversampling
-
-            oversampling, oversampling_w = resolve_oversampling(
-                self.npix_x,
-                self.npix_y,
-                float(cx),
-                float(cy),
-                float(epsilon),
-                mode,
-                nsel,
-                wmin,
-                wmax,
-                precision=precision,
-            )
-        self.oversampling = float(oversampling)
-        ch_lo, ch_hi = int(np.argmin(freq)), int(np.argmax(freq))
-        anchors = np.zeros((2, 3))
-        anchors[0, 2] = _anchor_w(wmin, freq[ch_lo], below=True)
-        anchors[1, 2] = _anchor_w(wmax, freq[ch_hi], below=False)
-        amask = np.zeros((2, nchan), dtype=bool)
-        amask[0, ch_lo] = amask[1, ch_hi] = True
-        self._anchors, self._amask = anchors, amask
-        self._extra_rows = 2  # the anchors ride along at the end of every (row, chan) array
-        self._opkw = dict(
-            epsilon=epsilon,
-            mode=mode,
-            nstacks=nstacks,
-            oversampling=self.oversampling,
-            nthreads=nthreads,
-            precision=precision,
-            fft=fft,
-            tile=tile,
-        )
-        if oversampling_w is not None:
-            self._opkw["oversampling_w"] = float(oversampling_w)
-        self._Op = WideFieldOperator
-
-        # Geometry-only operator (anchors alone) gives the global spec for the row keys.
-        geo = WideFieldOperator(
-            anchors, freq, self.npix_x, self.npix_y, cell_rad, weight_mask=amask,
-            **{**self._opkw, "fft": "scipy"},  # geometry only: no FFT plans
-        )
-        spec = geo.spec
-        self.spec = spec
+        # the serial cost model fed global values, so every rank resolves the same geometry
+        geo = resolve_geometry(self.field, float(epsilon), mode, nsel, wmin, wmax,
+                               oversampling=oversampling, precision=precision,
+                               nstacks=nstacks)
+        self.geometry, self.oversampling = geo, geo.oversampling
+        spec = self.spec = geo.grid_spec
         if fft == "auto":
             # one backend for every rank: rank 0 decides, broadcast (radimg.ops.fft.resolve)
             from radimg.ops.fft import resolve
 
-            self._opkw["fft"] = resolve(
-                fft, comm=comm, work=float(spec.nplanes) * spec.nxp * spec.nyp
-            )
+            fft = resolve(fft, comm=comm, work=float(spec.nplanes) * spec.nxp * spec.nyp)
 
         # ---- 4.1: per-row load, ordering keys, balanced cut, Alltoallv ----------------
         per_sample = spec.W * spec.W * spec.Ww
         load = valid.sum(axis=1).astype(np.int64) * per_sample
-        lay0 = geo.layout()
-        ybounds, xbounds = lay0.ybounds, lay0.xbounds
+        ybounds = _g.tile_bounds(spec.nyp, spec.W, tile)
+        xbounds = _g.tile_bounds(spec.nxp, spec.W, tile)
         nty, ntx = ybounds.size - 1, xbounds.size - 1
         keys = self._row_keys(uvw, freq, valid, spec, ybounds, xbounds)
         self._move_rows(uvw, weight, valid, load, keys, spec.nplanes * nty * ntx)
         self.load = int(self.valid.sum() * per_sample)
 
-        # ---- local serial operator with the global geometry ----------------------------
-        op = WideFieldOperator(
-            np.concatenate([self.uvw, anchors]),
-            freq,
-            self.npix_x,
-            self.npix_y,
-            cell_rad,
-            weight_mask=np.concatenate([self.valid, amask]),
-            plan_fft=False,  # planned once over the ranks (_setup_fft)
-            **self._opkw,
-        )
-        if op.spec != spec:
-            raise RuntimeError("local operator geometry differs from the global one")
+        # ---- local serial operator on the global geometry ------------------------------
+        op = WideFieldOperator(self.uvw, freq, geo, weight_mask=self.valid, nthreads=nthreads,
+                               fft=fft, tile=tile,
+                               plan_fft=False)  # planned once over the ranks (_setup_fft)
         self.op = op
         self.cdtype, self.rdtype = op.cdtype, op.rdtype
-        self._lay = op.layout(np.arange(self.nrow * nchan, dtype=np.int64))
+        self._lay = op.layout()
         self.nplanes = spec.nplanes
         self._grid_shape = (spec.nyp, spec.nxp)
         self.ybounds, self.xbounds = ybounds, xbounds
@@ -373,28 +309,25 @@ class DistributedOperator:
             for p in range(self.nplanes)
         ]
 
-    def _setup_wproject(self, uvw, freq, weight, valid, cell_rad, *, epsilon, nstacks,
-                        oversampling, nthreads, precision, fft, tile):
+    def _setup_wproject(self, uvw, freq, weight, valid, *, epsilon, nstacks, oversampling,
+                        nthreads, precision, fft, tile):
         """Mode ``wstack-wproject`` (paper secs. 4.1-4.2 proper): global k-means stacks and
         kernel tables, per-sample load = the kernel cells each sample touches (measured from
         the tables, ~3x eq. 8), rows keyed by (stack, exchange tile). Returns the touched
         exchange tiles per stack."""
         from radimg.ops.wproject import WProjectOperator
 
-        comm = self.comm
         nchan = freq.size
-        opkw = wproject_stacks(comm, uvw, freq, valid, self.npix_x, self.npix_y, cell_rad,
-                               epsilon=epsilon, nstacks=nstacks, oversampling=oversampling,
-                               nthreads=nthreads, precision=precision, fft=fft)
-        self.oversampling = opkw["oversampling"]
-        centres, tables = opkw["centres"], opkw["tables"]
-        self._extra_rows = 0
+        geo, tables, fft = wproject_stacks(self.comm, uvw, freq, valid, self.field,
+                                           epsilon=epsilon, nstacks=nstacks,
+                                           oversampling=oversampling, nthreads=nthreads,
+                                           precision=precision, fft=fft)
+        self.geometry, self.oversampling = geo, geo.oversampling
+        opkw = dict(nthreads=nthreads, fft=fft, tables=tables)
 
         # ---- 4.1: real per-sample load, (stack, tile) keys, balanced cut, Alltoallv ----
-        op0 = WProjectOperator(
-            uvw, freq, self.npix_x, self.npix_y, cell_rad, weight_mask=valid, **opkw
-        )
-        nyp, nxp = op0.nyp, op0.nxp
+        op0 = WProjectOperator(uvw, freq, geo, weight_mask=valid, **opkw)
+        nyp, nxp = geo.nyp, geo.nxp
         smax = int(np.ceil(2.0 * max(tables.hs_x.max(), tables.hs_y.max()))) + 1
         # Exchange tiles at least the largest footprint plus a one-cell guard on each side,
         # so a footprint touches at most 2 x 2 of them.
@@ -420,12 +353,10 @@ class DistributedOperator:
         dest = None
         if self._balance == "naive":  # measurement only: stack k's rows on rank k mod n
             dest = (keys // (nty * ntx)) % self.size
-        self._move_rows(uvw, weight, valid, load, keys, centres.size * nty * ntx, dest)
+        self._move_rows(uvw, weight, valid, load, keys, geo.nstacks * nty * ntx, dest)
 
         # ---- local serial operator on the rows this rank now holds --------------------
-        op = WProjectOperator(
-            self.uvw, freq, self.npix_x, self.npix_y, cell_rad, weight_mask=self.valid, **opkw
-        )
+        op = WProjectOperator(self.uvw, freq, geo, weight_mask=self.valid, **opkw)
         self.op = op
         self.spec = None
         self.centres = op.centres
@@ -704,15 +635,12 @@ class DistributedOperator:
             out.append((yy * nxp + xx).ravel())
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
-    def _pad_rows(self, a, dtype):
+    def _rows_array(self, a, dtype):
+        """A (row, chan) array of this rank's rows, contiguous in ``dtype``."""
         a = np.asarray(a)
         if a.shape != (self.nrow, self.nchan):
             raise ValueError(f"expected (row, chan) = {(self.nrow, self.nchan)}, got {a.shape}")
-        if self._extra_rows == 0:
-            return np.ascontiguousarray(a, dtype=dtype)
-        out = np.zeros((self.nrow + self._extra_rows, self.nchan), dtype=dtype)
-        out[: self.nrow] = a
-        return out
+        return np.ascontiguousarray(a, dtype=dtype)
 
     def _alltoallv(self, sendbuf, scounts, rbuf, rcounts):
         """Alltoallv of ``cdtype`` elements, contiguous per rank; split above the limit."""
@@ -776,7 +704,7 @@ class DistributedOperator:
         self.n_dot += 1
         send_buf = np.empty(self._buf_cells[0], dtype=self.cdtype)
         recv_buf = np.empty(self._buf_cells[1], dtype=self.cdtype)
-        vis = np.zeros((self.nrow + self._extra_rows, self.nchan), dtype=self.cdtype)
+        vis = np.zeros((self.nrow, self.nchan), dtype=self.cdtype)
         ctx = self._degrid_begin()
         if self.my_planes:  # S_p's amplitude once, not per plane
             if self.mode == "wstack-wproject":
@@ -799,15 +727,15 @@ class DistributedOperator:
                 self._degrid(ctx, self._scratch, p, vis)
         del send_buf, recv_buf
         self._degrid_end(ctx, vis)
-        return vis[: self.nrow]
+        return vis
 
     def hdot(self, vis, weight=None):
         """Adjoint: vis (row, chan) of this rank's rows (times ``weight``) -> image
         (npix_y, npix_x), identical on every rank. Eq. 10; one Alltoallv + one Allreduce."""
-        v = self._pad_rows(vis, self.cdtype)
+        v = self._rows_array(vis, self.cdtype)
         self.n_hdot += 1
         wdt = self.rdtype if self.mode == "wstack-wproject" else None
-        w = None if weight is None else self._pad_rows(weight, wdt or np.asarray(weight).dtype)
+        w = None if weight is None else self._rows_array(weight, wdt or np.asarray(weight).dtype)
         send_buf = np.empty(self._buf_cells[1], dtype=self.cdtype)
         recv_buf = np.empty(self._buf_cells[0], dtype=self.cdtype)
         ctx = self._grid_begin(v, w)
@@ -964,66 +892,56 @@ def tile_of(j, bounds):
     return np.searchsorted(bounds, j, side="right") - 1
 
 
-def wproject_stacks(comm, uvw, freq, valid, npix_x, npix_y, cell_rad, *, epsilon, nstacks,
-                    oversampling, nthreads=1, precision="double", fft="auto"):
-    """Global w-stacks of mode ``wstack-wproject`` (paper sec. 4.1) from this rank's samples.
+def wproject_stacks(comm, uvw, freq, valid, field, *, epsilon, nstacks, oversampling,
+                    nthreads=1, precision="double", fft="auto"):
+    """The global geometry of mode ``wstack-wproject`` (paper sec. 4.1) from this rank's
+    samples: ``(geometry, tables, fft)``.
 
-    Collective. Returns the :class:`radimg.ops.wproject.WProjectOperator` keyword arguments
-    (``centres``, ``dw_range``, ``tables`` and the rest) that give every rank the same stacks
-    and bitwise the same kernel tables, so images do not depend on how rows are dealt to
-    ranks beyond summation order. ``valid`` : ndarray (row, chan) bool, the samples that count.
-    Used by :class:`DistributedOperator` and the GPU operator (radimg/gpu/operator.py).
+    Collective. ``geometry`` (:class:`radimg.ops.geometry.Geometry`) carries the k-means
+    stacks of all ranks' samples and the residual range reduced over the ranks, ``tables``
+    the kernel tables built once on rank 0 and broadcast, ``fft`` the FFT backend agreed
+    over the ranks: every rank grids with the same stacks and bitwise the same kernels, so
+    images do not depend on how rows are dealt to ranks beyond summation order.
+    ``valid`` : ndarray (row, chan) bool, the samples that count. Used by
+    :class:`DistributedOperator` and the GPU operator (radimg/parallel/gpu_operator.py).
     """
+    from radimg.ops.geometry import wproject_geometry
     from radimg.ops.wproject import WProjectOperator, choose_nstacks, stack_centres
 
     rank, size = comm_rank_size(comm)
-    if oversampling == "auto":
-        oversampling = 2.0  # as WProjectOperator: its cost model trades stacks, not padding
-    oversampling = float(oversampling)
-    cell = float(np.atleast_1d(cell_rad)[0])
     # |w| exactly as WProjectOperator computes it (bitwise the same k-means input)
     w_abs = np.abs(uvw[:, 2:3] * freq[None, :] / C_LIGHT)[valid]
+    n_all = int(allreduce_array(comm, np.array([w_abs.size], np.int64), "sum")[0])
+    geo = wproject_geometry(field, float(epsilon), precision=precision,
+                            oversampling=oversampling, nsel=n_all)
     if nstacks == "auto":
         # The serial cost model on a global subsample (all samples when few) that is the
         # same at any rank count, decided on rank 0 and broadcast so every rank uses the
         # same K.
         sample, n_all = global_subsample(comm, w_abs, 20000)
-        k = 0
-        if rank == 0:
-            k = choose_nstacks(
-                sample, npix_x, npix_y, cell, float(epsilon), oversampling, n_total=n_all,
-            )
+        k = choose_nstacks(sample, geo, n_total=n_all) if rank == 0 else 0
         nstacks = int(comm.bcast(k, root=0)) if comm is not None and size > 1 else k
     centres = stack_centres(w_abs, int(nstacks), collectives=Collectives.of(comm))
     if fft == "auto":
         # one backend for every rank: rank 0 decides, broadcast (radimg.ops.fft.resolve)
-        from radimg.ops.fft import good_size, resolve
+        from radimg.ops.fft import resolve
 
-        cells = good_size(oversampling * npix_x) * good_size(oversampling * npix_y)
-        fft = resolve(fft, comm=comm, work=float(centres.size) * cells)
+        fft = resolve(fft, comm=comm, work=float(centres.size) * geo.nxp * geo.nyp)
     labels = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), w_abs)
     dw = w_abs - centres[labels]
     mm = np.array([dw.min() if dw.size else np.inf, -(dw.max() if dw.size else -np.inf)])
     allreduce_array(comm, mm, "min")
     dw_range = (float(mm[0]), float(-mm[1])) if np.isfinite(mm[0]) else (0.0, 0.0)
-    opkw = dict(
-        epsilon=epsilon,
-        oversampling=oversampling,
-        nthreads=nthreads,
-        precision=precision,
-        fft=fft,
-        centres=centres,
-        dw_range=dw_range,
-    )
+    geo = geo.with_stacks(centres, dw_range)
     # Kernel tables: built once on rank 0 (an operator with no samples), broadcast, so
     # every rank interpolates with bitwise the same kernels.
     tables = None
     if rank == 0:
-        tables = WProjectOperator(np.zeros((0, 3)), freq, npix_x, npix_y, cell_rad, **opkw).tables
+        tables = WProjectOperator(np.zeros((0, 3)), freq, geo, nthreads=nthreads,
+                                  fft="scipy").tables
     if comm is not None and size > 1:
         tables = comm.bcast(tables, root=0)
-    opkw["tables"] = tables
-    return opkw
+    return geo, tables, fft
 
 
 def global_subsample(comm, x, max_samples):

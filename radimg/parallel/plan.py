@@ -210,13 +210,14 @@ def _operator_stacks(w, nstacks, npix_x, npix_y, cell_rad, eps, oversampling, n_
     """``(nstacks, centres (nstacks,) float64 wavelengths)``: the stacks the
     wstack-wproject operator itself would choose (cost model, k-means, tail splits) from
     the w subsample; its supports come from its real kernel tables."""
+    from radimg.ops.geometry import Field, wproject_geometry
     from radimg.ops.wproject import choose_nstacks, stack_centres
 
     w_abs = np.abs(np.asarray(w, dtype=np.float64))
     if nstacks in (None, "auto"):
-        nstacks = choose_nstacks(
-            w_abs, npix_x, npix_y, cell_rad, eps, oversampling, n_total=n_samples
-        )
+        geo = wproject_geometry(Field.of(npix_x, npix_y, cell_rad), eps,
+                                oversampling=oversampling)
+        nstacks = choose_nstacks(w_abs, geo, n_total=n_samples)
     # k-means on at most _MAX_KMEANS_SAMPLES points (1e6 took ~6 s in the memory check of
     # `radimg run`; the centres move by a small fraction of a stack's width)
     w_fit = w_abs

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from radimg.constants import C_LIGHT
+from radimg.ops.geometry import Field, resolve_geometry, samples_w_range, wproject_geometry
 from radimg.parallel.plan_model import largest_remainder
 
 __all__ = ["operator_exchange", "tables_covering"]
@@ -24,10 +25,9 @@ def tables_covering(w, centres, npix_x, npix_y, cell_rad, epsilon, oversampling,
     dw = wabs - centres[lab]
     lo = float(min(dw.min(), 0.0)) - hw if dw.size else -hw
     hi = float(max(dw.max(), 0.0)) + hw if dw.size else hw
-    return WProjectOperator(
-        np.zeros((0, 3)), [wpk.C_LIGHT], npix_x, npix_y, cell_rad, epsilon=epsilon,
-        oversampling=oversampling, precision=precision, centres=centres, dw_range=(lo, hi),
-    ).tables
+    geo = wproject_geometry(Field.of(npix_x, npix_y, cell_rad), epsilon, precision=precision,
+                            oversampling=oversampling, centres=centres, dw_range=(lo, hi))
+    return WProjectOperator(np.zeros((0, 3)), [wpk.C_LIGHT], geo).tables
 
 
 def _exchange_counts(rank, plane, tile, n_ranks, nplanes, tile_cells, cap_cells=None):
@@ -103,12 +103,16 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
     u, v, w = (np.asarray(a, dtype=np.float64).ravel() for a in (u, v, w))
     uvw = np.stack([u, v, w], axis=1)
     fc = np.array([C_LIGHT])  # freq = c: uvw in wavelengths are the "metres" themselves
+    field = Field.of(npix_x, npix_y, cell_rad)
     if mode == "wstack-wproject":
-        marks = _wproject_marks(uvw, fc, n_ranks, npix_x, npix_y, cell_rad, epsilon,
-                                oversampling, precision, centres, tables, tile)
+        marks = _wproject_marks(uvw, fc, n_ranks, field, epsilon, oversampling, precision,
+                                centres, tables, tile)
     else:
-        marks = _wstack_marks(uvw, fc, n_ranks, mode, npix_x, npix_y, cell_rad, epsilon,
-                              nstacks, oversampling, precision, tile, oversampling_w)
+        nsel, wmin, wmax = samples_w_range(uvw, fc)
+        geo = resolve_geometry(field, epsilon, mode, nsel, wmin, wmax, nstacks=nstacks,
+                               oversampling=oversampling, oversampling_w=oversampling_w,
+                               precision=precision)
+        marks = _wstack_marks(uvw, fc, n_ranks, geo, tile)
     rk, (R, Pl, T), yb, xb, (nyp, nxp), nplanes, out = marks
     ycell, xcell = np.diff(yb), np.diff(xb)
     tile_cells = (ycell[:, None] * xcell[None, :]).ravel().astype(np.int64)
@@ -137,7 +141,7 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
     return out
 
 
-def _wproject_marks(uvw, fc, n_ranks, npix_x, npix_y, cell_rad, epsilon, oversampling,
+def _wproject_marks(uvw, fc, n_ranks, field, epsilon, oversampling,
                     precision, centres, tables, tile):
     """Ranks and tile marks of the ``wstack-wproject`` operator: samples keyed by stack and
     exchange tile of their footprint, each marking the 2 x 2 tiles around it.
@@ -152,11 +156,10 @@ def _wproject_marks(uvw, fc, n_ranks, npix_x, npix_y, cell_rad, epsilon, oversam
     wabs = np.abs(w)
     lab = np.searchsorted(0.5 * (centres[1:] + centres[:-1]), wabs)
     dw = wabs - centres[lab]
-    op = WProjectOperator(
-        uvw, fc, npix_x, npix_y, cell_rad, epsilon=epsilon, oversampling=oversampling,
-        precision=precision, centres=centres, tables=tables,
-        dw_range=(float(dw.min()), float(dw.max())) if dw.size else (0.0, 0.0),
-    )
+    geo = wproject_geometry(field, epsilon, precision=precision, oversampling=oversampling,
+                            centres=centres,
+                            dw_range=(float(dw.min()), float(dw.max())) if dw.size else (0.0, 0.0))
+    op = WProjectOperator(uvw, fc, geo, tables=tables)
     t = op.tables
     nyp, nxp = op.nyp, op.nxp
     smax = int(np.ceil(2.0 * max(t.hs_x.max(), t.hs_y.max()))) + 1
@@ -190,8 +193,7 @@ def _wproject_marks(uvw, fc, n_ranks, npix_x, npix_y, cell_rad, epsilon, oversam
                                                          "tables": t}
 
 
-def _wstack_marks(uvw, fc, n_ranks, mode, npix_x, npix_y, cell_rad, epsilon, nstacks,
-                  oversampling, precision, tile, oversampling_w):
+def _wstack_marks(uvw, fc, n_ranks, geo, tile):
     """Ranks and tile marks of the ``none``/``wstack`` operator: samples keyed by first
     w-plane and gridder tile, each (rank, tile) marking its plane range on that tile and the
     next tile along each axis (:func:`radimg.kernels.gridder.touched_tiles`).
@@ -199,21 +201,13 @@ def _wstack_marks(uvw, fc, n_ranks, mode, npix_x, npix_y, cell_rad, epsilon, nst
     Returns ``(rank (sample,), (ranks, planes, tiles) lists of marks, ybounds, xbounds,
     (nyp, nxp), nplanes, {})``.
     """
-    from radimg.ops.operator import WideFieldOperator
+    from radimg.kernels.gridder import tile_bounds
     from radimg.parallel.operator import sample_keys
 
+
     w = uvw[:, 2]
-    wabs = np.abs(w)
-    anchors = np.zeros((2, 3))
-    anchors[:, 2] = (wabs.min(), wabs.max()) if wabs.size else (0.0, 0.0)
-    geo = WideFieldOperator(
-        anchors, fc, npix_x, npix_y, cell_rad, epsilon=epsilon, mode=mode, nstacks=nstacks,
-        oversampling=oversampling, precision=precision, fft="numpy", tile=tile,
-        oversampling_w=oversampling_w,
-    )
-    spec = geo.spec
-    lay = geo.layout()
-    yb, xb = lay.ybounds, lay.xbounds
+    spec = geo.grid_spec
+    yb, xb = tile_bounds(spec.nyp, spec.W, tile), tile_bounds(spec.nxp, spec.W, tile)
     nty, ntx = yb.size - 1, xb.size - 1
     nyp, nxp, nplanes = spec.nyp, spec.nxp, spec.nplanes
     keys = sample_keys(uvw, np.full(w.size, C_LIGHT), spec, yb, xb)

@@ -7,12 +7,13 @@ item sizes of ``precision``, ``G`` the padded grid's cells, ``P`` the image's pi
 
 - ``samples``: every per-sample array alive then, ``s * B_s + rows * B_r`` for the rank's
   ``s`` samples and ``rows = s / nchan`` rows (:data:`SAMPLE_BYTES`). ``none``/``wstack``:
-  vis, imaging weight, redistributed weight, weight as read (4 x ``c``/``r``), the valid and
-  operator masks (2), two sample layouts (the serial operator's and the distributed one's,
-  int64 index + int32 plane each: 24), and inside ``hdot`` the PSF's ``ones_like(vis)``, the
-  row-padded vis and weight copies (``c + c + r``), ``prepare_samples`` coordinates (24) and
-  values (``c``); per row uvw as read, redistributed and the serial operator's copy with the
-  anchors (3 x 24), ``row_id`` and the destination rank (2 x 8). ``wstack-wproject``: vis,
+  vis (``c``), imaging weight, redistributed weight, weight as read (3 ``r``), the valid and
+  operator masks (2), the serial operator's sample layout (int64 index + int32 plane: 12;
+  the distributed operator uses it as it is), and inside ``hdot`` the PSF's ``ones_like(vis)``
+  (``c``), ``prepare_samples`` coordinates (24) and values (``c``); per row uvw as read and
+  redistributed (2 x 24; the serial operator uses the redistributed array itself since the
+  geometry is handed down whole and no anchor rows are appended), ``row_id`` and the
+  destination rank (2 x 8). ``wstack-wproject``: vis,
   PSF ones (2 ``c``), three weights (3 ``r``), masks (2), stack labels (4), stack index and
   the per-stack tile layout cached by ``grid_samples`` (2 x 8); per row uvw as read and
   redistributed, ``row_id``, destination (64); plus, for the samples of the rank's largest
@@ -85,7 +86,7 @@ __all__ = [
 # Memory model constants (see the module docstring; pinned by tests/test_plan_memory.py).
 # Per-sample bytes are (n_complex, n_real, fixed); per-row bytes are fixed.
 SAMPLE_BYTES = {
-    "wstack": ((4, 4, 2 + 24 + 24), 3 * 24 + 2 * 8),
+    "wstack": ((3, 3, 2 + 12 + 24), 2 * 24 + 2 * 8),
     "wstack-wproject": ((2, 3, 2 + 4 + 2 * 8), 2 * 24 + 2 * 8),
 }
 OWNER_GRIDS = {"wstack": 0, "wstack-wproject": 0}  # extra full grids (c) of an owner's FFTs

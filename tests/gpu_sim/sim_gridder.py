@@ -12,7 +12,7 @@ import pytest
 from radimg.gpu import gridder as gg
 from radimg.gpu._device import simulator_enabled
 from radimg.kernels import gridder as cg
-from radimg.ops.operator import WideFieldOperator
+from radimg.ops.operator import make_operator as make_cpu_operator
 
 pytestmark = pytest.mark.skipif(not simulator_enabled(), reason="needs NUMBA_ENABLE_CUDASIM=1")
 
@@ -38,7 +38,7 @@ def problem():
     vis = rng.normal(size=(nrow, nchan)) + 1j * rng.normal(size=(nrow, nchan))
     wgt = rng.uniform(0.5, 1.5, (nrow, nchan))
     img = rng.normal(size=(NPIX, NPIX))
-    ops = {m: WideFieldOperator(uvw, freq, NPIX, NPIX, CELL, mode=m, epsilon=EPS_ES)
+    ops = {m: make_cpu_operator(uvw, freq, NPIX, NPIX, CELL, mode=m, epsilon=EPS_ES)
            for m in ("none", "wstack")}
     return dict(uvw=uvw, freq=freq, vis=vis, wgt=wgt, img=img, ops=ops, rng=rng)
 
@@ -174,13 +174,12 @@ def wp_problem(problem):
     full |w| <= 100 lambda gives w-kernels about as wide as the grid (half support ~17
     cells), and the simulator's global-atomic path then takes minutes; the kernels' code
     paths (rank >= 2 terms, two stacks, shared tiles split over blocks) are the same."""
-    from radimg.ops.wproject import WProjectOperator
-
     uvw = problem["uvw"] * np.array([1.0, 1.0, 0.25])
     mask = np.ones(problem["vis"].shape, bool)
     mask[3, 1] = False
-    ops = {prec: WProjectOperator(uvw, problem["freq"], NPIX, NPIX, CELL,
-                                  epsilon=1e-4, nstacks=2, precision=prec, weight_mask=mask)
+    ops = {prec: make_cpu_operator(uvw, problem["freq"], NPIX, NPIX, CELL,
+                                   mode="wstack-wproject", epsilon=1e-4, nstacks=2,
+                                   precision=prec, weight_mask=mask)
            for prec in ("single", "double")}
     return dict(problem, uvw=uvw, wp_ops=ops, mask=mask)
 

@@ -59,7 +59,7 @@ def _rel(a, b):
 def setup(request):
     from mpi4py import MPI
 
-    from radimg.ops.wproject import WProjectOperator
+    from radimg.ops.operator import make_operator
     from radimg.parallel.operator import DistributedOperator
 
     comm = MPI.COMM_WORLD
@@ -70,7 +70,8 @@ def setup(request):
     D = DistributedOperator(
         comm, uvw[lo:hi], FREQ, wgt[lo:hi], NPIX, NPIX, cell, mode="wstack-wproject", **kw
     )
-    S = WProjectOperator(uvw, FREQ, NPIX, NPIX, cell, weight_mask=wgt != 0, **kw)
+    S = make_operator(uvw, FREQ, NPIX, NPIX, cell, mode="wstack-wproject", weight_mask=wgt != 0,
+                      **kw)
     return dict(comm=comm, D=D, S=S, uvw=uvw, wgt=wgt, vis=vis, img=img, lo=lo, hi=hi, prec=prec)
 
 

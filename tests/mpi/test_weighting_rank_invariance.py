@@ -75,11 +75,14 @@ def test_wstacks_are_the_same_at_any_rank_count(setup):
     kw = dict(epsilon=1e-5, nstacks="auto", oversampling=2.0)
     valid = wgt != 0
     assert valid.sum() > 20_000  # the cost model subsamples
-    dist = wproject_stacks(comm, uvw[lo:hi], FREQ, valid[lo:hi], NPIX, NPIX, CELL, **kw)
-    serial = wproject_stacks(None, uvw, FREQ, valid, NPIX, NPIX, CELL, **kw)
-    assert dist["centres"].size == serial["centres"].size > 2
-    np.testing.assert_allclose(dist["centres"], serial["centres"], rtol=1e-12, atol=1e-9)
-    allc = comm.allgather(dist["centres"])
+    from radimg.ops.geometry import Field
+
+    field = Field.of(NPIX, NPIX, CELL)
+    dist = wproject_stacks(comm, uvw[lo:hi], FREQ, valid[lo:hi], field, **kw)[0]
+    serial = wproject_stacks(None, uvw, FREQ, valid, field, **kw)[0]
+    assert dist.nstacks == serial.nstacks > 2
+    np.testing.assert_allclose(dist.centres, serial.centres, rtol=1e-12, atol=1e-9)
+    allc = comm.allgather(dist.centres)
     assert all(np.array_equal(c, allc[0]) for c in allc)
 
 
