@@ -928,6 +928,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "largest grid-tile exchange buffer per rank: the w-planes are exchanged in "
             "rounds that fit it (null = one round)",
         ),
+        "channel_groups": int_key(
+            "auto",
+            "cubes: ranks split into this many groups, each imaging its own output channels "
+            "(auto: the largest divisor of the rank count <= image.channels_out; 1 = every "
+            "rank on every channel; joined deconvolution always uses 1)",
+            lo=1, auto=True,
+        ),
     },
     "simulate": {
         "telescope": str_key(

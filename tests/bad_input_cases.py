@@ -949,6 +949,13 @@ case("deconv-resume-joined", "deconv",
                  "deconvolution.algorithm=clean", "--set", "deconvolution.join_channels=true",
                  "--resume"],
      "--resume", "deconvolution.join_channels", "cannot resume")
+case("ms-channel-groups-above-ranks-or-channels", "ms",
+     run_set("image.channels_out=2", "resources.channel_groups=3"),
+     "resources.channel_groups = 3", "image.channels_out")
+case("deconv-channel-groups-with-a-join", "deconv",
+     run_set("image.channels_out=2", "deconvolution.algorithm=clean",
+             "deconvolution.join_channels=true", "resources.channel_groups=2"),
+     "resources.channel_groups = 2", "joined")
 case("deconv-admm-of-stokes-q", "deconv",
      run_set("image.stokes=Q", "deconvolution.algorithm=admm"),
      "deconvolution.algorithm = admm", "x >= 0", "image.stokes")

@@ -1,12 +1,15 @@
 """``radimg plan`` for cubes (``image.channels_out`` > 1 or several ``image.stokes``
 products): one plan per output channel, and the peak per rank over them.
 
-``radimg run`` images a cube's output channels one after another (radimg.pipeline.cube):
-for a dirty cube one operator, built on one output channel's samples, is alive at a time,
-shared by that channel's Stokes products where their flags allow, and one product's moved
-samples at a time. So a rank's peak is the largest single-channel plan
-(:func:`radimg.parallel.plan.plan_from_config` on that channel's columns of the sample)
-plus what the cube keeps for the whole run:
+``radimg run`` images a cube's output channels one after another (radimg.pipeline.cube),
+on all ranks or, with ``resources.channel_groups`` G > 1 (radimg.parallel.groups), on G
+groups of ranks at once, output channel ``c`` on group ``c mod G``: for a dirty cube one
+operator, built on one output channel's samples, is alive at a time on a rank, shared by
+that channel's Stokes products where their flags allow, and one product's moved samples at
+a time. So a rank's peak is the largest plan of its group's channels
+(:func:`radimg.parallel.plan.plan_from_config` on that channel's columns of the sample, for
+the group's ranks; 0 on the ranks of other groups) plus what the cube keeps for the whole
+run:
 
 - the read visibilities and data weights of every product and channel, in read order
   (this rank's share of the rows: rows / ranks),
@@ -53,14 +56,17 @@ def cube_plan(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = None) ->
     dict
         ``products`` (names), ``channels_out``, ``channels`` (one dict per output channel:
         ``chan`` (first, stop) of the selection's axis, ``freq_hz``, ``samples``,
-        ``samples_per_rank``, ``stacks_per_rank`` (the w-stacks/planes each rank owns),
-        ``stack_owner_rank``, ``memory_per_rank_bytes`` (that channel's operator and one
+        ``group`` and ``ranks`` (the ranks imaging it), ``samples_per_rank``,
+        ``stacks_per_rank`` (the w-stacks/planes each rank owns; 0 outside the channel's
+        group), ``stack_owner_rank``, ``memory_per_rank_bytes`` (that channel's operator and one
         product's samples), ``comm_bytes_per_apply``), ``resident_per_rank_bytes`` (the
         read data and the cube's images, held for the whole run), ``peak_per_rank_bytes``
-        (the largest channel plus resident), ``peak_channel`` and ``joined_per_rank_bytes``
-        (every image's samples kept, as a joined deconvolution does).
+        (the largest channel of the rank's group plus resident), ``peak_channel``,
+        ``channel_groups`` and ``joined_per_rank_bytes`` (every image's samples kept, as a
+        joined deconvolution does, which always uses one group).
     """
     from radimg.config import stokes_products
+    from radimg.parallel.groups import group_members, resolve_groups
     from radimg.parallel.plan import plan_from_config
 
     img = cfg["image"]
@@ -76,24 +82,38 @@ def cube_plan(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = None) ->
     npix_y = int(img.get("npix_y") or npix_x)
     single = (cfg.get("gridder") or {}).get("precision", "single") == "single"
     vis_bytes = (8 + 4) if single else (16 + 8)  # vis + data weight per product sample
+    dcfg = cfg.get("deconvolution") or {}
+    joined = dcfg.get("algorithm", "none") != "none" and bool(
+        dcfg.get("join_channels") or dcfg.get("join_polarizations"))
+    ngroups = resolve_groups((cfg.get("resources") or {}).get("channel_groups", "auto"),
+                             n_ranks, nc, joined)
     chans, total_samples = [], 0
     for k in range(nc):
         a, b = k * n // nc, (k + 1) * n // nc
-        p = plan_from_config(cfg, n_ranks, mem_per_rank_bytes, channels=(a, b))
+        members = group_members(n_ranks, ngroups, k % ngroups)
+        p = plan_from_config(cfg, len(members), mem_per_rank_bytes, channels=(a, b))
         bal = p["balanced"]
         total_samples += int(p["n_samples"])
+
+        def world(xs, members=members):  # the group's per-rank figures on all ranks
+            out = [0] * n_ranks
+            for r, x in zip(members, xs, strict=True):
+                out[r] = int(x)
+            return out
+
         chans.append({
             "chan": [a, b],
             "freq_hz": float((freq[a] + freq[b - 1]) / 2),
+            "group": k % ngroups,
+            "ranks": members,
             "samples": int(p["n_samples"]),
-            "samples_per_rank": [int(x) for x in bal["samples_per_rank"]],
-            "stacks_per_rank": [int(x) for x in bal["stacks_per_rank"]],
-            "stack_owner_rank": [int(x) for x in p["stacks"]["owner_rank"]],
+            "samples_per_rank": world(bal["samples_per_rank"]),
+            "stacks_per_rank": world(bal["stacks_per_rank"]),
+            "stack_owner_rank": [members[int(x)] for x in p["stacks"]["owner_rank"]],
             "nstacks": int(p["stacks"]["nstacks"]),
             "mode": p["wterm"]["mode"],
-            "memory_per_rank_bytes": [int(x) for x in bal["memory_per_rank_bytes"]],
-            "sample_memory_per_rank_bytes": [
-                int(x) for x in bal["memory_breakdown"]["samples"]],
+            "memory_per_rank_bytes": world(bal["memory_per_rank_bytes"]),
+            "sample_memory_per_rank_bytes": world(bal["memory_breakdown"]["samples"]),
             "comm_bytes_per_apply": int(bal["comm_bytes_per_apply"]),
         })
     ns = len(products)
@@ -112,6 +132,7 @@ def cube_plan(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = None) ->
         "resident_per_rank_bytes": [int(x) for x in resident],
         "peak_per_rank_bytes": [int(x) for x in peak],
         "peak_channel": int(per_rank.max(axis=1).argmax()),
+        "channel_groups": int(ngroups),
         "joined_per_rank_bytes": [int(x) for x in joined],
     }
 
@@ -123,16 +144,22 @@ def format_cube_plan(cube: dict) -> str:
     def ranks(xs, f=str):
         return " / ".join(f(x) for x in xs)
 
+    groups = cube.get("channel_groups", 1)
+    how = ("imaged one after another" if groups == 1 else
+           f"imaged by {groups} groups of ranks at once, output channel c on group c mod "
+           f"{groups} (resources.channel_groups)")
     lines = [
         f"cube: Stokes {' '.join(cube['products'])}; {cube['channels_out']} output "
-        "channel(s), imaged one after another (one operator per output channel, shared by "
-        "its products where their flags allow)",
-        "  out  MHz        samples     samples per rank       stacks per rank  "
+        f"channel(s), {how} (one operator per output channel, shared by its products where "
+        "their flags allow)",
+        "  out  ranks    MHz        samples     samples per rank       stacks per rank  "
         "memory per rank (operator + 1 product)  traffic per apply  w-term",
     ]
     for k, c in enumerate(cube["channels"]):
+        rk = c.get("ranks") or []
+        rk = f"{rk[0]}-{rk[-1]}" if len(rk) > 1 else (str(rk[0]) if rk else "all")
         lines.append(
-            f"  {k:<4d} {c['freq_hz'] / 1e6:<10.4f} {c['samples']:<11,d} "
+            f"  {k:<4d} {rk:<8} {c['freq_hz'] / 1e6:<10.4f} {c['samples']:<11,d} "
             f"{ranks(c['samples_per_rank'], lambda x: f'{x:,d}'):<22} "
             f"{ranks(c['stacks_per_rank']):<16} "
             f"{ranks(c['memory_per_rank_bytes'], format_bytes):<39} "

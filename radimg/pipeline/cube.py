@@ -22,11 +22,18 @@ MFS model/residual/restored images, and with two or more channels a spectral-ind
 samples and operator) alive for the major cycles. Joined runs write no checkpoint and
 cannot resume (a stop signal ends them as one before deconvolution does).
 
-Output channels are imaged one after another. For a dirty cube one operator (and one
-product's samples) at a time is alive, the previous channel's dropped before the next is
-built, so a rank's peak is that of the largest single image whatever ``channels_out`` is
-(``radimg plan`` shows it per output channel); a joined deconvolution keeps them all
-(above). The last backend gives the product its operator, load-balance and transfer
+Output channels are imaged one after another, by all ranks or, with
+``resources.channel_groups`` G > 1 (``auto``: the largest divisor of the rank count that is
+at most ``channels_out``), by G groups of ranks at once: output channel c on group c mod G
+(radimg.parallel.groups), each group with its own communicator, so every (output channel,
+w-stack) grid has its owner among the channel's group and no rank holds the samples or
+grids of channels outside its group. Each rank's rows as read are first sent to the groups
+(the group's channel columns), the groups image and deconvolve image by image, and the
+cube is assembled on every rank. For a dirty cube one operator (and one product's samples)
+at a time is alive on a rank, the previous channel's dropped before the next is built, so
+a rank's peak is that of the largest single image of its group whatever ``channels_out``
+is (``radimg plan`` shows it per output channel and rank); a joined deconvolution keeps
+them all (above) and uses one group. The last backend gives the product its operator, load-balance and transfer
 figures (the ``/run`` record says which image they belong to). The "samples beyond the uv
 grid" warning is printed once per cube (the counts of every image are in
 ``weighting_json``).
@@ -36,7 +43,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -127,14 +134,91 @@ def mfs(images, weight_sums):
 
 
 def image_cube(job, geom, obs):
-    """PSF and dirty image of every (output channel, product), the MFS images, and the
-    product (collective). Returns the product path on rank 0, None elsewhere."""
+    """PSF and dirty image of every (output channel, product), the MFS images, any
+    deconvolution, and the product (collective). Returns the product path on rank 0, None
+    elsewhere.
+
+    With ``resources.channel_groups`` > 1 (radimg.parallel.groups) each group of ranks
+    images its own output channels, deconvolves them image by image when asked, and the
+    cube is assembled on every rank afterwards; a joined deconvolution needs every image's
+    operator in one place, so it runs with one group.
+    """
     from radimg.deconv.image import fit_beam
     from radimg.pipeline.common import collective_check
-    from radimg.pipeline.images import make_images, wcs_info
+    from radimg.pipeline.images import wcs_info
+    from radimg.pipeline.write import write
+
+    stokes = list(obs.data.stokes)
+    out_ch = obs.meta["output_channels"]
+    nc = len(out_ch)
+    dcfg = job.cfg["deconvolution"]
+    joined = job.deconvolves and bool(dcfg["join_channels"] or dcfg["join_polarizations"])
+    ngroups = channel_groups(job, nc, joined)
+    if ngroups > 1:
+        made, parts, chans = grouped_images(job, geom, obs, ngroups)
+    else:
+        made = image_channels(job, geom, obs)
+        chans = list(range(nc))
+        parts = None
+        if job.deconvolves and not joined:
+            with job.timer.stage("deconvolve"):
+                parts = deconvolve_images(job, geom, made.kept, made.psf, made.dirty, stokes,
+                                          chans)
+    psf, dirty, beams, wsums = made.psf, made.dirty, made.beams, made.wsums
+    dirty_mfs, psf_mfs = mfs(dirty, wsums), mfs(psf, wsums)
+    beam_mfs = collective_check(job.comm, fit_beam, psf_mfs[0], geom.cell_deg)
+    wcs = wcs_info(obs.meta, geom, beam_mfs)
+    # per-channel beams from the first product's PSFs (all products share the uv coverage;
+    # their weights differ only where their correlations' flags or weights do)
+    wcs["cube"] = {
+        "stokes": stokes,
+        "freqs_hz": [oc["freq_hz"] for oc in out_ch],
+        "bandwidths_hz": [oc["bandwidth_hz"] for oc in out_ch],
+        "bmaj_deg": beams[0, :, 0].tolist(),
+        "bmin_deg": beams[0, :, 1].tolist(),
+        "bpa_deg": beams[0, :, 2].tolist(),
+    }
+    images = {"dirty": dirty, "psf": psf, "dirty_mfs": dirty_mfs, "psf_mfs": psf_mfs}
+    deconvolved = None
+    if job.deconvolves:
+        if joined:
+            with job.timer.stage("deconvolve"):
+                deconvolved = deconvolve_cube(job, geom, made.kept, psf, dirty, wsums, beams,
+                                              beam_mfs, [oc["freq_hz"] for oc in out_ch])
+        else:
+            deconvolved = finish_each(job, geom, parts, wsums, beams, beam_mfs)
+        images.update(deconvolved.images)
+        made.kept.clear()
+    wsummary = dict(made.wsummary, per_image=made.per_image,
+                    operator_of=f"{stokes[-1]}, output channel {chans[-1]}",
+                    channel_groups=ngroups)
+    job.signals.defer(True)  # the product is seconds away: finish it rather than lose it
+    return write(job, made.backend, images, wcs, obs.summary, wsummary, deconvolved)
+
+
+@dataclass
+class Channels:
+    """What :func:`image_channels` made: ``psf``, ``dirty`` (stokes, channel, y, x),
+    ``beams`` (stokes, channel, 3), ``wsums`` (stokes, channel), ``per_image`` (the
+    weighting summary of each image), ``wsummary`` (the first image's), ``backend`` (the
+    last image's) and ``kept`` ((p, c) -> backend, with a deconvolution)."""
+
+    psf: np.ndarray
+    dirty: np.ndarray
+    beams: np.ndarray
+    wsums: np.ndarray
+    per_image: list
+    wsummary: dict
+    backend: object
+    kept: dict
+
+
+def image_channels(job, geom, obs):
+    """PSF, beam and dirty image of every (output channel, product) of ``obs``, one after
+    another (collective over ``job.comm``): :class:`Channels`."""
+    from radimg.pipeline.images import make_images
     from radimg.pipeline.operator import make_backend
     from radimg.pipeline.weights import drop_beyond_uv_grid, weigh
-    from radimg.pipeline.write import write
 
     stokes = list(obs.data.stokes)
     out_ch = obs.meta["output_channels"]
@@ -147,7 +231,7 @@ def image_cube(job, geom, obs):
     shared = None  # (output channel, sample mask, backend, product): an operator to share
     warned = False
     for p, c, sub in image_slices(obs):
-        job.log(f"image {stokes[p]}, output channel {c + 1} of {nc} "
+        job.log(f"image {stokes[p]}, output channel {out_ch[c].get('index', c) + 1} "
                 f"({out_ch[c]['freq_hz'] / 1e6:.4f} MHz)")
         backend = None  # the previous image's samples go before the next
         with warnings.catch_warnings():
@@ -168,42 +252,142 @@ def image_cube(job, geom, obs):
         if job.deconvolves:
             kept[p, c] = keep(backend)
         wsums[p, c] = backend.weight_sum
-        per_image.append({"stokes": stokes[p], "channel": c, "weight_sum": wsums[p, c],
+        per_image.append({"stokes": stokes[p], "channel": out_ch[c].get("index", c),
+                          "weight_sum": wsums[p, c],
                           "samples_weighted": summary.get("samples_weighted"),
                           "samples_beyond_uv_grid": summary["samples_beyond_uv_grid"]})
         wsummary = wsummary or summary
-    shared = None
-    dirty_mfs, psf_mfs = mfs(dirty, wsums), mfs(psf, wsums)
-    beam_mfs = collective_check(job.comm, fit_beam, psf_mfs[0], geom.cell_deg)
-    wcs = wcs_info(obs.meta, geom, beam_mfs)
-    # per-channel beams from the first product's PSFs (all products share the uv coverage;
-    # their weights differ only where their correlations' flags or weights do)
-    wcs["cube"] = {
-        "stokes": stokes,
-        "freqs_hz": [oc["freq_hz"] for oc in out_ch],
-        "bandwidths_hz": [oc["bandwidth_hz"] for oc in out_ch],
-        "bmaj_deg": beams[0, :, 0].tolist(),
-        "bmin_deg": beams[0, :, 1].tolist(),
-        "bpa_deg": beams[0, :, 2].tolist(),
-    }
-    images = {"dirty": dirty, "psf": psf, "dirty_mfs": dirty_mfs, "psf_mfs": psf_mfs}
-    deconvolved = None
-    if job.deconvolves:
-        dcfg = job.cfg["deconvolution"]
-        each = not (dcfg["join_channels"] or dcfg["join_polarizations"])
-        with job.timer.stage("deconvolve"):
-            if each:
-                deconvolved = deconvolve_each(job, geom, kept, psf, dirty, wsums, beams,
-                                              beam_mfs, wcs, stokes)
-            else:
-                deconvolved = deconvolve_cube(job, geom, kept, psf, dirty, wsums, beams,
-                                              beam_mfs, [oc["freq_hz"] for oc in out_ch])
-        images.update(deconvolved.images)
-        kept.clear()
-    wsummary = dict(wsummary, per_image=per_image,
-                    operator_of=f"{stokes[-1]}, output channel {nc - 1}")
-    job.signals.defer(True)  # the product is seconds away: finish it rather than lose it
-    return write(job, backend, images, wcs, obs.summary, wsummary, deconvolved)
+    return Channels(psf, dirty, beams, wsums, per_image, wsummary, backend, kept)
+
+
+def channel_groups(job, nchan_out, joined):
+    """The number of rank groups of this cube (``resources.channel_groups``,
+    :func:`radimg.parallel.groups.resolve_groups`)."""
+    from radimg.parallel.groups import resolve_groups
+
+    return resolve_groups(job.cfg["resources"]["channel_groups"], job.comm.size, nchan_out,
+                          joined)
+
+
+def regroup(job, obs, ngroups):
+    """This rank's group: its job (the group's communicator and stop signals; quiet except
+    on group 0), its :class:`Observation` (the group's output channels of every rank's rows,
+    radimg.parallel.groups.move_to_group) and its output channels (collective)."""
+    from radimg.parallel.groups import channels_of, group_of, move_to_group, split
+
+    comm = job.comm
+    data, out_ch = obs.data, obs.meta["output_channels"]
+    multi = data.vis.ndim == 3
+
+    def arrays_of(g):
+        cols = np.concatenate([np.arange(*out_ch[c]["chan"])
+                               for c in channels_of(len(out_ch), ngroups, g)])
+        vis, wgt = data.vis[..., cols], data.weight[..., cols]
+        if multi:  # (pol, row, chan) -> rows first for the move
+            vis, wgt = vis.transpose(1, 0, 2), wgt.transpose(1, 0, 2)
+        return {"uvw": data.uvw, "vis": vis, "weight": wgt}
+
+    moved = move_to_group(comm, ngroups, arrays_of)
+    g = group_of(comm.rank, comm.size, ngroups)
+    chans = channels_of(len(out_ch), ngroups, g)
+    cols = np.concatenate([np.arange(*out_ch[c]["chan"]) for c in chans])
+    vis, wgt = moved["vis"], moved["weight"]
+    if multi:
+        vis = np.ascontiguousarray(vis.transpose(1, 0, 2))
+        wgt = np.ascontiguousarray(wgt.transpose(1, 0, 2))
+    width = data.chan_width
+    sub_data = replace(data, uvw=moved["uvw"], freq=data.freq[cols].copy(), vis=vis,
+                       weight=wgt, chan_width=None if width is None else width[cols].copy())
+    group_ch, start = [], 0
+    for c in chans:
+        n = out_ch[c]["chan"][1] - out_ch[c]["chan"][0]
+        group_ch.append(dict(out_ch[c], chan=(start, start + n), index=c))
+        start += n
+    rows = moved["row"]
+    span = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
+    sub = split(comm, ngroups)
+    signals = copy.copy(job.signals)
+    signals.comm = sub  # stop checks inside a group agree over the group only
+    gjob = replace(job, comm=sub, signals=signals, verbose=job.verbose if g == 0 else 0)
+    gobs = Observation(dict(obs.meta, output_channels=group_ch), sub_data, span, obs.summary)
+    return gjob, gobs, chans
+
+
+def grouped_images(job, geom, obs, ngroups):
+    """The cube's images made by ``ngroups`` groups of ranks at once (collective): each
+    group images (and, with a deconvolution, deconvolves image by image) its own output
+    channels, then every image is put in place on every rank. Returns ``(Channels, parts,
+    chans)``: the whole cube's images and beams (``backend``, ``wsummary`` and ``kept``
+    are this rank's group's), the deconvolution's ``(model, residual, per_image)`` or
+    None, and this rank's group's output channels."""
+    from radimg.parallel.groups import assemble
+
+    comm = job.comm
+    stokes, nc = list(obs.data.stokes), len(obs.meta["output_channels"])
+    job.log(f"{ngroups} groups of ranks image the {nc} output channels "
+            "(resources.channel_groups)")
+    err = made = parts = None
+    try:
+        gjob, gobs, chans = regroup(job, obs, ngroups)
+        obs.data = None  # the rows as read: the group's share replaces them
+        made = image_channels(gjob, geom, gobs)
+        if job.deconvolves:
+            with job.timer.stage("deconvolve"):
+                parts = deconvolve_images(gjob, geom, made.kept, made.psf, made.dirty,
+                                          stokes, chans)
+    except user_errors() as exc:  # raised in one group alike: every group must hear of it
+        err = exc
+    agree_on_error(comm, err)
+    sub = gjob.comm
+    idx = (slice(None), chans)
+    shape = (len(stokes), nc)
+    whole = Channels(
+        psf=assemble(comm, sub, np.zeros(shape + geom.shape), made.psf, idx),
+        dirty=assemble(comm, sub, np.zeros(shape + geom.shape), made.dirty, idx),
+        beams=assemble(comm, sub, np.zeros(shape + (3,)), made.beams, idx),
+        wsums=assemble(comm, sub, np.zeros(shape), made.wsums, idx),
+        per_image=_gathered(comm, sub, made.per_image, stokes),
+        wsummary=comm.bcast(made.wsummary, root=0),
+        backend=made.backend, kept=made.kept,
+    )
+    if parts is not None:
+        model, residual, per_image = parts
+        parts = (assemble(comm, sub, np.zeros(shape + geom.shape), model, idx),
+                 assemble(comm, sub, np.zeros(shape + geom.shape), residual, idx),
+                 _gathered(comm, sub, per_image, stokes))
+    return whole, parts, chans
+
+
+def _gathered(comm, sub, items, stokes):
+    """The lists of every group's first rank, concatenated on every rank in the order of
+    the cube's loop (output channel, then product as in ``stokes``)."""
+    parts = comm.allgather(items if sub.Get_rank() == 0 else [])
+    flat = [x for part in parts for x in part]
+    return sorted(flat, key=lambda x: (x["channel"], stokes.index(x["stokes"])))
+
+
+def user_errors():
+    from radimg.pipeline.common import user_errors as errors
+
+    return errors()
+
+
+def agree_on_error(comm, err):
+    """Collective over all ranks: when a group raised a user error or was stopped by a
+    signal (:class:`radimg.pipeline.common.JobInterrupted`), every rank raises it."""
+    from radimg.parallel.mpi import everywhere
+    from radimg.pipeline.common import JobInterrupted
+
+    token = err
+    if isinstance(err, JobInterrupted):  # its keyword-only fields do not pickle
+        token = ("interrupted", str(err), err.signal_name, err.checkpoint)
+    for t in comm.allgather(token):
+        if t is None:
+            continue
+        if isinstance(t, tuple):
+            raise everywhere(JobInterrupted(t[1], signal_name=t[2], checkpoint=t[3],
+                                            rank=comm.rank))
+        raise everywhere(t)
 
 
 def keep(backend):
@@ -228,19 +412,14 @@ def restore_cube(model, residual, model_mfs, residual_mfs, beams, beam_mfs, cell
     return restored, restored_mfs
 
 
-def deconvolve_each(job, geom, backends, psf, dirty, wsums, beams, beam_mfs, wcs, stokes):
+def deconvolve_images(job, geom, backends, psf, dirty, stokes, chans):
     """Every image of the cube deconvolved on its own (collective): the single-image
     driver (CLEAN or ADMM, radimg.pipeline.deconvolve) through the image's own backend,
-    without checkpoints; restored with the channel's beam; MFS images as the weighted mean.
-
-    Returns
-    -------
-    radimg.pipeline.deconvolve.Deconvolved
-        ``model``, ``residual``, ``restored`` (stokes, channel, y, x) and their ``_mfs``
-        images; ``restored`` and ``restored_mfs`` on rank 0 only.
-    """
+    without checkpoints. ``chans``: the cube's output channel of each channel here.
+    Returns ``(model, residual, per_image)``: (stokes, channel, y, x) images on every rank
+    and each image's deconvolution summary."""
     from radimg.parallel.mpi import bcast_array
-    from radimg.pipeline.deconvolve import Deconvolved, admm, clean
+    from radimg.pipeline.deconvolve import admm, clean
 
     comm = job.comm
     if job.cfg["output"]["checkpoint"]:
@@ -251,22 +430,39 @@ def deconvolve_each(job, geom, backends, psf, dirty, wsums, beams, beam_mfs, wcs
     model, residual = np.zeros_like(dirty), np.zeros_like(dirty)
     per_image = []
     for (p, c), b in sorted(backends.items()):
-        job.log(f"deconvolving {stokes[p]}, output channel {c + 1}")
-        m, r, summary = driver(one, b, geom, psf[p, c], dirty[p, c], wcs, None)
+        job.log(f"deconvolving {stokes[p]}, output channel {chans[c] + 1}")
+        m, r, summary = driver(one, b, geom, psf[p, c], dirty[p, c], None, None)
         model[p, c] = bcast_array(comm, np.ascontiguousarray(m, dtype=np.float64))
         residual[p, c] = r
-        per_image.append(dict(summary, stokes=stokes[p], channel=int(c)))
+        per_image.append(dict(summary, stokes=stokes[p], channel=int(chans[c])))
+    return model, residual, per_image
+
+
+def finish_each(job, geom, parts, wsums, beams, beam_mfs):
+    """The image-by-image deconvolution's products from :func:`deconvolve_images`' ``parts``
+    (the whole cube's): MFS images as the weighted mean, every channel restored with its
+    own beam (rank 0).
+
+    Returns
+    -------
+    radimg.pipeline.deconvolve.Deconvolved
+        ``model``, ``residual``, ``restored`` (stokes, channel, y, x) and their ``_mfs``
+        images; ``restored`` and ``restored_mfs`` on rank 0 only.
+    """
+    from radimg.pipeline.deconvolve import Deconvolved
+
+    model, residual, per_image = parts
     model_mfs, residual_mfs = mfs(model, wsums), mfs(residual, wsums)
     restored = restored_mfs = None
     with job.timer.stage("restore"):
-        if comm.rank == 0:
+        if job.comm.rank == 0:
             restored, restored_mfs = restore_cube(model, residual, model_mfs, residual_mfs,
                                                   beams, beam_mfs, geom.cell_deg)
     images = {"model": model, "residual": residual, "restored": restored,
               "model_mfs": model_mfs, "residual_mfs": residual_mfs,
               "restored_mfs": restored_mfs}
     summary = {
-        "algorithm": cfg["deconvolution"]["algorithm"],
+        "algorithm": job.cfg["deconvolution"]["algorithm"],
         "joined": None,
         "per_image": per_image,
         "major_cycles": int(sum(s.get("major_cycles", 0) for s in per_image)),
