@@ -10,7 +10,10 @@ Tables:
   Gaussian uvw, |w| <= 600 lambda, input SNR 30 dB, the galaxy of scripts/make_galaxy.py) at
   1 and 3 ranks (``mpiexec -n R radimg run``), scored by scripts/paper_snr.py: ADMM's model
   against the true image (the paper's metric), CLEAN's restored image against the true image
-  convolved with the restoring beam (both figures are printed for both).
+  convolved with the restoring beam (both figures are printed for both). ``--truth smooth``:
+  the same with the galaxy band-limited to the uv coverage (make_galaxy.py
+  ``--smooth-uv-sigma-lambda`` at the coverage's sigma; its own simulated MS and products,
+  suffixed ``_smooth``); ``--snr-ranks`` and ``--algorithms`` choose the runs.
 - ``load``: at 2, 4, 8 and 16 ranks (oversubscribed: work is counted, not timed), the
   operator's own w-stacks (``--nstacks ranks``: one per rank, the paper's set-up), on the
   same paper-like w distribution, ``mpiexec -n R radimg run`` (no deconvolution) twice: balanced (as shipped)
@@ -41,25 +44,44 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAPER_CELL_NPIX = 90.0 * 1024  # arcsec x pixels: the paper's 25.6 deg field
 
 
-def paper_sets(npix, rows, out):
-    """--set arguments for the paper configs at ``npix`` over the paper's field."""
+def paper_sets(npix, rows, out, truth="galaxy"):
+    """--set arguments for the paper configs at ``npix`` over the paper's field, with the
+    true image of kind ``truth`` (its own simulated MS)."""
     cell = PAPER_CELL_NPIX / npix
     umax = 1.0 / (2 * cell / 206264.80624709636)  # 1/(2 cell): the paper's pi radians
     return [
         f"image.npix={npix}", f"image.cell_arcsec={cell:g}",
         f"simulate.uv_sigma_lambda={umax / 3:.6g}", f"simulate.uv_max_lambda={0.999 * umax:.6g}",
-        f"simulate.gaussian_rows={rows}", f"simulate.sky_image={out}/galaxy_{npix}.fits",
-        f"input.ms={out}/paper_{npix}_{rows}.ms",
+        f"simulate.gaussian_rows={rows}",
+        f"simulate.sky_image={out}/galaxy_{npix}{truth_tag(truth)}.fits",
+        f"input.ms={out}/paper_{npix}_{rows}{truth_tag(truth)}.ms",
     ]
 
 
-def ensure_galaxy(npix, out):
-    path = pathlib.Path(out) / f"galaxy_{npix}.fits"
+def uv_sigma_lambda(npix):
+    """The paper configs' Gaussian uv sigma at ``npix``: a third of 1/(2 cell)."""
+    cell = PAPER_CELL_NPIX / npix
+    return 1.0 / (2 * cell / 206264.80624709636) / 3
+
+
+def truth_tag(truth):
+    """File-name suffix of a truth kind: '' for the galaxy as drawn, '_smooth' for the
+    band-limited one."""
+    return "" if truth == "galaxy" else f"_{truth}"
+
+
+def ensure_galaxy(npix, out, truth="galaxy"):
+    """The true image (scripts/make_galaxy.py) for ``truth``: ``galaxy`` (as drawn) or
+    ``smooth`` (its spectrum times the uv coverage's Gaussian, ``--smooth-uv-sigma-lambda``
+    = :func:`uv_sigma_lambda`)."""
+    path = pathlib.Path(out) / f"galaxy_{npix}{truth_tag(truth)}.fits"
     if not path.exists():
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_galaxy.py"), "--npix",
-                        str(npix), "--cell-arcsec", f"{PAPER_CELL_NPIX / npix:g}", "--ra",
-                        "10.68", "--dec", "41.27", "--flux-jy", "100", "--out", str(path)],
-                       check=True)
+        cmd = [sys.executable, str(ROOT / "scripts" / "make_galaxy.py"), "--npix",
+               str(npix), "--cell-arcsec", f"{PAPER_CELL_NPIX / npix:g}", "--ra",
+               "10.68", "--dec", "41.27", "--flux-jy", "100", "--out", str(path)]
+        if truth == "smooth":
+            cmd += ["--smooth-uv-sigma-lambda", f"{uv_sigma_lambda(npix):.6g}"]
+        subprocess.run(cmd, check=True)
     return path
 
 
@@ -77,17 +99,18 @@ def snr_table(a, sets, truth):
     from paper_snr import product_snr
 
     rows = []
-    for alg in ("admm", "clean"):
-        for ranks in (1, 3):
-            prod = f"{a.out}/{alg}_{a.npix}_r{ranks}.h5"
+    tag = truth_tag(a.truth)
+    for alg in a.algorithms:
+        for ranks in a.snr_ranks:
+            prod = f"{a.out}/{alg}_{a.npix}{tag}_r{ranks}.h5"
             extra = [f"output.path={prod}"]
             if alg == "admm":
                 extra.append(f"deconvolution.niter={a.niter}")
             radimg_run(ranks, ROOT / "configs" / f"paper_{alg}.yaml", sets + extra,
-                       f"{a.out}/{alg}_{a.npix}_r{ranks}.log")
+                       f"{a.out}/{alg}_{a.npix}{tag}_r{ranks}.log")
             r = product_snr(prod, truth)
-            rows.append({"algorithm": alg, "n_ranks": ranks, **r})
-            print(f"{alg:5s} {ranks} ranks: model {r['model_snr_db']:6.2f} dB, restored "
+            rows.append({"algorithm": alg, "n_ranks": ranks, "truth_kind": a.truth, **r})
+            print(f"{alg:5s} {ranks} ranks ({a.truth}): model {r['model_snr_db']:6.2f} dB, restored "
                   f"{r['restored_snr_db']:6.2f} dB, {r['deconvolution']}", flush=True)
     return rows
 
@@ -277,22 +300,31 @@ def main(argv=None):
     ap.add_argument("--nstacks", default="auto",
                     help="load table: wterm.nstacks (auto, an integer, or 'ranks': one per rank)")
     ap.add_argument("--tables", default="snr,load,memory")
+    ap.add_argument("--truth", choices=("galaxy", "smooth"), default="galaxy",
+                    help="snr table: the galaxy as drawn, or band-limited to the uv coverage "
+                         "(make_galaxy.py --smooth-uv-sigma-lambda at the coverage's sigma)")
+    ap.add_argument("--snr-ranks", default="1,3", help="rank counts of the snr table")
+    ap.add_argument("--algorithms", default="admm,clean", help="snr table: admm, clean or both")
     ap.add_argument("--out", default="out/paper")
     ap.add_argument("--set", action="append", default=[], dest="extra",
                     help="extra radimg --set for every run (e.g. wterm.epsilon=1e-4)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     a.ranks = [int(x) for x in a.ranks.split(",")]
+    a.snr_ranks = [int(x) for x in a.snr_ranks.split(",")]
+    a.algorithms = [x for x in a.algorithms.split(",") if x]
+    if not set(a.algorithms) <= {"admm", "clean"}:
+        ap.error("--algorithms takes admm, clean or admm,clean")
     tables = set(a.tables.split(","))
     os.makedirs(a.out, exist_ok=True)
     a.out = os.path.abspath(a.out)
-    truth = ensure_galaxy(a.npix, a.out)
-    sets = paper_sets(a.npix, a.rows, a.out) + a.extra
-    res = {"npix": a.npix, "rows": a.rows, "sets": sets}
+    truth = ensure_galaxy(a.npix, a.out, a.truth)
+    sets = paper_sets(a.npix, a.rows, a.out, a.truth) + a.extra
+    res = {"npix": a.npix, "rows": a.rows, "truth": a.truth, "sets": sets}
     if "snr" in tables:
         res["snr"] = snr_table(a, sets, truth)
     if "load" in tables:
-        if "snr" not in tables and not pathlib.Path(f"{a.out}/paper_{a.npix}_{a.rows}.ms").exists():
+        if "snr" not in tables and not pathlib.Path(f"{a.out}/paper_{a.npix}_{a.rows}{truth_tag(a.truth)}.ms").exists():
             radimg_run(1, ROOT / "configs" / "paper_admm.yaml",
                        sets + ["deconvolution.algorithm=none",
                                f"output.path={a.out}/sim_{a.npix}.h5"], f"{a.out}/sim.log")
