@@ -201,6 +201,7 @@ def test_plan_fields_and_memory_check():
             "stack_grids",
             "images",
             "kernels",
+            "code",
         }
         assert sch["comm_bytes_per_apply"] >= 0
     assert sum(p["balanced"]["load_per_rank"]) == sum(p["naive"]["load_per_rank"])

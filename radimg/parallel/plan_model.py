@@ -32,7 +32,7 @@ import numpy as np
 from radimg.constants import ARCSEC
 from radimg.parallel.balance import field_lmax, sample_support
 from radimg.parallel.kmeans import kmeans_w
-from radimg.parallel.plan_memory import fits_memory, memory_terms
+from radimg.parallel.plan_memory import CODE_BYTES, fits_memory, memory_terms, peak_bytes
 
 __all__ = [
     "plan",
@@ -617,7 +617,8 @@ def _scheme(samples_rk, load_rk, naive, ctx):
         small=ctx.small, dot=ctx.dot, buffer_cells=buffer_cells,
         deconvolution=ctx.deconvolution,
     )
-    mem = sum(breakdown.values())
+    breakdown["code"] = np.full(n_ranks, CODE_BYTES, np.int64)
+    mem = peak_bytes(breakdown)
     allreduce = 2 * (n_ranks - 1) * (npix2 * (ctx.cbytes // 2)) if n_ranks > 1 else 0
     mean = load.mean() if n_ranks else 0.0
     return {
