@@ -52,7 +52,9 @@ def run(ranks, alg, a, ms, out):
                  f"deconvolution.admm_tol={a.tol}"]
     else:
         sets += ["deconvolution.niter=100000"]
-    cmd = ["mpiexec", "-n", str(ranks), "radimg", "run"]
+    cfg = out / "mwa.yaml"  # every key is set below; the file only names the MS
+    cfg.write_text(f"input: {{ms: {ms}}}\n")
+    cmd = ["mpiexec", "-n", str(ranks), "radimg", "run", str(cfg)]
     for s in sets:
         cmd += ["--set", s]
     print("$", " ".join(cmd), flush=True)
