@@ -28,6 +28,7 @@ from radimg.parallel.plan_memory import (
     SAMPLE_BYTES,
     fits_memory,
     memory_terms,
+    peak_bytes,
     resample_bytes,
 )
 from radimg.parallel.plan_model import (
@@ -50,6 +51,7 @@ __all__ = [
     "configured_exchange_buffer",
     "fits_memory",
     "memory_terms",
+    "peak_bytes",
     "resample_bytes",
     "operator_exchange",
     "j_min_from_epsilon",

@@ -83,6 +83,7 @@ __all__ = [
     "LAYOUT_TRANSIENT_BYTES",
     "FINE_IMAGES",
     "FINE_IMAGE_BYTES",
+    "FINE_IMAGE_BYTES_KEPT",
     "CLEAN_IMAGES",
     "ADMM_IMAGES",
     "deconvolution_bytes",
@@ -111,6 +112,10 @@ FINE_IMAGES = 3
 #: single precision (the float64 copy is then divided in place), a third float64 image in
 #: double (the operator's own float64 image is never divided in place).
 FINE_IMAGE_BYTES = {"single": 8 + 8 + 4, "double": 8 + 8 + 8}
+#: The same without a deconvolution, with small inversion (the images are only written):
+#: single precision keeps the PSF and the dirty image float32, divided in place
+#: (radimg.pipeline.operator.per_weight's ``keep_single``).
+FINE_IMAGE_BYTES_KEPT = {"single": 4 + 4, "double": 8 + 8 + 8}
 
 
 def _mkey(mode):
@@ -175,8 +180,11 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
     if small is not None:
         out["images"] = np.full(n, (IMAGE_ARRAYS[m] - FINE_IMAGES) * int(image_pixels) * 8,
                                 np.int64)
-        out["resample"] = np.full(n, resample_bytes(small, precision), np.int64)
+        psf_b, rest_b = resample_bytes(small, precision, keep=not dot, split=True)
+        out["requested_psf"] = np.full(n, psf_b, np.int64)
+        out["resample"] = np.full(n, rest_b, np.int64)
         if not dot:  # dirty image and PSF only: rank 0 alone makes the requested images
+            out["requested_psf"][1:] = 0
             out["resample"][1:] = 0
     if deconvolution:
         out["deconvolution"] = deconvolution_bytes(deconvolution, s, precision)
@@ -224,7 +232,7 @@ def deconvolution_bytes(deconvolution, samples, precision):
     return out.astype(np.int64)
 
 
-def resample_bytes(g, precision):
+def resample_bytes(g, precision, keep=False, split=False):
     """Bytes of the requested images the pipeline holds around a small-inversion operator:
     :data:`FINE_IMAGE_BYTES` per requested pixel (the PSF, and while the dirty image is made
     the operator's image and its float64 copy, divided in place). The peak of one
@@ -232,8 +240,19 @@ def resample_bytes(g, precision):
     over the fine period and its inverse transform, ``npix_y * nf_x * 3/2`` complex values)
     comes before those two copies and is smaller than them, so it is not added (measured
     on the real MWA job, 4096 x 30": the dirty stage peaks 145 MiB above the PSF stage,
-    one float64 image)."""
-    return int(FINE_IMAGE_BYTES[precision] * g.npix_x * g.npix_y)
+    one float64 image). ``keep``: no deconvolution, :data:`FINE_IMAGE_BYTES_KEPT`, and then
+    the transient half spectrum of :meth:`~radimg.ops.resample.SmallInversion.to_fine`
+    (``nf_y * (band_x + 1)`` complex) is added, as nothing larger follows it. ``split``:
+    ``(psf, rest)``, the PSF's share (alive from the PSF stage on, so during the dirty
+    image's operator application too) and the rest (alive from the dirty image's
+    resampling on)."""
+    per_pixel = (FINE_IMAGE_BYTES_KEPT if keep else FINE_IMAGE_BYTES)[precision]
+    px = g.npix_x * g.npix_y
+    total = int(per_pixel * px)
+    if keep:
+        total += int(g.nf_y * (g.band_x + 1) * (8 if precision == "single" else 16))
+    psf = int((4 if keep and precision == "single" else 8) * px)
+    return (psf, total - psf) if split else total
 
 
 #: Resident memory of a radimg rank before it holds any data: Python, numpy, numba's loaded
@@ -252,8 +271,9 @@ CODE_BYTES = 50 * 2**20
 def peak_bytes(terms):
     """Per-rank peak (ndarray (rank,) int64) of the terms of :func:`memory_terms` (plus
     ``code``): they are not all alive at once. During an operator application every term
-    but ``resample`` is; with small inversion the requested images are made after it, when
-    its exchange buffers (``grid_tiles``) are gone, so that phase holds every term but
+    but ``resample`` is (the requested PSF, ``requested_psf``, is held while the dirty
+    image's operator runs); with small inversion the requested images are made after it,
+    when its exchange buffers (``grid_tiles``) are gone, so that phase holds every term but
     ``grid_tiles``. The peak is the larger phase (the sum of all terms without small
     inversion)."""
     t = {k: np.asarray(v, dtype=np.int64) for k, v in terms.items()}
@@ -261,6 +281,7 @@ def peak_bytes(terms):
     if "resample" not in t:
         return total
     return np.maximum(total - t["resample"], total - t.get("grid_tiles", 0))
+
 
 
 def fits_memory(plan_result: dict, mem_per_rank, scheme: str = "balanced"):

@@ -202,11 +202,16 @@ class ImagingBackend(ABC):
                     int(v) if isinstance(v, np.integer) else v) for k, v in rec.items()}
 
 
-def per_weight(image, weight_sum):
+def per_weight(image, weight_sum, keep_single=False):
     """``image / weight_sum`` in float64. A float32 image (single precision) is converted
     once and divided in place, so no third requested-size image exists at the dirty
     stage's peak (plan_memory.FINE_IMAGE_BYTES); a float64 one is divided into a new array
-    (the operator may hold on to its own)."""
+    (the operator may hold on to its own). With ``keep_single`` a float32 image (a new
+    array the operator does not keep) stays float32 and is divided in place: the images of
+    a run that only writes them (the product stores float32) then take half the memory."""
+    if keep_single and np.asarray(image).dtype == np.float32:
+        image /= np.float32(weight_sum)
+        return image
     out = np.asarray(image, dtype=np.float64)
     if np.shares_memory(out, image):
         return out / weight_sum
@@ -269,7 +274,10 @@ class DistributedBackend(ImagingBackend):
             inner = self.op.op if isinstance(self.op, SmallInversion) else self.op
             inner.hdot(vis, self.imaging_weight)
             return None
-        return per_weight(self.op.hdot(vis, self.imaging_weight), self.weight_sum)
+        # images only written (no deconvolution): kept float32 in single precision, as
+        # the product stores them; the small-inversion layer's output is a new array
+        return per_weight(self.op.hdot(vis, self.imaging_weight), self.weight_sum,
+                          keep_single=self.images_on_root and isinstance(self.op, SmallInversion))
 
     def residual(self, model, predict=None):
         residual_vis = self.vis - (predict or self.predict)(model)

@@ -71,7 +71,7 @@ def _write_files(job, images, wcs_info, run_attrs):
     from radimg.io.product import write_product
 
     out_cfg = job.cfg["output"]
-    images = {k: v.astype(np.float32) for k, v in images.items()}
+    images = {k: v.astype(np.float32, copy=False) for k, v in images.items()}
     product = write_product(
         out_cfg["path"], images, wcs_info, run_attrs, overwrite=out_cfg["overwrite"] or job.resume
     )
