@@ -336,13 +336,24 @@ def _admm_bound(job, backend, psf, dirty, y_w, eps_noise):
         dcfg["auto_threshold"] = 3.0
     dcfg.update(niter=BOUND_CLEAN_NITER, checkpoint_every=0, stop_after_major=0)
     with job.timer.stage("ADMM bound"):
-        model, _, state = cotton_schwab(backend.residual, np.array(dirty, dtype=np.float64),
-                                        psf, dcfg, comm=comm, user_mask=user_mask)
+        # One major cycle first: where its model already removes half of ||y_w|| the noise's
+        # bound stands (a deeper CLEAN removes more) and the rest of the CLEAN is not needed
+        # (the paper's simulation, 256^2: 6 major cycles, 73 s of a 1100 s run)
+        model, residual, state = cotton_schwab(
+            backend.residual, np.array(dirty, dtype=np.float64), psf,
+            dict(dcfg, nmajor=1), comm=comm, user_mask=user_mask)
         eps, info = model_bound(backend.forward_whitened, y_w, model, eps_noise, comm=comm,
                                 xp=backend.xp)
+        if info["widened"] and dcfg["nmajor"] > 1:
+            state["done"] = False  # it stopped at nmajor 1: the same CLEAN continues
+            model, _, state = cotton_schwab(backend.residual, residual, psf, dcfg, comm=comm,
+                                            user_mask=user_mask, state=state)
+            eps, info = model_bound(backend.forward_whitened, y_w, model, eps_noise,
+                                    comm=comm, xp=backend.xp)
     frac = info["model_residual_norm"] / info["data_norm"] if info["data_norm"] else 0.0
     mask = f", auto_mask {dcfg['auto_mask']:g}" if dcfg["auto_mask"] else ""
-    what = (f"this config's CLEAN (auto_threshold {dcfg['auto_threshold']:g}{mask}: "
+    first = "" if info["widened"] else " after its first major cycle"
+    what = (f"this config's CLEAN{first} (auto_threshold {dcfg['auto_threshold']:g}{mask}: "
             f"{state['iters']} components in {state['nmajor']} major cycles, "
             f"{model.sum():.4g} Jy) leaves ||y_w - Phi_w x|| = "
             f"{info['model_residual_norm']:.5g}, {100 * frac:.1f}% of ||y_w|| = "
