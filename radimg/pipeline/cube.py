@@ -263,10 +263,15 @@ def image_channels(job, geom, obs):
 def channel_groups(job, nchan_out, joined):
     """The number of rank groups of this cube (``resources.channel_groups``,
     :func:`radimg.parallel.groups.resolve_groups`)."""
+    from radimg.config import ConfigError
     from radimg.parallel.groups import resolve_groups
+    from radimg.parallel.mpi import everywhere
 
-    return resolve_groups(job.cfg["resources"]["channel_groups"], job.comm.size, nchan_out,
-                          joined)
+    try:
+        return resolve_groups(job.cfg["resources"]["channel_groups"], job.comm.size,
+                              nchan_out, joined)
+    except ConfigError as exc:  # decided from values every rank shares: raised on all
+        raise everywhere(exc) from None
 
 
 def regroup(job, obs, ngroups):
