@@ -79,6 +79,13 @@ def test_geometry_is_global(setup):
     np.testing.assert_allclose([D.spec.w0, D.spec.dw], [S.spec.w0, S.spec.dw], rtol=1e-12)
     specs = setup["comm"].allgather(D.spec)
     assert all(s == specs[0] for s in specs)
+    # one geometry object, resolved once from global values: equal on every rank and to
+    # the serial operator's on all samples (so its serial operator re-derives nothing), and
+    # no rows beyond this rank's own ride along in it (no global-range anchor rows)
+    geos = setup["comm"].allgather(D.geometry)
+    assert all(g == geos[0] for g in geos) and D.op.geometry is D.geometry
+    assert D.geometry == S.geometry
+    assert D.op.nrow == D.nrow and D.op.uvw.shape == D.uvw.shape
 
 
 def test_every_row_assigned_once_and_data_moved(setup):
