@@ -354,10 +354,10 @@ def _save_wisdom(pyfftw):
 _REGISTRY = {"ducc0": _Ducc, "scipy": _Scipy, "fftw": _Fftw, "numpy": _Numpy}
 
 
-def available():
-    """Names of the backends that import here."""
+def available(names=None):
+    """Names of the backends that import here (of ``names``, default all)."""
     out = []
-    for name in FFT_BACKENDS:
+    for name in FFT_BACKENDS if names is None else names:
         try:
             _REGISTRY[name](1)
         except ImportError:
@@ -455,6 +455,12 @@ def resolve(name="auto", *, comm=None, work=0.0):
     if name != "auto":
         return name
     several = comm is not None and comm.Get_size() > 1
+    # ducc0 first: when it imports everywhere (the usual case) the others are never probed
+    # (importing pyfftw and scipy.fft only to rule them out cost ~0.2 s of every set-up)
+    here = "ducc0" in available(("ducc0",))
+    everywhere = all(comm.allgather(here)) if several else here
+    if everywhere:
+        return "ducc0"
     local = available()
     names = comm.gather(local, root=0) if several else [local]
     choice = None

@@ -23,6 +23,7 @@ v), ``Ww``, ``betaw`` (in w), ``w0``, ``dw``, ``nplanes``, ``nshift`` (w-planes)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -270,6 +271,7 @@ def samples_w_range(uvw, freq, mask=None):
     return int(sel.size), float(sel.min()), float(sel.max())
 
 
+@functools.lru_cache(maxsize=1024)
 def _dynamic_range(W, beta, sigma):
     """Largest gridding correction over the field, relative to the centre's: rounding errors
     of the grid are amplified by this much at the field edge."""

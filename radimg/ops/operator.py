@@ -124,15 +124,16 @@ def geometry_for_samples(uvw, freq, field, epsilon, mode, *, weight_mask=None, n
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
 def _correction_kernel(cx, cy, cell_x, cell_y, nshift, dw, cheb, cheb_half, out):
-    """out[iy, ix] = 1 / (cx[ix] cy[iy] g_w((n - 1 - nshift) dw)); g_w from a Chebyshev
-    series on [-cheb_half, cheb_half] (empty series: no w axis). No 1/n: Jy/pixel model
-    (module docstring)."""
+    """out[dy, dx] = 1 / (cx[dx] cy[dy] g_w((n - 1 - nshift) dw)) at offsets ``dx``, ``dy``
+    (pixels, >= 0) from the phase centre; g_w from a Chebyshev series on
+    [-cheb_half, cheb_half] (empty series: no w axis). No 1/n: Jy/pixel model (module
+    docstring)."""
     ny, nx = out.shape
     deg = cheb.size
     for iy in numba.prange(ny):
-        m = (iy - ny // 2) * cell_y
+        m = iy * cell_y
         for ix in range(nx):
-            l = -(ix - nx // 2) * cell_x
+            l = ix * cell_x
             n = math.sqrt(1.0 - l * l - m * m)
             gw = 1.0
             if deg > 0:
@@ -228,17 +229,21 @@ class WideFieldOperator:
             self.prepare_fft()  # plan (or load wisdom) now, not in dot/hdot
 
         # Image-domain correction 1 / (g(l) g(m) g_w(n - 1 - nshift)) by quadrature (no 1/n).
-        gx = es_poly_correction((np.arange(self.npix_x) - self.npix_x // 2) / nxp, W, beta)
-        gy = es_poly_correction((np.arange(self.npix_y) - self.npix_y // 2) / nyp, W, beta)
+        # It depends on |l| and |m| only: made on one quadrant of offsets from the phase
+        # centre and mirrored (a quarter of the work: 0.36 -> 0.1 s at 2880 x 2592).
+        px = np.abs(np.arange(self.npix_x) - self.npix_x // 2)
+        py = np.abs(np.arange(self.npix_y) - self.npix_y // 2)
+        gx = es_poly_correction(np.arange(px.max() + 1) / nxp, W, beta)
+        gy = es_poly_correction(np.arange(py.max() + 1) / nyp, W, beta)
         if wstack:
             chalf = max(half * dw, 1e-300)
             cheb = _chebyshev_fit(lambda t: es_poly_correction(t, Ww, betaw), chalf)
         else:
             chalf, cheb = 1.0, np.zeros(0)
-        self.correction = np.empty((self.npix_y, self.npix_x), dtype=np.float64)
+        quadrant = np.empty((gy.size, gx.size), dtype=np.float64)
         _g._set_threads(self.nthreads)
-        _correction_kernel(gx, gy, self.cell_x, self.cell_y, nshift, dw, cheb, chalf,
-                           self.correction)
+        _correction_kernel(gx, gy, self.cell_x, self.cell_y, nshift, dw, cheb, chalf, quadrant)
+        self.correction = np.ascontiguousarray(quadrant[py][:, px])
         # n - 1 - nshift on one quadrant of |dy|, |dx| (the w-screen is symmetric).
         self._cq = _g.quadrant_c(self.npix_y, self.npix_x, self.cell_x, self.cell_y, nshift,
                                  self.nthreads) if wstack else None
