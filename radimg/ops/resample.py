@@ -64,6 +64,7 @@ __all__ = [
     "choose_geometry",
     "local_frequency_max",
     "small_inversion",
+    "tabulate_windows",
     "window_margin",
 ]
 
@@ -92,6 +93,14 @@ def _bump_envelope(beta):
     ft /= ft[0]
     env = np.maximum.accumulate(ft[::-1])[::-1]
     return env, float(xi[-1])
+
+
+def tabulate_windows():
+    """Tabulate every window bump shape :func:`window_margin` tries (cached per process),
+    ahead of the first call (radimg.parallel.choose: ranks that wait for rank 0's decision
+    do it meanwhile)."""
+    for beta in _BETAS:
+        _bump_envelope(float(beta))
 
 
 def window_margin(ramp_frac, target):

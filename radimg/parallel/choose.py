@@ -64,5 +64,12 @@ def decide(comm, uvw, freq, valid, npix_x, npix_y, cell_x, cell_y, epsilon, **kw
     broadcasts; a ConfigError it raises (no mode reaches epsilon) is raised on every rank
     (radimg.parallel.mpi.check_on_root). ``kw``: as :func:`radimg.ops.choose.choose_wterm`."""
     summ = summarize(uvw, freq, valid, npix_x, npix_y, cell_x, cell_y, comm=comm)
+    if comm is not None and comm.Get_rank() != 0 and kw.get("small_inversion", True):
+        # While rank 0 decides, the others tabulate the small-inversion windows it tabulates
+        # for its candidates (ops.resample.window_margin, cached per process): otherwise
+        # they do it after the decision, on the set-up's critical path (0.2 s).
+        from radimg.ops.resample import tabulate_windows
+
+        tabulate_windows()
     return check_on_root(comm, choose_wterm, summ, npix_x, npix_y, cell_x, cell_y, epsilon,
                          **kw)
