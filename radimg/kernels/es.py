@@ -262,20 +262,30 @@ def es_poly_degree(W):
     return int(W) + POLY_EXTRA_DEGREE
 
 
+@functools.lru_cache(maxsize=64)
+def _cheb_to_monomial(n):
+    """(n, n) matrix taking Chebyshev coefficients to monomial ones (ascending), from
+    ``T_{k+1} = 2 x T_k - T_{k-1}``: what ``chebyshev.cheb2poly`` does per vector, once."""
+    m = np.zeros((n, n))
+    m[0, 0] = 1.0
+    if n > 1:
+        m[1, 1] = 1.0
+    for k in range(1, n - 1):
+        m[1:, k + 1] = 2.0 * m[:-1, k]
+        m[:, k + 1] -= m[:, k - 1]
+    return m
+
+
 @functools.lru_cache(maxsize=256)
 def _es_poly_coeffs_cached(W, beta):
     D = es_poly_degree(W)
     n = D + 1
     mu = np.cos(np.pi * (np.arange(n) + 0.5) / n)  # Chebyshev nodes: near-minimax fit
     s = 0.5 * (mu + 1.0)
-    coef = np.empty((D + 1, W))
-    for a in range(W):
-        c = np.polynomial.chebyshev.chebfit(mu, es_kernel(2.0 * (s + a) / W - 1.0, W, beta), D)
-        # cheb2poly drops trailing (highest-degree) coefficients that come out exactly 0
-        mono = np.zeros(n)
-        p = np.polynomial.chebyshev.cheb2poly(c)
-        mono[: len(p)] = p
-        coef[:, a] = mono[::-1]  # highest degree first
+    taps = np.arange(W)
+    y = es_kernel(2.0 * (s[:, None] + taps[None, :]) / W - 1.0, W, beta)  # (n, W)
+    cheb = np.polynomial.chebyshev.chebfit(mu, y, D)  # (D + 1, W), all taps in one fit
+    coef = np.ascontiguousarray((_cheb_to_monomial(n) @ cheb)[::-1])  # highest degree first
     # The kernel is even: tap W-1-a at mu is tap a at -mu. Impose it exactly (the fits agree
     # to rounding), so the gridder may evaluate even and odd parts once for both taps.
     sign = (-1.0) ** (D - np.arange(D + 1))

@@ -54,8 +54,8 @@ def _lloyd_sorted(ws, cs, k, max_iter=100):
         bounds = np.concatenate([[0], np.searchsorted(ws, edges), [ws.size]])
         cnt = np.diff(bounds)
         new = np.where(cnt > 0, (cs[bounds[1:]] - cs[bounds[:-1]]) / np.maximum(cnt, 1), centres)
-        if np.allclose(new, centres, rtol=0, atol=1e-12 * max(1.0, ws[-1])):
-            break
+        if np.max(np.abs(new - centres)) <= 1e-12 * max(1.0, ws[-1]):  # np.allclose's test,
+            break  # without its ~25 us of overhead per call (thousands per chooser run)
         centres = new
     return np.sort(centres)
 
