@@ -924,7 +924,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             None, 'memory available per rank, e.g. "8GiB" (null = no limit check)'
         ),
         "exchange_buffer": bytes_key(
-            "64MiB",
+            "16MiB",
             "largest grid-tile exchange buffer per rank: the w-planes are exchanged in "
             "rounds that fit it (null = one round)",
         ),

@@ -18,7 +18,9 @@ table and as JSON (``--out``):
 - wall time of each command, and the peak resident memory of its whole process tree summed
   over processes (``/proc`` polled every 0.1 s, so both tools are measured the same way), with
   radimg's own per-rank peaks (``ru_maxrss`` from the product's ``/run`` ``timings_json``)
-  and WSClean's from ``/usr/bin/time -v`` next to it;
+  and WSClean's from ``/usr/bin/time -v`` next to it; and the peak proportional set size
+  (PSS, ``/proc/PID/smaps_rollup``) of the tree, which counts pages shared between the
+  ranks (their shared libraries, ~130 MiB per rank) once: what the job takes from the node;
 - radimg's per-stage seconds (rank 0 and the max over ranks) from ``timings_json``, and
   WSClean's inversion time from its log;
 - ``radimg plan --ranks N --json`` memory per rank next to the measured peak RSS minus the
@@ -100,8 +102,29 @@ def _tree_rss(pid):
     return total
 
 
-def run_measured(cmd, env=None, interval=0.1):
-    """Run ``cmd``; return (CompletedProcess-like dict, wall seconds, peak summed tree RSS)."""
+def _tree_pss(pid):
+    """Proportional set size of ``pid`` and its descendants, summed: pages shared between
+    processes (the ranks' shared libraries: numba's LLVM, scipy, casacore, ~130 MiB per
+    rank) counted once, i.e. the memory the job takes from the node."""
+    kids = _children()
+    todo, total = [pid], 0
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+        todo.extend(kids.get(p, ()))
+    return total
+
+
+def run_measured(cmd, env=None, interval=0.1, pss=None):
+    """Run ``cmd``; return (CompletedProcess-like dict, wall seconds, peak summed tree RSS).
+    ``pss``: a one-element list that receives the peak summed tree PSS (sampled too)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
@@ -111,6 +134,8 @@ def run_measured(cmd, env=None, interval=0.1):
     def poll():
         while not done.is_set():
             peak[0] = max(peak[0], _tree_rss(proc.pid))
+            if pss is not None:
+                pss[0] = max(pss[0], _tree_pss(proc.pid))
             done.wait(interval)
 
     th = threading.Thread(target=poll, daemon=True)
@@ -151,7 +176,8 @@ def run_radimg(args, work, ms, env):
                        "--set", "image.npix=256", "--set", f"output.path={work / 'warm.h5'}"]
                        + sets, check=True, capture_output=True, env=env)
     cmd = _mpiexec(args.ranks) + _radimg() + ["run", str(cfg_path)] + sets
-    res, wall, peak = run_measured(cmd, env)
+    pss = [0]
+    res, wall, peak = run_measured(cmd, env, pss=pss)
     if res["returncode"]:
         sys.exit(f"radimg failed ({res['returncode']}):\n{res['stdout']}\n{res['stderr']}")
     prod = read_product(out)
@@ -169,6 +195,7 @@ def run_radimg(args, work, ms, env):
         "command": " ".join(cmd),
         "wall_s": wall,
         "peak_rss_tree_bytes": peak,
+        "peak_pss_tree_bytes": pss[0],
         "peak_rss_per_rank_bytes": meas,
         "peak_rss_sum_bytes": int(sum(meas)),
         "stages_rank0_s": {k: t["rank0"][k] for k in stages},
@@ -202,7 +229,8 @@ def run_wsclean(args, work, ms):
            "-weight", "natural", "-no-update-model-required", *args.wsclean_extra,
            "-name", str(work / "ws"), str(ms)]
     timev = ["/usr/bin/time", "-v"] if os.path.exists("/usr/bin/time") else []
-    res, wall, peak = run_measured(timev + cmd)
+    pss = [0]
+    res, wall, peak = run_measured(timev + cmd, pss=pss)
     if res["returncode"]:
         sys.exit(f"wsclean failed ({res['returncode']}):\n{res['stdout']}\n{res['stderr']}")
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", res["stderr"])
@@ -214,6 +242,7 @@ def run_wsclean(args, work, ms):
         "command": " ".join(cmd),
         "wall_s": wall,
         "peak_rss_tree_bytes": peak,
+        "peak_pss_tree_bytes": pss[0],
         "peak_rss_time_v_bytes": int(m.group(1)) * 1024 if m else None,
         "inversion_s_as_logged": _hms(inv.group(1)) if inv else None,
         "log_small_inversion": small.group(0) if small else None,
@@ -240,6 +269,8 @@ def table(res):
         w and w["peak_rss_tree_bytes"] / MIB, "{:.0f}")
     row("peak RSS, sum of ranks (MiB)", r["peak_rss_sum_bytes"] / MIB,
         w and (w["peak_rss_time_v_bytes"] or 0) / MIB, "{:.0f}")
+    row("peak PSS, process tree (MiB)", r["peak_pss_tree_bytes"] / MIB,
+        w and w["peak_pss_tree_bytes"] / MIB, "{:.0f}")
     lines.append("")
     lines.append(f"radimg stages (s){'rank 0':>23}{'max rank':>14}")
     for k, v in r["stages_rank0_s"].items():

@@ -248,3 +248,27 @@ def test_explicit_oversampling_keeps_w_factor():
     g = resolve_geometry(Field(256, 256, CELL, CELL), 1e-5, "wstack", 1000, 0.0, 600.0,
                          oversampling=1.5)
     assert g.oversampling == g.oversampling_w == 1.5 and g.W == g.Ww
+
+
+@pytest.mark.parametrize("npix_x,npix_y", [(64, 64), (65, 63)])
+def test_correction_quadrant_mirrors_every_pixel(data, npix_x, npix_y):
+    """The operator keeps one quadrant of the image-domain correction and applies it
+    mirrored (scale_image): every pixel, at even and odd sizes, equals
+    1 / (g(l) g(m) g_w(n - 1 - nshift)) evaluated directly by quadrature."""
+    from radimg.kernels.es import es_poly_correction
+
+    cell = CELL * 4
+    op = make_operator(data["uvw"], FREQ, npix_x, npix_y, cell, mode="wstack")
+    geo = op.geometry
+    dx = np.abs(np.arange(npix_x) - npix_x // 2)
+    dy = np.abs(np.arange(npix_y) - npix_y // 2)
+    gx = es_poly_correction(dx / geo.nxp, geo.W, geo.beta)
+    gy = es_poly_correction(dy / geo.nyp, geo.W, geo.beta)
+    ll, mm = np.meshgrid(dx * op.cell_x, dy * op.cell_y)
+    n = np.sqrt(1.0 - ll**2 - mm**2)
+    gw = es_poly_correction((n - 1.0 - geo.nshift) * geo.dw, geo.Ww, geo.betaw)
+    ref = 1.0 / (gy[:, None] * gx[None, :] * gw)
+    assert np.ptp(gw) > 1e-3  # the w axis' part varies over this field
+    np.testing.assert_allclose(op.correction, ref, rtol=1e-12)
+    img = data["rng"].normal(size=(npix_y, npix_x))
+    np.testing.assert_allclose(op.scale_image(img), img * ref, rtol=1e-12)

@@ -147,6 +147,22 @@ def _correction_kernel(cx, cy, cell_x, cell_y, nshift, dw, cheb, cheb_half, out)
             out[iy, ix] = 1.0 / (cx[ix] * cy[iy] * gw)
 
 
+@numba.njit(**PARALLEL_JIT_OPTIONS)
+def _scale_mirrored(img, quadrant, out, add):
+    """``out = img * c`` (``add``: ``out += img * c``) where ``c[iy, ix] =
+    quadrant[|iy - ny // 2|, |ix - nx // 2|]``; ``out`` may be ``img``."""
+    ny, nx = img.shape
+    cy, cx = ny // 2, nx // 2
+    for iy in numba.prange(ny):
+        q = quadrant[abs(iy - cy)]
+        for ix in range(cx):  # left half, mirrored
+            v = img[iy, ix] * q[cx - ix]
+            out[iy, ix] = out[iy, ix] + v if add else v
+        for ix in range(cx, nx):
+            v = img[iy, ix] * q[ix - cx]
+            out[iy, ix] = out[iy, ix] + v if add else v
+
+
 def _chebyshev_fit(f, half, tol=1e-14):
     """Chebyshev coefficients of f on [-half, half], degree grown until the tail is < tol."""
     for deg in (16, 32, 48, 64, 96, 128):
@@ -243,10 +259,42 @@ class WideFieldOperator:
         quadrant = np.empty((gy.size, gx.size), dtype=np.float64)
         _g._set_threads(self.nthreads)
         _correction_kernel(gx, gy, self.cell_x, self.cell_y, nshift, dw, cheb, chalf, quadrant)
-        self.correction = np.ascontiguousarray(quadrant[py][:, px])
+        # Kept as the quadrant and applied mirrored (scale_image): the full image of it was
+        # 57 MiB per rank on the real 4096 x 30" job, a quarter of that now.
+        self._corr_q = quadrant
         # n - 1 - nshift on one quadrant of |dy|, |dx| (the w-screen is symmetric).
         self._cq = _g.quadrant_c(self.npix_y, self.npix_x, self.cell_x, self.cell_y, nshift,
                                  self.nthreads) if wstack else None
+
+    @property
+    def correction(self):
+        """The image-domain correction ``1 / (g(l) g(m) g_w(n - 1 - nshift))`` as a new
+        (npix_y, npix_x) float64 array (the operator keeps one quadrant of it; the
+        applications use :meth:`scale_image`)."""
+        return self.scale_image(np.ones((self.npix_y, self.npix_x)), inplace=True)
+
+    def scale_image(self, image, inplace=False):
+        """``image`` times the correction, as a new float64 (npix_y, npix_x) array, or in
+        ``image`` itself (``inplace``, a C-contiguous float64 array): apply it once per
+        application and pass ``scaled=False`` to the stage methods (as
+        :meth:`radimg.ops.wproject.WProjectOperator.scale_image`)."""
+        if inplace:
+            if image.dtype != np.float64 or not image.flags.c_contiguous:
+                raise ValueError("inplace scaling needs a C-contiguous float64 image")
+            img = image
+        else:
+            img = np.array(image, dtype=np.float64, order="C")
+        if img.shape != (self.npix_y, self.npix_x):
+            raise ValueError(f"image must be (npix_y, npix_x) = {(self.npix_y, self.npix_x)}")
+        _g._set_threads(self.nthreads)
+        _scale_mirrored(img, self._corr_q, img, False)
+        return img
+
+    def _add_scaled(self, image, out):
+        """``out += image * correction`` (both float64 (npix_y, npix_x))."""
+        _g._set_threads(self.nthreads)
+        _scale_mirrored(np.ascontiguousarray(image, dtype=np.float64), self._corr_q, out, True)
+        return out
 
     def _choose_fft(self, fft):
         """``"auto"``: :func:`radimg.ops.fft.resolve` on this process (FFTW with measured
@@ -397,11 +445,14 @@ class WideFieldOperator:
         """
         grid = out if out is not None else self.fft.empty((self.spec.nyp, self.spec.nxp),
                                                           self.cdtype)
-        img = np.asarray(image, dtype=np.float64)
-        if scaled:
-            img = img * self.correction
+        img = self.scale_image(image) if scaled else np.asarray(image, dtype=np.float64)
         rows = np.arange(self.spec.nyp) if rows is None else np.asarray(rows)
-        return self._image_to_grid(img, self._phasor(p), grid, rows)
+        if not self.spec.wstack:
+            return self._image_to_grid(img, None, grid, rows)
+        if grid.shape != (self.spec.nyp, self.spec.nxp) or not grid.flags.c_contiguous:
+            raise ValueError("out must be a C-contiguous (nyp, nxp) array")
+        _g.chirp_forward_w(img, self._cq, self.planes[p], grid, self.nthreads)
+        return self._forward_inplace(grid, rows)
 
     def _phasor(self, p):
         """Quadrant of the plane-p w-screen exp(-2 pi i w_p (n - 1 - nshift)); None in 2-D."""
@@ -436,12 +487,15 @@ class WideFieldOperator:
             grid = grid.copy()
         fgrid = self._backward_inplace(grid, rows)
         if not scaled:
-            _g.chirp_adjoint(fgrid, self._phasor(p), out, self.nthreads)
-            return out
+            return self._chirp_adjoint_plane(fgrid, p, out)
         tmp = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
-        _g.chirp_adjoint(fgrid, self._phasor(p), tmp, self.nthreads)
-        out += tmp * self.correction
-        return out
+        return self._add_scaled(self._chirp_adjoint_plane(fgrid, p, tmp), out)
+
+    def _chirp_adjoint_plane(self, fgrid, p, out):
+        """``out += Re(fgrid * screen_p)`` at the image positions (screen made on the fly)."""
+        if not self.spec.wstack:
+            return _g.chirp_adjoint(fgrid, None, out, self.nthreads)
+        return _g.chirp_adjoint_w(fgrid, self._cq, self.planes[p], out, self.nthreads)
 
     def grid_samples(self, vis, p, idx=None, weight=None, out=None):
         """``[G]_p^H W^H``: grid the samples of ``idx`` (layout or flat indices; default all)
@@ -494,7 +548,7 @@ class WideFieldOperator:
         if image.shape != (self.npix_y, self.npix_x):
             raise ValueError(f"image must be (npix_y, npix_x) = {(self.npix_y, self.npix_x)}")
         lay = self._layout
-        img = image.astype(np.float64) * self.correction
+        img = self.scale_image(image)
         coords, _ = _g.prepare_samples(lay, self.spec, self.uvw, self.freq,
                                        nthreads=self.nthreads)
         acc = np.zeros(lay.nsamples, dtype=self.cdtype)
@@ -528,5 +582,5 @@ class WideFieldOperator:
             _g.grid_plane_prepared(lay, self.spec, coords, vals, p, grid, self._kthreads(p))
             fgrid = self._backward_inplace(grid, rows=self._grid_rows)
             _g.chirp_adjoint(fgrid, ph, acc, self.nthreads, step=step)  # advances ph
-        acc *= self.correction
+        self.scale_image(acc, inplace=True)
         return acc.astype(self.rdtype, copy=False)

@@ -102,7 +102,9 @@ SAMPLE_BYTES = {
     "wstack-wproject": ((2, 3, 2 + 4 + 2 * 8), 2 * 24 + 2 * 8),
 }
 OWNER_GRIDS = {"wstack": 0, "wstack-wproject": 0}  # extra full grids (c) of an owner's FFTs
-IMAGE_ARRAYS = {"wstack": 5, "wstack-wproject": 5}  # float64 images held at the peak
+# float64 images held at the peak; wstack: the accumulator, and a quarter image each for the
+# correction and the n - 1 quadrant (kept as quadrants, the w-screen made on the fly)
+IMAGE_ARRAYS = {"wstack": 4.5, "wstack-wproject": 5}
 LAYOUT_TRANSIENT_BYTES = 40  # per sample of the largest stack: wproject tile_layout (traced)
 # Of IMAGE_ARRAYS, the images the pipeline holds at the requested size (PSF, the image being
 # made, its float64 copy); with small inversion the rest are the operator's coarse ones.
@@ -173,12 +175,12 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
         "grid_tiles": (np.asarray(recv_cells, np.int64) + np.asarray(send_cells, np.int64)
                        if buffer_cells is None else np.asarray(buffer_cells, np.int64)) * c,
         "stack_grids": np.int64(grid_cells) * (c + owner_grids * c),
-        "images": np.full(n, (IMAGE_ARRAYS[m] - FINE_IMAGES) * int(image_pixels) * 8
+        "images": np.full(n, int((IMAGE_ARRAYS[m] - FINE_IMAGES) * int(image_pixels) * 8)
                           + FINE_IMAGE_BYTES[precision] * int(image_pixels), np.int64),
         "kernels": np.asarray(kernel_bytes, dtype=np.int64),
     }
     if small is not None:
-        out["images"] = np.full(n, (IMAGE_ARRAYS[m] - FINE_IMAGES) * int(image_pixels) * 8,
+        out["images"] = np.full(n, int((IMAGE_ARRAYS[m] - FINE_IMAGES) * int(image_pixels) * 8),
                                 np.int64)
         psf_b, rest_b = resample_bytes(small, precision, keep=not dot, split=True)
         out["requested_psf"] = np.full(n, psf_b, np.int64)
