@@ -27,6 +27,7 @@ __all__ = [
     "StopSignals",
     "abort_interrupted",
     "allreduce_array",
+    "reduce_array",
     "Collectives",
     "bcast_array",
     "comm_rank_size",
@@ -454,11 +455,25 @@ def mpi_op(op: str):
         raise ValueError(f"unknown reduction {op!r}; expected one of {sorted(ops)}") from None
 
 
+#: Arrays are reduced in pieces of at most this many bytes: MPICH's reductions allocate
+#: message-sized temporaries (measured at 2 ranks on a 57 MiB image: Allreduce +29 MiB on
+#: every rank, Reduce +85 MiB on the non-root), 4 MiB pieces +2-6 MiB.
+REDUCE_CHUNK_BYTES = 4 * 2**20
+
+
+def _pieces(arr):
+    """Flat views of a C-contiguous array, each at most :data:`REDUCE_CHUNK_BYTES`."""
+    flat = arr.reshape(-1)
+    step = max(1, REDUCE_CHUNK_BYTES // max(1, flat.itemsize))
+    return [flat[s : s + step] for s in range(0, flat.size, step)] or [flat]
+
+
 def allreduce_array(comm, arr: np.ndarray, op: str = "sum") -> np.ndarray:
     """Reduce a contiguous numpy array over ``comm`` in place and return it.
 
     ``comm=None`` returns ``arr`` unchanged (the serial twin). The array must be
-    C-contiguous so the reduction writes straight into it.
+    C-contiguous so the reduction writes straight into it; it is reduced in pieces
+    (:data:`REDUCE_CHUNK_BYTES`), the same element-wise result with bounded temporaries.
     """
     if comm is None:
         return arr
@@ -466,8 +481,31 @@ def allreduce_array(comm, arr: np.ndarray, op: str = "sum") -> np.ndarray:
         raise ValueError("allreduce_array needs a C-contiguous array (it reduces in place)")
     from mpi4py import MPI
 
-    comm.Allreduce(MPI.IN_PLACE, arr, op=mpi_op(op))
+    mop = mpi_op(op)
+    for piece in _pieces(arr):
+        comm.Allreduce(MPI.IN_PLACE, piece, op=mop)
     return arr
+
+
+def reduce_array(comm, arr: np.ndarray, op: str = "sum", root: int = 0):
+    """Reduce a contiguous numpy array over ``comm`` onto ``root``, in place there (in
+    pieces, as :func:`allreduce_array`): returns ``arr`` (the reduced array) on ``root``
+    and None elsewhere (their ``arr`` is left as it was). ``comm=None`` returns ``arr``
+    (the serial twin)."""
+    if comm is None:
+        return arr
+    if not arr.flags.c_contiguous:
+        raise ValueError("reduce_array needs a C-contiguous array (it reduces in place)")
+    from mpi4py import MPI
+
+    mop = mpi_op(op)
+    on_root = comm.Get_rank() == root
+    for piece in _pieces(arr):
+        if on_root:
+            comm.Reduce(MPI.IN_PLACE, piece, op=mop, root=root)
+        else:
+            comm.Reduce(piece, None, op=mop, root=root)
+    return arr if on_root else None
 
 
 def allreduce_scalar(comm, value, op: str = "sum", dtype=np.float64):
