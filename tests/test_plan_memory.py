@@ -226,6 +226,10 @@ def test_small_inversion_plans_the_coarse_operator(obs):
     total = sum(k.values())
     assert P.peak_bytes(k).tolist() == np.maximum(total - k["resample"],
                                                   total - k["grid_tiles"]).tolist()
+    # a run that only writes its images resamples with the scratch grid freed
+    assert P.peak_bytes(k, dirty_only=True).tolist() == np.maximum(
+        total - k["resample"], total - k["grid_tiles"] - k["stack_grids"]).tolist()
+    assert P.peak_bytes(k, dirty_only=True)[0] < P.peak_bytes(k)[0]
     assert t["images"][0] == (P.IMAGE_ARRAYS["wstack"] - P.FINE_IMAGES) * g.nc_x * g.nc_y * 8
     assert P._small_geometry(u, v, w, npix, npix, cell, EPS, "wstack", False) is None
 

@@ -270,19 +270,22 @@ PROCESS_BASELINE_BYTES = 160 * 2**20
 CODE_BYTES = 50 * 2**20
 
 
-def peak_bytes(terms):
+def peak_bytes(terms, dirty_only=False):
     """Per-rank peak (ndarray (rank,) int64) of the terms of :func:`memory_terms` (plus
     ``code``): they are not all alive at once. During an operator application every term
     but ``resample`` is (the requested PSF, ``requested_psf``, is held while the dirty
     image's operator runs); with small inversion the requested images are made after it,
     when its exchange buffers (``grid_tiles``) are gone, so that phase holds every term but
-    ``grid_tiles``. The peak is the larger phase (the sum of all terms without small
+    ``grid_tiles``; in a run that only writes its images (``dirty_only``) rank 0 has freed
+    the scratch grid (``stack_grids``) by then too (radimg.pipeline.operator's
+    ``release``). The peak is the larger phase (the sum of all terms without small
     inversion)."""
     t = {k: np.asarray(v, dtype=np.int64) for k, v in terms.items()}
     total = sum(t.values())
     if "resample" not in t:
         return total
-    return np.maximum(total - t["resample"], total - t.get("grid_tiles", 0))
+    freed = t.get("grid_tiles", 0) + (t.get("stack_grids", 0) if dirty_only else 0)
+    return np.maximum(total - t["resample"], total - freed)
 
 
 

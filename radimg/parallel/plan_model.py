@@ -618,7 +618,7 @@ def _scheme(samples_rk, load_rk, naive, ctx):
         deconvolution=ctx.deconvolution,
     )
     breakdown["code"] = np.full(n_ranks, CODE_BYTES, np.int64)
-    mem = peak_bytes(breakdown)
+    mem = peak_bytes(breakdown, dirty_only=not ctx.dot)
     allreduce = 2 * (n_ranks - 1) * (npix2 * (ctx.cbytes // 2)) if n_ranks > 1 else 0
     mean = load.mean() if n_ranks else 0.0
     return {
