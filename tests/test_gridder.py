@@ -234,13 +234,14 @@ def test_specialised_variants_per_support():
 @pytest.mark.parametrize("shape", [(12, 16), (13, 15)])
 @pytest.mark.parametrize("padded", [False, True])
 def test_chirp_on_the_fly_equals_stored_screen(shape, padded):
-    """chirp_adjoint_w / chirp_forward_w (screen made row by row, no quadrant array) give
+    """chirp_adjoint_w / chirp_forward_w (screen and n - 1 made row by row, no arrays) give
     the same numbers, to the last bit, as chirp_adjoint / chirp_forward with the stored
     screen of :func:`phasor`, at even and odd sizes and into padded grids; and the screen
     is not trivial (a wrong sign or row would differ)."""
     ny, nx = shape
     rng = np.random.default_rng(3)
-    cq = g.quadrant_c(ny, nx, 0.02, 0.025, -0.003)
+    geo = (0.02, 0.025, -0.003)  # cell_x, cell_y, nshift
+    cq = g.quadrant_c(ny, nx, *geo)
     w = 37.3
     ph = g.phasor(cq, w)
     assert np.abs(ph.imag).max() > 0.5
@@ -249,17 +250,17 @@ def test_chirp_on_the_fly_equals_stored_screen(shape, padded):
     a = rng.normal(size=(ny, nx))
     b = a.copy()
     g.chirp_adjoint(fg, ph, a)
-    g.chirp_adjoint_w(fg, cq, w, b)
+    g.chirp_adjoint_w(fg, *geo, w, b)
     np.testing.assert_array_equal(a, b)
     img = rng.normal(size=(ny, nx))
     o1 = np.full((gy, gx), 9 + 9j)
     o2 = np.full((gy, gx), 7 + 7j)
     g.chirp_forward(img, ph, o1)
-    g.chirp_forward_w(img, cq, w, o2)
+    g.chirp_forward_w(img, *geo, w, o2)
     np.testing.assert_array_equal(o1, o2)
     # the screen matters: another w gives another image
     c = rng.normal(size=(ny, nx))
     d = c.copy()
-    g.chirp_adjoint_w(fg, cq, w + 0.3, d)
+    g.chirp_adjoint_w(fg, *geo, w + 0.3, d)
     g.chirp_adjoint(fg, ph, c)
     assert np.abs(c - d).max() > 1e-3

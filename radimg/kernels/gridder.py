@@ -871,10 +871,20 @@ def chirp_adjoint(fg, ph, acc, nthreads=1, step=None):
     return acc
 
 
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _screen_row(ay, qx, cell_x, cell_y, nshift, w, cr, ci):
+    """Row ``ay`` of the quadrant of ``exp(-2 pi i w c)``, ``c = n - 1 - nshift`` computed
+    as :func:`_quadrant_c_kernel` computes it (so the same bits): ``cr - i ci``."""
+    m = ay * cell_y
+    for ax in range(qx):  # vectorised (radimg.kernels.trig.cis_cycles)
+        l = ax * cell_x
+        cr[ax], ci[ax] = cis_cycles(w * (math.sqrt(1.0 - l * l - m * m) - 1.0 - nshift))
+
+
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _chirp_adjoint_w_kernel(fg, cq, w, rowmap, colmap, acc):
-    """:func:`_chirp_adjoint_kernel` with the screen ``exp(-2 pi i w cq)`` made row by row
-    of the quadrant as it is used (no quadrant array, one pass over the image)."""
+def _chirp_adjoint_w_kernel(fg, cell_x, cell_y, nshift, w, rowmap, colmap, acc):
+    """:func:`_chirp_adjoint_kernel` with the screen made row by row of the quadrant as it
+    is used (no screen or ``n - 1`` array, one pass over the image)."""
     ny, nx = acc.shape
     cy, cx = ny // 2, nx // 2
     qy = max(cy, ny - 1 - cy) + 1
@@ -882,8 +892,7 @@ def _chirp_adjoint_w_kernel(fg, cq, w, rowmap, colmap, acc):
     for ay in numba.prange(qy):
         cr = np.empty(qx)
         ci = np.empty(qx)
-        for ax in range(qx):  # vectorised (radimg.kernels.trig.cis_cycles)
-            cr[ax], ci[ax] = cis_cycles(w * cq[ay, ax])
+        _screen_row(ay, qx, cell_x, cell_y, nshift, w, cr, ci)
         for side in range(2):  # Re(val * (cr - i ci)) = val.re cr + val.im ci
             iy = cy - ay if side == 0 else cy + ay
             if iy < 0 or iy >= ny or (side == 1 and ay == 0):
@@ -900,18 +909,20 @@ def _chirp_adjoint_w_kernel(fg, cq, w, rowmap, colmap, acc):
                     acc[iy, ix] += val.real * cr[ax] + val.imag * ci[ax]
 
 
-def chirp_adjoint_w(fg, cq, w, acc, nthreads=1):
-    """:func:`chirp_adjoint` with ``P = phasor(cq, w)`` computed on the fly: the same sums
-    (to the last bit) without the (ny/2, nx/2) complex128 screen per plane (28.5 MiB per
-    rank on the real 4096 x 30\" job) or a pass to write it."""
+def chirp_adjoint_w(fg, cell_x, cell_y, nshift, w, acc, nthreads=1):
+    """:func:`chirp_adjoint` with ``P = phasor(quadrant_c(..., cell_x, cell_y, nshift), w)``
+    computed on the fly: the same sums (to the last bit) without the (ny/2, nx/2) complex128
+    screen per plane (28.5 MiB per rank on the real 4096 x 30\" job), the float64
+    ``n - 1`` quadrant (14 MiB) or a pass to write them."""
     _set_threads(nthreads)
-    _chirp_adjoint_w_kernel(fg, cq, float(w), _rowmap(acc.shape[0], fg.shape[0]),
+    _chirp_adjoint_w_kernel(fg, float(cell_x), float(cell_y), float(nshift), float(w),
+                            _rowmap(acc.shape[0], fg.shape[0]),
                             _rowmap(acc.shape[1], fg.shape[1]), acc)
     return acc
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _chirp_forward_w_kernel(img, cq, w, rowmap, colmap, out):
+def _chirp_forward_w_kernel(img, cell_x, cell_y, nshift, w, rowmap, colmap, out):
     """:func:`_chirp_forward_kernel` with the screen made per quadrant row (image rows
     cy - ay and cy + ay share it): ``out = img * conj(P) = img * (cr + i ci)``."""
     ny, nx = img.shape
@@ -921,8 +932,7 @@ def _chirp_forward_w_kernel(img, cq, w, rowmap, colmap, out):
     for ay in numba.prange(qy):
         cr = np.empty(qx)
         ci = np.empty(qx)
-        for ax in range(qx):
-            cr[ax], ci[ax] = cis_cycles(w * cq[ay, ax])
+        _screen_row(ay, qx, cell_x, cell_y, nshift, w, cr, ci)
         for side in range(2):
             iy = cy - ay if side == 0 else cy + ay
             if iy < 0 or iy >= ny or (side == 1 and ay == 0):
@@ -934,13 +944,14 @@ def _chirp_forward_w_kernel(img, cq, w, rowmap, colmap, out):
                 out[jy, colmap[ix]] = complex(val * cr[ax], val * ci[ax])
 
 
-def chirp_forward_w(img, cq, w, out, nthreads=1):
-    """:func:`chirp_forward` with ``P = phasor(cq, w)`` computed on the fly (see
+def chirp_forward_w(img, cell_x, cell_y, nshift, w, out, nthreads=1):
+    """:func:`chirp_forward` with the screen computed on the fly (see
     :func:`chirp_adjoint_w`)."""
     _set_threads(nthreads)
     if out.shape != img.shape:
         out[...] = 0
-    _chirp_forward_w_kernel(img, cq, float(w), _rowmap(img.shape[0], out.shape[0]),
+    _chirp_forward_w_kernel(img, float(cell_x), float(cell_y), float(nshift), float(w),
+                            _rowmap(img.shape[0], out.shape[0]),
                             _rowmap(img.shape[1], out.shape[1]), out)
     return out
 

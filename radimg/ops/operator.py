@@ -262,9 +262,18 @@ class WideFieldOperator:
         # Kept as the quadrant and applied mirrored (scale_image): the full image of it was
         # 57 MiB per rank on the real 4096 x 30" job, a quarter of that now.
         self._corr_q = quadrant
-        # n - 1 - nshift on one quadrant of |dy|, |dx| (the w-screen is symmetric).
-        self._cq = _g.quadrant_c(self.npix_y, self.npix_x, self.cell_x, self.cell_y, nshift,
-                                 self.nthreads) if wstack else None
+        self._nshift = nshift
+        self._cq_cache = None  # n - 1 - nshift quadrant, made when the serial path needs it
+
+    @property
+    def _cq(self):
+        """``n - 1 - nshift`` on one quadrant of |dy|, |dx| (the w-screen is symmetric), for
+        the serial operator's screen recurrences; the distributed operator's chirp kernels
+        compute it on the fly instead (one float64 quadrant less per rank)."""
+        if self._cq_cache is None and self.spec.wstack:
+            self._cq_cache = _g.quadrant_c(self.npix_y, self.npix_x, self.cell_x, self.cell_y,
+                                           self._nshift, self.nthreads)
+        return self._cq_cache
 
     @property
     def correction(self):
@@ -451,7 +460,8 @@ class WideFieldOperator:
             return self._image_to_grid(img, None, grid, rows)
         if grid.shape != (self.spec.nyp, self.spec.nxp) or not grid.flags.c_contiguous:
             raise ValueError("out must be a C-contiguous (nyp, nxp) array")
-        _g.chirp_forward_w(img, self._cq, self.planes[p], grid, self.nthreads)
+        _g.chirp_forward_w(img, self.cell_x, self.cell_y, self._nshift, self.planes[p], grid,
+                           self.nthreads)
         return self._forward_inplace(grid, rows)
 
     def _phasor(self, p):
@@ -495,7 +505,8 @@ class WideFieldOperator:
         """``out += Re(fgrid * screen_p)`` at the image positions (screen made on the fly)."""
         if not self.spec.wstack:
             return _g.chirp_adjoint(fgrid, None, out, self.nthreads)
-        return _g.chirp_adjoint_w(fgrid, self._cq, self.planes[p], out, self.nthreads)
+        return _g.chirp_adjoint_w(fgrid, self.cell_x, self.cell_y, self._nshift, self.planes[p],
+                                  out, self.nthreads)
 
     def grid_samples(self, vis, p, idx=None, weight=None, out=None):
         """``[G]_p^H W^H``: grid the samples of ``idx`` (layout or flat indices; default all)
