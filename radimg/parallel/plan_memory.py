@@ -102,9 +102,9 @@ SAMPLE_BYTES = {
     "wstack-wproject": ((2, 3, 2 + 4 + 2 * 8), 2 * 24 + 2 * 8),
 }
 OWNER_GRIDS = {"wstack": 0, "wstack-wproject": 0}  # extra full grids (c) of an owner's FFTs
-# float64 images held at the peak; wstack: the accumulator, and a quarter image each for the
-# correction and the n - 1 quadrant (kept as quadrants, the w-screen made on the fly)
-IMAGE_ARRAYS = {"wstack": 4.5, "wstack-wproject": 5}
+# float64 images held at the peak; wstack: the accumulator and a quarter image for the
+# correction (kept as a quadrant; the w-screen and n - 1 are made on the fly)
+IMAGE_ARRAYS = {"wstack": 4.25, "wstack-wproject": 5}
 LAYOUT_TRANSIENT_BYTES = 40  # per sample of the largest stack: wproject tile_layout (traced)
 # Of IMAGE_ARRAYS, the images the pipeline holds at the requested size (PSF, the image being
 # made, its float64 copy); with small inversion the rest are the operator's coarse ones.
