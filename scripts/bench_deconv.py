@@ -185,7 +185,7 @@ def real_mwa(args):
     from radimg.io.product import read_product
 
     sys.path.insert(0, str(REPO / "scripts"))
-    from bench_memory import _mpiexec
+    from bench_memory import _mpiexec, bench_env
 
     work = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="bench_deconv_mwa_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -213,8 +213,7 @@ def real_mwa(args):
     }
     cfg_path = work / "radimg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR",
-                                                           str(REPO / ".numba_cache"))}
+    env = bench_env()
     sets = sum((["--set", x] for x in args.set), [])
     rcmd = [*_mpiexec(args.ranks), str(BIN / "radimg"), "run", str(cfg_path), *sets]
     exe = shutil.which("wsclean")
@@ -419,7 +418,10 @@ def main(argv=None):
     }
     cfg_path = work / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(REPO / ".numba_cache")}
+    sys.path.insert(0, str(REPO / "scripts"))
+    from bench_memory import bench_env
+
+    env = bench_env()
     radimg = [str(BIN / "radimg")]
     # simulate once (untimed) and warm numba's cache with a run through ONE major cycle: a
     # dirty-only warm-up never compiles the degridder (predict) or the minor-cycle kernels,

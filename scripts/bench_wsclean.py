@@ -58,7 +58,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_deconv import _hms  # noqa: E402  (WSClean's h:mm:ss.s log times)
-from bench_memory import _mpiexec, _radimg, baseline_rss  # noqa: E402
+from bench_memory import _mpiexec, _radimg, baseline_rss, bench_env  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 2.0**20
@@ -330,8 +330,7 @@ def main(argv=None):
     if ms.exists():
         shutil.rmtree(ms)
     shutil.copytree(src, ms)  # both tools image a private copy; the original is never opened
-    env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR",
-                                                           str(REPO / ".numba_cache"))}
+    env = bench_env()
     res = {"case": {"ms": str(src), "npix": args.npix, "cell_arcsec": args.cell_arcsec,
                     "ranks": args.ranks, "wsclean_threads": args.wsclean_threads,
                     "epsilon": args.epsilon, "precision": args.precision, "set": args.set,
