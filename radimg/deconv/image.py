@@ -578,8 +578,9 @@ class SpectralConv:
     All kernels share one fast FFT size, so an image's spectrum (``spectrum``) serves every
     kernel (``apply``)."""
 
-    def __init__(self, shape, kernels):
+    def __init__(self, shape, kernels, nthreads=1):
         self.shape = tuple(shape)
+        self.nthreads = max(1, int(nthreads))  # ducc0's FFT threads
         ks = [np.asarray(k, dtype=np.float64) for k in kernels]
         self.size = (
             _good_size(max(_conv_length(self.shape[0], k.shape[0]) for k in ks)),
@@ -595,7 +596,7 @@ class SpectralConv:
         a = np.asarray(a, dtype=np.float64)[: self.size[0], : self.size[1]]  # as numpy crops
         z = np.zeros(self.size, dtype=np.float64)
         z[: a.shape[0], : a.shape[1]] = a
-        return ducc0.fft.r2c(z, axes=(0, 1))
+        return ducc0.fft.r2c(z, axes=(0, 1), nthreads=self.nthreads)
 
     def apply(self, spec, i):
         """The image whose spectrum is ``spec`` convolved with kernel ``i``."""
@@ -603,7 +604,8 @@ class SpectralConv:
 
         spec = spec * self.spectra[i]
         full = ducc0.fft.c2r(spec, axes=(0, 1), lastsize=self.size[1], forward=False,
-                             inorm=2, out=np.empty(self.size), allow_overwriting_input=True)
+                             inorm=2, out=np.empty(self.size), allow_overwriting_input=True,
+                             nthreads=self.nthreads)
         cy, cx = self.centre[i]
         return full[cy : cy + self.shape[0], cx : cx + self.shape[1]]
 

@@ -84,6 +84,7 @@ def cotton_schwab(
     on_checkpoint=None,
     stop_check=None,
     log=None,
+    minor_threads=1,
 ):
     """CLEAN with Cotton-Schwab major cycles; stops as WSClean 3.1 does once its noise
     estimate has settled.
@@ -104,6 +105,8 @@ def cotton_schwab(
         checkpoint first if this cycle wrote none. Rank 0's answer is broadcast, so all
         ranks stop together. None: never.
     log : callable(str) or None, one line per major cycle (rank 0).
+    minor_threads : int, threads of the Hogbom passes' PSF convolutions on rank 0 (the
+        other ranks sleep through the minor cycle, so rank 0 may use their cores).
 
     Returns
     -------
@@ -156,7 +159,7 @@ def cotton_schwab(
         msg = None
         if rank == 0:
             done, msg, psf_conv = _root_cycle(residual, psf, base_mask, p, state, psf_conv,
-                                              hogbom)
+                                              hogbom, minor_threads)
         if comm is not None:
             wait_for_root(comm)  # the other ranks sleep through rank 0's minor cycle
             done = _share_cycle(comm, rank, done if rank == 0 else None, state)
@@ -184,7 +187,7 @@ def cotton_schwab(
     return state["model"], residual, state
 
 
-def _root_cycle(residual, psf, base_mask, p, state, psf_conv, hogbom):
+def _root_cycle(residual, psf, base_mask, p, state, psf_conv, hogbom, threads=1):
     """Rank 0's part of one major cycle (steps 1-3 of :func:`cotton_schwab`'s Notes): the
     noise, threshold and mask, the stopping rules, then a minor cycle on a copy of
     ``residual`` that adds components to ``state["model"]`` in place.
@@ -216,7 +219,7 @@ def _root_cycle(residual, psf, base_mask, p, state, psf_conv, hogbom):
     )
     if not done:
         if psf_conv is None and hogbom:
-            psf_conv = SpectralConv(residual.shape, [psf])
+            psf_conv = SpectralConv(residual.shape, [psf], nthreads=threads)
         stop = max(level, (1.0 - p["mgain"]) * peak)
         work = residual.copy()
         n = _minor(work, psf, model, mask, p, stop, p["niter"] - state["iters"], psf_conv)

@@ -28,6 +28,7 @@ __all__ = [
     "abort_interrupted",
     "allreduce_array",
     "reduce_array",
+    "ranks_on_root_node",
     "Collectives",
     "bcast_array",
     "comm_rank_size",
@@ -506,6 +507,22 @@ def reduce_array(comm, arr: np.ndarray, op: str = "sum", root: int = 0):
         else:
             comm.Reduce(piece, None, op=mop, root=root)
     return arr if on_root else None
+
+
+def ranks_on_root_node(comm, root: int = 0) -> int:
+    """How many ranks of ``comm`` share ``root``'s node (collective; 1 for ``comm=None``):
+    the cores rank 0 may use while the others sleep in :func:`wait_for_root`."""
+    if comm is None or comm.Get_size() == 1:
+        return 1
+    from mpi4py import MPI
+
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    try:
+        here = int(local.Get_size())
+        on_root = comm.bcast(here if comm.Get_rank() == root else None, root=root)
+    finally:
+        local.Free()
+    return int(on_root)
 
 
 def allreduce_scalar(comm, value, op: str = "sum", dtype=np.float64):

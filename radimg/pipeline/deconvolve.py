@@ -154,6 +154,7 @@ def clean(job, backend, geom, psf, dirty, wcs_info, checkpoint):
     """Cotton-Schwab CLEAN (radimg.deconv.major.cotton_schwab). Returns ``(model, residual,
     summary)``."""
     from radimg.deconv.major import cotton_schwab, new_clean_state
+    from radimg.parallel.mpi import ranks_on_root_node
     from radimg.pipeline.preflight import check_mask
 
     comm, dcfg = job.comm, job.cfg["deconvolution"]
@@ -190,6 +191,7 @@ def clean(job, backend, geom, psf, dirty, wcs_info, checkpoint):
     model, residual, state = cotton_schwab(
         cycle_residual, residual, psf, dcfg, comm=comm, user_mask=user_mask, state=state,
         on_checkpoint=loop.on_checkpoint, stop_check=loop.stop_requested, log=loop.note,
+        minor_threads=job.nthreads * ranks_on_root_node(comm),
     )
     if chooser is not None:
         job.timer.set_counter("predicts by DFT", chooser.used["dft"])

@@ -46,3 +46,15 @@ def test_serial_twins_and_layout_checks():
 
     with pytest.raises(ValueError, match="C-contiguous"):
         mpi.reduce_array(MPI.COMM_WORLD, np.zeros((4, 4))[:, ::2])
+
+
+def test_ranks_on_root_node_counts_this_machine():
+    """Every rank of the test job runs on this one machine: rank 0's node holds them all
+    (the minor cycle's thread count); serial: 1."""
+    from mpi4py import MPI
+
+    from radimg.parallel.mpi import ranks_on_root_node
+
+    comm = MPI.COMM_WORLD
+    assert ranks_on_root_node(comm) == comm.size
+    assert ranks_on_root_node(None) == 1
