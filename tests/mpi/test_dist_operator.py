@@ -235,3 +235,31 @@ def test_own_planes_bypass_exchange_buffers(setup):
     assert remote == [p for p in D.touched_planes if D.owner[p] != D.rank]
     for tiles in D._touched.values():
         assert tiles.dtype == np.int32
+
+
+def test_single_precision_repeats_root_only_and_release(setup):
+    """Single precision keeps hdot's float64 accumulator between applications: a second
+    application (2 x the visibilities) gives exactly twice the first image and leaves the
+    first result untouched (no aliasing of the kept array); ``root_only`` gives rank 0 the
+    same image (None elsewhere); after ``release`` the next application makes new buffers
+    and the same image again."""
+    from radimg.parallel.operator import DistributedOperator
+
+    comm = setup["comm"]
+    lo, hi = setup["lo"], setup["hi"]
+    kw = {**setup["kw"], "precision": "single", "epsilon": 1e-5}
+    D = DistributedOperator(comm, setup["uvw"][lo:hi], FREQ, setup["wgt"][lo:hi], NPIX, NPIX,
+                            setup["cell"], **kw)
+    v = D.redistribute_vis(setup["vis"][lo:hi])
+    a = D.hdot(v, D.weight)
+    keep = a.copy()
+    b = D.hdot(2 * v, D.weight)
+    np.testing.assert_array_equal(b, 2 * keep)
+    np.testing.assert_array_equal(a, keep)
+    assert a.dtype == np.float32 and np.abs(a).max() > 0
+    r = D.hdot(v, D.weight, root_only=True, release=True)
+    assert (r is None) == (comm.rank != 0)
+    if r is not None:  # a Reduce may sum the ranks in another order than the Allreduce
+        np.testing.assert_allclose(r, keep, rtol=0, atol=1e-6 * np.abs(keep).max())
+    assert D._scratch_grid is None and D._acc_buf is None
+    np.testing.assert_array_equal(D.hdot(v, D.weight), keep)
