@@ -342,3 +342,22 @@ def test_exit_code_constants_agree():
     from radimg import pipeline
 
     assert cli.EXIT_INTERRUPTED == pipeline.EXIT_INTERRUPTED == pipeline.JobInterrupted.exit_code
+
+
+def test_run_asks_numpy_for_small_pages(monkeypatch):
+    """`radimg run` turns off numpy's huge-page madvise (first touches of large arrays
+    stalled on memory compaction), unless NUMPY_MADVISE_HUGEPAGE is set by the user."""
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    from radimg.cli import _small_pages
+
+    before = _set_madvise_hugepage(True)
+    try:
+        monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+        _small_pages()
+        assert _set_madvise_hugepage(True) is False  # it was off
+        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
+        _small_pages()
+        assert _set_madvise_hugepage(True) is True  # the user's choice stands
+    finally:
+        _set_madvise_hugepage(before)

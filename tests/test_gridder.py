@@ -187,12 +187,14 @@ def _serial_kernels(W, Ww, dt):
     return gk, dk
 
 
-@pytest.mark.parametrize("W", [8, 9])
+@pytest.mark.parametrize("W", [8, 9, 12])
 def test_specialised_kernels_vectorise(W):
-    """Issue #13 item 3: the support-specialised grid / degrid kernels compile their kernel
-    rows to vector arithmetic (<N x double>, N >= 4, e.g. vmulpd/vaddpd on ymm/zmm)."""
+    """Issue #13 item 3: the support-specialised kernels compile their kernel rows to vector
+    arithmetic (<N x double>, N >= 4, e.g. vmulpd/vaddpd on ymm/zmm): the degrid kernel at
+    every W, the grid kernel from W = 9 on (rows of W <= 8 are unrolled instead, measured
+    2.5-3x faster there: gridder.sorted_kernels' CONST_ROWS)."""
     gk, dk = _serial_kernels(W, 1, np.complex128)
-    for k in (gk, dk):
+    for k in ((gk, dk) if W >= 9 else (dk,)):
         ops = _vector_ops(k.inspect_llvm(k.signatures[0]))
         assert ("fmul", 8, "double") in ops or ("fmul", 4, "double") in ops, ops
         assert any(op == "fadd" for op, _, _ in ops), ops

@@ -420,8 +420,9 @@ def finish_samples(layout: SampleLayout, spec: GridSpec, uvw, freq, acc, out, nt
 # disk), as ducc0 does with templates. With constant trip counts the tap polynomials unroll
 # and a kernel row (2 W reals, interleaved re/im) is a fixed-length axpy that LLVM turns into
 # vector FMAs / muls; tests/test_gridder.py checks the compiled code holds vector
-# instructions. (``numba.literally`` arguments did the same but cost ~0.1 s of dispatch per
-# call, every plane.)
+# instructions for W >= 9; rows of W <= 8 are unrolled instead, faster there (see
+# CONST_ROWS in :func:`sorted_kernels`: 2.5-3x at W = 7, 8). (``numba.literally``
+# arguments did the same but cost ~0.1 s of dispatch per call, every plane.)
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
@@ -456,15 +457,16 @@ def _taps_c(even, odd, W, De, Do, g, out):
 def _row_axpy(gr, ju, xu, ka, k2):
     """``gr[ju, xu + q] += ka * k2[q]``: one kernel row onto the grid's interleaved real view.
     Unsigned indices (no negative-index select) and a run-time trip count let LLVM vectorise
-    it with run-time alias checks (a constant count is fully unrolled first and then stays
-    scalar, as is the same loop inlined into the large kernel body: measured)."""
+    it with run-time alias checks (the grid kernel's rows for W >= 9)."""
     for q in range(k2.size):
         gr[ju, xu + numba.uint64(q)] += ka * k2[q]
 
 
 @numba.njit(**JIT_OPTIONS)
 def _row_dot(gr, ju, xu, ka, acc2):
-    """``acc2[q] += ka * gr[ju, xu + q]`` (degridding's row; vectorised as :func:`_row_axpy`)."""
+    """``acc2[q] += ka * gr[ju, xu + q]`` (degridding's row): unsigned indices (no
+    negative-index select) and a run-time trip count; LLVM vectorises it with run-time alias
+    checks."""
     for q in range(acc2.size):
         acc2[q] += ka * gr[ju, xu + numba.uint64(q)]
 
@@ -478,6 +480,13 @@ def sorted_kernels(W, Ww, De, Do, parallel=True, cache=True):
     disk cache carries no LLVM IR): the variant whose IR tests inspect."""
     W, Ww, De, Do = int(W), int(Ww), int(De), int(Do)
     W2 = 2 * W
+    # Grid rows of W <= 8 as a compile-time-count loop (unrolled), wider ones as the
+    # run-time-count axpy that LLVM vectorises behind alias checks: that loop's vector body
+    # (8 floats or 4 doubles, interleaved) never runs for rows of 14-16 reals, which then
+    # went through its scalar remainder. Measured, one thread, 1e6 samples per plane, ns per
+    # sample (single / double), unrolled vs vectorised: W 7: 65/64 vs 158/132, W 8: 86/78 vs
+    # 214/211, W 9: 102/97 vs 80/81, W 12: 152/153 vs 107/113; equal images to the bit.
+    CONST_ROWS = W <= 8
     opts = dict(PARALLEL_JIT_OPTIONS if parallel else JIT_OPTIONS, cache=bool(cache))
 
     @numba.njit(**opts)
@@ -511,10 +520,22 @@ def sorted_kernels(W, Ww, De, Do, parallel=True, cache=True):
                         kx2[2 * b] = vr * ku[b]
                         kx2[2 * b + 1] = vi * ku[b]
                     x0 = 2 * jx0
-                    if x0 + W2 <= 2 * nxp:  # no wrap
+                    if x0 + W2 <= 2 * nxp and CONST_ROWS:  # no wrap, W <= 8
+                        # a row of 2W reals with a compile-time count through a 1-D view of
+                        # the grid row, unrolled by LLVM (see CONST_ROWS)
+                        for a in range(W):
+                            kvg[a] = kv[a]
+                        for a in range(W):
+                            ka = kvg[a]
+                            row = gr[jy]
+                            for q in range(W2):
+                                row[x0 + q] += ka * kx2[q]
+                            jy += 1
+                            if jy == nyp:
+                                jy = 0
+                    elif x0 + W2 <= 2 * nxp:  # no wrap, W >= 9
                         # unsigned indices (no negative-index wrap select) and a run-time
                         # trip count: LLVM vectorises the row with run-time alias checks
-                        # (a constant count is unrolled first and then left scalar)
                         xu = numba.uint64(x0)
                         for a in range(W):
                             kvg[a] = kv[a]
@@ -562,7 +583,10 @@ def sorted_kernels(W, Ww, De, Do, parallel=True, cache=True):
                 x0 = 2 * jx0
                 for q in range(W2):
                     acc2[q] = 0.0
-                if x0 + W2 <= 2 * nxp:  # no wrap (vectorised as in grid_kernel)
+                if x0 + W2 <= 2 * nxp:  # no wrap
+                    # the row as a run-time-count loop (:func:`_row_dot`): here it is the
+                    # faster form (75 against 91 ns per sample and plane at W = 7 for the
+                    # compile-time count that the grid kernel's rows use)
                     xu = numba.uint64(x0)
                     for a in range(W):
                         kvg[a] = kv[a]
