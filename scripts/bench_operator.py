@@ -144,7 +144,10 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    from radimg.cli import _small_pages
     from radimg.ops.operator import make_operator
+
+    _small_pages()  # as `radimg run` does (numpy's huge-page madvise off)
 
     cases = "abc" if args.case == "all" else args.case.replace(",", "")
     modes = args.mode.split(",")
