@@ -477,7 +477,11 @@ def sorted_kernels(W, Ww, De, Do, parallel=True, cache=True):
     ``Ww`` and ``De`` / ``Do`` rows of the even / odd tap polynomials (see above).
     ``parallel=False, cache=False``: the same code without threads, compiled in this process
     (numba compiles a ``prange`` body as a separate function, and a variant loaded from the
-    disk cache carries no LLVM IR): the variant whose IR tests inspect."""
+    disk cache carries no LLVM IR): the variant whose IR tests inspect.
+
+    Long because the two kernels are closures over the same compile-time constants (W, Ww,
+    De, Do, CONST_ROWS) and are read side by side (the degrid kernel is the grid kernel's
+    adjoint, line for line); each is under the length limit on its own."""
     W, Ww, De, Do = int(W), int(Ww), int(De), int(Do)
     W2 = 2 * W
     # Grid rows of W <= 8 as a compile-time-count loop (unrolled), wider ones as the
