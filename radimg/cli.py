@@ -69,12 +69,7 @@ def _resolve(args, extra: list[str] | None = None) -> dict:
 
 def _small_pages():
     """Ask numpy for ordinary pages (no ``madvise(MADV_HUGEPAGE)`` on its large arrays)
-    unless ``NUMPY_MADVISE_HUGEPAGE`` says otherwise. Where transparent huge pages are
-    ``madvise`` with on-demand compaction (this machine, and common), every first touch of
-    a large array stalls while the kernel compacts memory: 0.9 s for a fresh 256 MiB array
-    against 0.1 s with small pages, and the real 4096 x 30\" job at 2 ranks took 9.6-9.8 s
-    against 10.2-10.4 s with numpy's default (three alternated runs each); the FFTs' TLB
-    gains did not make up for it. WSClean and ducc0 do not ask for huge pages either."""
+    unless ``NUMPY_MADVISE_HUGEPAGE`` says otherwise (see :func:`_pages_for`)."""
     if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
         return
     try:
@@ -87,8 +82,23 @@ def _small_pages():
     _set_madvise_hugepage(False)
 
 
+def _pages_for(cfg):
+    """Small pages for a run that only makes its images, numpy's huge pages otherwise.
+
+    Where transparent huge pages are ``madvise`` with on-demand compaction (this machine,
+    and common), the first touch of a large array stalls while the kernel compacts memory:
+    0.9 s for a fresh 256 MiB array against 0.1 s with small pages. Huge pages then make the
+    FFTs' column passes faster (fewer TLB misses): 35.9 against 39.0 s for a second
+    application on scripts/bench_operator.py case b. A run with two applications (PSF and
+    dirty image) pays the stalls and gains little (bench_operator case c 2.4 -> 1.2 s with
+    small pages; the real 4096 x 30\" job 9.6-9.8 against 10.2-10.4 s in one alternated
+    set, within noise in another); CLEAN and ADMM apply the operator again every cycle or
+    iteration into the same kept buffers, so they keep numpy's default."""
+    if cfg is not None and (cfg.get("deconvolution") or {}).get("algorithm") == "none":
+        _small_pages()
+
+
 def cmd_run(args) -> int:
-    _small_pages()
     extra = []
     if args.overwrite:
         extra.append("output.overwrite=true")
@@ -106,6 +116,7 @@ def cmd_run(args) -> int:
     from radimg.parallel.mpi import get_comm, raise_from_any_rank
 
     raise_from_any_rank(get_comm(), err)
+    _pages_for(cfg)
     from radimg import pipeline
 
     interrupted = getattr(pipeline, "JobInterrupted", ())

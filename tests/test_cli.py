@@ -345,19 +345,22 @@ def test_exit_code_constants_agree():
 
 
 def test_run_asks_numpy_for_small_pages(monkeypatch):
-    """`radimg run` turns off numpy's huge-page madvise (first touches of large arrays
-    stalled on memory compaction), unless NUMPY_MADVISE_HUGEPAGE is set by the user."""
+    """A `radimg run` that only makes its images turns off numpy's huge-page madvise (first
+    touches of large arrays stalled on memory compaction); a deconvolving run keeps it, and
+    NUMPY_MADVISE_HUGEPAGE set by the user always stands."""
     from numpy._core.multiarray import _set_madvise_hugepage
 
-    from radimg.cli import _small_pages
+    from radimg.cli import _pages_for
 
     before = _set_madvise_hugepage(True)
     try:
         monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
-        _small_pages()
+        _pages_for({"deconvolution": {"algorithm": "clean"}})
+        assert _set_madvise_hugepage(True) is True  # untouched
+        _pages_for({"deconvolution": {"algorithm": "none"}})
         assert _set_madvise_hugepage(True) is False  # it was off
         monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
-        _small_pages()
+        _pages_for({"deconvolution": {"algorithm": "none"}})
         assert _set_madvise_hugepage(True) is True  # the user's choice stands
     finally:
         _set_madvise_hugepage(before)
