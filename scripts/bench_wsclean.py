@@ -87,39 +87,47 @@ def _children():
     return kids
 
 
-def _tree_rss(pid):
-    """Resident bytes of ``pid`` and all its descendants, summed."""
+def _tree_sum(pid, of_one):
+    """``of_one(p)`` (bytes, or None when ``p`` is gone) summed over ``pid`` and all its
+    descendants."""
     kids = _children()
     todo, total = [pid], 0
     while todo:
         p = todo.pop()
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except OSError:
-            pass
+        total += of_one(p) or 0
         todo.extend(kids.get(p, ()))
     return total
+
+
+def _rss(p):
+    try:
+        with open(f"/proc/{p}/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+    except OSError:
+        return None
+
+
+def _pss(p):
+    try:
+        with open(f"/proc/{p}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _tree_rss(pid):
+    """Resident bytes of ``pid`` and all its descendants, summed."""
+    return _tree_sum(pid, _rss)
 
 
 def _tree_pss(pid):
     """Proportional set size of ``pid`` and its descendants, summed: pages shared between
     processes (the ranks' shared libraries: numba's LLVM, scipy, casacore, ~130 MiB per
     rank) counted once, i.e. the memory the job takes from the node."""
-    kids = _children()
-    todo, total = [pid], 0
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1]) * 1024
-                        break
-        except OSError:
-            pass
-        todo.extend(kids.get(p, ()))
-    return total
+    return _tree_sum(pid, _pss)
 
 
 def run_measured(cmd, env=None, interval=0.1, pss=None):

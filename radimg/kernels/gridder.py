@@ -900,6 +900,23 @@ def chirp_adjoint(fg, ph, acc, nthreads=1, step=None):
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
+def _quadrant(ny, nx):
+    """Centre ``(cy, cx)`` of an (ny, nx) image and its quadrant's size ``(qy, qx)``."""
+    cy, cx = ny // 2, nx // 2
+    return cy, cx, max(cy, ny - 1 - cy) + 1, max(cx, nx - 1 - cx) + 1
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _mirrored_row(ay, side, cy, ny):
+    """Image row of quadrant row ``ay`` above (side 0) or below (side 1) the centre, or -1
+    where there is none (outside the image; below the centre row itself)."""
+    iy = cy - ay if side == 0 else cy + ay
+    if iy < 0 or iy >= ny or (side == 1 and ay == 0):
+        return -1
+    return iy
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
 def _screen_row(ay, qx, cell_x, cell_y, nshift, w, cr, ci):
     """Row ``ay`` of the quadrant of ``exp(-2 pi i w c)``, ``c = n - 1 - nshift`` computed
     as :func:`_quadrant_c_kernel` computes it (so the same bits): ``cr - i ci``."""
@@ -914,16 +931,14 @@ def _chirp_adjoint_w_kernel(fg, cell_x, cell_y, nshift, w, rowmap, colmap, acc):
     """:func:`_chirp_adjoint_kernel` with the screen made row by row of the quadrant as it
     is used (no screen or ``n - 1`` array, one pass over the image)."""
     ny, nx = acc.shape
-    cy, cx = ny // 2, nx // 2
-    qy = max(cy, ny - 1 - cy) + 1
-    qx = max(cx, nx - 1 - cx) + 1
+    cy, cx, qy, qx = _quadrant(ny, nx)
     for ay in numba.prange(qy):
         cr = np.empty(qx)
         ci = np.empty(qx)
         _screen_row(ay, qx, cell_x, cell_y, nshift, w, cr, ci)
         for side in range(2):  # Re(val * (cr - i ci)) = val.re cr + val.im ci
-            iy = cy - ay if side == 0 else cy + ay
-            if iy < 0 or iy >= ny or (side == 1 and ay == 0):
+            iy = _mirrored_row(ay, side, cy, ny)
+            if iy < 0:
                 continue
             jy = rowmap[iy]
             for ax in range(qx):
@@ -954,16 +969,14 @@ def _chirp_forward_w_kernel(img, cell_x, cell_y, nshift, w, rowmap, colmap, out)
     """:func:`_chirp_forward_kernel` with the screen made per quadrant row (image rows
     cy - ay and cy + ay share it): ``out = img * conj(P) = img * (cr + i ci)``."""
     ny, nx = img.shape
-    cy, cx = ny // 2, nx // 2
-    qy = max(cy, ny - 1 - cy) + 1
-    qx = max(cx, nx - 1 - cx) + 1
+    cy, cx, qy, qx = _quadrant(ny, nx)
     for ay in numba.prange(qy):
         cr = np.empty(qx)
         ci = np.empty(qx)
         _screen_row(ay, qx, cell_x, cell_y, nshift, w, cr, ci)
         for side in range(2):
-            iy = cy - ay if side == 0 else cy + ay
-            if iy < 0 or iy >= ny or (side == 1 and ay == 0):
+            iy = _mirrored_row(ay, side, cy, ny)
+            if iy < 0:
                 continue
             jy = rowmap[iy]
             for ix in range(nx):

@@ -36,7 +36,7 @@ from radimg.kernels.es import es_parameters, es_poly_correction
 from radimg.ops.fft import good_size
 
 __all__ = ["Field", "Geometry", "resolve_geometry", "wproject_geometry", "samples_w_range",
-           "ES_SHARE", "W_SHARE"]
+           "scaling_target", "ES_SHARE", "W_SHARE"]
 
 MODES = ("none", "wstack", "wstack-wproject")
 
@@ -417,3 +417,13 @@ def wproject_geometry(field, epsilon, *, precision="double", oversampling=2.0, n
                    nyp=good_size(oversampling * field.npix_y), W=int(W), beta=float(beta),
                    nsel=int(nsel))
     return geo if centres is None else geo.with_stacks(centres, dw_range)
+
+
+def scaling_target(image, inplace):
+    """The float64 C-contiguous array an operator's ``scale_image`` multiplies: ``image``
+    itself when ``inplace`` (it must be such an array), else a new copy of it."""
+    if inplace:
+        if image.dtype != np.float64 or not image.flags.c_contiguous:
+            raise ValueError("inplace scaling needs a C-contiguous float64 image")
+        return image
+    return np.array(image, dtype=np.float64, order="C")

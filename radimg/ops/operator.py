@@ -53,6 +53,7 @@ from radimg.ops.geometry import (
     Geometry,
     resolve_geometry,
     samples_w_range,
+    scaling_target,
     wproject_geometry,
 )
 
@@ -287,12 +288,7 @@ class WideFieldOperator:
         ``image`` itself (``inplace``, a C-contiguous float64 array): apply it once per
         application and pass ``scaled=False`` to the stage methods (as
         :meth:`radimg.ops.wproject.WProjectOperator.scale_image`)."""
-        if inplace:
-            if image.dtype != np.float64 or not image.flags.c_contiguous:
-                raise ValueError("inplace scaling needs a C-contiguous float64 image")
-            img = image
-        else:
-            img = np.array(image, dtype=np.float64, order="C")
+        img = scaling_target(image, inplace)
         if img.shape != (self.npix_y, self.npix_x):
             raise ValueError(f"image must be (npix_y, npix_x) = {(self.npix_y, self.npix_x)}")
         _g._set_threads(self.nthreads)

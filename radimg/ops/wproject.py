@@ -30,7 +30,7 @@ import numpy as np
 
 from radimg.constants import C_LIGHT
 from radimg.kernels import wproject as wpk
-from radimg.ops.geometry import W_SHARE, Geometry
+from radimg.ops.geometry import W_SHARE, Geometry, scaling_target
 from radimg.ops.kmeans import SERIAL, kmeans_w
 
 __all__ = ["WProjectOperator", "choose_nstacks", "fit_stacks", "kmeans_w_local"]
@@ -413,12 +413,7 @@ class WProjectOperator:
         as a new float64 (npix_y, npix_x) array, or in ``image`` itself (``inplace``, a
         C-contiguous float64 array): apply it once per application and pass
         ``scaled=False`` to the stage methods (:meth:`dot`, :meth:`hdot`)."""
-        if inplace:
-            if image.dtype != np.float64 or not image.flags.c_contiguous:
-                raise ValueError("inplace scaling needs a C-contiguous float64 image")
-            img = image
-        else:
-            img = np.array(image, dtype=np.float64, order="C")
+        img = scaling_target(image, inplace)
         t = self.tables
         self._threads()
         return wpk.scale_image(img, t.corr_y, t.corr_x)
