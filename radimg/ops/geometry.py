@@ -420,10 +420,11 @@ def wproject_geometry(field, epsilon, *, precision="double", oversampling=2.0, n
 
 
 def scaling_target(image, inplace):
-    """The float64 C-contiguous array an operator's ``scale_image`` multiplies: ``image``
-    itself when ``inplace`` (it must be such an array), else a new copy of it."""
+    """The C-contiguous array an operator's ``scale_image`` multiplies: ``image`` itself
+    when ``inplace`` (it must be such an array, float64 or float32: a single-precision
+    operator's accumulator), else a new float64 copy of it."""
     if inplace:
-        if image.dtype != np.float64 or not image.flags.c_contiguous:
-            raise ValueError("inplace scaling needs a C-contiguous float64 image")
+        if image.dtype not in (np.float64, np.float32) or not image.flags.c_contiguous:
+            raise ValueError("inplace scaling needs a C-contiguous float64 or float32 image")
         return image
     return np.array(image, dtype=np.float64, order="C")

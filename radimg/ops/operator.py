@@ -261,8 +261,9 @@ class WideFieldOperator:
         _g._set_threads(self.nthreads)
         _correction_kernel(gx, gy, self.cell_x, self.cell_y, nshift, dw, cheb, chalf, quadrant)
         # Kept as the quadrant and applied mirrored (scale_image): the full image of it was
-        # 57 MiB per rank on the real 4096 x 30" job, a quarter of that now.
-        self._corr_q = quadrant
+        # 57 MiB per rank on the real 4096 x 30" job, a quarter of that now; in single
+        # precision float32 (7 MiB; it scales float32 planes' sum, 6e-8 relative)
+        self._corr_q = quadrant.astype(self.rdtype, copy=False)
         self._nshift = nshift
         self._cq_cache = None  # n - 1 - nshift quadrant, made when the serial path needs it
 
@@ -478,7 +479,8 @@ class WideFieldOperator:
         return self._grid_rows
 
     def plane_grid_to_image(self, grid, p, out=None, overwrite=True, scaled=True, rows=None):
-        """``S_p^H Z^H F^H grid``: add plane ``p``'s image to ``out`` (npix_y, npix_x) float64.
+        """``S_p^H Z^H F^H grid``: add plane ``p``'s image to ``out`` (npix_y, npix_x) float64
+        (or the operator's float32 in single precision, as the distributed ``hdot`` keeps it).
 
         ``grid`` is the gridded (not yet transformed) plane; it is overwritten when
         ``overwrite``. Summing this over all planes of ``grid_samples`` output is ``hdot``.
@@ -487,8 +489,8 @@ class WideFieldOperator:
         """
         if out is None:
             out = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
-        if out.dtype != np.float64:
-            raise ValueError("out must be float64 (image sums are accumulated in double)")
+        if out.dtype not in (np.float64, np.dtype(self.rdtype)):
+            raise ValueError(f"out must be float64 or {np.dtype(self.rdtype)}, got {out.dtype}")
         if not overwrite:
             grid = grid.copy()
         fgrid = self._backward_inplace(grid, rows)

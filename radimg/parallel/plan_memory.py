@@ -80,6 +80,7 @@ __all__ = [
     "SAMPLE_BYTES",
     "OWNER_GRIDS",
     "IMAGE_ARRAYS",
+    "SINGLE_ACCUMULATOR_SAVING",
     "LAYOUT_TRANSIENT_BYTES",
     "FINE_IMAGES",
     "FINE_IMAGE_BYTES",
@@ -105,6 +106,10 @@ OWNER_GRIDS = {"wstack": 0, "wstack-wproject": 0}  # extra full grids (c) of an 
 # float64 images held at the peak; wstack: the accumulator and a quarter image for the
 # correction (kept as a quadrant; the w-screen and n - 1 are made on the fly)
 IMAGE_ARRAYS = {"wstack": 4.25, "wstack-wproject": 5}
+#: Of IMAGE_ARRAYS, the float64 images saved in single precision: ``hdot``'s accumulator
+#: and the correction's quadrant are float32 there (radimg.parallel.operator's
+#: ``_accumulator``, radimg.ops.operator's ``_corr_q``).
+SINGLE_ACCUMULATOR_SAVING = {"wstack": 0.5 + 0.125, "wstack-wproject": 0.5}
 LAYOUT_TRANSIENT_BYTES = 40  # per sample of the largest stack: wproject tile_layout (traced)
 # Of IMAGE_ARRAYS, the images the pipeline holds at the requested size (PSF, the image being
 # made, its float64 copy); with small inversion the rest are the operator's coarse ones.
@@ -170,22 +175,28 @@ def memory_terms(mode, precision, *, samples, nchan, recv_cells, send_cells, pla
     if m == "wstack-wproject":
         big = s if max_stack_samples is None else np.asarray(max_stack_samples, np.int64)
         per_sample = per_sample + big * LAYOUT_TRANSIENT_BYTES
+    coarse = IMAGE_ARRAYS[m] - FINE_IMAGES - (SINGLE_ACCUMULATOR_SAVING[m]
+                                              if precision == "single" else 0.0)
     out = {
         "samples": per_sample,
         "grid_tiles": (np.asarray(recv_cells, np.int64) + np.asarray(send_cells, np.int64)
                        if buffer_cells is None else np.asarray(buffer_cells, np.int64)) * c,
         "stack_grids": np.int64(grid_cells) * (c + owner_grids * c),
-        "images": np.full(n, int((IMAGE_ARRAYS[m] - FINE_IMAGES) * int(image_pixels) * 8)
+        "images": np.full(n, int(coarse * int(image_pixels) * 8)
                           + FINE_IMAGE_BYTES[precision] * int(image_pixels), np.int64),
         "kernels": np.asarray(kernel_bytes, dtype=np.int64),
     }
     if small is not None:
-        out["images"] = np.full(n, int((IMAGE_ARRAYS[m] - FINE_IMAGES) * int(image_pixels) * 8),
-                                np.int64)
+        out["images"] = np.full(n, int(coarse * int(image_pixels) * 8), np.int64)
         psf_b, rest_b = resample_bytes(small, precision, keep=not dot, split=True)
+        if not dot:
+            # dirty image and PSF only: rank 0 alone makes the requested images, both after
+            # the dirty image's application (radimg.pipeline.images: the backend's
+            # defers_resampling), holding the coarse PSF (float32 in single) during it
+            psf_b, rest_b = int(image_pixels) * (4 if precision == "single" else 8), psf_b + rest_b
         out["requested_psf"] = np.full(n, psf_b, np.int64)
         out["resample"] = np.full(n, rest_b, np.int64)
-        if not dot:  # dirty image and PSF only: rank 0 alone makes the requested images
+        if not dot:
             out["requested_psf"][1:] = 0
             out["resample"][1:] = 0
     if deconvolution:

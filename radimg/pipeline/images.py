@@ -19,28 +19,42 @@ def make_images(job, backend, geom):
     beam : (bmaj_deg, bmin_deg, bpa_deg)
     """
     comm, timer, verbose = job.comm, job.timer, job.verbose
+    # a run that only writes its images through a small inversion resamples both images
+    # after the dirty one (the backend's defers_resampling); the beam is fitted then
+    defer = backend.defers_resampling
     with (
         timer.stage("psf"),
         Progress(comm.rank, None, "gridding PSF", verbose=verbose, ticker=True),
     ):
         job.fault_point("psf")
-        psf = backend.psf()
-    with timer.stage("beam"):
-        # Fitted now, before the dirty image and any minor cycle, so that a PSF without a
-        # main lobe (a user error, raised on every rank) costs nothing more; rank 0 fits and
-        # warns (once) when it falls back to the lobe's second moments.
-        from radimg.deconv.image import fit_beam
-
-        beam = collective_check(comm, fit_beam, psf, geom.cell_deg)
+        psf = backend.psf(fine=False) if defer else backend.psf()
+    if not defer:
+        beam = _fit_beam(job, psf, geom)
     with (
         timer.stage("dirty"),
         Progress(comm.rank, None, "gridding dirty image", verbose=verbose, ticker=True),
     ):
         job.fault_point("dirty")
-        dirty = backend.dirty()
+        dirty = backend.dirty(fine=False) if defer else backend.dirty()
+    if defer:
+        with timer.stage("resample"):
+            dirty = backend.fine(dirty)
+            psf = backend.fine(psf)
+        beam = _fit_beam(job, psf, geom)
     if dirty is not None:  # None off rank 0 where only rank 0 keeps the images
         job.log(f"dirty image peak {dirty.max():.4g} Jy/beam, PSF peak {psf.max():.4f}")
     return psf, dirty, beam
+
+
+def _fit_beam(job, psf, geom):
+    """Stage ``beam``. Fitted as soon as the PSF is there (before the dirty image and any
+    minor cycle), so that a PSF without a main lobe (a user error, raised on every rank)
+    costs nothing more; rank 0 fits and warns (once) when it falls back to the lobe's
+    second moments."""
+    from radimg.deconv.image import fit_beam
+
+    with job.timer.stage("beam"):
+        return collective_check(job.comm, fit_beam, psf, geom.cell_deg)
 
 
 def wcs_info(meta, geom, beam):
