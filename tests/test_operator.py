@@ -272,3 +272,28 @@ def test_correction_quadrant_mirrors_every_pixel(data, npix_x, npix_y):
     np.testing.assert_allclose(op.correction, ref, rtol=1e-12)
     img = data["rng"].normal(size=(npix_y, npix_x))
     np.testing.assert_allclose(op.scale_image(img), img * ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode,npix_x,npix_y,scattered", [("wstack", 96, 80, False),
+                                                           ("wstack", 95, 81, True),
+                                                           ("none", 96, 81, False)])
+def test_plane_zeroing_leaves_grid_zero(data, mode, npix_x, npix_y, scattered):
+    """``plane_grid_to_image(..., zero=True)`` (what hdot uses instead of a memset per
+    plane) adds the same image, to the bit, as without it and leaves every cell of the
+    padded grid 0, for contiguous and scattered data rows (the row pass then transforms
+    every row), at even and odd image sizes."""
+    op = make_operator(data["uvw"], FREQ, npix_x, npix_y, CELL * 3, mode=mode)
+    nyp, nxp = op.spec.nyp, op.spec.nxp
+    assert nyp > npix_y and nxp > npix_x
+    rng = np.random.default_rng(5)
+    rows = np.sort(rng.choice(nyp, 12, replace=False)) if scattered else np.arange(3, nyp - 7)
+    grid = op.new_grid()
+    grid[rows] = rng.normal(size=(rows.size, nxp)) + 1j * rng.normal(size=(rows.size, nxp))
+    p = op.nplanes // 2
+    ref = op.plane_grid_to_image(grid, p, out=np.zeros((npix_y, npix_x)), overwrite=False,
+                                 scaled=False, rows=rows)
+    got = op.plane_grid_to_image(grid, p, out=np.zeros((npix_y, npix_x)), scaled=False,
+                                 rows=rows, zero=True)
+    np.testing.assert_array_equal(got, ref)
+    assert np.abs(ref).max() > 0
+    assert not grid.any()

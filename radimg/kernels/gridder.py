@@ -855,10 +855,11 @@ def _rowmap(ny, nr):
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _chirp_adjoint_kernel(fg, ph, use_ph, step, use_step, rowmap, colmap, acc):
+def _chirp_adjoint_kernel(fg, ph, use_ph, step, use_step, rowmap, colmap, acc, zero):
     """Quadrant row ``ay`` serves image rows cy - ay and cy + ay, quadrant column ``ax``
     image columns cx - ax and cx + ax: each screen value is read once per plane and, with
-    ``use_step``, advanced to the next plane in the same pass."""
+    ``use_step``, advanced to the next plane in the same pass. ``zero``: every cell read is
+    set to 0 (the caller zeroes the rest of the grid, not the whole of it)."""
     ny, nx = acc.shape
     cy, cx = ny // 2, nx // 2
     qy = max(cy, ny - 1 - cy) + 1
@@ -875,27 +876,32 @@ def _chirp_adjoint_kernel(fg, ph, use_ph, step, use_step, rowmap, colmap, acc):
                 if ix >= 0:
                     val = fg[jy, colmap[ix]]
                     acc[iy, ix] += val.real * p.real - val.imag * p.imag
+                    if zero:
+                        fg[jy, colmap[ix]] = 0
                 ix = cx + ax
                 if ax > 0 and ix < nx:
                     val = fg[jy, colmap[ix]]
                     acc[iy, ix] += val.real * p.real - val.imag * p.imag
+                    if zero:
+                        fg[jy, colmap[ix]] = 0
         if use_step:
             for ax in range(qx):
                 ph[ay, ax] *= step[ay, ax]
 
 
-def chirp_adjoint(fg, ph, acc, nthreads=1, step=None):
+def chirp_adjoint(fg, ph, acc, nthreads=1, step=None, zero=False):
     """``acc += Re(fg * P)``: fg (ny, nx) complex in image order, or larger (padded): image
     pixel ``(iy, ix)`` at ``((iy - ny // 2) mod nyp, (ix - nx // 2) mod nxp)`` per axis whose
     size differs; ``P`` a quadrant from :func:`phasor` (None: no w-screen). ``step``: then
-    ``P *= step`` in place (the next plane's screen)."""
+    ``P *= step`` in place (the next plane's screen). ``zero``: the cells of ``fg`` read
+    are set to 0 as they are read."""
     _set_threads(nthreads)
     use = ph is not None
     one = np.ones((1, 1), np.complex128)
     use_step = use and step is not None
     _chirp_adjoint_kernel(fg, ph if use else one, use, step if use_step else one, use_step,
                           _rowmap(acc.shape[0], fg.shape[0]), _rowmap(acc.shape[1], fg.shape[1]),
-                          acc)
+                          acc, bool(zero))
     return acc
 
 
@@ -927,9 +933,9 @@ def _screen_row(ay, qx, cell_x, cell_y, nshift, w, cr, ci):
 
 
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _chirp_adjoint_w_kernel(fg, cell_x, cell_y, nshift, w, rowmap, colmap, acc):
+def _chirp_adjoint_w_kernel(fg, cell_x, cell_y, nshift, w, rowmap, colmap, acc, zero):
     """:func:`_chirp_adjoint_kernel` with the screen made row by row of the quadrant as it
-    is used (no screen or ``n - 1`` array, one pass over the image)."""
+    is used (no screen or ``n - 1`` array, one pass over the image); ``zero`` as there."""
     ny, nx = acc.shape
     cy, cx, qy, qx = _quadrant(ny, nx)
     for ay in numba.prange(qy):
@@ -946,21 +952,26 @@ def _chirp_adjoint_w_kernel(fg, cell_x, cell_y, nshift, w, rowmap, colmap, acc):
                 if ix >= 0:
                     val = fg[jy, colmap[ix]]
                     acc[iy, ix] += val.real * cr[ax] + val.imag * ci[ax]
+                    if zero:
+                        fg[jy, colmap[ix]] = 0
                 ix = cx + ax
                 if ax > 0 and ix < nx:
                     val = fg[jy, colmap[ix]]
                     acc[iy, ix] += val.real * cr[ax] + val.imag * ci[ax]
+                    if zero:
+                        fg[jy, colmap[ix]] = 0
 
 
-def chirp_adjoint_w(fg, cell_x, cell_y, nshift, w, acc, nthreads=1):
+def chirp_adjoint_w(fg, cell_x, cell_y, nshift, w, acc, nthreads=1, zero=False):
     """:func:`chirp_adjoint` with ``P = phasor(quadrant_c(..., cell_x, cell_y, nshift), w)``
     computed on the fly: the same sums (to the last bit) without the (ny/2, nx/2) complex128
     screen per plane (28.5 MiB per rank on the real 4096 x 30\" job), the float64
-    ``n - 1`` quadrant (14 MiB) or a pass to write them."""
+    ``n - 1`` quadrant (14 MiB) or a pass to write them. ``zero`` as for
+    :func:`chirp_adjoint`."""
     _set_threads(nthreads)
     _chirp_adjoint_w_kernel(fg, float(cell_x), float(cell_y), float(nshift), float(w),
                             _rowmap(acc.shape[0], fg.shape[0]),
-                            _rowmap(acc.shape[1], fg.shape[1]), acc)
+                            _rowmap(acc.shape[1], fg.shape[1]), acc, bool(zero))
     return acc
 
 

@@ -559,17 +559,20 @@ class DistributedOperator:
         )
 
     def _owner_adjoint(self, grid, p, acc):
-        """``acc += Re S_p^H Z^H F^H grid`` on the owner."""
+        """``acc += Re S_p^H Z^H F^H grid`` on the owner; returns whether ``grid`` is left
+        all zeros (wstack and none: the chirp pass zeroes what it reads, the rest the FFT
+        passes wrote is zeroed after it; wstack-wproject: no)."""
         if self.mode == "wstack-wproject":
             # the scratch grid is zeroed before the next plane: the FFT may work in it;
             # 1 / (g g) is applied once to the sum (hdot)
             self.op.stack_grid_to_image(grid, p, out=acc, overwrite=True, scaled=False,
                                         rows=self._plane_rows[p])
-        else:
-            # the correction is applied once to the sum (hdot); the rows holding data are
-            # known from the exchange plan (no scan of the grid)
-            self.op.plane_grid_to_image(grid, p, out=acc, scaled=False,
-                                        rows=self._plane_rows[p])
+            return False
+        # the correction is applied once to the sum (hdot); the rows holding data are
+        # known from the exchange plan (no scan of the grid)
+        self.op.plane_grid_to_image(grid, p, out=acc, scaled=False, rows=self._plane_rows[p],
+                                    zero=True)
+        return True
 
     # wstack: the gridder's prepared path, as the serial operator's dot/hdot: sample
     # coordinates (and weighted, reflected, phase-shifted values) are gathered once per
@@ -778,21 +781,30 @@ class DistributedOperator:
         recv_buf = np.empty(self._buf_cells[0], dtype=self.cdtype)
         ctx = self._grid_begin(v, w)
         acc = self._accumulator()
+        # The scratch grid is zeroed once here; from then on every use leaves it zeroed:
+        # remote planes' tiles are zeroed again once packed, and the owner's planes are
+        # zeroed as the image is read from them (_owner_adjoint), not by a memset per plane
+        # (wstack-wproject: a memset per plane)
+        clean = False
         for rnd in self._rounds:
             send = send_buf[: int(rnd.recv.sum())]
             for p, tiles, off in rnd.recv_plan:
-                self._pack(self._scratch, tiles, send, off, ZERO)
+                if not clean:
+                    self._pack(self._scratch, tiles, send, off, ZERO)
                 self._grid(ctx, v, w, p, self._scratch)
                 self._pack(self._scratch, tiles, send, off)
+                if clean:
+                    self._pack(self._scratch, tiles, send, off, ZERO)
             recv = recv_buf[: int(rnd.send.sum())]
             self._alltoallv(send, rnd.recv, recv, rnd.send)
             for p in rnd.mine:
-                self._scratch[...] = 0
+                if not clean:
+                    self._scratch[...] = 0
                 if p in self._touched:  # own samples grid straight onto the owner's grid
                     self._grid(ctx, v, w, p, self._scratch)
                 for tiles, off in rnd.serve[p]:
                     self._pack(self._scratch, tiles, recv, off, UNPACK_ADD)
-                self._owner_adjoint(self._scratch, p, acc)
+                clean = self._owner_adjoint(self._scratch, p, acc)
         del send_buf, recv_buf
         if release:
             self.release_scratch()
