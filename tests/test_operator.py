@@ -274,26 +274,63 @@ def test_correction_quadrant_mirrors_every_pixel(data, npix_x, npix_y):
     np.testing.assert_allclose(op.scale_image(img), img * ref, rtol=1e-12)
 
 
-@pytest.mark.parametrize("mode,npix_x,npix_y,scattered", [("wstack", 96, 80, False),
-                                                           ("wstack", 95, 81, True),
-                                                           ("none", 96, 81, False)])
-def test_plane_zeroing_leaves_grid_zero(data, mode, npix_x, npix_y, scattered):
+@pytest.mark.parametrize("mode,npix_x,npix_y,data_lines", [("wstack", 96, 80, "rows"),
+                                                      ("wstack", 95, 81, "scattered"),
+                                                      ("wstack", 95, 81, "cols"),
+                                                      ("none", 96, 81, "rows"),
+                                                      ("none", 96, 81, "cols")])
+def test_plane_zeroing_leaves_grid_zero(data, mode, npix_x, npix_y, data_lines):
     """``plane_grid_to_image(..., zero=True)`` (what hdot uses instead of a memset per
-    plane) adds the same image, to the bit, as without it and leaves every cell of the
-    padded grid 0, for contiguous and scattered data rows (the row pass then transforms
-    every row), at even and odd image sizes."""
+    plane) adds the same image as without it (to the bit with the same pass order, to
+    rounding with the other) and leaves every cell of the padded grid 0: data in
+    contiguous rows (x pass first), in scattered rows (the x pass then transforms every
+    row) and in a few columns (the strided y pass first, over them), at even and odd
+    image sizes."""
     op = make_operator(data["uvw"], FREQ, npix_x, npix_y, CELL * 3, mode=mode)
     nyp, nxp = op.spec.nyp, op.spec.nxp
     assert nyp > npix_y and nxp > npix_x
     rng = np.random.default_rng(5)
-    rows = np.sort(rng.choice(nyp, 12, replace=False)) if scattered else np.arange(3, nyp - 7)
+    rows, cols = np.arange(nyp), None
+    if data_lines == "rows":
+        rows = np.arange(3, nyp - 7)
+    elif data_lines == "scattered":
+        rows = np.sort(rng.choice(nyp, 12, replace=False))
+    else:
+        cols = np.concatenate([np.arange(0, 6), np.arange(nxp - 5, nxp)])
     grid = op.new_grid()
-    grid[rows] = rng.normal(size=(rows.size, nxp)) + 1j * rng.normal(size=(rows.size, nxp))
+    sub = grid[np.ix_(rows, np.arange(nxp) if cols is None else cols)]
+    sub = rng.normal(size=sub.shape) + 1j * rng.normal(size=sub.shape)
+    grid[np.ix_(rows, np.arange(nxp) if cols is None else cols)] = sub
+    order = op._backward_planned(grid.copy(), rows, cols)[1][0]
+    assert order == ("cols" if data_lines == "cols" else "rows")
     p = op.nplanes // 2
     ref = op.plane_grid_to_image(grid, p, out=np.zeros((npix_y, npix_x)), overwrite=False,
                                  scaled=False, rows=rows)
     got = op.plane_grid_to_image(grid, p, out=np.zeros((npix_y, npix_x)), scaled=False,
-                                 rows=rows, zero=True)
-    np.testing.assert_array_equal(got, ref)
+                                 rows=rows, zero=True, cols=cols)
+    if order == "rows":
+        np.testing.assert_array_equal(got, ref)
+    else:
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
     assert np.abs(ref).max() > 0
     assert not grid.any()
+
+
+def test_plane_lines_are_the_touched_tiles(data):
+    """Per plane, the grid rows and columns hdot transforms first (``plane_lines``, from
+    ``plane_tiles`` for all planes at once) are those of the tiles ``touched_tiles`` says the
+    plane's samples touch, and gridding a plane writes nowhere else."""
+    from radimg.kernels import gridder as _g
+
+    op = make_operator(data["uvw"], FREQ, 96, 80, CELL * 3, mode="wstack")
+    lay = op._layout
+    assert op.nplanes > 3
+    for p in range(op.nplanes):
+        t = _g.touched_tiles(lay, p)
+        rows, cols = op.plane_lines(p)
+        want_r = np.repeat(t.any(axis=1), np.diff(lay.ybounds))
+        want_c = np.repeat(t.any(axis=0), np.diff(lay.xbounds))
+        np.testing.assert_array_equal(rows, np.flatnonzero(want_r))
+        np.testing.assert_array_equal(cols, np.flatnonzero(want_c))
+        g = op.grid_samples(data["vis"], p, weight=data["wgt"])
+        assert not g[~want_r].any() and not g[:, ~want_c].any()

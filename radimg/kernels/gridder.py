@@ -274,6 +274,26 @@ def touched_tiles(layout: SampleLayout, p: int):
     return out
 
 
+def plane_tiles(layout: SampleLayout, nplanes: int):
+    """(rows, cols): boolean ``(nplanes, nty)`` and ``(nplanes, ntx)`` maps of the tile rows
+    and tile columns the layout's samples touch on each plane (:func:`touched_tiles`
+    projected on each axis, for every plane at once)."""
+    nty, ntx = layout.ybounds.size - 1, layout.xbounds.size - 1
+    live = np.diff(layout.slot_start) > 0
+    pmin = layout.slot_pmin[live].astype(np.int64)
+    pmax = layout.slot_pmax[live].astype(np.int64)
+
+    def spans(t, nt):
+        d = np.zeros((nplanes + 1, nt), dtype=np.int64)
+        for off in (0, 1):  # a tile's samples spill into the next tile (cyclically)
+            tt = (t.astype(np.int64) + off) % nt
+            np.add.at(d, (pmin, tt), 1)
+            np.add.at(d, (pmax + 1, tt), -1)
+        return np.cumsum(d, axis=0)[:nplanes] > 0
+
+    return spans(layout.slot_tile[live, 0], nty), spans(layout.slot_tile[live, 1], ntx)
+
+
 # ----------------------------------------------------------------------------- grid / degrid
 #
 # Kernel weights come from the piecewise polynomials of radimg.kernels.es (es_poly_coeffs):

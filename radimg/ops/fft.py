@@ -85,6 +85,9 @@ def row_block(n):
 class _Runs:
     """``rows`` / ``cols``: in-place 1-D transforms of a run of rows / columns."""
 
+    #: ``rows`` transforms exactly the rows asked for (FFTW's blocks may take more)
+    exact_rows = True
+
     def _inplace(self, view, axis, forward):
         f = self.forward1 if forward else self.backward1
         res = f(view, axis, overwrite=True)
@@ -190,6 +193,7 @@ class _Fftw(_Runs):
     (:func:`wisdom_path`), so each shape is measured once per machine."""
 
     name = "fftw"
+    exact_rows = False  # rows in aligned blocks (see rows)
 
     def __init__(self, nthreads=1, flags=("FFTW_ESTIMATE",), measure=False):
         import pyfftw

@@ -62,6 +62,10 @@ __all__ = ["make_operator", "geometry_for_samples", "WideFieldOperator", "MODES"
 
 _MIN_UPDATES_PER_THREAD = 2_000_000  # kernel updates (~5 ms) before a 2nd thread pays
 _RESEED = 32  # planes between exact w-screens in the recurrence (error ~ 32 ulp)
+#: Cost per point of ducc0's 1-D FFT along y (axis 0, strided) over one along x, by the
+#: grid's itemsize; measured with 1-2 threads on the 2-core dev machine: 2.19 / 1.66 ns at
+#: 4320 x 3888 complex64 (1 thread), 2.49 / 1.05 ns at 4800^2 complex128 (2 threads).
+STRIDED_PASS_COST = {8: 1.3, 16: 2.4}
 
 
 def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="wstack-wproject",
@@ -234,6 +238,9 @@ class WideFieldOperator:
         for ty in tys:
             rows[lay.ybounds[ty] : lay.ybounds[ty + 1]] = True
         self._grid_rows = np.flatnonzero(rows)
+        # ... and per plane, the tile rows and columns its samples can touch (hdot transforms
+        # only those lines first: _backward_planned)
+        self._plane_ty, self._plane_tx = _g.plane_tiles(lay, self.spec.nplanes)
         # Kernel updates per plane; planes with little work are gridded on one thread (waking
         # a second costs more than it saves, and far more when the core is busy elsewhere).
         cnt = np.bincount(lay.p0, minlength=self.spec.nplanes).astype(np.int64)
@@ -397,6 +404,16 @@ class WideFieldOperator:
         runs = self._runs(rows)
         return [(0, self.spec.nyp)] if len(runs) > 4 else runs
 
+    def _col_runs(self, cols):
+        """As :meth:`_row_runs` for grid columns."""
+        runs = self._runs(cols)
+        return [(0, self.spec.nxp)] if len(runs) > 4 else runs
+
+    def _grid_row_slabs(self):
+        """The padded-grid rows holding image rows: two contiguous slabs."""
+        k = self.npix_y // 2
+        return (slice(self.spec.nyp - k, self.spec.nyp), slice(0, self.npix_y - k))
+
     def _backward_inplace(self, grid, rows=None):
         """Unnormalised inverse FFT of ``grid`` in place where the image needs it: the grid
         ``rows`` (default: the non-empty ones) along x, then the image's columns along y.
@@ -404,26 +421,67 @@ class WideFieldOperator:
         other cells hold partial results."""
         if rows is None:
             rows = np.flatnonzero(grid.any(axis=1))
-        for r0, r1 in self._row_runs(rows):
-            self.fft.rows(grid, r0, r1, False)
-        for cs in self._grid_col_slabs():
-            self.fft.cols(grid, cs.start, cs.stop, False)
+        return self._backward_planned(grid, rows)[0]
+
+    def _backward_planned(self, grid, rows, cols=None):
+        """:meth:`_backward_inplace` of a grid whose data lie in grid ``rows`` and, when
+        given, grid ``cols``: the first pass runs over the data's lines and the second over
+        the image's, in the cheaper order (as ducc0's wgridder does per plane). Along y the
+        pass is strided and costs more per point (:data:`STRIDED_PASS_COST`), so with few
+        data columns the y pass goes first, over them. Returns ``(grid, plan)``, ``plan``
+        for :meth:`_zero_transformed`."""
+        nyp, nxp = self.spec.nyp, self.spec.nxp
+        runs = self._row_runs(rows)
+        order = "rows"
+        if cols is not None and getattr(self.fft, "exact_rows", False):
+            cruns = self._col_runs(cols)
+            k = STRIDED_PASS_COST.get(np.dtype(self.cdtype).itemsize, 2.0)
+            lx, ly = math.log2(nxp), math.log2(nyp)
+            nr = sum(b - a for a, b in runs)
+            nc = sum(b - a for a, b in cruns)
+            if k * nc * nyp * ly + self.npix_y * nxp * lx < nr * nxp * lx + k * self.npix_x * nyp * ly:
+                order, runs = "cols", cruns
+        if order == "rows":
+            for r0, r1 in runs:
+                self.fft.rows(grid, r0, r1, False)
+            for cs in self._grid_col_slabs():
+                self.fft.cols(grid, cs.start, cs.stop, False)
+        else:
+            for c0, c1 in runs:
+                self.fft.cols(grid, c0, c1, False)
+            for rs in self._grid_row_slabs():
+                self.fft.rows(grid, rs.start, rs.stop, False)
+        return grid, (order, runs)
+
+    def _zero_transformed(self, grid, plan):
+        """After :meth:`_backward_planned` (its ``plan``) and a chirp pass that zeroed what
+        it read (the image's cells), zero the rest the passes wrote: the lines of the first
+        pass outside the image's lines of the other axis, and the image's lines of the
+        second pass outside the image's lines of the first axis. The grid is then all
+        zeros again without a pass over all of it (a plane's memset was 4.7 s of
+        bench_operator case b's 39 s; the image covers 73% of that grid)."""
+        order, runs = plan
+        kx, ky = self.npix_x // 2, self.npix_y // 2
+        c0, c1 = self.npix_x - kx, self.spec.nxp - kx  # grid columns holding no image column
+        r0, r1 = self.npix_y - ky, self.spec.nyp - ky  # grid rows holding no image row
+        if order == "rows":
+            for a, b in runs:
+                grid[a:b, c0:c1] = 0
+            for cs in self._grid_col_slabs():
+                grid[r0:r1, cs] = 0
+        else:
+            for a, b in runs:
+                grid[r0:r1, a:b] = 0
+            for rs in self._grid_row_slabs():
+                grid[rs, c0:c1] = 0
         return grid
 
-    def _zero_transformed(self, grid, rows):
-        """After :meth:`_backward_inplace` (``grid``, ``rows``) and a chirp pass that zeroed
-        what it read (the image's cells), zero the rest the passes wrote: the transformed
-        rows outside the image's columns and the image's columns outside its rows. The grid
-        is then all zeros again without a pass over all of it (a plane's memset was 4.7 s
-        of bench_operator case b's 39 s; the image covers 73% of that grid)."""
-        k = self.npix_x // 2
-        c0, c1 = self.npix_x - k, self.spec.nxp - k  # grid columns holding no image column
-        r0, r1 = self.npix_y - self.npix_y // 2, self.spec.nyp - self.npix_y // 2
-        for a, b in self._row_runs(rows):
-            grid[a:b, c0:c1] = 0
-        for cs in self._grid_col_slabs():
-            grid[r0:r1, cs] = 0
-        return grid
+    def plane_lines(self, p):
+        """(rows, cols): the padded-grid rows and columns plane ``p``'s samples can touch."""
+        lay = self._layout
+        rows = np.repeat(self._plane_ty[p], np.diff(lay.ybounds))
+        cols = np.repeat(self._plane_tx[p], np.diff(lay.xbounds))
+        return np.flatnonzero(rows), np.flatnonzero(cols)
 
     def _pruned_backward(self, grid, rows=None):
         """Inverse FFT of ``grid`` (not modified) cropped to (npix_y, npix_x), image order."""
@@ -495,7 +553,7 @@ class WideFieldOperator:
         return self._grid_rows
 
     def plane_grid_to_image(self, grid, p, out=None, overwrite=True, scaled=True, rows=None,
-                            zero=False):
+                            zero=False, cols=None):
         """``S_p^H Z^H F^H grid``: add plane ``p``'s image to ``out`` (npix_y, npix_x) float64
         (or the operator's float32 in single precision, as the distributed ``hdot`` keeps it).
 
@@ -504,7 +562,8 @@ class WideFieldOperator:
         ``scaled=False`` leaves out the correction (multiply the sum over planes by
         ``self.correction`` once). ``rows``: grid rows that may hold data (default: a scan).
         ``zero`` (with ``overwrite``): ``grid`` is left all zeros, ready for the next plane,
-        for a fraction of a full memset (:meth:`_zero_transformed`).
+        for a fraction of a full memset (:meth:`_zero_transformed`). ``cols``: grid columns
+        that may hold data (lets the FFT's strided pass go first, over them).
         """
         if out is None:
             out = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
@@ -514,14 +573,14 @@ class WideFieldOperator:
             grid, zero = grid.copy(), False
         if rows is None:
             rows = np.flatnonzero(grid.any(axis=1))
-        fgrid = self._backward_inplace(grid, rows)
+        fgrid, plan = self._backward_planned(grid, rows, cols)
         if scaled:
             tmp = np.zeros((self.npix_y, self.npix_x), dtype=np.float64)
             self._add_scaled(self._chirp_adjoint_plane(fgrid, p, tmp, zero), out)
         else:
             self._chirp_adjoint_plane(fgrid, p, out, zero)
         if zero:
-            self._zero_transformed(fgrid, rows)
+            self._zero_transformed(fgrid, plan)
         return out
 
     def _chirp_adjoint_plane(self, fgrid, p, out, zero=False):
@@ -615,8 +674,8 @@ class WideFieldOperator:
             if p and p % _RESEED == 0:
                 ph = self._next_phasor(ph, step, p)  # exact screen now and then
             _g.grid_plane_prepared(lay, self.spec, coords, vals, p, grid, self._kthreads(p))
-            fgrid = self._backward_inplace(grid, rows=self._grid_rows)
+            fgrid, plan = self._backward_planned(grid, *self.plane_lines(p))
             _g.chirp_adjoint(fgrid, ph, acc, self.nthreads, step=step, zero=True)  # advances ph
-            self._zero_transformed(fgrid, self._grid_rows)
+            self._zero_transformed(fgrid, plan)
         self.scale_image(acc, inplace=True)
         return acc.astype(self.rdtype, copy=False)

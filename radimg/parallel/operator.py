@@ -413,12 +413,16 @@ class DistributedOperator:
             req[self.owner[p]].append((p, self._touched[p]))
         got = comm.alltoall(req) if comm is not None and self.size > 1 else req
         rows_needed = {p: np.zeros(nyp, dtype=bool) for p in self.my_planes}
+        cols_needed = {p: np.zeros(self.xbounds[-1], dtype=bool) for p in self.my_planes}
         for j in range(self.size):
             for p, t in got[j]:
                 for tid in t:
-                    ty = int(tid) // ntx
+                    ty, tx = divmod(int(tid), ntx)
                     rows_needed[p][self.ybounds[ty] : self.ybounds[ty + 1]] = True
+                    cols_needed[p][self.xbounds[tx] : self.xbounds[tx + 1]] = True
         self._plane_rows = {p: np.flatnonzero(r) for p, r in rows_needed.items()}
+        # and the columns: the owner's FFT may take the strided pass first, over them
+        self._plane_cols = {p: np.flatnonzero(c) for p, c in cols_needed.items()}
         # Cells each rank sends (owner side) and receives for each plane, on every rank,
         # then the rounds (exchange_rounds) in which one application exchanges them.
         tcells = self._tile_ncells
@@ -571,7 +575,7 @@ class DistributedOperator:
         # the correction is applied once to the sum (hdot); the rows holding data are
         # known from the exchange plan (no scan of the grid)
         self.op.plane_grid_to_image(grid, p, out=acc, scaled=False, rows=self._plane_rows[p],
-                                    zero=True)
+                                    zero=True, cols=self._plane_cols[p])
         return True
 
     # wstack: the gridder's prepared path, as the serial operator's dot/hdot: sample
