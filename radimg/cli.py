@@ -642,5 +642,25 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BUG
 
 
+def entry() -> None:
+    """The ``radimg`` console command: :func:`main` with the garbage collector's first
+    generation collected every 10,000 allocations instead of 700, then exit without its
+    passes over every object at interpreter shutdown.
+
+    Loading numba's compiled kernels makes a large object graph: at the default threshold a
+    rank ran ~270 collections (2 full) during the real MWA CLEAN job, 0.09-0.14 s, and the
+    job took 2.16-2.39 s against 1.92-2.16 s at 10,000 (18 collections; four alternated
+    pairs). At shutdown the collector's passes took 0.17-0.22 s of every run's exit (0.03 s
+    after ``gc.freeze``, which moves the objects out of its reach; reference counting still
+    closes files and frees memory). In-process callers (tests) call :func:`main`, with the
+    interpreter's settings."""
+    import gc
+
+    gc.set_threshold(10_000, 10, 10)
+    rc = main()
+    gc.freeze()
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
