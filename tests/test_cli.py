@@ -277,8 +277,25 @@ def test_info_and_export(tmp_path, capsys):
 
 def test_entry_point_declared():
     text = (REPO / "pyproject.toml").read_text()
-    assert 'radimg = "radimg.cli:main"' in text
+    assert 'radimg = "radimg.cli:entry"' in text
     assert radimg.__version__ in radimg_cmd("--version").stdout
+
+
+def test_entry_exits_with_main_code(monkeypatch):
+    """``entry`` (the console script) exits with :func:`main`'s code; it changes the
+    collector's threshold for the command's own process only, so the test restores it."""
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        monkeypatch.setattr(cli, "main", lambda: 2)
+        with pytest.raises(SystemExit) as exc:
+            cli.entry()
+        assert exc.value.code == 2
+        assert gc.get_threshold()[0] == 10_000
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def test_format_plan_many_ranks_shows_distribution():
