@@ -2,6 +2,8 @@
 by convolving known components with a PSF, the restoring-beam fit on a known Gaussian, SARA
 as a tight frame, and ADMM recovering an extended sky at 30 dB input SNR (closed loop)."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 from scipy.signal import fftconvolve
@@ -59,16 +61,22 @@ def test_point_clean_recovers_components(minor):
     assert np.abs(res).max() <= 2e-4
 
 
-@pytest.mark.parametrize("stop", [0.5, 0.1, 1e-3, 1e-4])
-def test_hogbom_active_set_is_the_plain_loop(stop):
+@pytest.mark.parametrize("stop,threads", [(0.5, 1), (0.1, 1), (1e-3, 1), (1e-4, 1),
+                                          (0.1, 3), (1e-4, 3)])
+def test_hogbom_active_set_is_the_plain_loop(stop, threads, monkeypatch):
     """Where no pixel outside the active set (|residual| > stop) rises above stop during a
     pass, the active-set Hogbom picks the plain loop's components in the same order: the
-    models are bitwise equal and the residuals agree to rounding (FFT update)."""
+    models are bitwise equal and the residuals agree to rounding (FFT update). With
+    ``threads`` > 1 each sweep runs in that many chunks (chunks of any size here), whose
+    peaks combine to the serial sweep's."""
+    import radimg.deconv.clean as clean
+
+    monkeypatch.setattr(clean, "_SWEEP_CHUNK_MIN", 7)
     psf = _psf()
     _, dirty = _dirty(COMPS, psf)
     mask = np.ones(dirty.shape, bool)
     out = []
-    for fn in (hogbom_minor_plain, hogbom_minor):
+    for fn in (hogbom_minor_plain, partial(hogbom_minor, threads=threads)):
         res, model = dirty.copy(), np.zeros_like(dirty)
         n = fn(res, psf, model, mask, gain=0.1, stop=stop, niter=5000)
         out.append((n, res, model))
