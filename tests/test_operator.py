@@ -334,3 +334,25 @@ def test_plane_lines_are_the_touched_tiles(data):
         np.testing.assert_array_equal(cols, np.flatnonzero(want_c))
         g = op.grid_samples(data["vis"], p, weight=data["wgt"])
         assert not g[~want_r].any() and not g[:, ~want_c].any()
+
+
+@pytest.mark.parametrize("mode", ["wstack", "none"])
+def test_forward_pass_order_gives_the_same_data_cells(data, mode):
+    """``image_to_plane_grid`` with ``cols`` (what dot passes per plane) may run the FFT's
+    passes in the other order: on the cells of ``rows`` x ``cols`` (all degridding reads)
+    the grid equals the x-pass-last one to rounding, other columns come back 0, and when
+    the data fill few rows but many columns the usual order is kept."""
+    op = make_operator(data["uvw"], FREQ, 96, 80, CELL * 3, mode=mode)
+    nyp, nxp = op.spec.nyp, op.spec.nxp
+    img = np.random.default_rng(2).normal(size=(80, 96))
+    p = op.nplanes // 2
+    few = np.concatenate([np.arange(0, 6), np.arange(nxp - 5, nxp)])
+    rows = np.arange(nyp)
+    ref = op.image_to_plane_grid(img, p, rows=rows)
+    assert op._pass_order(rows, few)[0] == "cols"
+    got = op.image_to_plane_grid(img, p, rows=rows, cols=few)
+    np.testing.assert_allclose(got[:, few], ref[:, few], rtol=0,
+                               atol=1e-12 * np.abs(ref).max())
+    others = np.setdiff1d(np.arange(nxp), few)
+    assert not got[:, others].any() and np.abs(ref[:, others]).max() > 0
+    assert op._pass_order(np.arange(4), np.arange(nxp))[0] == "rows"

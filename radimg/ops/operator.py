@@ -423,6 +423,24 @@ class WideFieldOperator:
             rows = np.flatnonzero(grid.any(axis=1))
         return self._backward_planned(grid, rows)[0]
 
+    def _pass_order(self, rows, cols):
+        """``("rows", row runs)`` or ``("cols", column runs)``: which of the data's lines
+        the pruned 2-D FFT transforms (the other axis' pass runs over the image's lines),
+        by the cost of both orders; x first (over ``rows``) when ``cols`` is None or the
+        FFT backend's row passes may take rows outside a run."""
+        runs = self._row_runs(rows)
+        if cols is None or not getattr(self.fft, "exact_rows", False):
+            return "rows", runs
+        nyp, nxp = self.spec.nyp, self.spec.nxp
+        cruns = self._col_runs(cols)
+        k = STRIDED_PASS_COST.get(np.dtype(self.cdtype).itemsize, 2.0)
+        lx, ly = math.log2(nxp), math.log2(nyp)
+        nr = sum(b - a for a, b in runs)
+        nc = sum(b - a for a, b in cruns)
+        if k * nc * nyp * ly + self.npix_y * nxp * lx < nr * nxp * lx + k * self.npix_x * nyp * ly:
+            return "cols", cruns
+        return "rows", runs
+
     def _backward_planned(self, grid, rows, cols=None):
         """:meth:`_backward_inplace` of a grid whose data lie in grid ``rows`` and, when
         given, grid ``cols``: the first pass runs over the data's lines and the second over
@@ -430,17 +448,7 @@ class WideFieldOperator:
         pass is strided and costs more per point (:data:`STRIDED_PASS_COST`), so with few
         data columns the y pass goes first, over them. Returns ``(grid, plan)``, ``plan``
         for :meth:`_zero_transformed`."""
-        nyp, nxp = self.spec.nyp, self.spec.nxp
-        runs = self._row_runs(rows)
-        order = "rows"
-        if cols is not None and getattr(self.fft, "exact_rows", False):
-            cruns = self._col_runs(cols)
-            k = STRIDED_PASS_COST.get(np.dtype(self.cdtype).itemsize, 2.0)
-            lx, ly = math.log2(nxp), math.log2(nyp)
-            nr = sum(b - a for a, b in runs)
-            nc = sum(b - a for a, b in cruns)
-            if k * nc * nyp * ly + self.npix_y * nxp * lx < nr * nxp * lx + k * self.npix_x * nyp * ly:
-                order, runs = "cols", cruns
+        order, runs = self._pass_order(rows, cols)
         if order == "rows":
             for r0, r1 in runs:
                 self.fft.rows(grid, r0, r1, False)
@@ -488,13 +496,32 @@ class WideFieldOperator:
         g = self._backward_inplace(grid.copy(), rows)
         return g[self._img_rows][:, self._img_cols]
 
-    def _forward_inplace(self, grid, rows, zero_rest=True):
-        """Adjoint of :meth:`_backward_inplace`: ``grid`` holds the chirped image at the image
-        positions, zeros elsewhere (:func:`chirp_forward`); FFT along y on the image's
-        columns, then along x on the grid ``rows``. ``zero_rest``: other rows set to 0."""
+    def _forward_inplace(self, grid, rows, zero_rest=True, cols=None):
+        """Adjoint of :meth:`_backward_planned`: ``grid`` holds the chirped image at the
+        image positions, zeros elsewhere (:func:`chirp_forward`); FFT along y on the image's
+        columns, then along x on the grid ``rows``, or, when ``cols`` are given and that
+        order is cheaper (:meth:`_pass_order`), along x on the image's rows, then along y
+        on the grid ``cols``. ``zero_rest``: the other rows (columns) set to 0, so only the
+        data's lines hold values."""
+        order, runs = self._pass_order(rows, cols)
+        if order == "cols":
+            for rs in self._grid_row_slabs():
+                self.fft.rows(grid, rs.start, rs.stop, True)
+            prev = 0
+            for c0, c1 in runs:
+                self.fft.cols(grid, c0, c1, True)
+                if zero_rest:
+                    grid[:, prev:c0] = 0
+                prev = c1
+            if zero_rest:
+                grid[:, prev:] = 0
+                if len(runs) == 1 and runs[0] == (0, self.spec.nxp):
+                    keep = np.zeros(self.spec.nxp, dtype=bool)
+                    keep[np.asarray(cols)] = True
+                    grid[:, ~keep] = 0
+            return grid
         for cs in self._grid_col_slabs():
             self.fft.cols(grid, cs.start, cs.stop, True)
-        runs = self._row_runs(rows)
         prev = 0
         for r0, r1 in runs:
             self.fft.rows(grid, r0, r1, True)
@@ -515,11 +542,14 @@ class WideFieldOperator:
         g[...] = 0
         return g
 
-    def image_to_plane_grid(self, image, p, out=None, rows=None, scaled=True):
+    def image_to_plane_grid(self, image, p, out=None, rows=None, scaled=True, cols=None):
         """``F Z S_p x``: the Fourier grid of plane ``p`` that degridding reads (eq. 9).
 
         ``rows``: grid rows to compute (others come back 0); default all of them. Pass
         ``self.grid_rows`` when only this operator's samples will read the grid.
+        ``cols``: grid columns that will be read too; the grid may then be computed on
+        those columns (others 0) instead, where that FFT order is cheaper: only the cells
+        of ``rows`` x ``cols`` are the plane's values either way.
         ``scaled=False``: ``image`` already carries the correction (``image *
         self.correction``, once per application instead of per plane).
         """
@@ -528,12 +558,12 @@ class WideFieldOperator:
         img = self.scale_image(image) if scaled else np.asarray(image, dtype=np.float64)
         rows = np.arange(self.spec.nyp) if rows is None else np.asarray(rows)
         if not self.spec.wstack:
-            return self._image_to_grid(img, None, grid, rows)
+            return self._image_to_grid(img, None, grid, rows, cols=cols)
         if grid.shape != (self.spec.nyp, self.spec.nxp) or not grid.flags.c_contiguous:
             raise ValueError("out must be a C-contiguous (nyp, nxp) array")
         _g.chirp_forward_w(img, self.cell_x, self.cell_y, self._nshift, self.planes[p], grid,
                            self.nthreads)
-        return self._forward_inplace(grid, rows)
+        return self._forward_inplace(grid, rows, cols=cols)
 
     def _phasor(self, p):
         """Quadrant of the plane-p w-screen exp(-2 pi i w_p (n - 1 - nshift)); None in 2-D."""
@@ -541,11 +571,11 @@ class WideFieldOperator:
             return None
         return _g.phasor(self._cq, self.planes[p], nthreads=self.nthreads)
 
-    def _image_to_grid(self, img, ph, grid, rows, zero_rest=True):
+    def _image_to_grid(self, img, ph, grid, rows, zero_rest=True, cols=None):
         if grid.shape != (self.spec.nyp, self.spec.nxp) or not grid.flags.c_contiguous:
             raise ValueError("out must be a C-contiguous (nyp, nxp) array")
         _g.chirp_forward(img, ph, grid, self.nthreads)
-        return self._forward_inplace(grid, rows, zero_rest)
+        return self._forward_inplace(grid, rows, zero_rest, cols=cols)
 
     @property
     def grid_rows(self):
@@ -651,7 +681,8 @@ class WideFieldOperator:
         for p in range(self.nplanes):
             if p:
                 ph = self._next_phasor(ph, step, p)
-            fgrid = self._image_to_grid(img, ph, grid, self._grid_rows, zero_rest=False)
+            rows, cols = self.plane_lines(p)
+            fgrid = self._image_to_grid(img, ph, grid, rows, zero_rest=False, cols=cols)
             _g.degrid_plane_prepared(lay, self.spec, coords, fgrid, p, acc, self._kthreads(p))
         vis = np.zeros((self.nrow, self.nchan), dtype=self.cdtype)
         return _g.finish_samples(lay, self.spec, self.uvw, self.freq, acc, vis, self.nthreads)

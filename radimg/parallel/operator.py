@@ -559,7 +559,8 @@ class DistributedOperator:
             return self.op.image_to_stack_grid(image, p, rows=self._plane_rows[p],
                                                out=self._scratch, scaled=False)
         return self.op.image_to_plane_grid(
-            image, p, out=self._scratch, rows=self._plane_rows[p], scaled=False
+            image, p, out=self._scratch, rows=self._plane_rows[p], scaled=False,
+            cols=self._plane_cols[p],
         )
 
     def _owner_adjoint(self, grid, p, acc):
