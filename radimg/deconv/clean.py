@@ -78,6 +78,28 @@ def _sub_shifted(img, kern, amp, py, px):
             img[y, x] -= amp * kern[yy, x - px + cx]
 
 
+@njit(**PARALLEL_JIT_OPTIONS)
+def _sub_shifted_many(img, kern, amps, pys, pxs):
+    """``_sub_shifted`` of every component ``k`` (``amps[k]`` at ``(pys[k], pxs[k])``), the
+    image's rows in parallel: each pixel gets the components' products in ``k`` order, as
+    one ``_sub_shifted`` call per component in that order gives it (the same bits)."""
+    ny, nx = img.shape
+    ky, kx = kern.shape
+    cy = ky // 2
+    cx = kx // 2
+    for y in prange(ny):
+        for k in range(amps.size):
+            yy = y - pys[k] + cy
+            if yy < 0 or yy >= ky:
+                continue
+            px = pxs[k]
+            x0 = max(0, px - cx)
+            x1 = min(nx, px - cx + kx)
+            amp = amps[k]
+            for x in range(x0, x1):
+                img[y, x] -= amp * kern[yy, x - px + cx]
+
+
 @njit(**JIT_OPTIONS)
 def _hogbom_kernel(res, psf, model, mask, gain, stop, niter):
     n = 0
@@ -288,8 +310,7 @@ def hogbom_minor(residual, psf, model, mask, *, gain, stop, niter, psf_conv=None
         cy, cx = ay[u], ax[u]
         if cy.size <= _DIRECT_SUBTRACT_MAX:
             # a few components (the later passes): shifted PSFs beat two FFTs
-            for y, x in zip(cy.tolist(), cx.tolist()):
-                _sub_shifted(residual, psf, comp[y, x], y, x)
+            _sub_shifted_many(residual, psf, comp[cy, cx], cy, cx)
         else:
             if psf_conv is None:
                 psf_conv = SpectralConv(residual.shape, [psf])
