@@ -507,33 +507,24 @@ class WideFieldOperator:
         if order == "cols":
             for rs in self._grid_row_slabs():
                 self.fft.rows(grid, rs.start, rs.stop, True)
-            prev = 0
             for c0, c1 in runs:
                 self.fft.cols(grid, c0, c1, True)
-                if zero_rest:
-                    grid[:, prev:c0] = 0
-                prev = c1
-            if zero_rest:
-                grid[:, prev:] = 0
-                if len(runs) == 1 and runs[0] == (0, self.spec.nxp):
-                    keep = np.zeros(self.spec.nxp, dtype=bool)
-                    keep[np.asarray(cols)] = True
-                    grid[:, ~keep] = 0
-            return grid
-        for cs in self._grid_col_slabs():
-            self.fft.cols(grid, cs.start, cs.stop, True)
-        prev = 0
-        for r0, r1 in runs:
-            self.fft.rows(grid, r0, r1, True)
-            if zero_rest:
-                grid[prev:r0] = 0
-            prev = r1
-        if zero_rest:
-            grid[prev:] = 0
-            if len(runs) == 1 and runs[0] == (0, self.spec.nyp):
-                keep = np.zeros(self.spec.nyp, dtype=bool)
-                keep[np.asarray(rows)] = True
-                grid[~keep] = 0
+        else:
+            for cs in self._grid_col_slabs():
+                self.fft.cols(grid, cs.start, cs.stop, True)
+            for r0, r1 in runs:
+                self.fft.rows(grid, r0, r1, True)
+        if zero_rest:  # the lines outside the runs (and outside the data's, if widened)
+            lines = grid.T if order == "cols" else grid
+            prev = 0
+            for a, b in runs:
+                lines[prev:a] = 0
+                prev = b
+            lines[prev:] = 0
+            if len(runs) == 1 and runs[0] == (0, lines.shape[0]):
+                keep = np.zeros(lines.shape[0], dtype=bool)
+                keep[np.asarray(cols if order == "cols" else rows)] = True
+                lines[~keep] = 0
         return grid
 
     def new_grid(self):
