@@ -154,10 +154,18 @@ def test_decision_follows_the_calibrated_cost(monkeypatch):
 
 
 def test_wproject_not_counted_on_beyond_its_measured_field():
+    """Beyond its measured field auto neither takes nor costs wstack-wproject (its stack
+    choice is set-up time spent on a candidate that cannot win); asked for explicitly, it
+    is costed all the same."""
     uvw, cell = synth(36.0, 64, 100.0)
     ch = choice_for(uvw, 64, cell, 1e-5)
     wp = [c for c in ch.candidates if c.mode == "wstack-wproject"][0]
     assert not wp.meets_epsilon and "wider" in wp.note and ch.mode == "wstack"
+    assert wp.note.startswith("not costed") and wp.grid is None
+    assert "wstack-wproject not costed" in ch.reason
+    only = choice_for(uvw, 64, cell, 1e-5, modes=("wstack-wproject",)).chosen
+    assert only.grid is not None and math.isfinite(only.predicted_s)
+    assert not only.meets_epsilon and "wider" in only.note
     uvw, cell = synth(20.0, 64, 100.0)
     wp = [c for c in choice_for(uvw, 64, cell, 1e-5).candidates
           if c.mode == "wstack-wproject"][0]
