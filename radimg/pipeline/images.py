@@ -47,10 +47,11 @@ def make_images(job, backend, geom):
 
 
 def _fit_beam(job, psf, geom):
-    """Stage ``beam``. Fitted as soon as the PSF is there (before the dirty image and any
-    minor cycle), so that a PSF without a main lobe (a user error, raised on every rank)
-    costs nothing more; rank 0 fits and warns (once) when it falls back to the lobe's
-    second moments."""
+    """Stage ``beam``. Fitted as soon as the requested PSF is there (before the dirty image
+    and any minor cycle; after the dirty image only in a run that just writes its images
+    and resamples both at the end), so that a PSF without a main lobe (a user error,
+    raised on every rank) costs little; rank 0 fits and warns (once) when it falls back
+    to the lobe's second moments."""
     from radimg.deconv.image import fit_beam
 
     with job.timer.stage("beam"):
