@@ -513,9 +513,10 @@ class DistributedOperator:
         copy): a new array each time (above glibc's mmap threshold, so fresh pages) cost
         0.1-0.3 s of page faults per application on the real 4096 x 30\" job, against
         ~3 ms to zero the kept one, and float32 halves it (28.5 MiB per rank there). The
-        sum of 56-112 planes in float32 adds ~1e-7 of the peak (measured against the float64
-        sum: ``tests/mpi/test_dist_operator.py``), far below the epsilon >= 1e-5 that
-        single precision reaches. New in double precision (the result is the array)."""
+        float32 sum of 30 planes is within 1.9e-7 of the peak of the float64 sum
+        (``tests/mpi/test_dist_operator.py`` holds it to 2e-6), far below the epsilon >=
+        1e-5 that single precision reaches. New in double precision (the result is the
+        array)."""
         shape = (self.npix_y, self.npix_x)
         if np.dtype(self.rdtype) == np.float64:
             return np.zeros(shape, dtype=np.float64)
@@ -786,30 +787,26 @@ class DistributedOperator:
         recv_buf = np.empty(self._buf_cells[0], dtype=self.cdtype)
         ctx = self._grid_begin(v, w)
         acc = self._accumulator()
-        # The scratch grid is zeroed once here; from then on every use leaves it zeroed:
-        # remote planes' tiles are zeroed again once packed, and the owner's planes are
-        # zeroed as the image is read from them (_owner_adjoint), not by a memset per plane
-        # (wstack-wproject: a memset per plane)
-        clean = False
+        # The scratch grid is zeroed once here and every use leaves it zeroed: remote
+        # planes' tiles are zeroed again once packed, the owner's planes as the image is
+        # read from them (_owner_adjoint), not by a memset per plane (wstack-wproject's
+        # planes: a memset after each)
+        self._scratch[...] = 0
         for rnd in self._rounds:
             send = send_buf[: int(rnd.recv.sum())]
             for p, tiles, off in rnd.recv_plan:
-                if not clean:
-                    self._pack(self._scratch, tiles, send, off, ZERO)
                 self._grid(ctx, v, w, p, self._scratch)
                 self._pack(self._scratch, tiles, send, off)
-                if clean:
-                    self._pack(self._scratch, tiles, send, off, ZERO)
+                self._pack(self._scratch, tiles, send, off, ZERO)
             recv = recv_buf[: int(rnd.send.sum())]
             self._alltoallv(send, rnd.recv, recv, rnd.send)
             for p in rnd.mine:
-                if not clean:
-                    self._scratch[...] = 0
                 if p in self._touched:  # own samples grid straight onto the owner's grid
                     self._grid(ctx, v, w, p, self._scratch)
                 for tiles, off in rnd.serve[p]:
                     self._pack(self._scratch, tiles, recv, off, UNPACK_ADD)
-                clean = self._owner_adjoint(self._scratch, p, acc)
+                if not self._owner_adjoint(self._scratch, p, acc):
+                    self._scratch[...] = 0
         del send_buf, recv_buf
         if release:
             self.release_scratch()
