@@ -303,11 +303,24 @@ def plane_tiles(layout: SampleLayout, nplanes: int):
 
 
 @numba.njit(**JIT_OPTIONS)
+def _first_above(p0, a, b, x):
+    """First index in [a, b] with p0[index] > x (p0[a:b] sorted): ``a + searchsorted(p0[a:b], x,
+    side="right")``, written out because numba's ``searchsorted`` lives in ``numba.np.arraymath``,
+    whose import (with scipy.linalg for its BLAS check) costs every rank 0.1 s when a cached
+    kernel that uses it is loaded."""
+    while a < b:
+        m = (a + b) >> 1
+        if p0[m] > x:
+            b = m
+        else:
+            a = m + 1
+    return a
+
+
+@numba.njit(**JIT_OPTIONS)
 def _run_for_plane(p0, a, b, p, Ww):
-    """[lo, hi) of samples in p0[a:b] (sorted) with p - Ww + 1 <= p0 <= p."""
-    lo = a + np.searchsorted(p0[a:b], p - Ww + 1)
-    hi = a + np.searchsorted(p0[a:b], p, side="right")
-    return lo, hi
+    """[lo, hi) of samples in p0[a:b] (sorted) with p - Ww + 1 <= p0 <= p (integers)."""
+    return _first_above(p0, a, b, p - Ww), _first_above(p0, a, b, p)
 
 
 @numba.njit(**JIT_OPTIONS)
