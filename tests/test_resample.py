@@ -261,6 +261,25 @@ def test_interp_share_leaves_the_operator_most_of_epsilon():
     assert math.isfinite(k) and k > 0 and 4 <= beta <= 60
 
 
+def test_window_envelopes_match_each_bump_transform():
+    """The envelopes tabulated for all bump shapes at once (shared cosines) are each shape's
+    own transform (es_correction, the same quadrature rule), normalised and made monotone."""
+    from radimg.kernels.es import es_correction
+    from radimg.ops import resample
+
+    tables = resample._bump_envelopes()
+    assert sorted(tables) == [float(b) for b in resample._BETAS]
+    for beta in resample._BETAS:
+        xi = np.arange(0.0, beta / np.pi + 12.0 + resample._XI_STEP, resample._XI_STEP)
+        ft = np.abs(es_correction(xi, 2, beta, nquad=resample._NQUAD))
+        ft /= ft[0]
+        env, xi_max = tables[float(beta)]
+        assert xi_max == xi[-1] and env.shape == xi.shape
+        np.testing.assert_allclose(env, np.maximum.accumulate(ft[::-1])[::-1], rtol=0,
+                                   atol=1e-13)
+        assert np.all(np.diff(env) <= 0) and env[0] == 1.0
+
+
 class _Resident:
     """The GPU operators' resident image methods (radimg/gpu/operator.py) on a CPU operator:
     what the pipeline calls when gridder.device is gpu."""
