@@ -348,6 +348,13 @@ def test_spectral_conv_matches_conv_centred():
         assert np.abs(want - direct).max() <= 1e-12 * np.abs(direct).max()
         assert np.abs(sc.apply(spec, i) - want).max() <= 1e-12 * np.abs(want).max()
         assert np.abs(sc(a, i) - want).max() <= 1e-12 * np.abs(want).max()
+        # the in-place update in kept buffers, twice (the second call must not see the first)
+        for img in (a, a[::-1] * 0.5):
+            t0 = rng.standard_normal(a.shape)
+            target = t0.copy()
+            assert sc.subtract_from(target, img, i) is target
+            ref = t0 - conv_centred(img, k)
+            assert np.abs(target - ref).max() <= 1e-12 * np.abs(ref).max()
     # a PSF as large as the image: 1.5 n points per axis, not 2 n - 1
     assert _conv_length(1024, 1024) == 1536 and _conv_length(1024, 1025) == 1536
     assert SpectralConv((1024, 1024), [np.zeros((1024, 1024))]).size == (1536, 1536)

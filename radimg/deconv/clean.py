@@ -314,7 +314,7 @@ def hogbom_minor(residual, psf, model, mask, *, gain, stop, niter, psf_conv=None
         else:
             if psf_conv is None:
                 psf_conv = SpectralConv(residual.shape, [psf])
-            residual -= psf_conv(comp)
+            psf_conv.subtract_from(residual, comp)
         residual[ay, ax] = vals  # the active pixels exactly as the loop left them
     return done
 
@@ -388,7 +388,7 @@ def clark_minor(residual, psf, model, mask, *, gain, stop, niter, patch_half=32)
         # the full residual update (Clark's "major" step inside the minor cycle)
         if conv_psf is None:
             conv_psf = SpectralConv(residual.shape, [psf])
-        residual -= conv_psf(comp)
+        conv_psf.subtract_from(residual, comp)
         done += n
     return done
 
@@ -551,6 +551,6 @@ def multiscale_minor(
         last = (ba, model.copy(), residual.copy(), n)
         inc = comp if scales[ba] == 0 else conv_k(comp, ba)
         model += inc
-        residual -= conv_psf(inc)
+        conv_psf.subtract_from(residual, inc)
         done += n
     return done

@@ -576,7 +576,16 @@ class SpectralConv:
     """``conv_centred`` of images of one ``shape`` with fixed kernels, the kernels' spectra
     computed once (minor cycles convolve with the same PSF / scale kernels many times).
     All kernels share one fast FFT size, so an image's spectrum (``spectrum``) serves every
-    kernel (``apply``)."""
+    kernel (``apply``).
+
+    Both 2-D FFTs are pruned to the rows that matter: the forward one transforms along x only
+    the input's rows (the rest of the period is zero padding), the backward one along x only
+    the rows of the result that are kept; for a 1024^2 image and PSF (period 1536) that is
+    a third less of both x passes. :meth:`subtract_from` (the minor cycles' residual update)
+    also works in buffers kept between calls, so no call faults in fresh pages (three
+    arrays of the period's size per call before: 0.04-0.12 s of the real-MWA CLEAN job's
+    minor cycles, varying with the page faults).
+    """
 
     def __init__(self, shape, kernels, nthreads=1):
         self.shape = tuple(shape)
@@ -587,30 +596,65 @@ class SpectralConv:
             _good_size(max(_conv_length(self.shape[1], k.shape[1]) for k in ks)),
         )
         self.centre = [(k.shape[0] // 2, k.shape[1] // 2) for k in ks]
-        self.spectra = [self.spectrum(k) for k in ks]
+        # the kernels' spectra carry the backward transform's 1 / (sy sx)
+        norm = 1.0 / (self.size[0] * self.size[1])
+        self.spectra = [self.spectrum(k) * norm for k in ks]
+        self._buffers = None  # (rows, spec) of subtract_from, made at its first call
+
+    def _forward(self, a, rows, spec):
+        """``rfft2(a, self.size)`` into ``spec``: x pass over ``a``'s rows only (``rows``:
+        an (>= ny, sx) float64 work array), then the y pass over every column."""
+        import ducc0.fft
+
+        sy, sx = self.size
+        a = np.asarray(a, dtype=np.float64)[:sy, :sx]  # as numpy crops
+        ny, nx = a.shape
+        rows = rows[:ny]
+        rows[:, :nx] = a
+        rows[:, nx:] = 0.0
+        ducc0.fft.r2c(rows, axes=(1,), out=spec[:ny], nthreads=self.nthreads)
+        spec[ny:] = 0.0
+        return ducc0.fft.c2c(spec, axes=(0,), forward=True, out=spec, nthreads=self.nthreads)
+
+    def _backward(self, spec, i, rows):
+        """The kept ``shape`` of the convolution with kernel ``i`` from the product spectrum
+        ``spec`` (overwritten): y pass over every column, x pass over the kept rows only,
+        into ``rows`` (an (ny, sx) float64 work array)."""
+        import ducc0.fft
+
+        ny, nx = self.shape
+        cy, cx = self.centre[i]
+        ducc0.fft.c2c(spec, axes=(0,), forward=False, out=spec, nthreads=self.nthreads)
+        ducc0.fft.c2r(spec[cy : cy + ny], axes=(1,), lastsize=self.size[1], forward=False,
+                      out=rows, allow_overwriting_input=True, nthreads=self.nthreads)
+        return rows[:, cx : cx + nx]
+
+    def _spec_array(self):
+        return np.empty((self.size[0], self.size[1] // 2 + 1), dtype=np.complex128)
 
     def spectrum(self, a):
         """``numpy.fft.rfft2(a, self.size)`` by ducc0 (2x faster than numpy's at 1536^2)."""
-        import ducc0.fft
-
-        a = np.asarray(a, dtype=np.float64)[: self.size[0], : self.size[1]]  # as numpy crops
-        z = np.zeros(self.size, dtype=np.float64)
-        z[: a.shape[0], : a.shape[1]] = a
-        return ducc0.fft.r2c(z, axes=(0, 1), nthreads=self.nthreads)
+        a = np.asarray(a)
+        rows = np.empty((min(a.shape[0], self.size[0]), self.size[1]))
+        return self._forward(a, rows, self._spec_array())
 
     def apply(self, spec, i):
-        """The image whose spectrum is ``spec`` convolved with kernel ``i``."""
-        import ducc0.fft
-
-        spec = spec * self.spectra[i]
-        full = ducc0.fft.c2r(spec, axes=(0, 1), lastsize=self.size[1], forward=False,
-                             inorm=2, out=np.empty(self.size), allow_overwriting_input=True,
-                             nthreads=self.nthreads)
-        cy, cx = self.centre[i]
-        return full[cy : cy + self.shape[0], cx : cx + self.shape[1]]
+        """The image whose spectrum is ``spec`` convolved with kernel ``i`` (a new array)."""
+        product = spec * self.spectra[i]
+        return self._backward(product, i, np.empty((self.shape[0], self.size[1])))
 
     def __call__(self, a, i=0):
         return self.apply(self.spectrum(a), i)
+
+    def subtract_from(self, target, a, i=0):
+        """``target -= self(a, i)`` (``a`` of ``shape``), in work buffers kept between calls."""
+        if self._buffers is None:
+            self._buffers = (np.empty((self.shape[0], self.size[1])), self._spec_array())
+        rows, spec = self._buffers
+        self._forward(a, rows, spec)
+        spec *= self.spectra[i]
+        target -= self._backward(spec, i, rows)
+        return target
 
 
 def restore(model, residual, beam_deg, cell_deg):
