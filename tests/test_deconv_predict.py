@@ -151,3 +151,30 @@ def test_major_predict_chooses_by_the_cost_models_and_gives_the_same_visibilitie
     assert not MajorPredict(op, CELL, mode="operator").use_dft(1)
     with pytest.raises(ValueError, match="auto, dft or operator"):
         MajorPredict(op, CELL, mode="fast")
+
+
+@pytest.mark.parametrize("name", ["_uniform_kernel", "_general_kernel"])
+def test_dft_kernels_vectorise(name):
+    """The row-block DFT kernels evaluate the phases and accumulate in vector arithmetic
+    (<N x double>, N >= 4) over each block's rows: compiled here without threads (a
+    ``prange`` body is a separate function ``inspect_llvm`` does not show), same results."""
+    import numba
+    from test_gridder import _vector_ops
+
+    from radimg.deconv import predict
+
+    fn = getattr(predict, name)
+    serial = numba.njit(cache=False, error_model="numpy")(fn.py_func)
+    freq = 1.5e8 + 1.0e6 * np.arange(3)
+    uvw = _uvw(70, freq)  # one full block of rows and a partial one
+    l, m, nm1, amp = model_components(_model(12), CELL)  # noqa: E741
+    scale = (freq[0] / C_LIGHT, (freq[1] - freq[0]) / C_LIGHT) if name == "_uniform_kernel" \
+        else (freq / C_LIGHT,)
+    outs = [np.empty((70, 3)) for _ in range(4)]
+    serial(uvw, *scale, l, m, nm1, amp, outs[0], outs[1])
+    fn(uvw, *scale, l, m, nm1, amp, outs[2], outs[3])
+    np.testing.assert_array_equal(outs[0], outs[2])
+    np.testing.assert_array_equal(outs[1], outs[3])
+    ops = _vector_ops(serial.inspect_llvm(serial.signatures[0]))
+    assert ("fmul", 8, "double") in ops or ("fmul", 4, "double") in ops, ops
+    assert any(op == "fadd" for op, _, _ in ops), ops
