@@ -34,9 +34,13 @@ _KERNEL_CUT = 1.5  # scale kernels are cut at this many FWHM from their centre
 _DIRECT_SUBTRACT_MAX = 64
 # hogbom_minor: each active-set pass cleans down to this fraction of its starting peak
 PASS_FRACTION = 0.5
-# hogbom_minor: fewest active pixels per thread of a sweep (~40 us of sweep per component
-# against ~10 us to start the threads); the real MWA 1024^2 CLEAN has 11-23 k active pixels
-_SWEEP_CHUNK_MIN = 4000
+# hogbom_minor: fewest active pixels per thread of a sweep. Starting a parallel region costs
+# ~0.1 ms with numba's workqueue layer (radimg's: kernels/gridder.py) on the 2-core dev
+# machine, against ~2-10 ns a pixel of sweep: measured per component, 1 vs 2 threads, 11 k
+# active pixels 111 vs 228 us, 117 k 816 vs 990 us, 301 k 1553 vs 1336 us. The real MWA
+# 1024^2 CLEAN (11-23 k active pixels) sweeps on one thread: 45-58 -> ~17 ms for its 383
+# component pass.
+_SWEEP_CHUNK_MIN = 150_000
 
 # ----------------------------------------------------------------------------- kernels
 
@@ -154,6 +158,19 @@ def _active_hogbom_kernel(vals, ay, ax, psf, model, comp, hits, gain, stop, nite
         n += 1
         # subtract the shifted PSF at every active pixel and find the next peak in the
         # same pass (one sweep of the set per component)
+        if nchunk == 1:  # no parallel region: starting one costs ~0.1 ms (workqueue)
+            best = -1.0
+            bi = -1
+            for i in range(na):
+                yy = ay[i] - py + cy
+                xx = ax[i] - px + cx
+                if 0 <= yy < ky and 0 <= xx < kx:
+                    vals[i] -= amp * psf[yy, xx]
+                a = abs(vals[i])
+                if a > best:
+                    best = a
+                    bi = i
+            continue
         for c in prange(nchunk):
             lo = c * na // nchunk
             hi = (c + 1) * na // nchunk
