@@ -30,8 +30,10 @@ __all__ = [
 
 _KERNEL_CUT = 1.5  # scale kernels are cut at this many FWHM from their centre
 # hogbom_minor subtracts a pass's components one shifted PSF at a time up to this many
-# pixels, by FFT above: at 1024^2 one shifted PSF is ~1.6 ms, the FFT update ~100 ms
-_DIRECT_SUBTRACT_MAX = 64
+# pixels, by FFT above. Measured on 2 threads (SpectralConv.subtract_from against
+# _sub_shifted_many): 512^2 FFT 1.5 ms, a shifted PSF 0.09-0.2 ms; 1024^2 9.6 ms against
+# 0.33-0.48 ms; 2048^2 40 ms against 1.3-3.9 ms: even at ~16-30 components
+_DIRECT_SUBTRACT_MAX = 24
 # hogbom_minor: each active-set pass cleans down to this fraction of its starting peak
 PASS_FRACTION = 0.5
 # hogbom_minor: fewest active pixels per thread of a sweep. Starting a parallel region costs
