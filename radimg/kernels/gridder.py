@@ -384,7 +384,6 @@ def _prepare_samples_kernel(uvw, fscale, idx, spec_f, wstack, vis, weight, use_w
                             with_vis, coords, vals):
     nchan = fscale.size
     xscale, yscale, w0, dw, nshift = spec_f[0], spec_f[1], spec_f[4], spec_f[5], spec_f[6]
-    twopi = 2.0 * math.pi
     for k in numba.prange(idx.size):
         row, ch, flip, u, v, w = _sample_uvw(uvw, fscale, nchan, idx[k])
         coords[k, 0] = u * xscale
@@ -397,8 +396,8 @@ def _prepare_samples_kernel(uvw, fscale, idx, spec_f, wstack, vis, weight, use_w
             if flip:
                 val = val.conjugate()
             if wstack and nshift != 0.0:
-                ph = twopi * w * nshift
-                val *= complex(math.cos(ph), -math.sin(ph))
+                cs, sn = cis_cycles(w * nshift)
+                val *= complex(cs, -sn)
             vals[k] = val
 
 
@@ -406,13 +405,12 @@ def _prepare_samples_kernel(uvw, fscale, idx, spec_f, wstack, vis, weight, use_w
 def _finish_samples_kernel(uvw, fscale, idx, spec_f, wstack, acc, out):
     nchan = fscale.size
     nshift = spec_f[6]
-    twopi = 2.0 * math.pi
     for k in numba.prange(idx.size):
         row, ch, flip, u, v, w = _sample_uvw(uvw, fscale, nchan, idx[k])
         val = complex(acc[k])
         if wstack and nshift != 0.0:
-            ph = twopi * w * nshift
-            val *= complex(math.cos(ph), math.sin(ph))
+            cs, sn = cis_cycles(w * nshift)
+            val *= complex(cs, sn)
         if flip:
             val = val.conjugate()
         out[row, ch] += val
