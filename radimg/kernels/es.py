@@ -29,6 +29,7 @@ from radimg.kernels._jit import JIT_OPTIONS
 __all__ = [
     "es_kernel",
     "es_correction",
+    "es_corrections",
     "es_parameters",
     "es_error",
     "MIN_SUPPORT",
@@ -143,6 +144,18 @@ def es_correction(nu_over_N, W, beta, nquad=None):
         out[s : s + chunk] = 2.0 * half * (np.cos(np.outer(f, xs) * (2.0 * np.pi * half)) @ phi)
     out = out.reshape(nu.shape)
     return out if out.ndim else float(out)
+
+
+def es_corrections(nu_over_N, W, betas, nquad):
+    """:func:`es_correction` of several kernel shapes ``betas`` at the same frequencies with
+    the same ``nquad``-node rule: the cosines are shared, one matrix product gives every
+    transform. Returns ``(nu.size, len(betas))`` float64 (``nu`` flattened)."""
+    nu = np.asarray(nu_over_N, dtype=np.float64).ravel()
+    betas = np.asarray(betas, dtype=np.float64)
+    xs, ws = _gl_theta(int(nquad))
+    phi = np.exp(betas[:, None] * (np.sqrt(np.maximum(1.0 - xs * xs, 0.0)) - 1.0)) * ws
+    half = 0.5 * W
+    return 2.0 * half * (np.cos(np.outer(nu, xs) * (2.0 * np.pi * half)) @ phi.T)
 
 
 def es_error(W, beta, oversampling=2.0, nx=64, nt=48):
