@@ -276,9 +276,11 @@ PROCESS_BASELINE_BYTES = 160 * 2**20
 
 #: Code a run loads beyond an idle process (numba's compiled kernels from the cache, LLVM,
 #: ducc0's and casacore's libraries): the ``code`` term of every rank. Measured: a 256^2
-#: run of the real MWA snapshot at 2 ranks peaks 45-59 MiB per rank above an idle radimg
-#: process plus its own plan (scripts/bench_wsclean.py --npix 256 --cell-arcsec 480).
-CODE_BYTES = 50 * 2**20
+#: run of the real MWA snapshot at 2 ranks peaks 17-31 MiB per rank above an idle radimg
+#: process plus its own plan (scripts/bench_wsclean.py --npix 256 --cell-arcsec 480); 45-59
+#: MiB before numba's cached kernels were loaded without installing all its registries
+#: (radimg/kernels/_jit.py).
+CODE_BYTES = 25 * 2**20
 
 
 def peak_bytes(terms, dirty_only=False):
