@@ -417,16 +417,18 @@ class SmallInversion:
         cy = g.npix_y // 2
         return ((g.nf_y - cy, g.nf_y, 0), (0, g.npix_y - cy, cy))
 
-    def to_fine(self, coarse):
+    def to_fine(self, coarse, nthreads=None):
         """``R``: coarse image (nc_y, nc_x) -> requested image (npix_y, npix_x), float64
-        for float64 input, float32 otherwise.
+        for float64 input, float32 otherwise. ``nthreads``: FFT threads (default the
+        operator's; a rank that resamples while the others sleep may take their cores).
 
         Index maps are contiguous runs (rolls), copied as slices, and the last transform
         runs on blocks of :attr:`_CHUNK` rows, so the temporaries stay a few MB beyond the
         half-spectrum (nf_y, band_x + 1); the 1 / N_c normalisation rides on the window."""
         import scipy.fft as sf
 
-        g, wk = self.small_geometry, self.nthreads
+        g = self.small_geometry
+        wk = self.nthreads if nthreads is None else max(1, int(nthreads))
         coarse = np.asarray(coarse)
         if coarse.shape != (g.nc_y, g.nc_x):
             raise ValueError(f"coarse image must be {(g.nc_y, g.nc_x)}, got {coarse.shape}")

@@ -37,9 +37,15 @@ def make_images(job, backend, geom):
         job.fault_point("dirty")
         dirty = backend.dirty(fine=False) if defer else backend.dirty()
     if defer:
+        from radimg.parallel.mpi import ranks_on_root_node, wait_for_root
+
+        # only rank 0 holds the images: it resamples them on its node's cores while the
+        # other ranks sleep (instead of busy-polling in the beam fit's broadcast)
+        threads = job.nthreads * ranks_on_root_node(comm)
         with timer.stage("resample"):
-            dirty = backend.fine(dirty)
-            psf = backend.fine(psf)
+            dirty = backend.fine(dirty, nthreads=threads)
+            psf = backend.fine(psf, nthreads=threads)
+            wait_for_root(comm)
         beam = _fit_beam(job, psf, geom)
     if dirty is not None:  # None off rank 0 where only rank 0 keeps the images
         job.log(f"dirty image peak {dirty.max():.4g} Jy/beam, PSF peak {psf.max():.4f}")

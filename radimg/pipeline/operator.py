@@ -283,10 +283,11 @@ class DistributedBackend(ImagingBackend):
         # a run that only writes its images applies the operator for the last time here
         return self._global_image(self.vis, release=self.images_on_root, fine=fine)
 
-    def fine(self, image):
+    def fine(self, image, nthreads=None):
         """A coarse image of ``psf(fine=False)`` / ``dirty(fine=False)`` resampled to the
-        requested cells (None stays None: ranks other than 0)."""
-        return None if image is None else self.op.to_fine(image)
+        requested cells (None stays None: ranks other than 0), with ``nthreads`` FFT threads
+        (default the operator's)."""
+        return None if image is None else self.op.to_fine(image, nthreads=nthreads)
 
     def _global_image(self, vis, release=False, fine=True):
         """``Phi^H W vis / sum W``. With :attr:`images_on_root` (a run that only writes
