@@ -120,6 +120,26 @@ def _hogbom_kernel(res, psf, model, mask, gain, stop, niter):
     return n
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _sweep(vals, ay, ax, psf, amp, oy, ox, lo, hi):
+    """Active pixels ``lo .. hi``: subtract ``amp`` times the PSF shifted by ``(oy, ox)``
+    (``psf[ay - oy, ax - ox]`` where inside it) and return their new peak ``(|value|,
+    index)``, the first of equal peaks (-1.0, -1 for none)."""
+    ky, kx = psf.shape
+    best = -1.0
+    bi = -1
+    for i in range(lo, hi):
+        yy = ay[i] - oy
+        xx = ax[i] - ox
+        if 0 <= yy < ky and 0 <= xx < kx:
+            vals[i] -= amp * psf[yy, xx]
+        a = abs(vals[i])
+        if a > best:
+            best = a
+            bi = i
+    return best, bi
+
+
 @njit(**PARALLEL_JIT_OPTIONS)
 def _active_hogbom_kernel(vals, ay, ax, psf, model, comp, hits, gain, stop, niter, nchunk):
     """Hogbom on the active pixels ``(ay[i], ax[i])`` only, with the exact (whole) PSF.
@@ -135,9 +155,8 @@ def _active_hogbom_kernel(vals, ay, ax, psf, model, comp, hits, gain, stop, nite
     peaks wins, as in one serial sweep).
     """
     na = vals.size
-    ky, kx = psf.shape
-    cy = ky // 2
-    cx = kx // 2
+    cy = psf.shape[0] // 2
+    cx = psf.shape[1] // 2
     best = -1.0
     bi = -1
     for i in range(na):
@@ -161,34 +180,11 @@ def _active_hogbom_kernel(vals, ay, ax, psf, model, comp, hits, gain, stop, nite
         # subtract the shifted PSF at every active pixel and find the next peak in the
         # same pass (one sweep of the set per component)
         if nchunk == 1:  # no parallel region: starting one costs ~0.1 ms (workqueue)
-            best = -1.0
-            bi = -1
-            for i in range(na):
-                yy = ay[i] - py + cy
-                xx = ax[i] - px + cx
-                if 0 <= yy < ky and 0 <= xx < kx:
-                    vals[i] -= amp * psf[yy, xx]
-                a = abs(vals[i])
-                if a > best:
-                    best = a
-                    bi = i
+            best, bi = _sweep(vals, ay, ax, psf, amp, py - cy, px - cx, 0, na)
             continue
         for c in prange(nchunk):
-            lo = c * na // nchunk
-            hi = (c + 1) * na // nchunk
-            b = -1.0
-            j = -1
-            for i in range(lo, hi):
-                yy = ay[i] - py + cy
-                xx = ax[i] - px + cx
-                if 0 <= yy < ky and 0 <= xx < kx:
-                    vals[i] -= amp * psf[yy, xx]
-                a = abs(vals[i])
-                if a > b:
-                    b = a
-                    j = i
-            cbest[c] = b
-            cidx[c] = j
+            cbest[c], cidx[c] = _sweep(vals, ay, ax, psf, amp, py - cy, px - cx,
+                                       c * na // nchunk, (c + 1) * na // nchunk)
         best = -1.0
         bi = -1
         for c in range(nchunk):

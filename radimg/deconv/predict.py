@@ -71,6 +71,16 @@ def _block_uvw(uvw, r0, nr):
     return out
 
 
+@njit(**JIT_OPTIONS)
+def _store_block(acc, r0, nr, out_re, out_im):
+    """A block's accumulators (2 nchan, _ROWS), (re, im) per channel, into rows ``r0 ..
+    r0 + nr`` of the outputs."""
+    for j in range(nr):
+        for c in range(out_re.shape[1]):
+            out_re[r0 + j, c] = acc[2 * c, j]
+            out_im[r0 + j, c] = acc[2 * c + 1, j]
+
+
 @njit(**PARALLEL_JIT_OPTIONS)
 def _uniform_kernel(uvw, scale0, dscale, l, m, nm1, amp, out_re, out_im):  # noqa: E741
     """Equally spaced channels: per (row, component) two phases, ``x scale0`` and ``x
@@ -112,10 +122,7 @@ def _uniform_kernel(uvw, scale0, dscale, l, m, nm1, amp, out_re, out_im):  # noq
                     acc[2 * c + 1, j] += pi
                     scr[0, j] = pr * scr[2, j] - pi * scr[3, j]
                     scr[1, j] = pr * scr[3, j] + pi * scr[2, j]
-        for j in range(nr):
-            for c in range(nchan):
-                out_re[r0 + j, c] = acc[2 * c, j]
-                out_im[r0 + j, c] = acc[2 * c + 1, j]
+        _store_block(acc, r0, nr, out_re, out_im)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
@@ -143,10 +150,7 @@ def _general_kernel(uvw, scale, l, m, nm1, amp, out_re, out_im):  # noqa: E741
                     cs, sn = cis_cycles(x[j] * f)
                     acc[2 * c, j] += a * cs
                     acc[2 * c + 1, j] += a * sn
-        for j in range(nr):
-            for c in range(nchan):
-                out_re[r0 + j, c] = acc[2 * c, j]
-                out_im[r0 + j, c] = acc[2 * c + 1, j]
+        _store_block(acc, r0, nr, out_re, out_im)
 
 
 def model_components(model, cell_rad):
