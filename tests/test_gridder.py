@@ -139,6 +139,18 @@ def test_subsets_and_mask():
     assert np.all(out[~mask] == 0)
 
 
+@pytest.mark.parametrize("n,nslots,nplanes", [(0, 4, 1), (1, 1, 1), (5000, 37, 9),
+                                                (200_000, 4096, 20)])
+def test_layout_order_is_the_stable_sort_of_slot_then_plane(n, nslots, nplanes):
+    """make_layout's counting passes give numpy's stable argsort of the (slot, first plane)
+    key exactly, ties in sample order (many ties at these sizes)."""
+    rng = np.random.default_rng(n)
+    slot = rng.integers(0, nslots, n).astype(np.int64)
+    p0 = rng.integers(0, nplanes, n).astype(np.int32)
+    got = g._order_by_slot_plane(slot, p0, nslots, nplanes)
+    np.testing.assert_array_equal(got, np.argsort(slot * nplanes + p0, kind="stable"))
+
+
 def test_touched_tiles_cover_footprints():
     rng, uvw, freq, vis = _data(nrow=60)
     spec = _spec(True, nxp=128, nyp=96)
