@@ -200,33 +200,29 @@ def _slot_ranges_kernel(slot_sorted, p0_sorted, nslots, Ww):
 
 
 @numba.njit(**JIT_OPTIONS)
+def _stable_counting_pass(keys, nkeys, src):
+    """The indices ``src`` reordered stably by ``keys[src]`` (integers in [0, nkeys))."""
+    cnt = np.zeros(nkeys + 1, dtype=np.int64)
+    for j in range(src.size):
+        cnt[keys[src[j]] + 1] += 1
+    for k in range(nkeys):
+        cnt[k + 1] += cnt[k]
+    out = np.empty(src.size, dtype=np.int64)
+    for j in range(src.size):
+        i = src[j]
+        q = keys[i]
+        out[cnt[q]] = i
+        cnt[q] += 1
+    return out
+
+
+@numba.njit(**JIT_OPTIONS)
 def _order_by_slot_plane(slot, p0, nslots, nplanes):
     """``np.argsort(slot * nplanes + p0, kind="stable")`` by two stable counting passes (by
     ``p0``, then by ``slot``): O(n + nslots + nplanes) instead of a comparison sort. 10 M
-    samples (bench_operator case a): ~0.1 s against 1.2 s; the same order."""
-    n = slot.size
-    cnt = np.zeros(nplanes + 1, dtype=np.int64)
-    for i in range(n):
-        cnt[p0[i] + 1] += 1
-    for k in range(nplanes):
-        cnt[k + 1] += cnt[k]
-    by_plane = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        q = p0[i]
-        by_plane[cnt[q]] = i
-        cnt[q] += 1
-    cnt = np.zeros(nslots + 1, dtype=np.int64)
-    for i in range(n):
-        cnt[slot[i] + 1] += 1
-    for k in range(nslots):
-        cnt[k + 1] += cnt[k]
-    order = np.empty(n, dtype=np.int64)
-    for j in range(n):
-        i = by_plane[j]
-        s = slot[i]
-        order[cnt[s]] = i
-        cnt[s] += 1
-    return order
+    samples (bench_operator case a): ~0.4 s against 1.2-1.5 s; the same order."""
+    by_plane = _stable_counting_pass(p0, nplanes, np.arange(slot.size))
+    return _stable_counting_pass(slot, nslots, by_plane)
 
 
 def make_layout(uvw, freq, spec: GridSpec, *, mask=None, idx=None, tile=TILE_MIN, nthreads=1):
