@@ -71,6 +71,13 @@ def _block_uvw(uvw, r0, nr):
     return out
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _block_x(xyz, ls, ms, ns, x):
+    """``x = u l + v m + w (n - 1)`` (metres) of one component for a block's rows."""
+    for j in range(_ROWS):
+        x[j] = xyz[0, j] * ls + xyz[1, j] * ms + xyz[2, j] * ns
+
+
 @njit(**JIT_OPTIONS)
 def _store_block(acc, r0, nr, out_re, out_im):
     """A block's accumulators (2 nchan, _ROWS), (re, im) per channel, into rows ``r0 ..
@@ -99,17 +106,15 @@ def _uniform_kernel(uvw, scale0, dscale, l, m, nm1, amp, out_re, out_im):  # noq
         r0 = b * _ROWS
         nr = min(_ROWS, nrow - r0)
         xyz = _block_uvw(uvw, r0, nr)
+        x = np.empty(_ROWS)
         scr = np.empty((4, _ROWS))  # amp cis(first channel), cis(step)
         acc = np.zeros((2 * nchan, _ROWS))
         for s in range(nsrc):
-            ls = l[s]
-            ms = m[s]
-            ns = nm1[s]
+            _block_x(xyz, l[s], m[s], nm1[s], x)
             a = amp[s]
             for j in range(_ROWS):
-                x = xyz[0, j] * ls + xyz[1, j] * ms + xyz[2, j] * ns
-                c0, s0 = cis_cycles(x * scale0)
-                c1, s1 = cis_cycles(x * dscale)
+                c0, s0 = cis_cycles(x[j] * scale0)
+                c1, s1 = cis_cycles(x[j] * dscale)
                 scr[0, j] = a * c0
                 scr[1, j] = a * s0
                 scr[2, j] = c1
@@ -138,12 +143,8 @@ def _general_kernel(uvw, scale, l, m, nm1, amp, out_re, out_im):  # noqa: E741
         x = np.empty(_ROWS)
         acc = np.zeros((2 * nchan, _ROWS))
         for s in range(nsrc):
-            ls = l[s]
-            ms = m[s]
-            ns = nm1[s]
+            _block_x(xyz, l[s], m[s], nm1[s], x)
             a = amp[s]
-            for j in range(_ROWS):
-                x[j] = xyz[0, j] * ls + xyz[1, j] * ms + xyz[2, j] * ns
             for c in range(nchan):
                 f = scale[c]
                 for j in range(_ROWS):
