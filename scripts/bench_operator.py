@@ -208,6 +208,7 @@ def main(argv=None):
                                     oversampling=st["oversampling"],
                                     support_w=st.get("support_w"),
                                     oversampling_w=st.get("oversampling_w"),
+                                    w_kernel=st.get("w_kernel"),
                                     fft=st.get("fft")))
         if not args.no_ducc:
             from ducc0.wgridder.experimental import vis2dirty
@@ -232,7 +233,8 @@ def main(argv=None):
         for r in row["runs"]:
             info = (f"planes={r['nplanes']} W={r['support']} grid={r['padded']} "
                     f"sigma={r['oversampling']} Ww={r['support_w']} "
-                    f"sigma_w={r['oversampling_w']} fft={r['fft']}"
+                    f"sigma_w={r['oversampling_w']} w_kernel={r.get('w_kernel')} "
+                    f"fft={r['fft']}"
                     if "nplanes" in r else "")
             print(f"{r['code']:<18}{r['setup_s']:>9.2f}{r['time_s']:>9.2f}"
                   f"{r['samples_per_s_core'] / 1e6:>14.3f}{r['err_over_peak']:>11.2e}  {info}",

@@ -356,3 +356,131 @@ def test_forward_pass_order_gives_the_same_data_cells(data, mode):
     others = np.setdiff1d(np.arange(nxp), few)
     assert not got[:, others].any() and np.abs(ref[:, others]).max() > 0
     assert op._pass_order(np.arange(4), np.arange(nxp))[0] == "rows"
+
+
+# ------------------------------------------------------------------ Chebyshev w-terms
+NARROW_CELL = np.deg2rad(6.0 / 3600.0)  # 256 x 6" = 0.43 deg: |2 pi w (n - 1)| <= 0.05
+
+
+@pytest.fixture(scope="module")
+def narrow():
+    """The module's samples on a 0.43 deg field (|w| <= 600 wavelengths as there), point
+    sources at the centre and near the corners."""
+    rng = np.random.default_rng(11)
+    nrow = 1500
+    lam = C_LIGHT / FREQ.max()
+    uvmax = 0.48 / NARROW_CELL
+    uvw = np.empty((nrow, 3))
+    uvw[:, :2] = rng.uniform(-uvmax, uvmax, (nrow, 2)) * lam
+    uvw[:, 2] = rng.uniform(-600.0, 600.0, nrow) * lam
+    wgt = rng.uniform(0.5, 1.5, (nrow, FREQ.size))
+    pix = np.array([[128, 128], [3, 5], [254, 249], [10, 253]])
+    vis = np.zeros((nrow, FREQ.size), complex)
+    for iy, ix in pix:
+        l0, m0, _ = pixel_lm(NPIX, NPIX, NARROW_CELL, [[iy, ix]])
+        vis += point_source_vis(uvw, FREQ, l0[0], m0[0], 1.0)
+    check = np.concatenate([pix, rng.integers(0, NPIX, (100, 2))])
+    img = np.zeros((NPIX, NPIX))
+    img[rng.integers(0, NPIX, 30), rng.integers(0, NPIX, 30)] = rng.uniform(0.2, 1.0, 30)
+    return dict(uvw=uvw, wgt=wgt, vis=vis, check=check, img=img,
+                ref=dft_dirty(uvw, FREQ, vis, wgt, NPIX, NPIX, NARROW_CELL, pixels=check),
+                vref=dft_predict(uvw, FREQ, img, NARROW_CELL))
+
+
+@pytest.mark.parametrize("wkernel,precision,eps", [("auto", "double", 1e-5),
+                                                   ("auto", "single", 1e-5),
+                                                   ("cheb", "double", 1e-8)])
+def test_chebyshev_w_terms_vs_dft(narrow, wkernel, precision, eps):
+    """On a narrow field the cost model takes the w-term's Chebyshev terms (3 at 1e-5, not
+    the ES kernel's 6-7 planes), and both directions meet epsilon against the direct DFT;
+    the two directions stay adjoint."""
+    op = make_operator(narrow["uvw"], FREQ, NPIX, NPIX, NARROW_CELL, mode="wstack",
+                       epsilon=eps, precision=precision, oversampling="auto", wkernel=wkernel)
+    g = op.geometry
+    assert g.wkernel == "cheb" and op.stats["w_kernel"] == "cheb"
+    assert g.nplanes == g.Ww and (g.nplanes == 3 or eps < 1e-5)
+    es = make_operator(narrow["uvw"], FREQ, NPIX, NPIX, NARROW_CELL, mode="wstack",
+                       epsilon=eps, precision=precision, oversampling="auto", wkernel="es")
+    assert g.cost < es.geometry.cost and g.nplanes < es.geometry.nplanes
+    chk, ref, vref = narrow["check"], narrow["ref"], narrow["vref"]
+    got = op.hdot(narrow["vis"], narrow["wgt"])[chk[:, 0], chk[:, 1]]
+    assert np.abs(got - ref).max() <= 0.5 * eps * np.abs(ref).max()
+    tol = max(eps, 1e-6 if precision == "single" else 0.0)
+    assert np.abs(op.dot(narrow["img"]) - vref).max() <= 0.5 * tol * np.abs(vref).max()
+    if precision == "double":
+        rng = np.random.default_rng(5)
+        x = rng.normal(size=(NPIX, NPIX))
+        y = rng.normal(size=narrow["vis"].shape) + 1j * rng.normal(size=narrow["vis"].shape)
+        lhs, rhs = np.vdot(op.dot(x), y).real, np.vdot(x, op.hdot(y))
+        assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
+
+
+def test_chebyshev_many_terms_vs_dft():
+    """A 5.3 deg field with |w| <= 600 needs ten Chebyshev terms (z ~ 2): forced, they
+    still meet epsilon (the amplitude series and monomial taps at high order), while auto
+    takes the ES planes there, which cost less."""
+    rng = np.random.default_rng(2)
+    npix, cell, nrow = 128, np.deg2rad(150.0 / 3600.0), 800
+    lam = C_LIGHT / FREQ.max()
+    uvw = np.empty((nrow, 3))
+    uvw[:, :2] = rng.uniform(-0.45 / cell, 0.45 / cell, (nrow, 2)) * lam
+    uvw[:, 2] = rng.uniform(-600.0, 600.0, nrow) * lam
+    wgt = np.ones((nrow, FREQ.size))
+    pix = np.array([[64, 64], [2, 3], [125, 120]])
+    vis = sum(point_source_vis(uvw, FREQ, *pixel_lm(npix, npix, cell, [[iy, ix]])[:2], 1.0)
+              for iy, ix in pix)
+    vis = np.asarray(vis).reshape(nrow, FREQ.size)
+    op = make_operator(uvw, FREQ, npix, npix, cell, mode="wstack", epsilon=1e-5,
+                       oversampling="auto", wkernel="cheb")
+    assert op.geometry.wkernel == "cheb" and op.nplanes >= 9
+    ref = dft_dirty(uvw, FREQ, vis, wgt, npix, npix, cell, pixels=pix)
+    got = op.hdot(vis, wgt)[pix[:, 0], pix[:, 1]]
+    assert np.abs(got - ref).max() <= 0.5e-5 * np.abs(ref).max()
+    auto = make_operator(uvw, FREQ, npix, npix, cell, mode="wstack", epsilon=1e-5,
+                         oversampling="auto")
+    assert auto.geometry.wkernel == "es"
+
+
+def test_chebyshev_refused_where_it_cannot_converge(data):
+    """The 25.6 deg field with |w| <= 600 (z ~ 50) is beyond wcheb.KMAX terms: a clear
+    ValueError when forced; explicit planes or w factor keep the ES kernel."""
+    with pytest.raises(ValueError, match="more than 16 terms"):
+        make_operator(data["uvw"], FREQ, NPIX, NPIX, CELL, mode="wstack", wkernel="cheb")
+    with pytest.raises(ValueError, match="nstacks must be auto"):
+        make_operator(data["uvw"], FREQ, NPIX, NPIX, NARROW_CELL, mode="wstack",
+                      wkernel="cheb", nstacks=8)
+    op = make_operator(data["uvw"], FREQ, NPIX, NPIX, NARROW_CELL, mode="wstack",
+                       oversampling="auto", oversampling_w=2.0)
+    assert op.geometry.wkernel == "es"
+
+
+def test_chebyshev_stage_methods_compose(narrow):
+    """The stage methods the distributed operator calls (grid_samples +
+    plane_grid_to_image, image_to_plane_grid + degrid_samples) sum to hdot and dot with
+    Chebyshev terms too (their screens: amplitude and phase per term)."""
+    uvw, vis, wgt = narrow["uvw"], narrow["vis"], narrow["wgt"]
+    op = make_operator(uvw, FREQ, NPIX, NPIX, NARROW_CELL, mode="wstack",
+                       oversampling="auto", nthreads=2)
+    assert op.geometry.wkernel == "cheb"
+    ref = op.hdot(vis, wgt)
+    acc = np.zeros((NPIX, NPIX))
+    for p in range(op.nplanes):
+        grid = op.grid_samples(vis, p, idx=np.arange(vis.size), weight=wgt)
+        op.plane_grid_to_image(grid, p, out=acc)
+    assert np.abs(acc - ref).max() <= 1e-12 * np.abs(ref).max()
+    vref = op.dot(narrow["img"])
+    v = np.zeros_like(vref)
+    for p in range(op.nplanes):
+        op.degrid_samples(op.image_to_plane_grid(narrow["img"], p), p, out=v)
+    assert np.abs(v - vref).max() <= 1e-12 * np.abs(vref).max()
+
+
+def test_gpu_operator_refuses_chebyshev_geometry(narrow):
+    """The CUDA kernels evaluate the ES w-kernel: a Chebyshev geometry is refused before
+    any device work (the GPU factories resolve theirs with wkernel='es')."""
+    from radimg.gpu.operator import GpuWideFieldOperator
+
+    op = make_operator(narrow["uvw"], FREQ, NPIX, NPIX, NARROW_CELL, mode="wstack",
+                       oversampling="auto")
+    with pytest.raises(ValueError, match="wkernel='es'"):
+        GpuWideFieldOperator(narrow["uvw"], FREQ, op.geometry)

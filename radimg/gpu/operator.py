@@ -71,7 +71,7 @@ def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="ws
     geo = geometry_for_samples(uvw, freq, Field.of(npix_x, npix_y, cell_rad), epsilon, mode,
                                weight_mask=weight_mask, nstacks=nstacks,
                                oversampling=oversampling, oversampling_w=oversampling_w,
-                               precision=precision, nthreads=nthreads)
+                               precision=precision, nthreads=nthreads, wkernel="es")
     launch = {k: v for k, v in (("block", block), ("max_shared", max_shared)) if v is not None}
     common = dict(nthreads=nthreads, fft=fft, weight_mask=weight_mask, **kwargs)
     if mode == "wstack-wproject":
@@ -308,6 +308,9 @@ class GpuWideFieldOperator(ResidentOperator):
                  cpu=None, **kwargs):
         from radimg.ops.operator import WideFieldOperator
 
+        if geometry.wkernel != "es":  # the CUDA kernels evaluate the ES w-kernel
+            raise ValueError("the GPU operator grids w with the ES kernel: resolve its "
+                             "geometry with wkernel='es'")
         self.xp = xp = get_xp()  # raises GpuUnavailableError before any work
         self.transfers = TransferStats()
         self._block = int(block)

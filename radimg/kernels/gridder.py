@@ -43,6 +43,7 @@ from radimg.kernels import scalar as _scalar
 from radimg.kernels._jit import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from radimg.kernels.es import es_poly_coeffs, es_poly_even_odd
 from radimg.kernels.trig import cis_cycles
+from radimg.kernels.wcheb import monomial_table
 
 __all__ = [
     "C_LIGHT",
@@ -84,6 +85,9 @@ class GridSpec:
     Ww, betaw : ES kernel support (planes) and shape in w (Ww = 1 without w-stacking).
     w0, dw : first plane's w and the plane spacing (wavelengths).
     nshift : centre of the ``n - 1`` range applied per sample (0 without w-stacking).
+    wkernel : ``"es"`` (the ES kernel in w) or ``"cheb"`` (the w-term's Chebyshev
+        expansion, radimg/kernels/wcheb.py: ``Ww = nplanes`` terms, every sample on all of
+        them with weight ``T_p(mu)``, placed by ``w0``, ``dw`` so that its first plane is 0).
     """
 
     nxp: int
@@ -98,6 +102,7 @@ class GridSpec:
     w0: float = 0.0
     dw: float = 1.0
     nshift: float = 0.0
+    wkernel: str = "es"
 
     @property
     def wstack(self) -> bool:
@@ -708,8 +713,16 @@ def _spec_f(spec: GridSpec):
 
 
 def _coefs(spec: GridSpec):
+    """The u, v tap tables and the w-tap table (:func:`_wtap`'s Horner rows): the ES
+    kernel's, or with ``wkernel == "cheb"`` the Chebyshev polynomials' (every sample's tap
+    ``a`` is then plane ``a`` and ``mu`` its position in the w range)."""
     coef = es_poly_even_odd(spec.W, spec.beta)
-    coefw = es_poly_coeffs(spec.Ww, spec.betaw) if spec.Ww > 1 else np.ones((1, 1))
+    if spec.Ww <= 1:
+        coefw = np.ones((1, 1))
+    elif spec.wkernel == "cheb":
+        coefw = monomial_table(spec.Ww)
+    else:
+        coefw = es_poly_coeffs(spec.Ww, spec.betaw)
     return coef, coefw
 
 
@@ -988,8 +1001,27 @@ def _screen_row(ay, qx, cell_x, cell_y, nshift, w, cr, ci):
         cr[ax], ci[ax] = cis_cycles(w * (math.sqrt(1.0 - l * l - m * m) - 1.0 - nshift))
 
 
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _screen_amp(ay, qx, cell_x, cell_y, nshift, amp, rr, ri, cr, ci):
+    """Row ``ay`` of :func:`_screen_row`'s screen times ``(rr + i ri) A(c)``, ``A`` the real
+    polynomial ``amp`` in ``c`` (highest power first): a Chebyshev plane's screen
+    (radimg/kernels/wcheb.py)."""
+    m = ay * cell_y
+    deg = amp.size
+    for ax in range(qx):
+        l = ax * cell_x
+        c = math.sqrt(1.0 - l * l - m * m) - 1.0 - nshift
+        a = amp[0]
+        for d in range(1, deg):
+            a = a * c + amp[d]
+        x = cr[ax] * rr + ci[ax] * ri  # (cr - i ci)(rr + i ri) = x - i y
+        y = ci[ax] * rr - cr[ax] * ri
+        cr[ax] = a * x
+        ci[ax] = a * y
+
+
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _chirp_adjoint_w_kernel(fg, cell_x, cell_y, nshift, w, rowmap, acc, zero):
+def _chirp_adjoint_w_kernel(fg, cell_x, cell_y, nshift, w, amp, rr, ri, rowmap, acc, zero):
     """:func:`_chirp_adjoint_kernel` with the screen made row by row of the quadrant as it
     is used (no screen or ``n - 1`` array, one pass over the image); ``zero`` as there.
 
@@ -1006,6 +1038,8 @@ def _chirp_adjoint_w_kernel(fg, cell_x, cell_y, nshift, w, rowmap, acc, zero):
         cr = np.empty(qx)
         ci = np.empty(qx)
         _screen_row(ay, qx, cell_x, cell_y, nshift, w, cr, ci)
+        if amp.size:
+            _screen_amp(ay, qx, cell_x, cell_y, nshift, amp, rr, ri, cr, ci)
         for side in range(2):  # Re(val * (cr - i ci)) = val.re cr + val.im ci
             iy = _mirrored_row(ay, side, cy, ny)
             if iy < 0:
@@ -1023,22 +1057,32 @@ def _chirp_adjoint_w_kernel(fg, cell_x, cell_y, nshift, w, rowmap, acc, zero):
                 row[bl - cx : bl] = 0
 
 
-def chirp_adjoint_w(fg, cell_x, cell_y, nshift, w, acc, nthreads=1, zero=False):
+def chirp_adjoint_w(fg, cell_x, cell_y, nshift, w, acc, nthreads=1, zero=False, amp=None,
+                    rot=1.0):
     """:func:`chirp_adjoint` with ``P = phasor(quadrant_c(..., cell_x, cell_y, nshift), w)``
     computed on the fly: the same sums (to the last bit) without the (ny/2, nx/2) complex128
     screen per plane (28.5 MiB per rank on the real 4096 x 30\" job), the float64
     ``n - 1`` quadrant (14 MiB) or a pass to write them. ``zero`` as for
-    :func:`chirp_adjoint`."""
+    :func:`chirp_adjoint`. ``amp`` (polynomial in ``c``, highest power first) and ``rot``
+    (complex): ``P`` times ``rot A(c)`` (a Chebyshev plane's screen)."""
     _set_threads(nthreads)
     if fg.shape[1] < acc.shape[1]:
         raise ValueError("fg must be at least as wide as acc")
-    _chirp_adjoint_w_kernel(fg, float(cell_x), float(cell_y), float(nshift), float(w),
-                            _rowmap(acc.shape[0], fg.shape[0]), acc, bool(zero))
+    amp, rr, ri = _amp_args(amp, rot)
+    _chirp_adjoint_w_kernel(fg, float(cell_x), float(cell_y), float(nshift), float(w), amp,
+                            rr, ri, _rowmap(acc.shape[0], fg.shape[0]), acc, bool(zero))
     return acc
 
 
+def _amp_args(amp, rot):
+    """The chirp kernels' ``amp, rr, ri`` (an empty ``amp``: no amplitude)."""
+    amp = np.zeros(0) if amp is None else np.ascontiguousarray(amp, dtype=np.float64)
+    rot = complex(rot)
+    return amp, rot.real, rot.imag
+
+
 @numba.njit(**PARALLEL_JIT_OPTIONS)
-def _chirp_forward_w_kernel(img, cell_x, cell_y, nshift, w, rowmap, colmap, out):
+def _chirp_forward_w_kernel(img, cell_x, cell_y, nshift, w, amp, rr, ri, rowmap, colmap, out):
     """:func:`_chirp_forward_kernel` with the screen made per quadrant row (image rows
     cy - ay and cy + ay share it): ``out = img * conj(P) = img * (cr + i ci)``."""
     ny, nx = img.shape
@@ -1047,6 +1091,8 @@ def _chirp_forward_w_kernel(img, cell_x, cell_y, nshift, w, rowmap, colmap, out)
         cr = np.empty(qx)
         ci = np.empty(qx)
         _screen_row(ay, qx, cell_x, cell_y, nshift, w, cr, ci)
+        if amp.size:
+            _screen_amp(ay, qx, cell_x, cell_y, nshift, amp, rr, ri, cr, ci)
         for side in range(2):
             iy = _mirrored_row(ay, side, cy, ny)
             if iy < 0:
@@ -1058,14 +1104,15 @@ def _chirp_forward_w_kernel(img, cell_x, cell_y, nshift, w, rowmap, colmap, out)
                 out[jy, colmap[ix]] = complex(val * cr[ax], val * ci[ax])
 
 
-def chirp_forward_w(img, cell_x, cell_y, nshift, w, out, nthreads=1):
+def chirp_forward_w(img, cell_x, cell_y, nshift, w, out, nthreads=1, amp=None, rot=1.0):
     """:func:`chirp_forward` with the screen computed on the fly (see
-    :func:`chirp_adjoint_w`)."""
+    :func:`chirp_adjoint_w`, also for ``amp`` and ``rot``)."""
     _set_threads(nthreads)
     if out.shape != img.shape:
         out[...] = 0
-    _chirp_forward_w_kernel(img, float(cell_x), float(cell_y), float(nshift), float(w),
-                            _rowmap(img.shape[0], out.shape[0]),
+    amp, rr, ri = _amp_args(amp, rot)
+    _chirp_forward_w_kernel(img, float(cell_x), float(cell_y), float(nshift), float(w), amp,
+                            rr, ri, _rowmap(img.shape[0], out.shape[0]),
                             _rowmap(img.shape[1], out.shape[1]), out)
     return out
 

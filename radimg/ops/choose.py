@@ -220,6 +220,7 @@ class Candidate:
     model_kernels_s: float = 0.0  # ... and kernel (per-sample) work
     resample_s: float = 0.0
     note: str = ""
+    wkernel: str | None = None  # wstack's w axis: "es" planes or "cheb" terms
 
     def describe(self):
         d = {k: v for k, v in asdict(self).items() if k != "small"}
@@ -330,6 +331,7 @@ def _wide_field(mode, summary, small, npix_x, npix_y, cell_x, cell_y, epsilon, p
     updates = G.COST_UPDATE * summary.nsel * geo.W * geo.W * geo.Ww
     cand.oversampling = geo.oversampling
     cand.oversampling_w = geo.oversampling_w if mode == "wstack" else None
+    cand.wkernel = geo.wkernel if mode == "wstack" else None
     cand.nplanes = int(nplanes)
     cand.support = geo.W
     cand.grid = (geo.nyp, geo.nxp)
@@ -481,7 +483,9 @@ def geometry_text(c: Candidate) -> str:
         parts.append(f"{c.image[1]}x{c.image[0]} px" + (" (small inv.)" if c.small else ""))
     if c.grid is not None:
         parts.append(f"grid {c.grid[1]}x{c.grid[0]}")
-    if c.mode == "wstack":
+    if c.mode == "wstack" and c.wkernel == "cheb":
+        parts.append(f"{c.nplanes} Chebyshev w-terms, sigma {c.oversampling:g}")
+    elif c.mode == "wstack":
         parts.append(f"{c.nplanes} planes, sigma {c.oversampling:g}/{c.oversampling_w:g}")
     elif c.mode == "wstack-wproject":
         parts.append(f"{c.nplanes} stacks")

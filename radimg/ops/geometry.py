@@ -32,6 +32,7 @@ import numpy as np
 
 from radimg.constants import C_LIGHT
 from radimg.kernels import gridder as _g
+from radimg.kernels import wcheb
 from radimg.kernels.es import es_parameters, es_poly_correction
 from radimg.ops.fft import good_size
 
@@ -39,6 +40,7 @@ __all__ = ["Field", "Geometry", "resolve_geometry", "wproject_geometry", "sample
            "scaling_target", "ES_SHARE", "W_SHARE"]
 
 MODES = ("none", "wstack", "wstack-wproject")
+WKERNELS = ("es", "cheb")  # the w axis of mode wstack (Geometry.wkernel)
 
 # wstack-wproject's split of epsilon: the ES kernel gets ES_SHARE per axis (measured: the
 # 2-D error stays < eps / 4), the w-kernel tables W_SHARE (their own budget is conservative).
@@ -159,6 +161,10 @@ class Geometry:
         chosen)
     dw_range : (float, float), the residual ``w - w_k`` range its kernel tables cover
     cost : float, the cost model's seconds per application (``none``/``wstack``)
+    wkernel : ``wstack``'s w axis: ``"es"`` (ES kernel over ``Ww`` of ``nplanes``
+        uniformly spaced planes) or ``"cheb"`` (``nplanes = Ww`` terms of the w-term's
+        Chebyshev expansion, radimg/kernels/wcheb.py; ``w0``, ``dw`` then place every
+        sample's ``|w|`` at a first plane of 0 and ``oversampling_w`` is None)
     """
 
     field: Field
@@ -184,12 +190,15 @@ class Geometry:
     centres: tuple = ()
     dw_range: tuple = (0.0, 0.0)
     cost: float = 0.0
+    wkernel: str = "es"
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
         if self.precision not in ("single", "double"):
             raise ValueError(f"precision must be 'single' or 'double', got {self.precision!r}")
+        if self.wkernel not in WKERNELS:
+            raise ValueError(f"wkernel must be one of {WKERNELS}, got {self.wkernel!r}")
 
     # -- what every layer reads -------------------------------------------------------
     @property
@@ -225,7 +234,7 @@ class Geometry:
         return _g.GridSpec(nxp=self.nxp, nyp=self.nyp, W=self.W, beta=self.beta,
                            xscale=f.cell_x * self.nxp, yscale=-f.cell_y * self.nyp,
                            nplanes=self.nplanes, Ww=self.Ww, betaw=self.betaw, w0=self.w0,
-                           dw=self.dw, nshift=self.nshift)
+                           dw=self.dw, nshift=self.nshift, wkernel=self.wkernel)
 
     @cached_property
     def slopes(self):
@@ -253,7 +262,7 @@ class Geometry:
                "oversampling": self.oversampling}
         if self.mode == "wstack":
             out.update(nplanes=self.nplanes, support_w=self.Ww,
-                       oversampling_w=self.oversampling_w, dw=self.dw)
+                       oversampling_w=self.oversampling_w, dw=self.dw, w_kernel=self.wkernel)
         elif self.mode == "wstack-wproject":
             out.update(nstacks=self.nstacks, dw_range=list(self.dw_range))
         return out
@@ -279,7 +288,7 @@ def _dynamic_range(W, beta, sigma):
 
 
 def resolve_geometry(field, epsilon, mode, nsel, wmin, wmax, *, oversampling="auto",
-                     oversampling_w=None, precision="double", nstacks="auto"):
+                     oversampling_w=None, precision="double", nstacks="auto", wkernel="auto"):
     """The :class:`Geometry` of modes ``none`` / ``wstack`` for ``nsel`` samples whose
     ``|w|`` spans ``[wmin, wmax]`` wavelengths.
 
@@ -301,12 +310,20 @@ def resolve_geometry(field, epsilon, mode, nsel, wmin, wmax, *, oversampling="au
     largest spacing ``dw_max``; an int spreads that many planes over ``[wmin, wmax]`` (a
     ConfigError when below the w-kernel support or too sparse for ``epsilon``).
 
+    The w axis's kernel (``wkernel``): "es" (the ES kernel over uniformly spaced planes),
+    "cheb" (the Chebyshev expansion of the w-term, radimg/kernels/wcheb.py: the fewest terms
+    whose truncation bound is within the w axis's share of epsilon; a ValueError beyond
+    ``wcheb.KMAX`` terms) or "auto": both costed, the cheaper taken, where the w axis is
+    the cost model's to choose (``oversampling_w`` auto, ``nstacks`` auto), else "es".
+
     Deterministic in its arguments, so ranks that pass the same global values agree.
     """
     if mode not in ("none", "wstack"):
         raise ValueError(f"resolve_geometry handles modes 'none' and 'wstack', not {mode!r}")
     if precision not in ("single", "double"):
         raise ValueError(f"precision must be 'single' or 'double', got {precision!r}")
+    if wkernel not in ("auto",) + WKERNELS:
+        raise ValueError(f"wkernel must be 'auto' or one of {WKERNELS}, got {wkernel!r}")
     half = field.half
     wstack = mode == "wstack"
     if not wstack:
@@ -343,6 +360,16 @@ def resolve_geometry(field, epsilon, mode, nsel, wmin, wmax, *, oversampling="au
     if not uvc:
         raise ValueError(f"epsilon={epsilon:g} is not reachable with any oversampling factor")
     auto_w = oversampling_w in ("auto", None) and oversampling == "auto" or oversampling_w == "auto"
+    explicit_planes = nstacks not in ("auto", None)
+    use_es = not wstack or wkernel != "cheb"
+    cheb_K = None
+    if wstack and (wkernel == "cheb" or wkernel == "auto" and auto_w and not explicit_planes):
+        if explicit_planes:
+            raise ValueError("wkernel 'cheb' sets its own plane count; nstacks must be auto")
+        cheb_K = wcheb.planes_for(eps_axis, math.pi * _cheb_span(wmin, wmax) * half)
+        if cheb_K is None and wkernel == "cheb":
+            raise ValueError(f"wkernel 'cheb' needs more than {wcheb.KMAX} terms here (w range "
+                             f"{wmax - wmin:.4g} wavelengths, n - 1 half range {half:.3g})")
     best = None
     for sigma, (W, beta, nxp, nyp) in uvc:
         if not wstack:
@@ -355,9 +382,10 @@ def resolve_geometry(field, epsilon, mode, nsel, wmin, wmax, *, oversampling="au
         npts = nxp * nyp
         plane = COST_FFT * npts * math.log2(npts) + COST_CELL * npts + COST_PIXEL * npix
         r_uv = _dynamic_range(W, beta, sigma) ** 2
-        for sw, (Ww, betaw, dw_max, nplanes) in wc:
+        choice = len(uvc) > 1 or len(wc) > 1 or cheb_K is not None and use_es
+        for sw, (Ww, betaw, dw_max, nplanes) in (wc if use_es else []):
             r = r_uv * (_dynamic_range(Ww, betaw, sw) if wstack else 1.0)
-            if (len(uvc) > 1 or len(wc) > 1) and unit * r > ROUNDING_LIMIT * epsilon:
+            if choice and unit * r > ROUNDING_LIMIT * epsilon:
                 continue  # rounding would spoil epsilon; explicit factors are taken as given
             cost = nplanes * plane + COST_UPDATE * nsel * W * W * Ww
             if best is None or cost < best["cost"]:
@@ -365,12 +393,26 @@ def resolve_geometry(field, epsilon, mode, nsel, wmin, wmax, *, oversampling="au
                             nxp=int(nxp), nyp=int(nyp),
                             oversampling_w=None if sw is None else float(sw), Ww=int(Ww),
                             betaw=float(betaw), dw_max=float(dw_max), nplanes=int(nplanes),
-                            cost=float(cost))
+                            cost=float(cost), wkernel="es")
+        if cheb_K is not None and not (choice and unit * r_uv > ROUNDING_LIMIT * epsilon):
+            # every sample on all K terms, no w correction (its dynamic range is r_uv's)
+            cost = cheb_K * plane + COST_UPDATE * nsel * W * W * cheb_K
+            if best is None or cost < best["cost"]:
+                best = dict(oversampling=float(sigma), W=int(W), beta=float(beta),
+                            nxp=int(nxp), nyp=int(nyp), oversampling_w=None, Ww=int(cheb_K),
+                            betaw=0.0, dw_max=math.inf, nplanes=int(cheb_K),
+                            cost=float(cost), wkernel="cheb")
     if best is None:
         raise ValueError(f"epsilon={epsilon:g} is not reachable in {precision} precision")
     geo = Geometry(field=field, mode=mode, epsilon=float(epsilon), precision=precision,
                    nsel=int(nsel), wmin=float(wmin), wmax=float(wmax), **best)
     return _with_planes(geo, nstacks) if wstack else geo
+
+
+def _cheb_span(wmin, wmax):
+    """The ``dw`` of a Chebyshev geometry: the ``|w|`` range, a little wider so that rounding
+    in ``(w - w0) / dw`` cannot put a sample outside its terms' interval."""
+    return (wmax - wmin) * (1.0 + 4e-7) + 1e-12 * (1.0 + abs(wmax))
 
 
 def _with_planes(geo, nstacks):
@@ -379,6 +421,13 @@ def _with_planes(geo, nstacks):
 
     dw_max, nplanes_auto, Ww = geo.dw_max, geo.nplanes, geo.Ww
     wmin, wmax = geo.wmin, geo.wmax
+    if geo.wkernel == "cheb":
+        # plane position gw = (w - w0) / dw in [Ww / 2 - 1, Ww / 2) for every sample: first
+        # plane 0, tap a = plane a, mu = Ww - 1 - 2 gw in (-1, 1] (radimg/kernels/wcheb.py)
+        dw = _cheb_span(wmin, wmax)
+        w0 = wmin - (0.5 * Ww - 1.0 + 1e-7) * dw
+        return dataclasses.replace(geo, w0=float(w0), dw=float(dw),
+                                   nshift=0.5 * geo.field.nmin)
     if nstacks == "auto" or nstacks is None:
         dw = dw_max if np.isfinite(dw_max) else 1.0
         nplanes = nplanes_auto

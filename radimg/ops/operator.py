@@ -25,6 +25,14 @@ an FFT size, so a narrow w range takes a large ``sigma_w`` and few planes, a wid
 ``sigma_w``. :func:`resolve_geometry` picks both factors ("auto") from a cost model.
 ``mode="none"`` ignores ``w`` (2-D gridding, exact only for coplanar data or small fields).
 
+On narrow fields the w axis may instead be the w-term's Chebyshev expansion
+(``Geometry.wkernel == "cheb"``, radimg/kernels/wcheb.py): ``K`` terms, every sample on all of
+them with weight ``T_p(mu)`` (``mu`` its place in the ``|w|`` range) through the same gridder
+kernels, and plane ``p``'s screen ``eps_p (-i)^p J_p(pi dw c) exp(2 pi i w_mid c)`` with no
+w correction. Where ``|2 pi w (n - 1)|`` stays below ~0.1 three terms reach epsilon 1e-5,
+against the 6-7 planes every sample touches with the ES kernel's support; the cost model
+(:func:`resolve_geometry`) takes the cheaper.
+
 Per application, ``dot``/``hdot`` gather sample coordinates (and prepared values) once in
 layout order, then per plane: grid, FFT in place on the rows that hold data and the image's
 columns only, and apply the w-screen, which is symmetric in l and m (one quadrant) and
@@ -43,6 +51,7 @@ import numba
 import numpy as np
 
 from radimg.kernels import gridder as _g
+from radimg.kernels import wcheb
 from radimg.kernels._jit import PARALLEL_JIT_OPTIONS
 from radimg.kernels.es import es_poly_correction
 from radimg.ops.fft import get_fft, good_size
@@ -70,7 +79,7 @@ STRIDED_PASS_COST = {8: 1.3, 16: 2.4}
 
 def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="wstack-wproject",
                   nstacks="auto", oversampling=2.0, nthreads=1, precision="double", fft="auto",
-                  weight_mask=None, oversampling_w=None, **kwargs):
+                  weight_mask=None, oversampling_w=None, wkernel="auto", **kwargs):
     """The measurement operator for ``mode`` on these samples alone (serial use): its
     :class:`radimg.ops.geometry.Geometry` resolved from them (:func:`geometry_for_samples`),
     then the operator built on it.
@@ -93,12 +102,14 @@ def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="ws
     weight_mask : ndarray (row, chan), optional; bool or weights, samples where it is
         False/0 are dropped at construction and cost nothing afterwards.
     oversampling_w : float, "auto" or None, the w axis's factor of mode ``wstack``.
+    wkernel : {"auto", "es", "cheb"}, the w axis of mode ``wstack``
+        (:func:`radimg.ops.geometry.resolve_geometry`).
     **kwargs : the operator's own options (``tile``, ``tables``, ``plan_fft``).
     """
     geo = geometry_for_samples(uvw, freq, Field.of(npix_x, npix_y, cell_rad), epsilon, mode,
                                weight_mask=weight_mask, nstacks=nstacks,
                                oversampling=oversampling, oversampling_w=oversampling_w,
-                               precision=precision, nthreads=nthreads)
+                               precision=precision, nthreads=nthreads, wkernel=wkernel)
     common = dict(nthreads=nthreads, fft=fft, weight_mask=weight_mask, **kwargs)
     if mode in ("none", "wstack"):
         return WideFieldOperator(uvw, freq, geo, **common)
@@ -109,7 +120,7 @@ def make_operator(uvw, freq, npix_x, npix_y, cell_rad, *, epsilon=1e-5, mode="ws
 
 def geometry_for_samples(uvw, freq, field, epsilon, mode, *, weight_mask=None, nstacks="auto",
                          oversampling=2.0, oversampling_w=None, precision="double",
-                         nthreads=1):
+                         nthreads=1, wkernel="auto"):
     """The :class:`Geometry` of ``mode`` over ``field`` for these samples alone: the
     ``|w|`` range and count of the samples ``weight_mask`` keeps (``none`` / ``wstack``), or
     their k-means w-stacks (``wstack-wproject``, :func:`radimg.ops.wproject.fit_stacks`).
@@ -118,7 +129,7 @@ def geometry_for_samples(uvw, freq, field, epsilon, mode, *, weight_mask=None, n
         nsel, wmin, wmax = samples_w_range(uvw, freq, weight_mask)
         return resolve_geometry(field, epsilon, mode, nsel, wmin, wmax,
                                 oversampling=oversampling, oversampling_w=oversampling_w,
-                                precision=precision, nstacks=nstacks)
+                                precision=precision, nstacks=nstacks, wkernel=wkernel)
     if mode == "wstack-wproject":
         from radimg.ops.wproject import fit_stacks
 
@@ -229,6 +240,11 @@ class WideFieldOperator:
         nplanes, Ww, betaw, dw, nshift = geo.nplanes, geo.Ww, geo.betaw, geo.dw, geo.nshift
         w0, half = geo.w0, field.half
         self.planes = w0 + dw * np.arange(nplanes) if wstack else np.zeros(1)
+        self._cheb = wstack and geo.wkernel == "cheb"
+        if self._cheb:  # every term's screen is centred on w_mid (radimg/kernels/wcheb.py)
+            self.planes = np.full(nplanes, w0 + 0.5 * (nplanes - 1) * dw)
+            self._wamp = [wcheb.amplitude_poly(p, math.pi * dw, half) for p in range(nplanes)]
+            self._wrot = [wcheb.rotation(p) for p in range(nplanes)]
         self._tile = tile or _g.TILE_MIN
         self._layout = _g.make_layout(self.uvw, self.freq, self.spec, mask=weight_mask,
                                       tile=self._tile, nthreads=self.nthreads)
@@ -265,7 +281,7 @@ class WideFieldOperator:
         py = np.abs(np.arange(self.npix_y) - self.npix_y // 2)
         gx = es_poly_correction(np.arange(px.max() + 1) / nxp, W, beta)
         gy = es_poly_correction(np.arange(py.max() + 1) / nyp, W, beta)
-        if wstack:
+        if wstack and not self._cheb:
             chalf = max(half * dw, 1e-300)
             cheb = _chebyshev_fit(lambda t: es_poly_correction(t, Ww, betaw), chalf)
         else:
@@ -356,6 +372,7 @@ class WideFieldOperator:
             "oversampling": self.oversampling,
             "oversampling_w": self.oversampling_w if s.wstack else None,
             "dw": s.dw if s.wstack else None,
+            "w_kernel": s.wkernel if s.wstack else None,
             "nshift": s.nshift,
             "nsamples": self._layout.nsamples,
             "precision": self.precision,
@@ -558,9 +575,22 @@ class WideFieldOperator:
             return self._image_to_grid(img, None, grid, rows, cols=cols)
         if grid.shape != (self.spec.nyp, self.spec.nxp) or not grid.flags.c_contiguous:
             raise ValueError("out must be a C-contiguous (nyp, nxp) array")
-        _g.chirp_forward_w(img, self.cell_x, self.cell_y, self._nshift, self.planes[p], grid,
-                           self.nthreads)
+        self._chirp_forward_plane(img, p, grid)
         return self._forward_inplace(grid, rows, cols=cols)
+
+    def _screen(self, p):
+        """``(w, amp, rot)`` of plane ``p``'s screen for the on-the-fly chirp kernels: its w
+        alone (ES planes), or w_mid with the term's amplitude and phase (Chebyshev)."""
+        if self._cheb:
+            return self.planes[p], self._wamp[p], self._wrot[p]
+        return self.planes[p], None, 1.0
+
+    def _chirp_forward_plane(self, img, p, grid):
+        """``grid`` = ``img`` times plane ``p``'s conjugate screen at the image positions,
+        zeros elsewhere."""
+        w, amp, rot = self._screen(p)
+        return _g.chirp_forward_w(img, self.cell_x, self.cell_y, self._nshift, w, grid,
+                                  self.nthreads, amp=amp, rot=rot)
 
     def _phasor(self, p):
         """Quadrant of the plane-p w-screen exp(-2 pi i w_p (n - 1 - nshift)); None in 2-D."""
@@ -615,8 +645,9 @@ class WideFieldOperator:
         ``zero``: the cells read are set to 0."""
         if not self.spec.wstack:
             return _g.chirp_adjoint(fgrid, None, out, self.nthreads, zero=zero)
-        return _g.chirp_adjoint_w(fgrid, self.cell_x, self.cell_y, self._nshift, self.planes[p],
-                                  out, self.nthreads, zero=zero)
+        w, amp, rot = self._screen(p)
+        return _g.chirp_adjoint_w(fgrid, self.cell_x, self.cell_y, self._nshift, w, out,
+                                  self.nthreads, zero=zero, amp=amp, rot=rot)
 
     def grid_samples(self, vis, p, idx=None, weight=None, out=None):
         """``[G]_p^H W^H``: grid the samples of ``idx`` (layout or flat indices; default all)
@@ -643,14 +674,15 @@ class WideFieldOperator:
 
     # ------------------------------------------------------------------ operator
     def _phasors(self):
-        """Plane-0 w-screen and the per-plane step of the recurrence (None, None in 2-D)."""
-        if not self.spec.wstack:
+        """Plane-0 w-screen and the per-plane step of the recurrence (None, None in 2-D and
+        for Chebyshev terms, whose screens the on-the-fly kernels make)."""
+        if not self.spec.wstack or self._cheb:
             return None, None
         return self._phasor(0), _g.phasor(self._cq, self.spec.dw, nthreads=self.nthreads)
 
     def _next_phasor(self, ph, step, p):
         """w-screen of plane ``p`` from plane ``p - 1``'s (re-seeded exactly every 32)."""
-        if ph is None:
+        if ph is None or self._cheb:
             return None
         if p % _RESEED == 0:
             return _g.phasor(self._cq, self.planes[p], out=ph, nthreads=self.nthreads)
@@ -679,7 +711,11 @@ class WideFieldOperator:
             if p:
                 ph = self._next_phasor(ph, step, p)
             rows, cols = self.plane_lines(p)
-            fgrid = self._image_to_grid(img, ph, grid, rows, zero_rest=False, cols=cols)
+            if self._cheb:
+                self._chirp_forward_plane(img, p, grid)
+                fgrid = self._forward_inplace(grid, rows, False, cols=cols)
+            else:
+                fgrid = self._image_to_grid(img, ph, grid, rows, zero_rest=False, cols=cols)
             _g.degrid_plane_prepared(lay, self.spec, coords, fgrid, p, acc, self._kthreads(p))
         vis = np.zeros((self.nrow, self.nchan), dtype=self.cdtype)
         return _g.finish_samples(lay, self.spec, self.uvw, self.freq, acc, vis, self.nthreads)
@@ -703,7 +739,10 @@ class WideFieldOperator:
                 ph = self._next_phasor(ph, step, p)  # exact screen now and then
             _g.grid_plane_prepared(lay, self.spec, coords, vals, p, grid, self._kthreads(p))
             fgrid, plan = self._backward_planned(grid, *self.plane_lines(p))
-            _g.chirp_adjoint(fgrid, ph, acc, self.nthreads, step=step, zero=True)  # advances ph
+            if self._cheb:
+                self._chirp_adjoint_plane(fgrid, p, acc, zero=True)
+            else:
+                _g.chirp_adjoint(fgrid, ph, acc, self.nthreads, step=step, zero=True)  # advances ph
             self._zero_transformed(fgrid, plan)
         self.scale_image(acc, inplace=True)
         return acc.astype(self.rdtype, copy=False)

@@ -53,6 +53,8 @@ class GpuDistributedOperator(ResidentOperator, DistributedOperator):
     ``row_id``, ``redistribute_vis`` and ``load_balance`` are the CPU scheme's.
     """
 
+    WKERNEL = "es"  # the CUDA kernels' w-kernel (no Chebyshev terms on the GPU)
+
     def __init__(self, comm, uvw, freq, weight, npix_x, npix_y, cell_rad, *, block=None,
                  max_shared=None, **kwargs):
         self.xp = get_xp()  # no GPU: refuse before any collective work

@@ -162,6 +162,10 @@ class DistributedOperator:
     ``W**2`` per sample and plane). ``load_balance()`` reports them per application.
     """
 
+    #: mode ``wstack``'s w axis (:func:`radimg.ops.geometry.resolve_geometry`'s
+    #: ``wkernel``): the CPU kernels take the cheaper of ES planes and Chebyshev terms
+    WKERNEL = "auto"
+
     def __init__(
         self,
         comm,
@@ -276,7 +280,7 @@ class DistributedOperator:
         # the serial cost model fed global values, so every rank resolves the same geometry
         geo = resolve_geometry(self.field, float(epsilon), mode, nsel, wmin, wmax,
                                oversampling=oversampling, precision=precision,
-                               nstacks=nstacks)
+                               nstacks=nstacks, wkernel=self.WKERNEL)
         self.geometry, self.oversampling = geo, geo.oversampling
         spec = self.spec = geo.grid_spec
         if fft == "auto":

@@ -142,6 +142,7 @@ def plan_from_config(cfg: dict, n_ranks: int, mem_per_rank_bytes: int | None = N
             "wstack" if mode == "wstack" else mode,
             npix_x, npix_y, cells, epsilon=eps, nstacks=nstacks, oversampling=oversampling,
             oversampling_w=oversampling_w, precision=precision, centres=centres,
+            wkernel=chosen.wkernel or "auto",
             tables=tables_covering(w, centres, npix_x, npix_y, cell_rad, eps, oversampling,
                                     precision) if mode == "wstack-wproject" else None,
             exchange_buffer_bytes=configured_exchange_buffer(cfg),

@@ -78,7 +78,7 @@ def _balanced_ranks(keys, load, n_ranks):
 def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_rad, *,
                       epsilon=1e-5, nstacks="auto", oversampling=2.0, precision="single",
                       centres=None, tile=64, tables=None, oversampling_w=None,
-                      exchange_buffer_bytes=None):
+                      exchange_buffer_bytes=None, wkernel="auto"):
     """The distributed operator's tile exchange replayed on a uvw subsample (no MPI).
 
     Samples (wavelengths; any sign) are keyed as :class:`DistributedOperator` keys its rows
@@ -111,7 +111,7 @@ def operator_exchange(u, v, w, n_ranks, n_samples, mode, npix_x, npix_y, cell_ra
         nsel, wmin, wmax = samples_w_range(uvw, fc)
         geo = resolve_geometry(field, epsilon, mode, nsel, wmin, wmax, nstacks=nstacks,
                                oversampling=oversampling, oversampling_w=oversampling_w,
-                               precision=precision)
+                               precision=precision, wkernel=wkernel)
         marks = _wstack_marks(uvw, fc, n_ranks, geo, tile)
     rk, (R, Pl, T), yb, xb, (nyp, nxp), nplanes, out = marks
     ycell, xcell = np.diff(yb), np.diff(xb)

@@ -26,9 +26,9 @@ def _slices(n, size):
     return mod.uneven_slices(n, size)
 
 
-def _data(seed=3):
+def _data(seed=3, fov_deg=FOV_DEG):
     rng = np.random.default_rng(seed)
-    cell = np.deg2rad(FOV_DEG) / NPIX
+    cell = np.deg2rad(fov_deg) / NPIX
     c = 299792458.0
     uvmax = 0.4 / cell  # wavelengths at the top frequency
     uvw = np.empty((N_ROWS, 3))
@@ -53,18 +53,22 @@ def _rel(a, b):
     return np.abs(a - b).max() / np.abs(b).max()
 
 
-@pytest.fixture(scope="module", params=["none", "wstack"])
+@pytest.fixture(scope="module", params=["none", "wstack", "wstack-cheb"])
 def setup(request):
+    """``wstack-cheb``: a 0.5 deg field, where the cost model takes the w-term's Chebyshev
+    terms (radimg/kernels/wcheb.py) over ES planes."""
     from mpi4py import MPI
 
     from radimg.ops.operator import make_operator
     from radimg.parallel.operator import DistributedOperator
 
     comm = MPI.COMM_WORLD
-    mode = request.param
-    uvw, wgt, vis, img, cell = _data()
+    cheb = request.param == "wstack-cheb"
+    mode = "wstack" if cheb else request.param
+    uvw, wgt, vis, img, cell = _data(fov_deg=0.5 if cheb else FOV_DEG)
     lo, hi = _slices(N_ROWS, comm.size)[comm.rank]
-    kw = dict(epsilon=1e-6, mode=mode, oversampling=2.0, precision="double")
+    kw = dict(epsilon=1e-6, mode=mode, oversampling="auto" if cheb else 2.0,
+              precision="double")
     D = DistributedOperator(comm, uvw[lo:hi], FREQ, wgt[lo:hi], NPIX, NPIX, cell, **kw)
     S = make_operator(uvw, FREQ, NPIX, NPIX, cell, weight_mask=wgt != 0, **kw)
     return dict(
@@ -86,6 +90,8 @@ def test_geometry_is_global(setup):
     assert all(g == geos[0] for g in geos) and D.op.geometry is D.geometry
     assert D.geometry == S.geometry
     assert D.op.nrow == D.nrow and D.op.uvw.shape == D.uvw.shape
+    if setup["kw"]["oversampling"] == "auto":  # the wstack-cheb case is what it says
+        assert D.geometry.wkernel == "cheb" and D.geometry.nplanes == 3
 
 
 def test_every_row_assigned_once_and_data_moved(setup):
@@ -281,7 +287,8 @@ def test_single_precision_float32_sum_matches_double_sum(setup):
                             setup["cell"], **kw)
     S = make_operator(setup["uvw"], FREQ, NPIX, NPIX, setup["cell"],
                       weight_mask=setup["wgt"] != 0, **kw)
-    assert D.nplanes > 10 or setup["kw"]["mode"] == "none"  # one plane there
+    # many planes to sum (one plane in mode none, three Chebyshev terms in wstack-cheb)
+    assert D.nplanes > 10 or setup["kw"]["mode"] == "none" or D.geometry.wkernel == "cheb"
     d = D.hdot(D.redistribute_vis(setup["vis"][lo:hi]), D.weight)
     s = S.hdot(setup["vis"], setup["wgt"])
     assert D._acc_buf.dtype == np.float32
