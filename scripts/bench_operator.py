@@ -130,6 +130,24 @@ def make_case(case, scale, rng):
     return dict(uvw=uvw, freq=freq, npix=npix, cell=float(cell), desc=desc)
 
 
+def _build(uvw, freq, npix, cell, mode, args, ov):
+    """radimg's operator for the case: bare, or with ``--small-inversion`` through the
+    layer ``radimg run`` puts around it (which returns the bare operator when the data
+    need the full grid)."""
+    from radimg.ops.operator import make_operator
+    from radimg.ops.resample import small_inversion
+
+    def build(nx, ny, c):
+        return make_operator(uvw, freq, nx, ny, c, mode=mode, epsilon=args.epsilon,
+                             nthreads=args.nthreads, precision=args.precision,
+                             oversampling=ov)
+
+    if not args.small_inversion:
+        return build(npix, npix, cell)
+    return small_inversion(build, uvw, freq, None, npix, npix, cell, epsilon=args.epsilon,
+                           mode=mode, nthreads=args.nthreads)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--case", default="all", help="a, b, c or all (comma list allowed)")
@@ -141,6 +159,10 @@ def main(argv=None):
     ap.add_argument("--precision", default="double", choices=["single", "double"])
     ap.add_argument("--npix-check", type=int, default=50)
     ap.add_argument("--no-ducc", action="store_true")
+    ap.add_argument("--small-inversion", action="store_true",
+                    help="radimg through its small-inversion layer, as `radimg run` images by "
+                         "default (radimg.ops.resample): the operator grids the coarsest "
+                         "image the data allow and resamples to the requested cells")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -192,16 +214,17 @@ def main(argv=None):
                    runs=[])
         for mode in modes:
             t0 = time.perf_counter()
-            op = make_operator(uvw, freq, npix, npix, cell, mode=mode, epsilon=args.epsilon,
-                               nthreads=args.nthreads, precision=args.precision,
-                               oversampling=ov)
+            op = _build(uvw, freq, npix, cell, mode, args, ov)
             t_setup = time.perf_counter() - t0
             t0 = time.perf_counter()
             dirty = op.hdot(vis, wgt)
             t_run = time.perf_counter() - t0
             err = np.abs(dirty[check[:, 0], check[:, 1]] - ref).max() / peak
             st = op.stats
-            row["runs"].append(dict(code=f"radimg-{mode}", setup_s=t_setup, time_s=t_run,
+            small = getattr(op, "small_geometry", None)
+            code = f"radimg-{mode}" + ("-small" if args.small_inversion else "")
+            row["runs"].append(dict(code=code, setup_s=t_setup, time_s=t_run,
+                                    small_inversion=None if small is None else small.describe(),
                                     samples_per_s_core=nsamp / (t_setup + t_run) / args.nthreads,
                                     err_over_peak=float(err), nplanes=st["nplanes"],
                                     support=st["support"], padded=list(st["padded_grid"]),
