@@ -67,6 +67,8 @@ def test_log_and_product_say_which_mode_and_why(runs):
     (chosen,) = [c for c in ch["candidates"] if c["chosen"]]
     assert chosen["mode"] == rec["mode"] and chosen["meets_epsilon"]
     assert rec["nplanes"] >= 1 and rec["oversampling"] == chosen["oversampling"]
+    if rec["mode"] == "wstack":  # the w axis run is the one the chooser costed
+        assert rec["w_kernel"] == chosen["wkernel"] in ("es", "cheb")
 
 
 def test_same_choice_and_images_at_one_and_two_ranks(runs):
@@ -81,7 +83,7 @@ def test_auto_builds_the_operator_of_the_named_mode(runs):
     assert exp["operator"]["requested_mode"] == exp["operator"]["mode"] == runs[1][
         "operator"]["mode"]
     assert exp["operator"]["choice"] is None
-    for k in ("oversampling", "oversampling_w", "nplanes", "small_inversion"):
+    for k in ("oversampling", "oversampling_w", "nplanes", "w_kernel", "small_inversion"):
         assert exp["operator"][k] == runs[1]["operator"][k], k
     for name in ("dirty", "psf"):
         peak = np.abs(exp[name]).max()

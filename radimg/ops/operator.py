@@ -593,8 +593,9 @@ class WideFieldOperator:
                                   self.nthreads, amp=amp, rot=rot)
 
     def _phasor(self, p):
-        """Quadrant of the plane-p w-screen exp(-2 pi i w_p (n - 1 - nshift)); None in 2-D."""
-        if not self.spec.wstack:
+        """Quadrant of the plane-p w-screen exp(-2 pi i w_p (n - 1 - nshift)); None in 2-D
+        and for Chebyshev terms (their screens have amplitudes: the on-the-fly kernels)."""
+        if not self.spec.wstack or self._cheb:
             return None
         return _g.phasor(self._cq, self.planes[p], nthreads=self.nthreads)
 
@@ -674,15 +675,16 @@ class WideFieldOperator:
 
     # ------------------------------------------------------------------ operator
     def _phasors(self):
-        """Plane-0 w-screen and the per-plane step of the recurrence (None, None in 2-D and
-        for Chebyshev terms, whose screens the on-the-fly kernels make)."""
-        if not self.spec.wstack or self._cheb:
+        """Plane-0 w-screen and the per-plane step of the recurrence (None, None where
+        :meth:`_phasor` gives None)."""
+        ph = self._phasor(0)
+        if ph is None:
             return None, None
-        return self._phasor(0), _g.phasor(self._cq, self.spec.dw, nthreads=self.nthreads)
+        return ph, _g.phasor(self._cq, self.spec.dw, nthreads=self.nthreads)
 
     def _next_phasor(self, ph, step, p):
         """w-screen of plane ``p`` from plane ``p - 1``'s (re-seeded exactly every 32)."""
-        if ph is None or self._cheb:
+        if ph is None:
             return None
         if p % _RESEED == 0:
             return _g.phasor(self._cq, self.planes[p], out=ph, nthreads=self.nthreads)

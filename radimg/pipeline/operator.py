@@ -198,6 +198,8 @@ class ImagingBackend(ABC):
             "oversampling_w": getattr(serial, "oversampling_w", None)
             if options["mode"] == "wstack" else None,
             "nplanes": getattr(inner, "nplanes", getattr(inner, "nstacks", None)),
+            "w_kernel": getattr(getattr(inner, "geometry", None), "wkernel", None)
+            if options["mode"] == "wstack" else None,
             "small_inversion": None if small is None else small.describe(),
             "choice": None if choice is None else choice.describe(),
         }
