@@ -864,14 +864,21 @@ def image_to_plane(img, cell_x, cell_y, wp, nshift, grid, nthreads=1):
 # multiplies instead of sincos per pixel and plane).
 
 
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _c_at(ax, ay, cell_x, cell_y, nshift):
+    """``c = n - 1 - nshift`` at quadrant offset ``(ay, ax)``: the one expression every
+    w-screen kernel uses (so they agree to the bit)."""
+    l = ax * cell_x
+    m = ay * cell_y
+    return math.sqrt(1.0 - l * l - m * m) - 1.0 - nshift
+
+
 @numba.njit(**PARALLEL_JIT_OPTIONS)
 def _quadrant_c_kernel(ny, nx, cell_x, cell_y, nshift, out):
     qy, qx = out.shape
     for ay in numba.prange(qy):
-        m = ay * cell_y
         for ax in range(qx):
-            l = ax * cell_x
-            out[ay, ax] = math.sqrt(1.0 - l * l - m * m) - 1.0 - nshift
+            out[ay, ax] = _c_at(ax, ay, cell_x, cell_y, nshift)
 
 
 def quadrant_c(ny, nx, cell_x, cell_y, nshift, nthreads=1):
@@ -995,10 +1002,8 @@ def _mirrored_row(ay, side, cy, ny):
 def _screen_row(ay, qx, cell_x, cell_y, nshift, w, cr, ci):
     """Row ``ay`` of the quadrant of ``exp(-2 pi i w c)``, ``c = n - 1 - nshift`` computed
     as :func:`_quadrant_c_kernel` computes it (so the same bits): ``cr - i ci``."""
-    m = ay * cell_y
     for ax in range(qx):  # vectorised (radimg.kernels.trig.cis_cycles)
-        l = ax * cell_x
-        cr[ax], ci[ax] = cis_cycles(w * (math.sqrt(1.0 - l * l - m * m) - 1.0 - nshift))
+        cr[ax], ci[ax] = cis_cycles(w * _c_at(ax, ay, cell_x, cell_y, nshift))
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
@@ -1006,11 +1011,9 @@ def _screen_amp(ay, qx, cell_x, cell_y, nshift, amp, rr, ri, cr, ci):
     """Row ``ay`` of :func:`_screen_row`'s screen times ``(rr + i ri) A(c)``, ``A`` the real
     polynomial ``amp`` in ``c`` (highest power first): a Chebyshev plane's screen
     (radimg/kernels/wcheb.py)."""
-    m = ay * cell_y
     deg = amp.size
     for ax in range(qx):
-        l = ax * cell_x
-        c = math.sqrt(1.0 - l * l - m * m) - 1.0 - nshift
+        c = _c_at(ax, ay, cell_x, cell_y, nshift)
         a = amp[0]
         for d in range(1, deg):
             a = a * c + amp[d]
